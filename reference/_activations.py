@@ -7,11 +7,13 @@ from scipy import special
 
 from ._checks import as_float_array, check_finite as _check_finite
 
-_INV_SQRT_2PI = 1.0 / np.sqrt(2.0 * np.pi)
+# Python floats, not NumPy scalars: NumPy 2 scalars would promote float32 arrays (NEP 50).
+_INV_SQRT_2PI = float(1.0 / np.sqrt(2.0 * np.pi))
+_SQRT_HALF = float(np.sqrt(0.5))
 
 
 def _phi_cdf(x: np.ndarray) -> np.ndarray:
-    return 0.5 * (1.0 + special.erf(x * np.sqrt(0.5)).astype(x.dtype, copy=False))
+    return 0.5 * (1.0 + special.erf(x * _SQRT_HALF).astype(x.dtype, copy=False))
 
 
 def gelu(x: np.ndarray, *, check_finite: bool = True) -> np.ndarray:

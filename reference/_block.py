@@ -60,10 +60,9 @@ def tile_channels(x: np.ndarray, reps: int) -> np.ndarray:
     return np.tile(x, (1, reps) + (1,) * (x.ndim - 2))
 
 
-def tile_channels_vjp(x_shape: tuple[int, ...], g: np.ndarray) -> np.ndarray:
+def tile_channels_vjp(x: np.ndarray, reps: int, g: np.ndarray) -> np.ndarray:
     """VJP of :func:`tile_channels`: sum over the repeats."""
-    reps = g.shape[1] // x_shape[1]
-    return g.reshape((g.shape[0], reps) + tuple(x_shape[1:])).sum(axis=1)
+    return g.reshape((g.shape[0], reps) + tuple(x.shape[1:])).sum(axis=1)
 
 
 def _tile_to(name: str, x: np.ndarray, c: int) -> int:
@@ -164,8 +163,11 @@ def _backward(params: dict, cache: dict, g_out: np.ndarray, g_kg: np.ndarray | N
     g["Z"] = g["Z"] + g_z + g_zhat * k_g
     gk_g = gk_g + unbroadcast(g_zhat * z, k_g.shape)
     grads["slow_g"] = magnet_g_vjp(params["slow_g"], gk_g)
-    g_pre = None if cache["x_pre"] is None else tile_channels_vjp(cache["x_pre"].shape, g["x_pre"])
-    g_pp = None if cache["x_pre_pre"] is None else tile_channels_vjp(cache["x_pre_pre"].shape, g["x_pre_pre"])
+    g_pre = g_pp = None
+    if cache["x_pre"] is not None:
+        g_pre = tile_channels_vjp(cache["x_pre"], z.shape[1] // cache["x_pre"].shape[1], g["x_pre"])
+    if cache["x_pre_pre"] is not None:
+        g_pp = tile_channels_vjp(cache["x_pre_pre"], z.shape[1] // cache["x_pre_pre"].shape[1], g["x_pre_pre"])
     return {k: grads[k] for k in BLOCK_KEYS}, g["Z"], g_pre, g_pp
 
 
@@ -225,13 +227,17 @@ def sfne_block_stop_gradient_values(params: dict, z: np.ndarray, x_pre: np.ndarr
 
 
 def sfne_block_vjp(params: dict, z: np.ndarray, x_pre: np.ndarray | None, x_pre_pre: np.ndarray | None,
-                   g_out: np.ndarray, g_kg: np.ndarray | None = None, *, groups: int = 12,
+                   g: tuple[np.ndarray, np.ndarray | None], *, groups: int = 12,
                    eps: float = 1e-5, grid: tuple[int, int] | None = None,
                    dropout_mask: np.ndarray | None = None):
-    """VJP of :func:`sfne_block` for cotangents (g_out, g_kg) of (out, K_g).
+    """VJP of :func:`sfne_block` for the cotangent ``g = (g_out, g_kg)`` of its output ``(out, K_g)``.
 
-    Returns ``(grad_params, grad_z, grad_x_pre, grad_x_pre_pre)`` (None for absent inputs).
+    ``g_kg`` may be None (no gradient into K_g from outside the block). Returns
+    ``(grad_params, grad_z, grad_x_pre, grad_x_pre_pre)`` (None for absent inputs).
     """
+    if not isinstance(g, (tuple, list)) or len(g) != 2:
+        raise TypeError("g: expected the cotangent of (out, K_g) as a pair (g_out, g_kg); g_kg may be None")
+    g_out, g_kg = g
     z, x_pre, x_pre_pre, dropout_mask = _validate(params, z, x_pre, x_pre_pre, grid, dropout_mask, False)
     _, _, cache = _forward(params, z, x_pre, x_pre_pre, groups, eps, grid, dropout_mask)
     return _backward(params, cache, g_out, g_kg)

@@ -113,7 +113,7 @@ def adaptive_avg_pool(x: np.ndarray, size: tuple[int, ...]) -> np.ndarray:
     return _apply_per_axis(x, [adaptive_pool_matrix(n, k) for n, k in zip(x.shape[2:], size)])
 
 
-def adaptive_avg_pool_vjp(x_shape: tuple[int, ...], g: np.ndarray) -> np.ndarray:
-    """VJP of :func:`adaptive_avg_pool` for an input of shape ``x_shape``: returns ``grad_x``."""
-    mats = [adaptive_pool_matrix(n, k).T for n, k in zip(x_shape[2:], g.shape[2:])]
+def adaptive_avg_pool_vjp(x: np.ndarray, size: tuple[int, ...], g: np.ndarray) -> np.ndarray:
+    """VJP of :func:`adaptive_avg_pool`: returns ``grad_x`` (only x's shape is used)."""
+    mats = [adaptive_pool_matrix(n, k).T for n, k in zip(x.shape[2:], size)]
     return _apply_per_axis(g, mats)

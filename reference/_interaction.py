@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ._activations import gelu, gelu_vjp, sigmoid
@@ -93,7 +95,7 @@ def hyper_channel_interaction_vjp(params: dict, z: np.ndarray, g: np.ndarray) ->
     score = sigmoid(hyperzzw_2e(k_c, s, check_finite=False))
     ge = (g * z).sum(axis=axes) * score * (1.0 - score)
     gk, gs = hyperzzw_2e_vjp(k_c, s, ge)
-    n = np.prod(z.shape[2:])
+    n = math.prod(z.shape[2:])
     gz = g * score[expand] + (gs / n)[expand]
     return {"channel": magnet_g_vjp(params["channel"], gk.reshape(1, 1, -1))}, gz
 
@@ -140,7 +142,7 @@ def hyper_interaction_vjp(params: dict, y: np.ndarray, x: np.ndarray,
     g_score_c = (ge * score_s[:, None]).sum(axis=axes)
     gk_cc, gs_c = hyperzzw_2e_vjp(k_cc, s_c, g_score_c)
     gk_ss, gs_s = hyperzzw_2e_vjp(k_ss, s_s, g_score_s)
-    n = np.prod(y.shape[2:])
+    n = math.prod(y.shape[2:])
     gy = (gs_c / n)[expand] + gs_s[:, None] / y.shape[1]
     grads = {"channel": magnet_g_vjp(params["channel"], gk_cc.reshape(1, 1, -1)),
              "spatial": magnet_g_vjp(params["spatial"], gk_ss.reshape((1, 1) + k_ss.shape))}

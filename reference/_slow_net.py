@@ -255,7 +255,7 @@ def magnet_g_vjp(params: Params, g: np.ndarray) -> Params:
     c = _points(sizes, _dtype_of(params))
     _, cache = _mfn_forward(params, c, None)
     grads, _ = _mfn_backward(params, c, None, cache, g.reshape(g.shape[1], -1))
-    return grads
+    return {key: grads[key] for key in params}
 
 
 def magnet_gc(params: Params) -> np.ndarray:
@@ -339,4 +339,4 @@ def magnet_l_vjp(params: Params, x: np.ndarray, g: np.ndarray) -> tuple[Params, 
     b = x.shape[0]
     gr = np.broadcast_to((gm / b).reshape((1,) + r.shape[1:]), r.shape)
     grads["reduce"], gpooled = pointwise_linear_vjp(params["reduce"], pooled, gr)
-    return grads, adaptive_avg_pool_vjp(x.shape, gpooled)
+    return {key: grads[key] for key in params}, adaptive_avg_pool_vjp(x, k, gpooled)

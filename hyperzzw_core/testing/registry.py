@@ -209,8 +209,7 @@ def _s_sfne(rng, dt):
 
 
 def _sfne_vjp(args, kwargs, cot):
-    g_out, g_kg = cot
-    return R.sfne_block_vjp(*args, g_out, g_kg, **kwargs)
+    return R.sfne_block_vjp(*args, tuple(cot), **kwargs)
 
 
 def _s_slow_loss(rng, dt):
@@ -313,10 +312,8 @@ _SPECS = [
            differentiable=(0, 1), section="§2.10"),
     OpSpec("bottleneck", R.bottleneck, _vjp_of(R.bottleneck_vjp), _s_linear(6, 2), differentiable=(0, 1),
            section="§2.10"),
-    OpSpec("adaptive_avg_pool", R.adaptive_avg_pool,
-           lambda args, kwargs, cot: (R.adaptive_avg_pool_vjp(args[0].shape, cot),), _s_pool, section="§2.1"),
-    OpSpec("tile_channels", R.tile_channels,
-           lambda args, kwargs, cot: (R.tile_channels_vjp(args[0].shape, cot),), _s_tile, section="§1.3"),
+    OpSpec("adaptive_avg_pool", R.adaptive_avg_pool, _vjp_of(R.adaptive_avg_pool_vjp), _s_pool, section="§2.1"),
+    OpSpec("tile_channels", R.tile_channels, _vjp_of(R.tile_channels_vjp), _s_tile, section="§1.3"),
     OpSpec("sfne_block", R.sfne_block, _sfne_vjp, _s_sfne, differentiable=(0, 1, 2, 3), section="§1.3, §2.11"),
     OpSpec("slow_loss", R.slow_loss, _slow_loss_vjp, _s_slow_loss, section="§2.12"),
     OpSpec("label_smoothing_cross_entropy", R.label_smoothing_cross_entropy, _ce_vjp, _s_ce, _e_ce,
