@@ -119,10 +119,10 @@ def planned_cases(impl: Implementation, ops: Iterable[str] | None = None) -> lis
     return [c for c in cases if impl.covers(c.op)]
 
 
-def run(impl: Implementation | str, *, ops: Iterable[str] | None = None, dtypes: Iterable[str] = ("float64",),
+def run(impl: Implementation | str | object, *, ops: Iterable[str] | None = None, dtypes: Iterable[str] = ("float64",),
         gradients: bool = True, device: str | None = None) -> list[CaseResult]:
     """Every covered case in every requested dtype."""
-    if isinstance(impl, str):
+    if not isinstance(impl, Implementation):
         impl = Implementation(impl, device=device)
     dtypes = list(dtypes)
     for d in dtypes:

@@ -1,0 +1,156 @@
+"""The conformance kit: goldens reproduce, verify catches planted bugs, CLI and plugin work."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hyperzzw_core.conformance import run
+from hyperzzw_core.conformance.generate import build_case
+from hyperzzw_core.conformance.goldens import GOLDEN_DIR, load_case, load_manifest, sha256
+from hyperzzw_core.testing.registry import REGISTRY
+
+from planted_bugs import CORRECT, PLANTED
+
+MANIFEST = load_manifest()
+
+
+def test_goldens_cover_every_registered_operator():
+    assert {e["op"] for e in MANIFEST["cases"]} == set(REGISTRY)
+    for entry in MANIFEST["cases"]:
+        assert sha256((GOLDEN_DIR / entry["file"]).read_bytes()) == entry["sha256"], entry["file"]
+
+
+@pytest.mark.parametrize("entry", MANIFEST["cases"], ids=lambda e: f"{e['op']}-{e['label']}")
+def test_reference_still_reproduces_goldens(entry):
+    """Regenerate each case in memory from the registry and compare with the committed file."""
+    spec = REGISTRY[entry["op"]]
+    index = MANIFEST["cases"].index(entry)
+    sample = next(s for s in spec.samples("float64", seed=entry["seed"]) if s.label == entry["label"])
+    fresh, fresh_entry = build_case(spec, sample, index)
+    stored = load_case(entry).arrays
+    assert set(fresh) == set(stored)
+    for key, value in stored.items():
+        # inputs are bit-identical; computed values agree to the float64 policy (BLAS may differ)
+        if key.startswith("arg"):
+            np.testing.assert_array_equal(fresh[key], value, err_msg=key)
+        else:
+            np.testing.assert_allclose(fresh[key], value, rtol=1e-10, atol=1e-10 * np.abs(value).max(),
+                                       err_msg=key)
+
+
+def test_golden_files_are_not_pickles():
+    entry = MANIFEST["cases"][0]
+    with np.load(GOLDEN_DIR / entry["file"], allow_pickle=False) as z:
+        assert all(z[k].dtype != object for k in z.files)
+
+
+def test_correct_implementation_passes_everything():
+    results = run(CORRECT, dtypes=("float64", "float32"))
+    bad = [r.id + ": " + r.message for r in results if r.status != "pass"]
+    assert not bad, bad
+    assert {r.op for r in results} == set(REGISTRY)
+    assert any(r.kind.startswith("gradient") for r in results)
+
+
+@pytest.mark.parametrize("description", sorted(PLANTED))
+def test_planted_bug_is_flagged_on_its_operator(description):
+    op, impl = PLANTED[description]
+    results = run(impl, dtypes=("float64",))
+    failing_ops = {r.op for r in results if r.status != "pass"}
+    assert failing_ops == {op}, f"{description}: failing operators {failing_ops}, expected {{{op!r}}}"
+
+
+def _cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "hyperzzw_core.cli", *args], capture_output=True, text=True,
+                          cwd=cwd, timeout=300)
+
+
+def test_cli_verify_file_impl_table_and_exit_code(tmp_path):
+    good = tmp_path / "good_impl.py"
+    good.write_text("from hyperzzw_core.reference import hyperzzw_2e, hyperzzw_2e_vjp, gelu\n")
+    res = _cli("verify", "--impl", str(good))
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "hyperzzw_2e" in res.stdout and "PASS" in res.stdout and "gelu" in res.stdout
+    bad = tmp_path / "bad_impl.py"
+    bad.write_text(textwrap.dedent("""
+        import numpy as np
+        from hyperzzw_core.reference import hyperzzw_2e_vjp
+        def hyperzzw_2e(k, z):          # a bug: K ⊙ Z instead of K ⊙ Z²
+            return k * z
+        def gelu(x):                    # an implementation that raises
+            raise RuntimeError("not implemented on this backend")
+        def si_glu(g1):                 # wrong shape
+            return g1[..., :1]
+        def sigmoid_unused(x):
+            return x
+    """))
+    res = _cli("verify", "--impl", str(bad), "--json")
+    assert res.returncode == 1
+    report = json.loads(res.stdout)
+    status = {(r["op"], r["kind"]): r["status"] for r in report["results"]}
+    assert status[("hyperzzw_2e", "forward")] == "fail"
+    assert status[("gelu", "forward")] == "error"
+    assert status[("si_glu", "forward")] == "error"
+    msgs = " ".join(r["message"] for r in report["results"])
+    assert "not implemented on this backend" in msgs and "wrong shape" in msgs
+
+
+def test_cli_reports_nan_and_wrong_dtype(tmp_path):
+    impl = tmp_path / "odd_impl.py"
+    impl.write_text(textwrap.dedent("""
+        import numpy as np
+        def gelu(x):
+            return np.full_like(x, np.nan)
+        def si_glu(g1):
+            return (g1 / (1 + np.exp(-g1))).astype(np.float32)
+    """))
+    res = _cli("verify", "--impl", str(impl), "--json", "--ops", "gelu,si_glu")
+    report = json.loads(res.stdout)
+    msgs = {r["op"]: r["message"] for r in report["results"]}
+    assert "NaN" in msgs["gelu"] and "wrong dtype float32" in msgs["si_glu"]
+    assert res.returncode == 1
+
+
+def test_cli_clear_errors(tmp_path):
+    res = _cli("verify", "--impl", "no_such_module_xyz")
+    assert res.returncode == 2 and "cannot load implementation" in res.stderr
+    empty = tmp_path / "empty_impl.py"
+    empty.write_text("x = 1\n")
+    res = _cli("verify", "--impl", str(empty))
+    assert res.returncode == 2 and "none of the operators" in res.stderr
+    res = _cli("verify", "--impl", str(empty), "--ops", "not_an_op")
+    assert res.returncode == 2 and "unknown operators" in res.stderr
+
+
+def test_pytest_plugin_from_outside_the_repository(tmp_path):
+    (tmp_path / "test_port.py").write_text(textwrap.dedent("""
+        hyperzzw_impl = "my_port.py"
+
+        def test_hyperzzw(hyperzzw_case):
+            hyperzzw_case.check()
+    """))
+    (tmp_path / "my_port.py").write_text(textwrap.dedent("""
+        from hyperzzw_core.reference import gelu, gelu_vjp
+        def hyperzzw_2e(k, z):
+            return k * z * z * 1.001          # a 0.1% error
+    """))
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    res = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_port.py"],
+                         cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300)
+    out = res.stdout
+    assert "2 failed, 2 passed" in out, out
+    assert "test_hyperzzw[hyperzzw_2e-" in out and "OUTSIDE tolerance" in out
+    # the packaged suite, one option and no test file of one's own
+    res = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--pyargs",
+                          "hyperzzw_core.conformance.suite", "--hyperzzw-impl", str(tmp_path / "my_port.py"),
+                          "--hyperzzw-ops", "gelu"], cwd=tmp_path, capture_output=True, text=True, env=env,
+                         timeout=300)
+    assert "2 passed" in res.stdout, res.stdout + res.stderr
