@@ -10,16 +10,20 @@ import itertools
 from functools import lru_cache
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 
 from ._checks import as_float_array, check_finite as _check_finite, check_shape, odd_kernel_size
 
 
-def _offsets(ksize: tuple[int, ...]):
-    return itertools.product(*(range(k) for k in ksize))
+def _lead_offsets(ksize: tuple[int, ...]):
+    """Offsets along every kernel axis but the last (that one is a sliding window)."""
+    return itertools.product(*(range(k) for k in ksize[:-1]))
 
 
-def _window(offset: tuple[int, ...], spatial: tuple[int, ...]) -> tuple[slice, ...]:
-    return (slice(None), slice(None)) + tuple(slice(o, o + n) for o, n in zip(offset, spatial))
+def _windows(yp: np.ndarray, off: tuple[int, ...], spatial: tuple[int, ...], k_last: int) -> np.ndarray:
+    """View (B, C, *S, k_last): y_pad[b, c, p + (off, j)] for every output position p and last offset j."""
+    lead = tuple(slice(o, o + n) for o, n in zip(off, spatial[:-1]))
+    return sliding_window_view(yp[(slice(None), slice(None)) + lead], k_last, axis=-1)
 
 
 def _validate_conv(y: object, k_l: object, check_finite: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -43,41 +47,37 @@ def depthwise_conv(y: np.ndarray, k_l: np.ndarray, *, check_finite: bool = True)
     """Depth-wise 'same' cross-correlation: out[b,c,p] = Σ_o k_l[c,0,o] · y_pad[b,c,p+o].
 
     Shapes: 1D y (B, C, L), k_l (C, 1, k); 2D y (B, C, H, W), k_l (C, 1, k, k) (odd k) → y.shape.
+    Direct summation (no FFT): one sliding-window contraction per offset of the leading kernel axes.
     Paper-notes §2.3.
     """
     y, k_l = _validate_conv(y, k_l, check_finite)
-    ksize = k_l.shape[2:]
-    spatial = y.shape[2:]
+    return _correlate(y, k_l[:, 0])
+
+
+def _correlate(y: np.ndarray, kern: np.ndarray) -> np.ndarray:
+    ksize, spatial = kern.shape[1:], y.shape[2:]
     yp = _pad(y, ksize)
-    kern = k_l[:, 0]
     out = np.zeros_like(y)
-    expand = (slice(None),) + (None,) * len(spatial)
-    for off in _offsets(ksize):
-        out += kern[(slice(None),) + off][expand] * yp[_window(off, spatial)]
+    for off in _lead_offsets(ksize):
+        out += np.einsum("bc...j,cj->bc...", _windows(yp, off, spatial, ksize[-1]),
+                         kern[(slice(None),) + off])  # no optimize: it would copy the strided view
     return out
 
 
 def depthwise_conv_vjp(y: np.ndarray, k_l: np.ndarray, g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """VJP of :func:`depthwise_conv`: returns ``(grad_y, grad_k_l)``.
 
-    grad_k_l[c,0,o] = Σ_{b,p} g[b,c,p]·y_pad[b,c,p+o]; grad_y is g scattered back through the
-    same windows and cropped.
+    grad_k_l[c,0,o] = Σ_{b,p} g[b,c,p]·y_pad[b,c,p+o]. With symmetric padding (k−1)/2 the input
+    gradient is the same 'same' correlation of g with the flipped kernel.
     """
-    ksize = k_l.shape[2:]
-    spatial = y.shape[2:]
-    yp = _pad(y, ksize)
     kern = k_l[:, 0]
-    gyp = np.zeros_like(yp)
+    ksize, spatial = kern.shape[1:], y.shape[2:]
+    yp = _pad(y, ksize)
     gk = np.zeros_like(kern)
-    expand = (slice(None),) + (None,) * len(spatial)
-    sum_axes = (0,) + tuple(range(2, y.ndim))
-    for off in _offsets(ksize):
-        win = _window(off, spatial)
-        gyp[win] += kern[(slice(None),) + off][expand] * g
-        gk[(slice(None),) + off] = (g * yp[win]).sum(axis=sum_axes)
-    crop = (slice(None), slice(None)) + tuple(slice((k - 1) // 2, (k - 1) // 2 + n)
-                                              for k, n in zip(ksize, spatial))
-    return gyp[crop], gk[:, None]
+    for off in _lead_offsets(ksize):
+        gk[(slice(None),) + off] = np.einsum("bc...,bc...j->cj", g, _windows(yp, off, spatial, ksize[-1]))
+    flipped = kern[(slice(None),) + (slice(None, None, -1),) * len(ksize)]
+    return _correlate(g, flipped), gk[:, None]
 
 
 @lru_cache(maxsize=256)

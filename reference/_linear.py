@@ -35,9 +35,9 @@ def pointwise_linear(params: Params, x: np.ndarray, *, check_finite: bool = True
     """
     x = _validate(params, x, "params", check_finite)
     b, i = x.shape[:2]
-    xr = x.reshape(b, i, -1)
-    y = params["weight"] @ xr + params["bias"][:, None]
-    return y.reshape((b, -1) + x.shape[2:])
+    # one GEMM over (I, B·N): NumPy's broadcast (O, I) @ (B, I, N) is several times slower
+    y = np.tensordot(params["weight"], x.reshape(b, i, -1), axes=([1], [1])) + params["bias"][:, None, None]
+    return np.ascontiguousarray(np.moveaxis(y, 0, 1)).reshape((b, -1) + x.shape[2:])
 
 
 def pointwise_linear_vjp(params: Params, x: np.ndarray, g: np.ndarray) -> tuple[Params, np.ndarray]:
@@ -50,7 +50,7 @@ def pointwise_linear_vjp(params: Params, x: np.ndarray, g: np.ndarray) -> tuple[
     gr = g.reshape(b, g.shape[1], -1)
     gw = np.tensordot(gr, xr, axes=([0, 2], [0, 2]))
     gb = gr.sum(axis=(0, 2))
-    gx = (params["weight"].T @ gr).reshape(x.shape)
+    gx = np.moveaxis(np.tensordot(params["weight"], gr, axes=([0], [1])), 0, 1).reshape(x.shape)
     return {"weight": gw, "bias": gb}, gx
 
 

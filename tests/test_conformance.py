@@ -16,6 +16,7 @@ from hyperzzw_core.conformance import run
 from hyperzzw_core.conformance.generate import build_case
 from hyperzzw_core.conformance.goldens import GOLDEN_DIR, load_case, load_manifest, sha256
 from hyperzzw_core.testing.registry import REGISTRY
+from hyperzzw_core.testing.tolerance import assert_close
 
 from planted_bugs import CORRECT, PLANTED
 
@@ -36,14 +37,20 @@ def test_reference_still_reproduces_goldens(entry):
     sample = next(s for s in spec.samples("float64", seed=entry["seed"]) if s.label == entry["label"])
     fresh, fresh_entry = build_case(spec, sample, index)
     stored = load_case(entry).arrays
+    # each packed vector holds one whole result (a tree flattened), so its max is the tree's scale
     assert set(fresh) == set(stored)
     for key, value in stored.items():
-        # inputs are bit-identical; computed values agree to the float64 policy (BLAS may differ)
-        if key.startswith("arg"):
+        if key.startswith("arg") or key == "cot":
+            # inputs and the seeded cotangent are bit-identical
             np.testing.assert_array_equal(fresh[key], value, err_msg=key)
+        elif key == "out32" or key.startswith("grad32_"):
+            # float32 round-off depends on summation order (BLAS, reordering); the stored float32
+            # values are the baseline of the float32 policy, so the fresh float32 reference must
+            # pass that policy against the float64 truth.
+            truth = stored["out" if key == "out32" else "grad" + key[len("grad32_"):]]
+            assert_close(fresh[key], truth, dtype="float32", ref_low=value, name=key)
         else:
-            np.testing.assert_allclose(fresh[key], value, rtol=1e-10, atol=1e-10 * np.abs(value).max(),
-                                       err_msg=key)
+            assert_close(fresh[key], value, dtype="float64", name=key)
 
 
 def test_golden_files_are_not_pickles():

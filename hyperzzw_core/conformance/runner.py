@@ -70,7 +70,7 @@ def _judge(impl: Implementation, got, expected, low, dtype: str) -> tuple[str, f
             return "error", np.inf, np.inf, f"{name}: wrong dtype {got_dtype}, expected {dtype}"
         if not np.all(np.isfinite(a)):
             return "error", np.inf, np.inf, f"{name}: contains NaN or Inf"
-        res = check_close(a, e, dtype=dtype, ref_low=l_leaves[key] if dtype == "float32" else None)
+        res = check_close(a, e, dtype=dtype, ref_low=l_leaves[key] if dtype == "float32" else None, scale=scale)
         worst_abs = max(worst_abs, res.max_abs_error)
         if not res.passed:
             status = "fail"

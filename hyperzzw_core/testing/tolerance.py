@@ -3,13 +3,18 @@
 Written down once, used by the differential tests, ``hyperzzw verify`` and the pytest plugin.
 
 * **float64**: every element within 1e-10 relative, with a floor of 1e-10 times the largest
-  magnitude of the expected array: |a − e| ≤ 1e-10·(|e| + max|e|).
+  expected magnitude: |a − e| ≤ 1e-10·(|e| + max|e|).
 * **float32**: judged against the error of the reference itself evaluated in float32 (``ref_low``),
   as S4's kernel tests do, because a fixed float32 tolerance would be wrong: MAGNet's ω₀ = 2000
   sine features put phases of ~10⁴ radians into float32 and lose about three digits
   (paper-notes §2.1). The implementation passes when
   max|a − e| ≤ 4·max|ref_low − e| + 16·eps₃₂·max|e|.
   ``e`` is always the float64 reference.
+
+``max|e|`` is taken over the whole result: all leaves of a tuple output or of a gradient tree
+(pass ``scale``). A leaf that is zero in exact arithmetic (e.g. the gradient of a bias that a
+later standardisation removes) is then judged on the scale of its siblings, not on its own
+round-off.
 """
 
 from __future__ import annotations
@@ -67,17 +72,19 @@ def to_numpy(x: object) -> np.ndarray:
 
 
 def check_close(actual: object, expected: object, *, dtype: str | np.dtype,
-                ref_low: object | None = None) -> CloseResult:
+                ref_low: object | None = None, scale: float | None = None) -> CloseResult:
     """Compare ``actual`` with the float64 reference ``expected`` under the policy for ``dtype``.
 
     For float32 pass ``ref_low``: the reference evaluated on the float32-rounded inputs.
+    ``scale`` is max|e| over the whole result this array belongs to (default: this array's).
     Raises ``ValueError`` on a shape mismatch (reported, not compared).
     """
     a, e = _host(actual), _host(expected)
     if a.shape != e.shape:
         raise ValueError(f"shape mismatch: actual {a.shape}, expected {e.shape}")
     dt = np.dtype(dtype)
-    scale = float(np.abs(e).max()) if e.size else 0.0
+    own = float(np.abs(e).max()) if e.size else 0.0
+    scale = own if scale is None else max(float(scale), own)
     err = np.abs(a - e)
     if not np.all(np.isfinite(a)):
         err = np.where(np.isfinite(a), err, np.inf)
@@ -106,9 +113,9 @@ def check_close(actual: object, expected: object, *, dtype: str | np.dtype,
 
 
 def assert_close(actual: object, expected: object, *, dtype: str | np.dtype, ref_low: object | None = None,
-                 name: str = "value") -> CloseResult:
+                 scale: float | None = None, name: str = "value") -> CloseResult:
     """Raise ``AssertionError`` naming ``name`` unless :func:`check_close` passes."""
-    res = check_close(actual, expected, dtype=dtype, ref_low=ref_low)
+    res = check_close(actual, expected, dtype=dtype, ref_low=ref_low, scale=scale)
     if not res.passed:
         raise AssertionError(f"{name}: {res}")
     return res
