@@ -29,8 +29,11 @@ def gelu_vjp(x: np.ndarray, g: np.ndarray) -> np.ndarray:
     return g * (_phi_cdf(x) + x * _INV_SQRT_2PI * np.exp(-0.5 * x * x))
 
 
-def sigmoid(x: np.ndarray) -> np.ndarray:
-    """Logistic sigmoid σ(x) = 1/(1 + e^{−x}), computed without overflow."""
+def sigmoid(x: np.ndarray, *, check_finite: bool = True) -> np.ndarray:
+    """Logistic sigmoid σ(x) = 1/(1 + e^{−x}), computed without overflow. Any shape."""
+    x = as_float_array("x", x)
+    if check_finite:
+        _check_finite("x", x)
     return special.expit(x)
 
 
@@ -39,10 +42,10 @@ def si_glu(g1: np.ndarray, *, check_finite: bool = True) -> np.ndarray:
     g1 = as_float_array("g1", g1)
     if check_finite:
         _check_finite("g1", g1)
-    return sigmoid(g1) * g1
+    return special.expit(g1) * g1
 
 
 def si_glu_vjp(g1: np.ndarray, g: np.ndarray) -> np.ndarray:
     """VJP of :func:`si_glu`: g·(σ + G1·σ·(1 − σ))."""
-    s = sigmoid(g1)
+    s = special.expit(g1)
     return g * (s + g1 * s * (1.0 - s))

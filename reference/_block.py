@@ -187,6 +187,14 @@ def _validate(params, z, x_pre, x_pre_pre, grid, dropout_mask, check_finite):
             arrays[name] = x
     if dropout_mask is not None:
         dropout_mask = as_float_array("dropout_mask", dropout_mask, ndim=2, dtype=z.dtype)
+    w_shape = np.shape(params["bottleneck"]["weight"])
+    n_in = w_shape[1]
+    n_branches = 6 + len(params["local"]) + (x_pre is not None) + (x_pre_pre is not None)
+    if n_in != n_branches * z.shape[1]:
+        raise ValueError(f"params['bottleneck']['weight']: shape {w_shape} takes {n_in} input channels, but z ({z.shape[1]} "
+                         f"channels) with {'x_pre' if x_pre is not None else 'no x_pre'} and "
+                         f"{'x_pre_pre' if x_pre_pre is not None else 'no x_pre_pre'} makes {n_branches} branches "
+                         f"= {n_branches * z.shape[1]} channels; is an x_pre / x_pre_pre input missing or extra?")
     if check_finite:
         for name, x in arrays.items():
             _check_finite(name, x)

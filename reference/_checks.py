@@ -20,6 +20,8 @@ def as_float_array(name: str, x: object, *, ndim: int | Sequence[int] | None = N
 
     Only float32 and float64 are accepted; nothing is cast silently.
     """
+    if isinstance(x, np.generic):  # NumPy scalars (np.float64(…)) are NumPy values, not foreign arrays
+        x = np.asarray(x)
     if not isinstance(x, np.ndarray):
         if hasattr(x, "__array_namespace__") or type(x).__module__.split(".")[0] in ("torch", "cupy"):
             raise TypeError(f"{name}: the reference takes NumPy arrays, got {type(x).__module__}."

@@ -8,6 +8,9 @@ from dataclasses import dataclass
 from typing import Any
 
 SLOW_LOSSES = ("tiled", "channel_sum", "none")
+_FLOAT_FIELDS = ("omega_0", "alpha", "beta", "eps", "label_smoothing", "slow_loss_weight")
+_INT_FIELDS = ("num_classes", "global_hidden", "local_hidden", "local_layers", "channel_hidden", "channel_layers",
+               "hi_channel_hidden", "hi_spatial_hidden", "hi_layers", "ibs_groups")
 
 
 def _ints(v: Any) -> tuple[int, ...]:
@@ -97,9 +100,26 @@ class TerminatorConfig:
                 set_(self, name, _ints(getattr(self, name)))
             except (TypeError, ValueError):
                 raise ValueError(f"{name}: expected a sequence of integers, got {getattr(self, name)!r}") from None
-        set_(self, "dropout", tuple(float(p) for p in self.dropout))
+        try:
+            set_(self, "dropout", tuple(float(p) for p in self.dropout))
+        except (TypeError, ValueError):
+            raise ValueError(f"TerminatorConfig.dropout: expected a sequence of numbers, got {self.dropout!r}") from None
         if self.grid is not None:
-            set_(self, "grid", _ints(self.grid))
+            try:
+                set_(self, "grid", _ints(self.grid))
+            except (TypeError, ValueError):
+                raise ValueError(f"TerminatorConfig.grid: expected (h, w) integers, got {self.grid!r}") from None
+        for name in _FLOAT_FIELDS:
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise ValueError(f"TerminatorConfig.{name}: expected a number, got {v!r} ({type(v).__name__})")
+            set_(self, name, float(v))
+        for name in _INT_FIELDS:
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise ValueError(f"TerminatorConfig.{name}: expected an integer, got {v!r} ({type(v).__name__})")
+        if not isinstance(self.slow_loss, str):
+            raise ValueError(f"TerminatorConfig.slow_loss: expected one of {SLOW_LOSSES}, got {self.slow_loss!r}")
         self._validate()
 
     def _fail(self, name: str, rule: str) -> None:

@@ -74,8 +74,9 @@ def depthwise_conv_vjp(y: np.ndarray, k_l: np.ndarray, g: np.ndarray) -> tuple[n
     ksize, spatial = kern.shape[1:], y.shape[2:]
     yp = _pad(y, ksize)
     gk = np.zeros_like(kern)
+    sp = "xyz"[:len(spatial)]  # explicit spatial subscripts: NumPy's C einsum cannot sum an elided '...'
     for off in _lead_offsets(ksize):
-        gk[(slice(None),) + off] = np.einsum("bc...,bc...j->cj", g, _windows(yp, off, spatial, ksize[-1]))
+        gk[(slice(None),) + off] = np.einsum(f"bc{sp},bc{sp}j->cj", g, _windows(yp, off, spatial, ksize[-1]))
     flipped = kern[(slice(None),) + (slice(None, None, -1),) * len(ksize)]
     return _correlate(g, flipped), gk[:, None]
 
@@ -108,8 +109,8 @@ def adaptive_avg_pool(x: np.ndarray, size: tuple[int, ...]) -> np.ndarray:
     Shapes: x (B, C, *S) → (B, C, *size). Used by MAGNet_L's context path (paper-notes §2.1).
     """
     x = as_float_array("x", x, ndim=(3, 4))
-    if len(size) != x.ndim - 2:
-        raise ValueError(f"size: expected {x.ndim - 2} output sizes for input shape {x.shape}, got {size}")
+    if len(size) != x.ndim - 2 or any(int(k) < 1 for k in size):
+        raise ValueError(f"size: expected {x.ndim - 2} positive output sizes for input shape {x.shape}, got {size}")
     return _apply_per_axis(x, [adaptive_pool_matrix(n, k) for n, k in zip(x.shape[2:], size)])
 
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from scipy.special import expit as sigmoid
 
-from ._activations import gelu, gelu_vjp, sigmoid
+from ._activations import gelu, gelu_vjp
 from ._checks import as_float_array, check_finite as _check_finite, check_params
 from ._hyperzzw import hyperzzw_2e, hyperzzw_2e_vjp
 from ._linear import pointwise_linear, pointwise_linear_vjp
