@@ -13,8 +13,8 @@ structure of the parameters). Section numbers ("§2.5") refer to ``shared/spec/p
 from ._activations import gelu, gelu_vjp, si_glu, si_glu_vjp, sigmoid
 from ._block import (LOCAL_ROLES, concat_order, sfne_block, sfne_block_stop_gradient_values,
                      sfne_block_vjp, tile_channels, tile_channels_vjp)
-from ._config import (PRESETS, TerminatorConfig, cifar10, cifar100, preset, scifar10, sequence,
-                      smnist, tiny, tiny_1d)
+from ._config import (PRESETS, TerminatorConfig, cifar10, cifar100, digits, digits_1d, preset, scifar10,
+                      sequence, smnist, tiny, tiny_1d)
 from ._conv import adaptive_avg_pool, adaptive_avg_pool_vjp, depthwise_conv, depthwise_conv_vjp
 from ._gradcheck import GradCheckResult, check_vjp, numerical_gradient
 from ._hyperzzw import (hyperzzw_2e, hyperzzw_2e_vjp, hyperzzw_global, hyperzzw_global_vjp,

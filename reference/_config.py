@@ -257,8 +257,27 @@ def scifar10() -> TerminatorConfig:
     return sequence(1024, 3, 10, (32, 32))
 
 
+def digits(num_classes: int = 10) -> TerminatorConfig:
+    """A 4-block Terminator for 1×8×8 images (scikit-learn's digits; ``hyperzzw train``'s default).
+
+    Widths 1→12→24→48→96 (every one divisible by the 12 G-IBS groups), x_pre in block 2 and
+    x_pre_pre in block 3, the author's local kernel sizes and ω₀, narrower slow networks.
+    """
+    return TerminatorConfig(
+        input_shape=(1, 8, 8), num_classes=num_classes, bottleneck_factors=(12, 2, 2, 2),
+        num_concat_pre=(0, 0, 1, 2), dropout=(0.0, 0.05, 0.05, 0.05), global_hidden=32,
+        global_layers=(2, 2, 2, 2), local_hidden=16, local_layers=2, channel_hidden=16, channel_layers=2,
+        hi_channel_hidden=8, hi_spatial_hidden=32, hi_layers=2)
+
+
+def digits_1d(num_classes: int = 10) -> TerminatorConfig:
+    """``digits()`` for 64-step pixel sequences (B, 1, 64) on the 8×8 grid."""
+    return dataclasses.replace(digits(num_classes), input_shape=(1, 64), grid=(8, 8))
+
+
 PRESETS = {"cifar10": cifar10, "cifar100": cifar100, "tiny": tiny, "tiny_1d": tiny_1d,
-           "sequence": sequence, "smnist": smnist, "scifar10": scifar10}
+           "sequence": sequence, "smnist": smnist, "scifar10": scifar10, "digits": digits,
+           "digits_1d": digits_1d}
 
 
 def preset(name: str) -> TerminatorConfig:

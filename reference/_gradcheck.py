@@ -54,17 +54,12 @@ def _step(x: float, rel_step: float, max_step: float) -> float:
     return min(rel_step * max(abs(x), 1.0), max_step)
 
 
-def numerical_gradient(f: Callable[[np.ndarray], float], x: np.ndarray, *,
-                       indices: Sequence[tuple[int, ...]] | None = None, rel_step: float = DEFAULT_REL_STEP,
-                       max_step: float = DEFAULT_MAX_STEP) -> np.ndarray:
-    """∂f/∂x at ``indices`` (all elements if None) by the 4th-order central stencil.
-
-    ``f`` maps an array shaped like ``x`` to a scalar. ``x`` is not modified. Returns an array of
-    len(indices) values (or x.shape when ``indices`` is None).
-    """
+def _central(f: Callable[[np.ndarray], float], x: np.ndarray, idx: list[tuple[int, ...]], rel_step: float,
+             max_step: float) -> tuple[np.ndarray, np.ndarray]:
+    """4th-order stencil values and their round-off estimates, 18·eps·max|f| / (12h), per element."""
     x = np.array(x, dtype=np.float64)
-    idx = list(np.ndindex(x.shape)) if indices is None else [tuple(i) for i in indices]
-    out = np.empty(len(idx))
+    out, noise = np.empty(len(idx)), np.empty(len(idx))
+    eps = np.finfo(np.float64).eps
     for n, i in enumerate(idx):
         x0 = x[i]
         h = _step(float(x0), rel_step, max_step)
@@ -74,7 +69,22 @@ def numerical_gradient(f: Callable[[np.ndarray], float], x: np.ndarray, *,
             vals.append(float(f(x)))
         x[i] = x0
         out[n] = (-vals[0] + 8 * vals[1] - 8 * vals[2] + vals[3]) / (12 * h)
-    return out.reshape(x.shape) if indices is None else out
+        noise[n] = 18 * eps * max(abs(v) for v in vals) / (12 * h)
+    return out, noise
+
+
+def numerical_gradient(f: Callable[[np.ndarray], float], x: np.ndarray, *,
+                       indices: Sequence[tuple[int, ...]] | None = None, rel_step: float = DEFAULT_REL_STEP,
+                       max_step: float = DEFAULT_MAX_STEP) -> np.ndarray:
+    """∂f/∂x at ``indices`` (all elements if None) by the 4th-order central stencil.
+
+    ``f`` maps an array shaped like ``x`` to a scalar. ``x`` is not modified. Returns an array of
+    len(indices) values (or x.shape when ``indices`` is None).
+    """
+    shape = np.shape(x)
+    idx = list(np.ndindex(shape)) if indices is None else [tuple(i) for i in indices]
+    out, _ = _central(f, x, idx, rel_step, max_step)
+    return out.reshape(shape) if indices is None else out
 
 
 def _sample(shape: tuple[int, ...], max_elements: int | None, rng: np.random.Generator) -> list[tuple[int, ...]]:
@@ -93,17 +103,19 @@ def compare(analytic: dict[str, np.ndarray], f_of_leaf: Callable[[str, np.ndarra
 
     An element passes when |a − n| ≤ rtol·|n| + atol; the default atol is rtol times the largest
     numeric gradient magnitude seen (so elements whose gradient is ~0 are judged on the scale of
-    the whole gradient). The relative error reported is |a − n| / max(|n|, atol/rtol).
+    the whole gradient), and never below 10× the stencil's estimated round-off. The relative
+    error reported is |a − n| / max(|n|, atol/rtol).
     """
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng([seed, 2])  # its own stream: never the stream of the inputs
     numeric: dict[str, np.ndarray] = {}
     picks: dict[str, list] = {}
+    roundoff = 0.0
     for key, leaf in leaves.items():
         picks[key] = _sample(np.shape(leaf), max_elements, rng)
-        numeric[key] = numerical_gradient(lambda v, key=key: f_of_leaf(key, v), leaf, indices=picks[key],
-                                          rel_step=rel_step, max_step=max_step)
+        numeric[key], noise = _central(lambda v, key=key: f_of_leaf(key, v), leaf, picks[key], rel_step, max_step)
+        roundoff = max([roundoff] + list(noise))
     scale = max([float(np.abs(v).max()) for v in numeric.values() if v.size] + [0.0])
-    atol_eff = rtol * scale if atol is None else atol
+    atol_eff = max(rtol * scale, 10.0 * roundoff) if atol is None else atol
     floor = max(atol_eff / rtol if rtol else 0.0, np.finfo(np.float64).tiny)
     worst = (0.0, "", (), 0.0, 0.0)
     passed, checked, per_key = True, 0, {}
@@ -151,7 +163,7 @@ def check_vjp(fn: Callable[..., Any], args: Sequence[Any], vjp: Callable[..., An
     The scalar differentiated is ⟨u, fn(args)⟩ for a random cotangent u (seeded).
     """
     kwargs = dict(kwargs or {})
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng([seed, 1])  # its own stream: a cotangent equal to an input hides errors
     if cotangent is None:
         cotangent = _random_like(fn(*args, **kwargs), rng)
     g = vjp(*args, cotangent, **kwargs)
