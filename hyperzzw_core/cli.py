@@ -67,7 +67,11 @@ def _lazy(module: str, adder: str) -> Callable[[argparse._SubParsersAction], Non
     return add
 
 
-SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_verify]
+SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
+    _add_verify,
+    _lazy(".train.cli", "add_train"),
+    _lazy(".train.cli", "add_show_kernels"),
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

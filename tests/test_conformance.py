@@ -161,3 +161,12 @@ def test_pytest_plugin_from_outside_the_repository(tmp_path):
                           "--hyperzzw-ops", "gelu"], cwd=tmp_path, capture_output=True, text=True, env=env,
                          timeout=300)
     assert "2 passed" in res.stdout, res.stdout + res.stderr
+
+
+def test_torch_adapter_passes_verify():
+    pytest.importorskip("torch")
+    results = run("hyperzzw_core.adapters.torch", dtypes=("float64", "float32"))
+    bad = [r.id + ": " + r.message for r in results if r.status != "pass"]
+    assert not bad, bad
+    assert {r.op for r in results} == set(REGISTRY)
+    assert sum(r.kind.startswith("gradient") for r in results) > 50  # autograd gradients were checked

@@ -70,7 +70,9 @@ def _normal(rng: np.random.Generator, shape: tuple[int, ...], dtype: np.dtype) -
 
 
 def _lin(rng: np.random.Generator, o: int, i: int, dtype: np.dtype) -> dict:
-    return {"weight": _normal(rng, (o, i), dtype) / np.sqrt(i), "bias": 0.1 * _normal(rng, (o,), dtype)}
+    # scale in float64, then cast: a NumPy float64 scalar would promote float32 arrays (NEP 50)
+    return {"weight": (rng.standard_normal((o, i)) / np.sqrt(i)).astype(dtype),
+            "bias": (0.1 * rng.standard_normal((o,))).astype(dtype)}
 
 
 def _as_tuple(g: Any) -> tuple:

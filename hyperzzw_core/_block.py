@@ -1,0 +1,162 @@
+"""The SFNE (slow-fast neural encoding) block (paper-notes §1.3, §2.11).
+
+Parameter layout, branch roles and concatenation order are those of ``reference._block`` (see its
+module docstring); this module computes the same thing with any array-API library.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._activations import _gelu, _si_glu
+from ._checks import as_float_array, check_finite as _check_finite, check_params, ns, shape_of
+from ._hyperzzw import _hyperzzw_global, _local_conv
+from ._interaction import (_hyper_channel_interaction, _hyper_interaction, _rgu, check_hci, check_hi,
+                           check_rgu)
+from ._linear import _pointwise_linear, check_linear_params
+from ._slow_net import _G_KEYS, _L_KEYS, _magnet_g, _magnet_l, check_magnet
+from ._standardize import _g_ibs, _instance_standardize, check_groups
+from .reference._block import BLOCK_KEYS, LOCAL_ROLES, concat_order, local_roles
+from .reference._hyperzzw import check_global_grid
+
+
+def tile_channels(x: Any, reps: int) -> Any:
+    """tile(t, s): repeat the whole channel stack s times, [t, t, …] (torch ``repeat(1, s, 1, 1)``).
+
+    Shapes: x (B, C, *S) → (B, s·C, *S).
+    """
+    xp = ns(("x", x))
+    x = as_float_array(xp, "x", x)
+    if x.ndim < 2:
+        raise ValueError(f"x: expected (B, C, *spatial), got shape {shape_of(x)}")
+    return xp.tile(x, (1, int(reps)) + (1,) * (x.ndim - 2))
+
+
+def _tile_to(name: str, x: Any, c: int) -> int:
+    if c % x.shape[1]:
+        raise ValueError(f"{name}: its {x.shape[1]} channels must divide the block's {c} input channels")
+    return c // x.shape[1]
+
+
+def _forward(xp: Any, params: dict, z: Any, x_pre: Any, x_pre_pre: Any, groups: int, eps: float,
+             grid: Any, dropout_mask: Any, frozen: dict | None = None) -> tuple[Any, Any]:
+    """The block on validated inputs (no checks beyond static shapes)."""
+    c = z.shape[1]
+    k_g = _magnet_g(xp, params["slow_g"])
+    if shape_of(k_g)[1:] != shape_of(z)[1:]:
+        raise ValueError(f"params['slow_g']: K_g has shape {shape_of(k_g)}; expected (1,) + z.shape[1:] = "
+                         f"{(1,) + shape_of(z)[1:]} (kernel size follows the input size, §5 Q8)")
+    zhat = z * k_g
+    r_sum = _rgu(xp, params["rgu_slow"], zhat, eps) + _rgu(xp, params["rgu_fast"], z, eps)
+    t = {"Z": z}
+    t["fast"] = _instance_standardize(xp, r_sum, eps)
+    t["M"] = _instance_standardize(xp, _pointwise_linear(xp, params["mixer"], z), eps)
+    t["Hc"] = _instance_standardize(xp, _hyper_channel_interaction(xp, params["hci"], z), eps)
+    for name, y in (("G1", "fast"), ("G2", "M"), ("G3", "Hc")):
+        t[name] = _hyperzzw_global(xp, z, k_g, t[y], grid)
+    t["S"] = _si_glu(xp, t["G1"])
+    t["HI"] = _hyper_interaction(xp, params["hi"], t["G1"], z)
+    for role, p in zip(local_roles(len(params["local"])), params["local"]):
+        ctx, inp = LOCAL_ROLES[role]
+        kernel = _magnet_l(xp, p["slow_l"], t[ctx], None if frozen is None else frozen[role])
+        t[role] = _local_conv(xp, p["mixer"], t[inp], kernel, eps) + p["bias"]
+    if x_pre is not None:
+        t["x_pre"] = xp.tile(x_pre, (1, _tile_to("x_pre", x_pre, c)) + (1,) * (z.ndim - 2))
+    if x_pre_pre is not None:
+        t["x_pre_pre"] = xp.tile(x_pre_pre, (1, _tile_to("x_pre_pre", x_pre_pre, c)) + (1,) * (z.ndim - 2))
+    order = concat_order(len(params["local"]), x_pre is not None, x_pre_pre is not None)
+    cat = xp.concat([t[n] for n in order], axis=1)
+    p_out = _pointwise_linear(xp, params["bottleneck"], cat)
+    out = _gelu(xp, _g_ibs(xp, p_out, groups, eps)) + params["bias"]
+    if dropout_mask is not None:
+        out = out * xp.reshape(dropout_mask, tuple(dropout_mask.shape) + (1,) * (z.ndim - 2))
+    return out, k_g
+
+
+def check_block_params(xp: Any, params: dict, z: Any, n_pre: int, groups: int) -> None:
+    """Validate every parameter of a block for the input ``z`` (reference messages and names)."""
+    check_params("params", params, BLOCK_KEYS)
+    c, dt, zs = z.shape[1], z.dtype, shape_of(z)
+    check_magnet(xp, params["slow_g"], _G_KEYS, "params['slow_g']")
+    k_shape = (1, params["slow_g"]["output"]["weight"].shape[0]) + shape_of(params["slow_g"]["bias_p"])
+    if k_shape[1:] != zs[1:]:
+        raise ValueError(f"params['slow_g']: K_g has shape {k_shape}; expected (1,) + z.shape[1:] = "
+                         f"{(1,) + zs[1:]} (kernel size follows the input size, §5 Q8)")
+    check_rgu(xp, params["rgu_slow"], zs, dt, "params['rgu_slow']")
+    check_rgu(xp, params["rgu_fast"], zs, dt, "params['rgu_fast']")
+    check_linear_params(xp, params["mixer"], c, dt, "params['mixer']")
+    check_hci(xp, params["hci"], zs, "params['hci']")
+    check_hi(xp, params["hi"], zs, "params['hi']")
+    local = params["local"]
+    if not isinstance(local, (list, tuple)):
+        raise TypeError(f"params['local']: expected a list of local branches, got {type(local).__name__}")
+    local_roles(len(local))
+    for i, p in enumerate(local):
+        name = f"params['local'][{i}]"
+        check_params(name, p, ("slow_l", "mixer", "bias"))
+        check_magnet(xp, p["slow_l"], _L_KEYS, f"{name}['slow_l']")
+        if p["slow_l"]["bias_p"].ndim != z.ndim - 2:
+            raise ValueError(f"{name}['slow_l']['bias_p']: expected a {z.ndim - 2}-D kernel grid, got shape "
+                             f"{shape_of(p['slow_l']['bias_p'])}")
+        if p["slow_l"]["output"]["weight"].shape[0] != c:
+            raise ValueError(f"{name}['slow_l']['output']['weight']: expected {c} outputs (one kernel per "
+                             f"channel), got shape {shape_of(p['slow_l']['output']['weight'])}")
+        hidden = check_linear_params(xp, p["slow_l"]["reduce"], c, dt, f"{name}['slow_l']['reduce']")
+        check_linear_params(xp, p["slow_l"]["fc1"], hidden, dt, f"{name}['slow_l']['fc1']")
+        check_linear_params(xp, p["mixer"], c, dt, f"{name}['mixer']")
+        as_float_array(xp, f"{name}['bias']", p["bias"], ndim=0, dtype=dt)
+    n_branches = 6 + len(local) + n_pre
+    w_shape = shape_of(params["bottleneck"]["weight"]) if hasattr(params["bottleneck"]["weight"], "shape") else ()
+    if len(w_shape) == 2 and w_shape[1] != n_branches * c:
+        raise ValueError(f"params['bottleneck']['weight']: shape {w_shape} takes {w_shape[1]} input channels, but z "
+                         f"({c} channels) with {n_pre} previous-block input(s) makes {n_branches} branches = "
+                         f"{n_branches * c} channels; is an x_pre / x_pre_pre input missing or extra?")
+    out_ch = check_linear_params(xp, params["bottleneck"], n_branches * c, dt, "params['bottleneck']")
+    as_float_array(xp, "params['bias']", params["bias"], ndim=0, dtype=dt)
+    check_groups((zs[0], out_ch) + zs[2:], groups)
+
+
+def _validate(xp: Any, params: dict, z: Any, x_pre: Any, x_pre_pre: Any, grid: Any, dropout_mask: Any,
+              check_finite: bool) -> tuple[Any, Any, Any, Any]:
+    z = as_float_array(xp, "z", z, ndim=(3, 4))
+    check_params("params", params, BLOCK_KEYS)
+    check_global_grid("z", shape_of(z), grid)
+    arrays = {"z": z}
+    if x_pre_pre is not None and x_pre is None:
+        raise ValueError("x_pre_pre: given without x_pre (blocks concatenate x_pre first)")
+    for name, x in (("x_pre", x_pre), ("x_pre_pre", x_pre_pre)):
+        if x is not None:
+            x = as_float_array(xp, name, x, ndim=z.ndim, dtype=z.dtype)
+            if x.shape[0] != z.shape[0] or shape_of(x)[2:] != shape_of(z)[2:]:
+                raise ValueError(f"{name}: expected (B, C_pre, *S) = ({z.shape[0]}, *, "
+                                 f"{', '.join(map(str, shape_of(z)[2:]))}), got {shape_of(x)}")
+            arrays[name] = x
+    if dropout_mask is not None:
+        dropout_mask = as_float_array(xp, "dropout_mask", dropout_mask, ndim=2, dtype=z.dtype)
+    if check_finite:
+        for name, x in arrays.items():
+            _check_finite(xp, name, x)
+    return z, arrays.get("x_pre"), arrays.get("x_pre_pre"), dropout_mask
+
+
+def sfne_block(params: dict, z: Any, x_pre: Any = None, x_pre_pre: Any = None, *, groups: int = 12,
+               eps: float = 1e-5, grid: tuple[int, int] | None = None, dropout_mask: Any = None,
+               stop_gradient_values: dict | None = None, check_finite: bool = True) -> tuple[Any, Any]:
+    """One SFNE block: returns ``(out, K_g)`` (paper-notes §1.3, §2.11).
+
+    K_g = MAGNet_G(); Ẑ = Z ⊙ K_g; fast = IS(RGU_slow(Ẑ) + RGU_fast(Z)); M = IS(mixer(Z));
+    Hc = IS(HCI(Z)); G1, G2, G3 = Ẑ @ fast, Ẑ @ M, Ẑ @ Hc; S = SiLU(G1); HI = HI(G1, Z);
+    L_i = LocalConv(MAGNet_L_i(ctx_i), in_i) + b_i; P = bottleneck(concat);
+    out = GELU(G-IBS(P)) + b, times ``dropout_mask`` (B, bf·C) of 0 or 1/(1−p) if given.
+
+    Shapes: z (B, C, *S) → out (B, bf·C, *S), K_g (1, C, *S). x_pre, x_pre_pre (B, C_pre, *S)
+    with C_pre dividing C are tiled to C channels. 1D inputs need ``grid`` (see hyperzzw_global).
+    ``stop_gradient_values`` ({role: per-layer arrays}) freezes MAGNet_L's stop-gradient terms.
+    """
+    xp = ns(("z", z), ("x_pre", x_pre), ("x_pre_pre", x_pre_pre), ("dropout_mask", dropout_mask),
+            trees=(("params", params),))
+    z, x_pre, x_pre_pre, dropout_mask = _validate(xp, params, z, x_pre, x_pre_pre, grid, dropout_mask,
+                                                  check_finite)
+    n_pre = (x_pre is not None) + (x_pre_pre is not None)
+    check_block_params(xp, params, z, n_pre, groups)
+    return _forward(xp, params, z, x_pre, x_pre_pre, groups, eps, grid, dropout_mask, stop_gradient_values)

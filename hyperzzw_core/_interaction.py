@@ -1,0 +1,160 @@
+"""RGU, hyper-channel interaction and hyper interaction (paper-notes §2.5, §2.7, §2.8)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import _backend as B
+from ._activations import _gelu
+from ._checks import as_float_array, check_finite as _check_finite, check_params, ns, shape_of
+from ._hyperzzw import _hyperzzw_2e
+from ._linear import _pointwise_linear, check_linear_params
+from ._slow_net import _G_KEYS, _magnet_g, check_magnet
+from ._standardize import _instance_standardize
+from .reference._interaction import RGU_KEYS
+
+
+def _input(xp: Any, name: str, z: Any, check_finite: bool, dtype: Any = None) -> Any:
+    z = as_float_array(xp, name, z, ndim=(3, 4), dtype=dtype)
+    if check_finite:
+        _check_finite(xp, name, z)
+    return z
+
+
+def _spatial_axes(z: Any) -> tuple[int, ...]:
+    return tuple(range(2, z.ndim))
+
+
+def _expand(xp: Any, a: Any, ndim: int) -> Any:
+    """(B, C) → (B, C, 1, …) with ``ndim`` axes in all."""
+    return xp.reshape(a, tuple(a.shape) + (1,) * (ndim - a.ndim))
+
+
+# ----------------------------------------------------------------------------------- RGU
+
+
+def check_rgu(xp: Any, params: dict, z_shape: tuple[int, ...], dtype: Any, name: str = "params") -> None:
+    """Validate RGU parameters for an input of ``z_shape`` (reference messages)."""
+    check_params(name, params, RGU_KEYS)
+    bias_p = params["bias_p"]
+    if not hasattr(bias_p, "shape") or shape_of(bias_p) != tuple(z_shape[2:]):
+        got = shape_of(bias_p) if hasattr(bias_p, "shape") else ()
+        raise ValueError(f"{name}['bias_p']: expected the spatial shape of z {tuple(z_shape[2:])}, "
+                         f"got {got} (derived from the input size, §5 Q8)")
+    as_float_array(xp, f"{name}['bias_p']", bias_p, dtype=dtype)
+    c = z_shape[1]
+    for key in ("w_k", "w_v", "w_q", "w_y"):
+        check_linear_params(xp, params[key], c, dtype, f"{name}['{key}']")
+
+
+def _rgu(xp: Any, params: dict, z: Any, eps: float) -> Any:
+    kz = _pointwise_linear(xp, params["w_k"], z)
+    v = _pointwise_linear(xp, params["w_v"], z)
+    q = _pointwise_linear(xp, params["w_q"], v)
+    n = _instance_standardize(xp, kz * q, eps)
+    a = _gelu(xp, n) + params["bias_p"]
+    return _pointwise_linear(xp, params["w_y"], a)
+
+
+def rgu(params: dict, z: Any, *, eps: float = 1e-5, check_finite: bool = True) -> Any:
+    """Recursive gated unit: Y = W_Y(GELU(IS(W_K Z ⊙ W_Q(W_V Z))) + B) (paper-notes §2.5).
+
+    W_V acts on Z (not on W_K Z). B = ``bias_p`` is one spatial map shared by all samples and
+    channels. Params: "w_k", "w_v", "w_q", "w_y" (each {"weight": (C, C), "bias": (C,)}) and
+    "bias_p" (*S). Shapes: z (B, C, *S) → (B, C, *S).
+    """
+    xp = ns(("z", z), trees=(("params", params),))
+    z = _input(xp, "z", z, check_finite)
+    check_rgu(xp, params, shape_of(z), z.dtype)
+    return _rgu(xp, params, z, eps)
+
+
+# ----------------------------------------------------------------- hyper-channel interaction
+
+
+def check_channel_kernel(xp: Any, params: dict, c: int, name: str) -> None:
+    """Validate a MAGNet_GC on C channel positions (reference messages)."""
+    if not isinstance(params, dict):
+        check_params(name, params, _G_KEYS)
+    bias_p = params.get("bias_p")
+    if getattr(bias_p, "ndim", 0) != 1:
+        raise ValueError(f"{name}['bias_p']: MAGNet_GC runs on a 1-D grid, expected shape (C,), "
+                         f"got {shape_of(bias_p) if hasattr(bias_p, 'shape') else ()}")
+    check_magnet(xp, params, _G_KEYS, name)
+    if bias_p.shape[0] != c:
+        raise ValueError(f"{name}: MAGNet_GC grid has {bias_p.shape[0]} positions, "
+                         f"the input has {c} channels")
+
+
+def _channel_kernel(xp: Any, params: dict) -> Any:
+    return _magnet_g(xp, params)[0, 0, ...]
+
+
+def _hyper_channel_interaction(xp: Any, params: dict, z: Any) -> Any:
+    k_c = _channel_kernel(xp, params["channel"])
+    s = xp.mean(z, axis=_spatial_axes(z))
+    score = B.sigmoid(xp, _hyperzzw_2e(k_c, s))
+    return z * _expand(xp, score, z.ndim)
+
+
+def check_hci(xp: Any, params: dict, z_shape: tuple[int, ...], name: str = "params") -> None:
+    check_params(name, params, ("channel",))
+    check_channel_kernel(xp, params["channel"], z_shape[1], f"{name}['channel']")
+
+
+def hyper_channel_interaction(params: dict, z: Any, *, check_finite: bool = True) -> Any:
+    """Hyper-channel interaction: Z ⊙ σ(K_c ⊙ GAP(Z)²) per channel (paper-notes §2.7).
+
+    K_c = MAGNet_GC(params["channel"]) on C points. The SFNE block instance-standardises the
+    result (Hc). Shapes: z (B, C, *S) → (B, C, *S).
+    """
+    xp = ns(("z", z), trees=(("params", params),))
+    z = _input(xp, "z", z, check_finite)
+    check_hci(xp, params, shape_of(z))
+    return _hyper_channel_interaction(xp, params, z)
+
+
+# ------------------------------------------------------------------------ hyper interaction
+
+
+def check_hi(xp: Any, params: dict, y_shape: tuple[int, ...], name: str = "params") -> None:
+    check_params(name, params, ("channel", "spatial"))
+    check_channel_kernel(xp, params["channel"], y_shape[1], f"{name}['channel']")
+    check_magnet(xp, params["spatial"], _G_KEYS, f"{name}['spatial']")
+    sizes = shape_of(params["spatial"]["bias_p"])
+    if sizes != tuple(y_shape[2:]):
+        raise ValueError(f"{name}['spatial']: MAGNet_G grid {sizes} must equal the spatial "
+                         f"shape of y {tuple(y_shape[2:])}")
+    if params["spatial"]["output"]["weight"].shape[0] != 1:
+        raise ValueError(f"{name}['spatial']: expected one output map, got "
+                         f"{params['spatial']['output']['weight'].shape[0]}")
+
+
+def _hyper_interaction(xp: Any, params: dict, y: Any, x: Any) -> Any:
+    k_cc = _channel_kernel(xp, params["channel"])
+    k_ss = _magnet_g(xp, params["spatial"])[0, 0, ...]
+    s_c = xp.mean(y, axis=_spatial_axes(y))
+    s_s = xp.mean(y, axis=1)
+    kern = B.fused(xp)
+    if kern is not None:  # CuPy: the 2E scores and the sigmoid gate in one element-wise pass
+        return kern.gate(x, k_ss, s_s, k_cc, s_c)
+    score_c = _hyperzzw_2e(k_cc, s_c)
+    score_s = _hyperzzw_2e(k_ss, s_s)
+    e = xp.expand_dims(score_s, axis=1) * _expand(xp, score_c, y.ndim)
+    return x * B.sigmoid(xp, e)
+
+
+def hyper_interaction(params: dict, y: Any, x: Any, *, check_finite: bool = True) -> Any:
+    """Hyper interaction: X ⊙ σ((K_ss ⊙ mean_c(Y)²) ⊙ (K_cc ⊙ GAP(Y)²)) (paper-notes §2.8).
+
+    K_cc = MAGNet_GC(params["channel"]) on C points, K_ss = MAGNet_G(params["spatial"]) on the
+    spatial grid. In the SFNE block y = G1 and x = Z; no standardisation afterwards.
+    Shapes: y, x (B, C, *S) → (B, C, *S).
+    """
+    xp = ns(("y", y), ("x", x), trees=(("params", params),))
+    y = _input(xp, "y", y, check_finite)
+    x = _input(xp, "x", x, check_finite, dtype=y.dtype)
+    if shape_of(x) != shape_of(y):
+        raise ValueError(f"x: expected the shape of y {shape_of(y)}, got {shape_of(x)}")
+    check_hi(xp, params, shape_of(y))
+    return _hyper_interaction(xp, params, y, x)

@@ -1,0 +1,136 @@
+"""The whole Terminator network, 2D images and 1D pixel sequences (paper-notes §1.2, §5 Q1).
+
+Parameters: ``{"blocks": [block_0, …], "head": {"weight": (K, C_final), "bias": (K,)}}`` as in
+``reference._network``; :class:`~hyperzzw_core.reference.TerminatorConfig` describes the network.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from . import _backend as B
+from ._block import _forward as _block_forward
+from ._checks import as_float_array, check_finite as _check_finite, ns, shape_of
+from ._losses import _slow_loss, label_smoothing_cross_entropy
+from .reference._config import TerminatorConfig
+from .reference._network import dropout_masks_for, param_shapes
+from .reference._tree import flatten
+
+
+def check_params_match(params: dict, config: TerminatorConfig) -> Any:
+    """Raise a clear error if ``params`` does not have the structure and shapes of ``config``.
+
+    Returns the common dtype of the parameters (of their library).
+    """
+    if not isinstance(config, TerminatorConfig):
+        raise TypeError(f"config: expected a TerminatorConfig, got {type(config).__name__}")
+    if not isinstance(params, dict):
+        raise TypeError(f"params: expected a dict of parameters, got {type(params).__name__}")
+    flat = flatten(params)
+    want = param_shapes(config)
+    missing = sorted(set(want) - set(flat))
+    unknown = sorted(set(flat) - set(want))
+    if missing or unknown:
+        raise KeyError(f"params: do not match the config; missing {missing[:5]}{'…' if len(missing) > 5 else ''}, "
+                       f"unknown {unknown[:5]}{'…' if len(unknown) > 5 else ''}")
+    xp = ns(*((f"params['{k}']", v) for k, v in flat.items()))
+    dtypes = []
+    for k, shape in want.items():
+        a = as_float_array(xp, f"params['{k}']", flat[k])
+        if shape_of(a) != tuple(shape):
+            raise ValueError(f"params['{k}']: expected shape {tuple(shape)}, got {shape_of(a)}")
+        if a.dtype not in dtypes:
+            dtypes.append(a.dtype)
+    if len(dtypes) != 1:
+        raise TypeError(f"params: all parameters must share one dtype, got {sorted(map(B.dtype_name, dtypes))}")
+    return dtypes[0]
+
+
+def _validate_input(params: dict, x: Any, config: TerminatorConfig, check_finite: bool) -> tuple[Any, Any]:
+    dtype = check_params_match(params, config)
+    xp = ns(("x", x), ("params['head']['weight']", params["head"]["weight"]))
+    x = as_float_array(xp, "x", x, ndim=config.data_dim + 2, dtype=dtype)
+    if shape_of(x)[1:] != tuple(config.input_shape):
+        raise ValueError(f"x: expected (B, {', '.join(map(str, config.input_shape))}) for this config, "
+                         f"got {shape_of(x)}")
+    if x.shape[0] < 1:
+        raise ValueError(f"x: expected a non-empty batch, got shape {shape_of(x)}")
+    if check_finite:
+        _check_finite(xp, "x", x)
+    return xp, x
+
+
+def _masks(xp: Any, config: TerminatorConfig, x: Any, train: bool, rng: np.random.Generator | None,
+           dropout_masks: list | None) -> list:
+    if not train:
+        return [None] * config.num_blocks
+    if dropout_masks is not None:
+        if len(dropout_masks) != config.num_blocks:
+            raise ValueError(f"dropout_masks: expected {config.num_blocks} entries (None where p = 0), "
+                             f"got {len(dropout_masks)}")
+        ns(("x", x), *((f"dropout_masks[{i}]", m) for i, m in enumerate(dropout_masks)))
+        return [None if m is None else as_float_array(xp, f"dropout_masks[{i}]", m, ndim=2, dtype=x.dtype)
+                for i, m in enumerate(dropout_masks)]
+    # Same draws as the reference (NumPy's generator, on the host), uploaded explicitly.
+    host = dropout_masks_for(config, x.shape[0], rng, np.float64)
+    return [None if m is None else xp.asarray(m, dtype=x.dtype, device=B.device(x)) for m in host]
+
+
+def _forward(xp: Any, params: dict, x: Any, config: TerminatorConfig, train: bool, masks: list,
+             frozen: list | None = None) -> tuple[Any, list[Any]]:
+    outs, kernels = [], []
+    h = x
+    for i, bp in enumerate(params["blocks"]):
+        n_pre = config.num_concat_pre[i]
+        x_pre = outs[i - 2] if n_pre >= 1 else None
+        x_pp = outs[i - 3] if n_pre >= 2 else None
+        h, k_g = _block_forward(xp, bp, h, x_pre, x_pp, config.ibs_groups, config.eps, config.grid,
+                                masks[i] if train else None, None if frozen is None else frozen[i])
+        outs.append(h)
+        kernels.append(k_g)
+    feats = xp.mean(h, axis=tuple(range(2, h.ndim)))
+    head = params["head"]
+    logits = feats @ xp.matrix_transpose(head["weight"]) + head["bias"]
+    return logits, kernels
+
+
+def terminator_forward(params: dict, x: Any, config: TerminatorConfig, train: bool = False, *,
+                       rng: np.random.Generator | None = None, dropout_masks: list | None = None,
+                       stop_gradient_values: list | None = None,
+                       check_finite: bool = True) -> tuple[Any, list[Any]]:
+    """Run the network: returns ``(logits, global_kernels)`` (paper-notes §1.2).
+
+    out_i, K_i = SFNE_i(out_{i−1}, x_pre = out_{i−2}, x_pre_pre = out_{i−3}) as ``num_concat_pre``
+    says; logits = head(GAP(out_last)). ``train`` turns on Dropout2d: masks (B, C_out) given as
+    ``dropout_masks`` (arrays of x's library, None where p = 0), or drawn from the NumPy ``rng``
+    exactly as the reference draws them and uploaded to x's device. Batch standardisation uses
+    batch statistics in both modes (§5 Q5).
+
+    Shapes: x (B, *config.input_shape) → logits (B, num_classes), global_kernels[i] (1, C_i, *S).
+    """
+    xp, x = _validate_input(params, x, config, check_finite)
+    masks = _masks(xp, config, x, train, rng, dropout_masks)
+    return _forward(xp, params, x, config, train, masks, stop_gradient_values)
+
+
+def _slow(xp: Any, config: TerminatorConfig, kernels: list[Any]) -> Any:
+    if config.slow_loss == "none":
+        return xp.zeros((), dtype=kernels[0].dtype, device=B.device(kernels[0]))
+    return config.slow_loss_weight * _slow_loss(xp, kernels, config.bottleneck_factors, config.slow_loss)
+
+
+def terminator_loss(params: dict, x: Any, labels: Any, config: TerminatorConfig, train: bool = True, *,
+                    rng: np.random.Generator | None = None, dropout_masks: list | None = None,
+                    stop_gradient_values: list | None = None, check_finite: bool = True) -> Any:
+    """Training loss: CE_ls(logits, labels) + w·slow_loss(K_0…K_{n−1}) (paper-notes §2.12-2.13).
+
+    The slow loss is only added in train mode, as in the author's code. Returns a 0-D array.
+    ``labels`` (B,) integers of x's library. Other arguments as :func:`terminator_forward`.
+    """
+    xp, x = _validate_input(params, x, config, check_finite)
+    masks = _masks(xp, config, x, train, rng, dropout_masks)
+    logits, kernels = _forward(xp, params, x, config, train, masks, stop_gradient_values)
+    loss = label_smoothing_cross_entropy(logits, labels, config.label_smoothing, check_finite=check_finite)
+    return loss + _slow(xp, config, kernels) if train else loss

@@ -1,0 +1,104 @@
+"""Standardisations: instance (IS), batch (BS) and G-IBS (paper-notes §2.9).
+
+All use the biased variance, eps = 1e-5, no affine parameters and no running statistics. BS uses
+the batch statistics in eval mode too (paper-notes §5 Q5): results depend on the batch.
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any
+
+from . import _backend as B
+from ._checks import as_float_array, check_finite as _check_finite, ns, shape_of
+
+
+def _standardize(xp: Any, x: Any, axes: tuple[int, ...], eps: float) -> Any:
+    mu = xp.mean(x, axis=axes, keepdims=True)
+    d = x - mu
+    var = xp.mean(d * d, axis=axes, keepdims=True)
+    return d / xp.sqrt(var + eps)
+
+
+def _instance_axes(ndim: int) -> tuple[int, ...]:
+    return tuple(range(2, ndim))
+
+
+def _batch_axes(ndim: int) -> tuple[int, ...]:
+    return (0,) + tuple(range(2, ndim))
+
+
+def _instance_standardize(xp: Any, x: Any, eps: float) -> Any:
+    kern = B.fused(xp)
+    if kern is not None:
+        return kern.standardize(x, "instance", eps)
+    return _standardize(xp, x, _instance_axes(x.ndim), eps)
+
+
+def _batch_standardize(xp: Any, x: Any, eps: float) -> Any:
+    kern = B.fused(xp)
+    if kern is not None:
+        return kern.standardize(x, "batch", eps)
+    return _standardize(xp, x, _batch_axes(x.ndim), eps)
+
+
+def _g_ibs(xp: Any, x: Any, groups: int, eps: float) -> Any:
+    kern = B.fused(xp)
+    if kern is not None:
+        return kern.g_ibs(x, groups, eps)
+    size = x.shape[1] // groups
+    parts = []
+    for j in range(groups):
+        axes = _batch_axes(x.ndim) if j % 2 == 0 else _instance_axes(x.ndim)
+        parts.append(_standardize(xp, x[:, j * size:(j + 1) * size, ...], axes, eps))
+    return xp.concat(parts, axis=1)
+
+
+def _input(x: Any, check_finite: bool) -> tuple[Any, Any]:
+    xp = ns(("x", x))
+    x = as_float_array(xp, "x", x)
+    if x.ndim < 3:
+        raise ValueError(f"x: expected (B, C, *spatial) with at least one spatial axis, got shape {shape_of(x)}")
+    if check_finite:
+        _check_finite(xp, "x", x)
+    return xp, x
+
+
+def instance_standardize(x: Any, eps: float = 1e-5, *, check_finite: bool = True) -> Any:
+    """IS: y[b,c] = (x[b,c] − μ_{b,c}) / √(σ²_{b,c} + eps), statistics over the spatial axes.
+
+    Shapes: x (B, C, *S) → (B, C, *S). Paper-notes §2.9.
+    """
+    xp, x = _input(x, check_finite)
+    return _instance_standardize(xp, x, eps)
+
+
+def batch_standardize(x: Any, eps: float = 1e-5, *, check_finite: bool = True) -> Any:
+    """BS: y[:,c] = (x[:,c] − μ_c) / √(σ²_c + eps), statistics over the batch and spatial axes.
+
+    Shapes: x (B, C, *S) → (B, C, *S). Paper-notes §2.9; batch statistics in eval too (§5 Q5).
+    """
+    xp, x = _input(x, check_finite)
+    return _batch_standardize(xp, x, eps)
+
+
+def check_groups(x_shape: tuple[int, ...], groups: Any) -> int:
+    """Validate the G-IBS group count for an input of ``x_shape``; returns the group size."""
+    if not isinstance(groups, numbers.Integral) or groups < 1:
+        raise ValueError(f"groups: expected a positive integer, got {groups!r}")
+    c = x_shape[1]
+    if c % int(groups):
+        raise ValueError(f"x: G-IBS needs the channel count to be divisible by groups={int(groups)}, "
+                         f"got {c} channels (shape {tuple(x_shape)})")
+    return c // int(groups)
+
+
+def g_ibs(x: Any, groups: int = 12, eps: float = 1e-5, *, check_finite: bool = True) -> Any:
+    """G-IBS: split the channels into ``groups`` contiguous groups; even groups get BS, odd get IS.
+
+    Shapes: x (B, C, *S) with C divisible by ``groups`` → (B, C, *S). Paper-notes §2.9.
+    Written out of place: the standardised groups are concatenated.
+    """
+    xp, x = _input(x, check_finite)
+    check_groups(shape_of(x), groups)
+    return _g_ibs(xp, x, int(groups), eps)

@@ -1,0 +1,1 @@
+"""Training on real data (``hyperzzw train``): data, schedule, checkpoints, plots, the loop."""

@@ -1,0 +1,323 @@
+"""``hyperzzw train``: train a Terminator end to end with the PyTorch adapter (issue 6).
+
+Imported only by the ``train`` subcommand (it imports torch).
+
+One run = one output directory holding ``checkpoint.pt`` (atomic, every epoch, with optimiser,
+scheduler and RNG state), ``metrics.json``, ``curves.png`` and ``kernels.png``. ``--resume``
+continues a killed run and reaches the same final weights on CPU as an uninterrupted one.
+
+Multi-process: under ``torchrun --nproc_per_node=N`` each process takes an equal, contiguous share
+of every global batch, gradients are averaged by DistributedDataParallel (gloo on CPU, nccl on
+GPU), and every statistic over the batch axis (batch standardisation, inside G-IBS and the local
+branch, and MAGNet_L's batch-mean context) is taken over the global batch, forward and backward,
+as SyncBatchNorm does: the processes compute the single-process model on the global batch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+import hyperzzw_core as core
+
+from ..adapters.torch import Kar3, Terminator, global_batch_namespace
+from ..reference._config import PRESETS, TerminatorConfig
+from . import checkpoint as ckpt
+from . import data as data_mod
+from . import plots
+from .schedule import lr_factor
+
+OPTIMIZERS = ("kar3", "adamw", "sgd")
+
+
+@dataclass
+class TrainSettings:
+    """Everything a run depends on; stored in the checkpoint and in metrics.json."""
+
+    dataset: str = "digits"
+    data: str | None = None
+    mode: str = "2d"
+    permute: int | None = None
+    config: str | None = None
+    """A preset name or a TOML file; default: "digits" (2d) or "digits_1d" (1d)."""
+    optimizer: str = "kar3"
+    """kar3 (the author's, §2.14), adamw, or sgd (momentum 0.9). Kar3 and AdamW turn round-off in
+    gradients that are zero in exact arithmetic into lr-sized steps; sgd does not, which makes it
+    the optimiser for comparisons to round-off (e.g. multi- against single-process)."""
+    lr: float | None = None
+    """Default: 2e-3 for Kar3, 3e-3 for AdamW, 0.05 for SGD."""
+    betas: tuple[float, float] = (0.5, 0.95)
+    weight_decay: float = 0.0
+    l2_reg: float = 5e-5
+    epochs: int = 30
+    batch_size: int = 64
+    eval_batch_size: int = 64
+    warmup_epochs: int = 3
+    val_fraction: float = 0.1
+    seed: int = 0
+    dtype: str = "float32"
+    device: str = "cpu"
+    out: str = "runs/digits"
+    stop_after: int | None = None
+    """Stop after this many epochs of this invocation, as if killed; ``--resume`` continues."""
+    resume: bool = False
+    """Continue from ``out/checkpoint.pt``."""
+
+    train_limit: int | None = None
+    """Use only the first N training samples (quick experiments and tests)."""
+
+    def resolved_lr(self) -> float:
+        return self.lr if self.lr is not None else {"kar3": 2e-3, "adamw": 3e-3, "sgd": 0.05}[self.optimizer]
+
+
+# ------------------------------------------------------------------------------ configs
+
+
+def load_config(spec: str | None, mode: str) -> TerminatorConfig:
+    """A preset by name or a TOML file (unknown keys raise); default digits / digits_1d."""
+    name = spec or ("digits" if mode == "2d" else "digits_1d")
+    path = Path(name)
+    if path.suffix == ".toml":
+        if not path.is_file():
+            raise FileNotFoundError(f"--config: no such file {path}")
+        import tomllib
+
+        with path.open("rb") as f:
+            table = tomllib.load(f)
+        return TerminatorConfig.from_dict(table.get("terminator", table))
+    if name not in PRESETS:
+        raise ValueError(f"--config: unknown preset {name!r}; choose one of {sorted(PRESETS)} or pass a .toml file")
+    return PRESETS[name]()
+
+
+def fit_config(config: TerminatorConfig, dataset: data_mod.Dataset) -> TerminatorConfig:
+    """The config with input shape, grid and class count taken from the data."""
+    return config.replace(input_shape=list(dataset.input_shape), num_classes=dataset.num_classes,
+                          grid=list(dataset.grid) if dataset.grid else None)
+
+
+# -------------------------------------------------------------------------- distributed
+
+
+@dataclass
+class Dist:
+    rank: int = 0
+    world: int = 1
+    group: Any = None
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device: str) -> Dist:
+    """Join the torchrun process group when WORLD_SIZE > 1 (gloo on CPU, nccl on CUDA)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist()
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
+    return Dist(dist.get_rank(), dist.get_world_size(), dist.group.WORLD)
+
+
+# -------------------------------------------------------------------------------- running
+
+
+def _batches(n: int, size: int, order: np.ndarray) -> list[np.ndarray]:
+    return [order[i:i + size] for i in range(0, n - size + 1, size)] or [order]
+
+
+def evaluate(model: Any, x: np.ndarray, y: np.ndarray, batch_size: int, device: Any, dtype: Any) -> float:
+    """Accuracy in eval mode, in fixed batches (batch standardisation uses batch statistics, §5 Q5)."""
+    model.eval()
+    correct = 0
+    with torch.no_grad():
+        for i in range(0, len(x), batch_size):
+            xb = torch.as_tensor(x[i:i + batch_size], dtype=dtype, device=device)
+            pred = model(xb).argmax(dim=1).cpu().numpy()
+            correct += int((pred == y[i:i + batch_size]).sum())
+    model.train()
+    return correct / max(len(x), 1)
+
+
+def train(settings: TrainSettings) -> dict:
+    """Run (or resume) one training run; returns the final summary written to metrics.json."""
+    s = settings
+    if s.optimizer not in OPTIMIZERS:
+        raise ValueError(f"--optimizer: expected one of {OPTIMIZERS}, got {s.optimizer!r}")
+    dist = init_distributed(s.device)
+    if s.batch_size % dist.world:
+        raise ValueError(f"--batch-size {s.batch_size} must be divisible by the {dist.world} processes")
+    out = Path(s.out)
+    dtype = {"float32": torch.float32, "float64": torch.float64}[s.dtype]
+    device = torch.device(s.device if s.device != "cuda" or dist.world == 1 else f"cuda:{dist.rank}")
+
+    dataset = data_mod.load(s.dataset, s.data, s.mode, s.permute, s.val_fraction)
+    if s.train_limit is not None:
+        dataset.x_train, dataset.y_train = dataset.x_train[:s.train_limit], dataset.y_train[:s.train_limit]
+    config = fit_config(load_config(s.config, s.mode), dataset)
+    torch.manual_seed(s.seed)
+    model = Terminator(config, seed=s.seed, device=device, dtype=dtype)
+    if dist.world > 1:
+        model.batch_namespace = global_batch_namespace(dist.group)
+    n_params = sum(p.numel() for p in model.parameters())
+    lr = s.resolved_lr()
+    if s.optimizer == "kar3":
+        opt = Kar3(model.parameters(), lr=lr, betas=tuple(s.betas))
+    elif s.optimizer == "adamw":
+        opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=s.weight_decay)
+    else:
+        opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=s.weight_decay)
+    n_train = len(dataset.x_train)
+    steps_per_epoch = len(_batches(n_train, s.batch_size, np.arange(n_train)))
+    total = steps_per_epoch * s.epochs
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda step: lr_factor(step, s.warmup_epochs * steps_per_epoch, total))
+    shuffler = torch.Generator().manual_seed(s.seed)
+    history: list[dict] = []
+    start_epoch, wall = 0, 0.0
+
+    path = out / "checkpoint.pt"
+    if s.resume:
+        state = ckpt.load(path)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        shuffler.set_state(state["shuffler"])
+        torch.set_rng_state(state["torch_rng"])
+        history, start_epoch, wall = state["history"], int(state["epoch"]) + 1, float(state["wall"])
+        if dist.main:
+            print(f"resuming {path} at epoch {start_epoch + 1}/{s.epochs}", file=sys.stderr)
+
+    step = TrainStep(model)
+    if dist.world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        step = DistributedDataParallel(step)
+    x_all = torch.as_tensor(dataset.x_train, dtype=dtype)
+    y_all = torch.as_tensor(dataset.y_train, dtype=torch.int64)
+    share = s.batch_size // dist.world
+    run_epochs = 0
+    for epoch in range(start_epoch, s.epochs):
+        if s.stop_after is not None and run_epochs >= s.stop_after:
+            break
+        t0 = time.perf_counter()
+        model.train()
+        order = torch.randperm(n_train, generator=shuffler).numpy()
+        sums = {"loss": 0.0, "slow": 0.0}
+        batches = _batches(n_train, s.batch_size, order)
+        bar = _progress(batches, epoch, s.epochs, dist.main)
+        for idx in bar:
+            mine = idx[dist.rank * share:(dist.rank + 1) * share] if dist.world > 1 else idx
+            xb, yb = x_all[mine].to(device), y_all[mine].to(device)
+            ce, slow = step(xb, yb)
+            loss = ce + slow + model.l2_regularizer(s.l2_reg)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            sums["loss"] += float(loss.detach())
+            sums["slow"] += float(slow.detach())
+            if hasattr(bar, "set_postfix"):
+                bar.set_postfix(loss=f"{float(loss.detach()):.4f}", lr=f"{sched.get_last_lr()[0]:.2e}")
+        val_acc = evaluate(model, dataset.x_val, dataset.y_val, s.eval_batch_size, device, dtype)
+        test_acc = evaluate(model, dataset.x_test, dataset.y_test, s.eval_batch_size, device, dtype)
+        dt = time.perf_counter() - t0
+        wall += dt
+        history.append({"epoch": epoch + 1, "train_loss": sums["loss"] / len(batches),
+                        "slow_loss": sums["slow"] / len(batches), "val_acc": val_acc, "test_acc": test_acc,
+                        "lr": sched.get_last_lr()[0], "epoch_seconds": dt, "wall_seconds": wall})
+        if dist.main:
+            print(f"epoch {epoch + 1}/{s.epochs}: loss {history[-1]['train_loss']:.4f} "
+                  f"(slow {history[-1]['slow_loss']:.2e}), val {100 * val_acc:.2f}%, test {100 * test_acc:.2f}%, "
+                  f"{dt:.1f}s", file=sys.stderr)
+            ckpt.save(path, {"model": model.state_dict(), "optimizer": opt.state_dict(),
+                             "scheduler": sched.state_dict(), "shuffler": shuffler.get_state(),
+                             "torch_rng": torch.get_rng_state(), "history": history, "epoch": epoch,
+                             "wall": wall, "config": config.to_dict(), "settings": _settings_dict(s)})
+        run_epochs += 1
+    finished = len(history) == s.epochs
+    spread = _parameter_spread(model, dist)
+    model.batch_namespace = None  # what follows runs on the main process alone: no collectives
+    summary = {"dataset": dataset.name, "settings": _settings_dict(s), "config": config.to_dict(),
+               "parameters": n_params, "processes": dist.world, "finished": finished,
+               "max_parameter_difference_across_processes": spread, "epochs": history,
+               "final": history[-1] if history else None}
+    if history:
+        best = max(history, key=lambda h: h["val_acc"])
+        summary["best_val"] = {"epoch": best["epoch"], "val_acc": best["val_acc"], "test_acc": best["test_acc"]}
+    if dist.main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "metrics.json").write_text(json.dumps(summary, indent=1) + "\n")
+        if history:
+            plots.learning_curves(history, out / "curves.png")
+            with torch.no_grad():
+                _, kernels = model.eval().forward_with_kernels(torch.as_tensor(dataset.x_val[:2], dtype=dtype,
+                                                                               device=device))
+            plots.global_kernels([k.cpu().numpy() for k in kernels], out / "kernels.png", config.grid)
+            final = history[-1]
+            print(f"{'finished' if finished else 'stopped'} after epoch {final['epoch']}/{s.epochs}: test accuracy "
+                  f"{100 * final['test_acc']:.2f}% (validation {100 * final['val_acc']:.2f}%), "
+                  f"{n_params:,} parameters, {wall:.0f}s; wrote {out}/", file=sys.stderr)
+    return summary
+
+
+def _parameter_spread(model: Any, dist: Dist) -> float:
+    """max |p − p_rank0| over all parameters and processes (0 when the processes agree; DDP check)."""
+    if dist.world == 1:
+        return 0.0
+    import torch.distributed as tdist
+
+    flat = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+    ref = flat.clone()
+    tdist.broadcast(ref, src=0, group=dist.group)
+    diff = (flat - ref).abs().max().reshape(1)
+    tdist.all_reduce(diff, op=tdist.ReduceOp.MAX, group=dist.group)
+    return float(diff)
+
+
+class TrainStep(torch.nn.Module):
+    """(CE, weighted slow loss) of one batch, as a module so DistributedDataParallel sees the forward."""
+
+    def __init__(self, model: Any) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        cfg = self.model.config
+        logits, kernels = self.model.forward_with_kernels(x)
+        ce = core.label_smoothing_cross_entropy(logits, y, cfg.label_smoothing, check_finite=False)
+        if cfg.slow_loss == "none":
+            return ce, torch.zeros((), dtype=ce.dtype, device=ce.device)
+        slow = core.slow_loss(kernels, cfg.bottleneck_factors, kind=cfg.slow_loss, check_finite=False)
+        return ce, cfg.slow_loss_weight * slow
+
+
+def _progress(batches: list, epoch: int, epochs: int, enabled: bool):
+    if not enabled:
+        return batches
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return batches
+    return tqdm(batches, desc=f"epoch {epoch + 1}/{epochs}", leave=False, file=sys.stderr,
+                disable=not sys.stderr.isatty())
+
+
+def _settings_dict(s: TrainSettings) -> dict:
+    d = dataclasses.asdict(s)
+    d["betas"] = list(s.betas)
+    d["lr"] = s.resolved_lr()
+    return d
+

@@ -1,0 +1,175 @@
+"""Differential tests: every registered operator of the array-API core against the NumPy reference.
+
+One generic test per property, over ``hyperzzw_core.testing.REGISTRY`` × backends (tests/backends.py)
+× dtypes (engineering-notes §B):
+
+* forward values match the reference under the tolerance policy (float64: 1e-10 relative; float32:
+  judged against the reference's own float32 error); outputs are arrays of the input's library, on
+  its device, in its dtype; the inputs are not modified;
+* torch only: autograd gradients for a random cotangent match the reference's hand-written VJPs;
+* every error input raises on the core too (same exception type, message matching the regex).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+import pytest
+from backends import Backend, backend, torch_backend  # noqa: F401 - fixtures
+
+import hyperzzw_core
+from hyperzzw_core.reference import TerminatorConfig, flatten, tree_map
+from hyperzzw_core.testing import REGISTRY, assert_close, to_numpy
+
+NAMES = sorted(REGISTRY)
+GRAD_NAMES = sorted(n for n, s in REGISTRY.items() if s.vjp is not None and s.differentiable)
+ERROR_NAMES = sorted(n for n, s in REGISTRY.items() if s.error_inputs())
+
+
+def _core(name: str) -> Any:
+    fn = getattr(hyperzzw_core, name, None)
+    assert fn is not None, f"hyperzzw_core has no operator {name!r} (the registry names it)"
+    return fn
+
+
+def _cast_floats(obj: Any, dtype: Any) -> Any:
+    """Cast every floating NumPy array in a nested structure to ``dtype``."""
+    if isinstance(obj, np.ndarray):
+        return obj.astype(dtype) if obj.dtype.kind == "f" else obj
+    if isinstance(obj, dict):
+        return {k: _cast_floats(v, dtype) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_cast_floats(v, dtype) for v in obj]
+    if isinstance(obj, tuple) and not isinstance(obj, TerminatorConfig):
+        return tuple(_cast_floats(v, dtype) for v in obj)
+    return obj
+
+
+def _samples(spec: Any, dtype: str) -> list[Any]:
+    """The registry's samples with every float array in ``dtype`` (a sample built as
+    ``float32_array / np.sqrt(n)`` is float64 under NumPy 2's promotion rules)."""
+    return [dataclasses.replace(s, args=_cast_floats(s.args, dtype), kwargs=_cast_floats(s.kwargs, dtype))
+            for s in spec.samples(dtype)]
+
+
+def _leaves(out: Any) -> dict[str, Any]:
+    return flatten(list(out)) if isinstance(out, tuple) else flatten(out)
+
+
+def _scale(leaves: dict[str, Any]) -> float:
+    return max([float(np.max(np.abs(to_numpy(v)))) for v in leaves.values() if np.size(to_numpy(v))] + [0.0])
+
+
+def _check_outputs(name: str, b: Backend, dtype: str, out: Any, expected: Any, ref_low: Any) -> None:
+    got, want = _leaves(out), _leaves(expected)
+    assert list(got) == list(want), f"{name}: output structure {list(got)} != reference {list(want)}"
+    low = _leaves(ref_low) if ref_low is not None else {}
+    scale = _scale(want)
+    for key, a in got.items():
+        where = f"{name}[{key}] on {b}" if key else f"{name} on {b}"
+        assert b.owns(a), f"{where}: returned {type(a).__module__}.{type(a).__name__} on " \
+                          f"{getattr(a, 'device', '?')}, expected a {b.library} array on {b.device}"
+        assert str(a.dtype).rsplit(".", 1)[-1] == dtype, f"{where}: dtype {a.dtype}, expected {dtype}"
+        assert tuple(a.shape) == np.shape(want[key]), f"{where}: shape {tuple(a.shape)} != {np.shape(want[key])}"
+        assert_close(a, want[key], dtype=dtype, ref_low=low.get(key), scale=scale, name=where)
+
+
+def _reference_pair(spec: Any, args: tuple, kwargs: dict, dtype: str) -> tuple[Any, Any]:
+    """(float64 reference on the dtype-rounded inputs, reference in ``dtype`` or None)."""
+    expected = spec.reference(*_cast_floats(args, np.float64), **kwargs)
+    ref_low = spec.reference(*args, **kwargs) if dtype == "float32" else None
+    return expected, ref_low
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("name", NAMES)
+def test_forward_matches_reference(backend: Backend, name: str, dtype: str) -> None:
+    if dtype == "float64" and not backend.float64:
+        pytest.skip(f"{backend} has no float64")
+    spec = REGISTRY[name]
+    for sample in _samples(spec, dtype):
+        args, kwargs = backend.convert(sample.args), backend.convert(sample.kwargs)
+        before = [to_numpy(v) for v in flatten(list(args)).values() if hasattr(v, "shape")]
+        out = _core(name)(*args, **kwargs)
+        after = [to_numpy(v) for v in flatten(list(args)).values() if hasattr(v, "shape")]
+        assert all(np.array_equal(x, y, equal_nan=True) for x, y in zip(before, after)), \
+            f"{name}/{sample.label} on {backend}: an input was modified in place"
+        expected, ref_low = _reference_pair(spec, sample.args, sample.kwargs, dtype)
+        _check_outputs(f"{name}/{sample.label}", backend, dtype, out, expected, ref_low)
+
+
+def _random_like(out: Any, rng: np.random.Generator, dtype: str) -> Any:
+    if isinstance(out, tuple):
+        return tuple(_random_like(o, rng, dtype) for o in out)
+    return tree_map(lambda a: rng.standard_normal(np.shape(a)).astype(dtype), out)
+
+
+def _require_grad(tree: Any) -> Any:
+    return tree_map(lambda t: t.requires_grad_() if t.is_floating_point() else t, tree)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("name", GRAD_NAMES)
+def test_autograd_matches_reference_vjp(torch_backend: Backend, name: str, dtype: str) -> None:
+    import torch
+
+    spec = REGISTRY[name]
+    rng = np.random.default_rng(1234)
+    for sample in _samples(spec, dtype):
+        args = list(torch_backend.convert(sample.args))
+        kwargs = torch_backend.convert(sample.kwargs)
+        for i in spec.differentiable:
+            if args[i] is not None:
+                args[i] = _require_grad(args[i])
+        out = _core(name)(*args, **kwargs)
+        ref_out = spec.reference(*sample.args, **sample.kwargs)
+        cot = _random_like(ref_out, rng, dtype)
+        cot_t = torch_backend.convert(cot)
+        got_leaves, cot_leaves = _leaves(out), _leaves(cot_t)
+        total = sum((got_leaves[k] * cot_leaves[k]).sum() for k in got_leaves)
+        total.backward()
+
+        args64 = _cast_floats(sample.args, np.float64)
+        expected = spec.vjp(args64, sample.kwargs, _cast_floats(cot, np.float64))
+        ref_low = spec.vjp(sample.args, sample.kwargs, cot) if dtype == "float32" else None
+        grads, want, low = {}, {}, {}
+        for j, i in enumerate(spec.differentiable):
+            if args[i] is None:
+                continue
+            g = tree_map(lambda t: torch.zeros_like(t) if t.grad is None else t.grad, args[i])
+            for k, v in flatten({"arg": g}).items():
+                grads[f"{i}:{k}"] = v
+            for k, v in flatten({"arg": expected[j]}).items():
+                want[f"{i}:{k}"] = v
+            if ref_low is not None:
+                for k, v in flatten({"arg": ref_low[j]}).items():
+                    low[f"{i}:{k}"] = v
+        assert list(grads) == list(want), f"{name}: gradient structure {list(grads)} != {list(want)}"
+        scale = _scale(want)
+        for k, g in grads.items():
+            assert str(g.dtype).rsplit(".", 1)[-1] == dtype, f"{name}: gradient {k} has dtype {g.dtype}"
+            assert_close(g, want[k], dtype=dtype, ref_low=low.get(k), scale=scale,
+                         name=f"grad {name}/{sample.label} {k} on {torch_backend}")
+
+
+@pytest.mark.parametrize("name", ERROR_NAMES)
+def test_error_inputs_raise(backend: Backend, name: str) -> None:
+    if not backend.float64:
+        pytest.skip(f"{backend} has no float64 (the error inputs are float64)")
+    for err in REGISTRY[name].error_inputs():
+        args, kwargs = backend.convert(err.args), backend.convert(err.kwargs)
+        with pytest.raises(err.exc_type, match=err.match):
+            _core(name)(*args, **kwargs)
+
+
+def test_registry_covers_the_core() -> None:
+    """Every operator of the task's list is registered and exported by the core."""
+    required = {"magnet_g", "magnet_gc", "magnet_l", "hyperzzw_global", "hyperzzw_2e", "depthwise_conv",
+                "local_conv", "rgu", "si_glu", "hyper_channel_interaction", "hyper_interaction",
+                "instance_standardize", "batch_standardize", "g_ibs", "gelu", "pointwise_linear",
+                "channel_mixer", "bottleneck", "sfne_block", "slow_loss", "label_smoothing_cross_entropy",
+                "adaptive_avg_pool", "tile_channels", "terminator_forward", "terminator_loss"}
+    assert required <= set(REGISTRY), f"not registered: {sorted(required - set(REGISTRY))}"
+    assert all(callable(getattr(hyperzzw_core, n, None)) for n in required)
