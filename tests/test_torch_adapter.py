@@ -435,20 +435,3 @@ def test_inductor_compiled_tiny_terminator_matches_eager() -> None:
         eager = model(x)
         compiled = torch.compile(model)(x)
     assert torch.allclose(compiled, eager, rtol=1e-9, atol=1e-12)
-
-
-# ------------------------------------------------------------------------------------ docs
-
-
-def test_docs_snippets_run() -> None:
-    """The examples of docs/core-and-torch.md run as written."""
-    import re
-    from pathlib import Path
-
-    doc = Path(__file__).resolve().parents[1] / "docs" / "core-and-torch.md"
-    if not doc.exists():
-        pytest.skip(f"{doc} was merged elsewhere")
-    blocks = re.findall(r"```python\n(.*?)```", doc.read_text(encoding="utf-8"), re.S)
-    assert len(blocks) == 2
-    for i, code in enumerate(blocks):
-        exec(compile(code, f"{doc.name} block {i}", "exec"), {})
