@@ -21,7 +21,8 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import warnings
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, ClassVar
 
 import array_api_compat.torch as _xp
@@ -372,13 +373,130 @@ class LocalBranch(ParamModule):
         return self.mixer(y, self.slow_l(ctx)) + self.bias
 
 
+# ----------------------------------------------------------------------- slow-kernel cache
+
+
+class SlowKernelCache:
+    """The input-independent slow-network outputs of a module, kept between parameter updates.
+
+    ``lookup(params, compute)`` returns the value of ``compute()`` computed for the current state of
+    ``params`` (the slow networks' parameters), recomputing whenever that state changed. The state
+    of each parameter is the ``Parameter`` object itself (identity), its data pointer and its
+    version counter, which every in-place change bumps: optimizer steps, ``load_state_dict``
+    (``copy_``), ``with torch.no_grad(): p.mul_(…)``. A new tensor behind a parameter (``.to()``,
+    ``p.data = …``, ``load_state_dict(assign=True)``) changes the pointer or the object; the
+    previous storage is held by the cache, so its address cannot be reused by a new tensor while
+    the entry lives. dtype, device and inference mode are part of the key too. The owning
+    modules also clear the cache on ``.train()``/``.eval()``, ``.to()``/``.cuda()``/``.double()``
+    (``Module._apply``) and ``load_state_dict``.
+
+    Not visible to any key: writes through ``p.data`` (a tensor with its own version counter);
+    call the module's ``clear_kernel_cache()`` after those.
+    """
+
+    def __init__(self) -> None:
+        self.hits = 0
+        self.misses = 0
+        self.clear()
+
+    def clear(self) -> None:
+        """Forget the cached value (the hit/miss counters are kept)."""
+        self._params: list[torch.Tensor] | None = None
+        self._storage: list[torch.Tensor] = []
+        self._state: tuple | None = None
+        self._value: Any = None
+
+    @staticmethod
+    def _state_of(params: Sequence[torch.Tensor]) -> tuple:
+        return tuple((p._version, p.data_ptr(), p.dtype, p.device) for p in params) + (
+            torch.is_inference_mode_enabled(),)
+
+    def lookup(self, params: Sequence[torch.Tensor], compute: Callable[[], Any]) -> Any:
+        params = list(params)
+        state = self._state_of(params)
+        cached = self._params
+        if (self._value is not None and state == self._state and cached is not None and len(cached) == len(params)
+                and all(a is b for a, b in zip(cached, params))):
+            self.hits += 1
+            return self._value
+        self.clear()
+        value = compute()
+        self._params, self._storage, self._state, self._value = params, [p.detach() for p in params], state, value
+        self.misses += 1
+        return value
+
+
+class _CachesSlowKernels(ParamModule):
+    """Mixin: ``slow_kernels()`` with a :class:`SlowKernelCache` in eval mode when no gradient is needed."""
+
+    _slow_subtrees: ClassVar[tuple[str, ...]] = ()
+
+    @property
+    def kernel_cache(self) -> SlowKernelCache:
+        """This module's :class:`SlowKernelCache` (created on first use)."""
+        cache = self.__dict__.get("_kernel_cache")
+        if cache is None:
+            cache = SlowKernelCache()
+            self.__dict__["_kernel_cache"] = cache
+        return cache
+
+    def clear_kernel_cache(self) -> None:
+        """Drop the cached slow-network outputs (needed only after writes through ``p.data``)."""
+        cache = self.__dict__.get("_kernel_cache")
+        if cache is not None:
+            cache.clear()
+
+    def _slow_parameters(self) -> list[torch.Tensor]:
+        raise NotImplementedError
+
+    def _compute_slow_kernels(self) -> Any:
+        raise NotImplementedError
+
+    def _kernels_need_grad(self, params: Sequence[torch.Tensor]) -> bool:
+        return torch.is_grad_enabled() and any(p.requires_grad for p in params)
+
+    def slow_kernels(self) -> Any:
+        """The input-independent slow-network outputs (``_block._slow_kernels`` per block).
+
+        Computed once per forward in train mode (they are part of the autograd graph of that
+        step) and whenever gradients are needed; in eval mode without gradients (``torch.no_grad``
+        / ``torch.inference_mode``, or no parameter requiring grad) computed once per parameter
+        state and cached (:class:`SlowKernelCache`).
+        """
+        if self.training or torch.compiler.is_compiling():
+            return self._compute_slow_kernels()
+        params = self._slow_parameters()
+        if self._kernels_need_grad(params):
+            return self._compute_slow_kernels()
+        return self.kernel_cache.lookup(params, self._compute_slow_kernels)
+
+    def train(self, mode: bool = True) -> Any:
+        self.clear_kernel_cache()
+        return super().train(mode)
+
+    def _apply(self, fn: Any, recurse: bool = True) -> Any:
+        self.clear_kernel_cache()
+        return super()._apply(fn, recurse)
+
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False) -> Any:
+        self.clear_kernel_cache()
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
+
+def _block_slow_parameters(block: ParamModule) -> list[torch.Tensor]:
+    mods = [block.slow_g, block.hci, block.hi] + [branch.slow_l for branch in block.local]
+    return [p for m in mods for p in m.parameters()]
+
+
 # ------------------------------------------------------------------------------------ block
 
 
-class SFNEBlock(ParamModule):
+class SFNEBlock(_CachesSlowKernels):
     """Block ``index`` of a Terminator ``config`` (paper-notes §1.3, §2.11).
 
     forward(z, x_pre=None, x_pre_pre=None, dropout_mask=None) → (out (B, bf·C, *S), K_g (1, C, *S)).
+    In eval mode without gradients the input-independent slow-network outputs are cached
+    (:meth:`slow_kernels`, :class:`SlowKernelCache`).
     """
 
     _child_types = {"slow_g": MAGNetG, "rgu_fast": RGU, "rgu_slow": RGU, "mixer": ChannelMixer,
@@ -400,16 +518,28 @@ class SFNEBlock(ParamModule):
     def _child_options(self, key: str) -> dict[str, Any]:
         return {"eps": self.eps} if key in ("rgu_fast", "rgu_slow", "mixer", "local") else {}
 
+    def _slow_parameters(self) -> list[torch.Tensor]:
+        return _block_slow_parameters(self)
+
+    def _compute_slow_kernels(self) -> dict[str, Any]:
+        return _block._slow_kernels(_xp, self.param_tree())
+
     def forward(self, z: torch.Tensor, x_pre: torch.Tensor | None = None, x_pre_pre: torch.Tensor | None = None,
                 dropout_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        return _block.sfne_block(self.param_tree(), z, x_pre, x_pre_pre, groups=self.groups, eps=self.eps,
-                                 grid=self.grid, dropout_mask=dropout_mask, check_finite=False)
+        params = self.param_tree()
+        xp = _block.ns(("z", z), ("x_pre", x_pre), ("x_pre_pre", x_pre_pre), ("dropout_mask", dropout_mask),
+                       trees=(("params", params),))
+        z, x_pre, x_pre_pre, dropout_mask = _block._validate(xp, params, z, x_pre, x_pre_pre, self.grid,
+                                                             dropout_mask, False)
+        _block.check_block_params(xp, params, z, (x_pre is not None) + (x_pre_pre is not None), self.groups)
+        return _block._forward(xp, params, z, x_pre, x_pre_pre, self.groups, self.eps, self.grid, dropout_mask,
+                               None, self.slow_kernels())
 
 
 # ---------------------------------------------------------------------------------- network
 
 
-class Terminator(ParamModule):
+class Terminator(_CachesSlowKernels):
     """The Terminator network of ``config`` (2D images or 1D sequences; paper-notes §1.2, §5 Q1).
 
     ``Terminator(config, seed=0)`` holds exactly ``reference.init_params(config, seed)`` (cast to
@@ -417,6 +547,11 @@ class Terminator(ParamModule):
     ``loss(x, labels)`` is ``reference.terminator_loss``: in train mode label-smoothing CE +
     slow loss with Dropout2d drawn from torch's RNG; in ``.eval()`` CE only, no dropout.
     ``state_dict()`` keys are the flat parameter keys (``blocks.0.slow_g.filters.0.weight``, …).
+
+    Speed: in eval mode without gradients the input-independent slow-network outputs (every
+    block's K_g, K_c, K_cc, K_ss and MAGNet_L's input-independent prefix) are computed once per
+    parameter state and cached (:meth:`slow_kernels`, :class:`SlowKernelCache`);
+    :meth:`compile` runs the tensor program under ``torch.compile``.
     """
 
     _child_types = {"blocks": SFNEBlock, "head": PointwiseLinear}
@@ -475,13 +610,54 @@ class Terminator(ParamModule):
             masks.append(keep.to(w.dtype) * (1.0 / (1.0 - p)))
         return masks
 
+    # ------------------------------------------------------------------------ fast paths
+    def _slow_parameters(self) -> list[torch.Tensor]:
+        return [p for block in self.blocks for p in _block_slow_parameters(block)]
+
+    def _compute_slow_kernels(self) -> list[dict[str, Any]]:
+        return _network._slow_kernels(_xp, self.param_tree())
+
+    def _run(self, x: torch.Tensor, masks: list, kernels: list | None) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The tensor program of the forward pass (what :meth:`compile` compiles)."""
+        xp = _xp if self.batch_namespace is None else self.batch_namespace
+        return _network._forward(xp, self.param_tree(), x, self.config, self.training, masks, None, kernels)
+
+    def compile(self, *args: Any, **kwargs: Any) -> None:
+        """Run the forward's tensor program under ``torch.compile(*args, **kwargs)`` (Inductor by default).
+
+        Input checks, dropout masks and the eval-mode kernel cache stay eager: in train mode the
+        slow networks are compiled with the rest (one graph per step, backward included); in eval
+        mode the cached kernels are inputs of the compiled graph. The first call in each mode
+        compiles (minutes on a CPU). If compiling or running the compiled program fails, a
+        ``RuntimeWarning`` names the error and the module falls back to the eager path for good.
+        ``Module.compile``'s in-place semantics are kept; :meth:`uncompile` undoes it.
+        """
+        self.__dict__["_compiled_run"] = torch.compile(self._run, *args, **kwargs)
+
+    def uncompile(self) -> None:
+        """Return to the eager path."""
+        self.__dict__.pop("_compiled_run", None)
+
+    @property
+    def is_compiled(self) -> bool:
+        """Whether :meth:`compile` is in effect (it is dropped after a failure)."""
+        return self.__dict__.get("_compiled_run") is not None
+
     def forward_with_kernels(self, x: torch.Tensor, dropout_masks: list | None = None
                              ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """(logits (B, K), global kernels [(1, C_i, *S)]); masks default to :meth:`dropout_masks`."""
         self._check_input(x)
         masks = self.dropout_masks(x.shape[0]) if dropout_masks is None else list(dropout_masks)
-        xp = _xp if self.batch_namespace is None else self.batch_namespace
-        return _network._forward(xp, self.param_tree(), x, self.config, self.training, masks)
+        kernels = None if self.training else self.slow_kernels()
+        run = self.__dict__.get("_compiled_run")
+        if run is not None and not torch.compiler.is_compiling():
+            try:
+                return run(x, masks, kernels)
+            except Exception as err:  # noqa: BLE001 - any compiler failure: fall back to eager
+                self.uncompile()
+                warnings.warn(f"Terminator.compile: the compiled forward failed ({type(err).__name__}: {err}); "
+                              "using the eager path from now on", RuntimeWarning, stacklevel=2)
+        return self._run(x, masks, kernels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_with_kernels(x)[0]

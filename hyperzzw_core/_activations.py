@@ -16,11 +16,11 @@ _SQRT_HALF = math.sqrt(0.5)
 
 
 def _gelu(xp: Any, x: Any) -> Any:
-    return x * (0.5 * (1.0 + B.erf(xp, x * _SQRT_HALF)))
+    return B.gelu(xp, x, _SQRT_HALF)
 
 
 def _si_glu(xp: Any, g1: Any) -> Any:
-    return B.sigmoid(xp, g1) * g1
+    return B.silu(xp, g1)
 
 
 def gelu(x: Any, *, check_finite: bool = True) -> Any:

@@ -16,7 +16,13 @@ nowhere else:
   standard's ``fft`` extension for large kernels;
 * :func:`constant` — small host constants (pooling matrices) created on the caller's device
   with an explicit dtype; :func:`work_dtype` — float64 for exact constants unless the device
-  lacks it (torch MPS, array-api-strict's ``no_float64``).
+  lacks it (torch MPS, array-api-strict's ``no_float64``); :func:`cached` — constants built once
+  per key, dtype and device (coordinate grids, pooling matrices);
+* fast paths, each numerically the generic formula to rounding (the differential tests hold them
+  to the reference): :func:`pointwise_linear` (one batched GEMM with the bias fused for torch,
+  one GEMM through ``tensordot`` for NumPy), :func:`instance_standardize` (torch's native
+  ``instance_norm``, whose backward is one fused pass), :func:`g_ibs_torch` (G-IBS as one reshaped
+  computation), :func:`gelu` / :func:`silu` (torch's native kernels).
 
 Everything here also traces under ``torch.compile``: namespaces are cached by array type in a
 plain dict, and nothing on the forward path goes through ``functools.lru_cache`` (which Dynamo
@@ -192,6 +198,48 @@ def constant(xp: Any, values: Sequence[Any], *, dtype: Any, device: Any) -> Any:
     return xp.asarray(values, dtype=dtype, device=device)
 
 
+_CONSTANTS: dict[tuple, Any] = {}
+_CONSTANTS_MAX = 256
+
+
+def _cache_key(xp: Any, key: tuple, dtype: Any, dev: Any) -> tuple | None:
+    """The cache key of a constant, or None where it must not be cached.
+
+    torch: keyed on dtype, device and inference mode (an inference tensor cannot be saved for
+    backward outside inference mode); never cached while torch.compile traces (the graph then
+    owns the constant) or on the 'meta' device. NumPy: keyed on dtype. Other libraries: no cache
+    (their arrays may be lazy or device-bound in ways a key cannot see).
+    """
+    if is_torch(xp):
+        torch = sys.modules["torch"]
+        if torch.compiler.is_compiling() or getattr(dev, "type", None) == "meta":
+            return None
+        return ("torch", key, str(dtype), str(dev), torch.is_inference_mode_enabled())
+    if is_numpy(xp):
+        return ("numpy", key, dtype_name(dtype))
+    return None
+
+
+def cached(xp: Any, key: tuple, builder: Any, *, dtype: Any, device: Any) -> Any:
+    """``builder()`` (an array of ``dtype`` on ``device``), built once per key, dtype and device.
+
+    For constants that depend on sizes only (coordinate grids, pooling matrices). The cached array
+    is shared: callers must not modify it in place (NumPy copies are made read-only).
+    """
+    ck = _cache_key(xp, key, dtype, device)
+    if ck is None:
+        return builder()
+    hit = _CONSTANTS.get(ck)
+    if hit is None:
+        hit = builder()
+        if is_numpy(xp):
+            hit.setflags(write=False)
+        if len(_CONSTANTS) >= _CONSTANTS_MAX:
+            _CONSTANTS.clear()
+        _CONSTANTS[ck] = hit
+    return hit
+
+
 # ------------------------------------------------------------------------------ autodiff / erf
 
 
@@ -250,6 +298,102 @@ def fused(xp: Any) -> Any:
     from .adapters import _cupy_kernels
 
     return _cupy_kernels
+
+
+# --------------------------------------------------------------------------------- fast paths
+
+
+def _torch_of(xp: Any) -> Any:
+    """The torch module for any torch namespace (``array_api_compat.torch`` or a wrapper of it,
+    such as the adapter's ``global_batch_namespace``), else None."""
+    return sys.modules["torch"] if is_torch(xp) else None
+
+
+def pointwise_linear(xp: Any, w: Any, b: Any, x: Any) -> Any:
+    """y[b] = W·x[b] + β for x (B, I, N), W (O, I), β (O,) → (B, O, N).
+
+    torch: one ``baddbmm`` (batched GEMM, bias fused, no transposed copies; ``W @ x`` folds the
+    batch through two copies). NumPy: one GEMM per sample written in place, as the reference
+    (``tensordot`` copies x and y once each; the broadcast matmul is slower still). Else the
+    generic broadcast matmul.
+    """
+    torch = _torch_of(xp)
+    if torch is not None:
+        n = x.shape[0]
+        return torch.baddbmm(torch.reshape(b, (1, -1, 1)), w.expand(n, w.shape[0], w.shape[1]), x)
+    if is_numpy(xp):
+        np = sys.modules["numpy"]
+        y = np.empty((x.shape[0], w.shape[0], x.shape[2]), dtype=np.result_type(w, x))
+        for s in range(x.shape[0]):
+            np.matmul(w, x[s], out=y[s])
+        y += b[:, None]
+        return y
+    return w @ x + xp.reshape(b, (-1, 1))
+
+
+def _spatial_size(x: Any) -> int:
+    n = 1
+    for s in x.shape[2:]:
+        n *= int(s)
+    return n
+
+
+def instance_standardize(xp: Any, x: Any, eps: float) -> Any | None:
+    """IS on torch with the native ``instance_norm`` kernel, or None (use the generic formula).
+
+    Without affine parameters or running statistics it computes exactly (x − μ)/√(σ² + eps) with
+    the biased variance, forward and backward each one fused kernel (3x faster than autograd
+    through the five element-wise operations of the formula; docs/benchmarks.md). Per-sample
+    statistics only, so any torch namespace (wrapped or not) may use it.
+    """
+    torch = _torch_of(xp)
+    if torch is None or _spatial_size(x) < 2:  # batch_norm wants more than one value per statistic
+        return None
+    return torch.nn.functional.instance_norm(x, eps=eps)
+
+
+def g_ibs_torch(xp: Any, x: Any, groups: int, eps: float, standardize: Any) -> Any | None:
+    """G-IBS on torch as one reshaped computation, or None for other libraries.
+
+    Channels (B, G·s, *S) are viewed as (B, G/2, 2, s, N): the even groups (pair index 0) get the
+    generic batch standardisation ``standardize(xp, part, axes, eps)`` (its means go through
+    ``xp.mean``, so a namespace that redefines batch means, such as the adapter's
+    ``global_batch_namespace``, still sees every batch statistic), the odd groups the native
+    instance standardisation; one stack interleaves them. An odd G leaves a last (BS) group.
+    torch's native ``batch_norm`` is not used: it would bypass the namespace's batch means.
+    """
+    torch = _torch_of(xp)
+    if torch is None or groups < 2 or _spatial_size(x) < 2:
+        return None
+    b, c = int(x.shape[0]), int(x.shape[1])
+    size = c // groups
+    pairs = groups // 2
+    head = x[:, :2 * pairs * size] if groups % 2 else x
+    x5 = torch.reshape(head, (b, pairs, 2, size, -1))
+    even = standardize(xp, x5[:, :, 0], (0, 3), eps)
+    odd = torch.reshape(torch.nn.functional.instance_norm(torch.reshape(x5[:, :, 1], (b, pairs * size, -1)), eps=eps),
+                        (b, pairs, size, -1))
+    out = torch.reshape(torch.stack([even, odd], dim=2), (b, 2 * pairs * size) + tuple(x.shape[2:]))
+    if groups % 2:
+        last = x[:, 2 * pairs * size:]
+        out = torch.cat([out, standardize(xp, last, (0,) + tuple(range(2, x.ndim)), eps)], dim=1)
+    return out
+
+
+def gelu(xp: Any, x: Any, sqrt_half: float) -> Any:
+    """Exact (erf) GELU: torch's native kernel (one pass forward and backward), else x·Φ(x)."""
+    torch = _torch_of(xp)
+    if torch is not None:
+        return torch.nn.functional.gelu(x)
+    return x * (0.5 * (1.0 + erf(xp, x * sqrt_half)))
+
+
+def silu(xp: Any, x: Any) -> Any:
+    """σ(x)·x: torch's native SiLU kernel, else the generic product."""
+    torch = _torch_of(xp)
+    if torch is not None:
+        return torch.nn.functional.silu(x)
+    return sigmoid(xp, x) * x
 
 
 # -------------------------------------------------------------------------------- convolution
@@ -317,14 +461,83 @@ def depthwise_conv(xp: Any, y: Any, k_l: Any) -> Any:
     kern = fused(xp)
     if kern is not None and max(k_l.shape[2:]) <= 9:
         return kern.depthwise_conv(y, k_l)
-    if is_torch(xp):
-        fn = sys.modules["torch"].nn.functional
-        conv = fn.conv1d if y.ndim == 3 else fn.conv2d
-        pad = tuple((k - 1) // 2 for k in k_l.shape[2:])
-        return conv(y, k_l, padding=pad, groups=y.shape[1])
-    taps = 1
-    for k in k_l.shape[2:]:
-        taps *= k
-    if taps > FFT_MIN_TAPS and hasattr(xp, "fft"):
+    method = depthwise_method(xp, y, k_l)
+    if method == "fft":
         return depthwise_conv_fft(xp, y, k_l)
+    if is_torch(xp):
+        return _torch_depthwise_direct(sys.modules["torch"], y, k_l)
+    if is_numpy(xp):
+        from .reference._conv import _correlate  # the reference's sliding-window einsum
+
+        return _correlate(y, k_l[:, 0])
     return depthwise_conv_direct(xp, y, k_l)
+
+
+#: Smallest kernel size (largest axis) from which the FFT path is used, per backend and dtype,
+#: on inputs whose smallest spatial extent is at least ``FFT_MIN_SPATIAL``. Set from the
+#: measurement of ``python -m benchmarks conv-threshold`` (forward + backward for torch, forward
+#: for NumPy; B = 8, C = 32, H = W in 8…64, k in 3…17), recorded in docs/benchmarks.md: from these
+#: sizes on the FFT path wins at every measured H ≥ FFT_MIN_SPATIAL; on smaller inputs the
+#: direct path won throughout (the transforms' overhead dominates).
+FFT_MIN_SPATIAL = 16
+FFT_MIN_KERNEL = {
+    ("torch-cpu", "float32"): 13,  # direct = oneDNN channels-last depth-wise conv
+    ("torch-cpu", "float64"): 5,   # direct = ATen's native (non-oneDNN) depth-wise conv
+    ("numpy", "float32"): 13,      # direct = the sliding-window einsum
+    ("numpy", "float64"): 13,
+}
+
+
+def depthwise_method(xp: Any, y: Any, k_l: Any) -> str:
+    """``"direct"`` or ``"fft"`` for a depth-wise convolution of ``y`` with ``k_l``.
+
+    torch on CPU and NumPy: the measured thresholds of ``FFT_MIN_KERNEL``; torch on other
+    devices (cuDNN's depth-wise kernels) and inside torch.compile traces (Inductor generates no
+    code for complex operators): direct; other libraries: FFT from ``FFT_MIN_TAPS`` taps where
+    ``xp.fft`` exists.
+    """
+    k = max(int(v) for v in k_l.shape[2:])
+    small = min(int(v) for v in y.shape[2:]) < FFT_MIN_SPATIAL
+    if is_torch(xp):
+        if device(y).type != "cpu" or sys.modules["torch"].compiler.is_compiling() or small:
+            return "direct"
+        return "fft" if k >= FFT_MIN_KERNEL[("torch-cpu", dtype_name(y.dtype))] else "direct"
+    if is_numpy(xp):
+        return "fft" if not small and k >= FFT_MIN_KERNEL[("numpy", dtype_name(y.dtype))] else "direct"
+    taps = 1
+    for v in k_l.shape[2:]:
+        taps *= int(v)
+    return "fft" if taps > FFT_MIN_TAPS and hasattr(xp, "fft") else "direct"
+
+
+def _onednn_float32(torch: Any, y: Any) -> bool:
+    """Whether ``y`` is a CPU float32 tensor that oneDNN convolves (read without graph breaks
+    inside torch.compile traces, where ``torch.backends.mkldnn`` cannot be called)."""
+    if y.dtype != torch.float32 or y.device.type != "cpu":
+        return False
+    if torch.compiler.is_compiling():
+        return bool(torch._C._has_mkldnn)
+    return bool(torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled)
+
+
+def _torch_depthwise_direct(torch: Any, y: Any, k_l: Any) -> Any:
+    """``F.conv{1,2}d(groups=C)``; float32 on CPU runs oneDNN in channels-last layout.
+
+    oneDNN's NCHW depth-wise weight gradient is pathologically slow on CPU for k ≥ 5 (seconds
+    for the CIFAR-10 block 4; docs/benchmarks.md), while its channels-last kernels are fast: the
+    input is converted (one copy), 1-D inputs run as (B, C, 1, L) images, and the result comes
+    back contiguous. float64 (no oneDNN) and other devices use the plain call.
+    """
+    fn = torch.nn.functional
+    pad = tuple((int(k) - 1) // 2 for k in k_l.shape[2:])
+    c = int(y.shape[1])
+    if _onednn_float32(torch, y):
+        if y.ndim == 3:
+            y4 = torch.unsqueeze(y, 2).contiguous(memory_format=torch.channels_last)
+            out = fn.conv2d(y4, torch.unsqueeze(k_l, 2), padding=(0,) + pad, groups=c)
+            return torch.squeeze(out, 2).contiguous()
+        if y.ndim == 4:
+            out = fn.conv2d(y.contiguous(memory_format=torch.channels_last), k_l, padding=pad, groups=c)
+            return out.contiguous()
+    conv = fn.conv1d if y.ndim == 3 else fn.conv2d
+    return conv(y, k_l, padding=pad, groups=c)

@@ -10,11 +10,12 @@ from typing import Any
 
 from ._activations import _gelu, _si_glu
 from ._checks import as_float_array, check_finite as _check_finite, check_params, ns, shape_of
-from ._hyperzzw import _hyperzzw_global, _local_conv
-from ._interaction import (_hyper_channel_interaction, _hyper_interaction, _rgu, check_hci, check_hi,
-                           check_rgu)
+from . import _backend as B
+from ._hyperzzw import _global_product, _hyperzzw_global, _local_conv
+from ._interaction import (_channel_kernel, _hi_kernels, _hyper_channel_interaction, _hyper_interaction, _rgu,
+                           check_hci, check_hi, check_rgu)
 from ._linear import _pointwise_linear, check_linear_params
-from ._slow_net import _G_KEYS, _L_KEYS, _magnet_g, _magnet_l, check_magnet
+from ._slow_net import _G_KEYS, _L_KEYS, _magnet_g, _magnet_l, _magnet_l_static, check_magnet
 from ._standardize import _g_ibs, _instance_standardize, check_groups
 from .reference._block import BLOCK_KEYS, LOCAL_ROLES, concat_order, local_roles
 from .reference._hyperzzw import check_global_grid
@@ -38,11 +39,31 @@ def _tile_to(name: str, x: Any, c: int) -> int:
     return c // x.shape[1]
 
 
+SLOW_KERNEL_KEYS = ("k_g", "k_c", "k_cc", "k_ss", "local")
+
+
+def _slow_kernels(xp: Any, params: dict) -> dict[str, Any]:
+    """The block's input-independent slow-network outputs: K_g (1, C, *S) of MAGNet_G, the
+    channel kernels K_c (C,) and K_cc (C,) of the two interactions, the hyper interaction's
+    spatial kernel K_ss (*S), and per local branch MAGNet_L's input-independent prefix
+    (``_magnet_l_static``). They depend on the parameters only: compute them once per parameter
+    update (and cache them between updates, as the torch adapter does in eval mode)."""
+    k_cc, k_ss = _hi_kernels(xp, params["hi"])
+    return {"k_g": _magnet_g(xp, params["slow_g"]), "k_c": _channel_kernel(xp, params["hci"]["channel"]),
+            "k_cc": k_cc, "k_ss": k_ss, "local": [_magnet_l_static(xp, p["slow_l"]) for p in params["local"]]}
+
+
 def _forward(xp: Any, params: dict, z: Any, x_pre: Any, x_pre_pre: Any, groups: int, eps: float,
-             grid: Any, dropout_mask: Any, frozen: dict | None = None) -> tuple[Any, Any]:
-    """The block on validated inputs (no checks beyond static shapes)."""
+             grid: Any, dropout_mask: Any, frozen: dict | None = None,
+             kernels: dict[str, Any] | None = None) -> tuple[Any, Any]:
+    """The block on validated inputs (no checks beyond static shapes).
+
+    ``kernels``: the block's ``_slow_kernels`` if already computed (else computed here).
+    """
     c = z.shape[1]
-    k_g = _magnet_g(xp, params["slow_g"])
+    if kernels is None:
+        kernels = _slow_kernels(xp, params)
+    k_g = kernels["k_g"]
     if shape_of(k_g)[1:] != shape_of(z)[1:]:
         raise ValueError(f"params['slow_g']: K_g has shape {shape_of(k_g)}; expected (1,) + z.shape[1:] = "
                          f"{(1,) + shape_of(z)[1:]} (kernel size follows the input size, §5 Q8)")
@@ -51,14 +72,15 @@ def _forward(xp: Any, params: dict, z: Any, x_pre: Any, x_pre_pre: Any, groups: 
     t = {"Z": z}
     t["fast"] = _instance_standardize(xp, r_sum, eps)
     t["M"] = _instance_standardize(xp, _pointwise_linear(xp, params["mixer"], z), eps)
-    t["Hc"] = _instance_standardize(xp, _hyper_channel_interaction(xp, params["hci"], z), eps)
+    t["Hc"] = _instance_standardize(xp, _hyper_channel_interaction(xp, params["hci"], z, kernels["k_c"]), eps)
+    fused = B.fused(xp) is not None  # CuPy: Z ⊙ K_g fused into the product's tiles
     for name, y in (("G1", "fast"), ("G2", "M"), ("G3", "Hc")):
-        t[name] = _hyperzzw_global(xp, z, k_g, t[y], grid)
+        t[name] = _hyperzzw_global(xp, z, k_g, t[y], grid) if fused else _global_product(xp, zhat, t[y], grid)
     t["S"] = _si_glu(xp, t["G1"])
-    t["HI"] = _hyper_interaction(xp, params["hi"], t["G1"], z)
-    for role, p in zip(local_roles(len(params["local"])), params["local"]):
+    t["HI"] = _hyper_interaction(xp, params["hi"], t["G1"], z, (kernels["k_cc"], kernels["k_ss"]))
+    for j, (role, p) in enumerate(zip(local_roles(len(params["local"])), params["local"])):
         ctx, inp = LOCAL_ROLES[role]
-        kernel = _magnet_l(xp, p["slow_l"], t[ctx], None if frozen is None else frozen[role])
+        kernel = _magnet_l(xp, p["slow_l"], t[ctx], None if frozen is None else frozen[role], kernels["local"][j])
         t[role] = _local_conv(xp, p["mixer"], t[inp], kernel, eps) + p["bias"]
     if x_pre is not None:
         t["x_pre"] = xp.tile(x_pre, (1, _tile_to("x_pre", x_pre, c)) + (1,) * (z.ndim - 2))

@@ -67,14 +67,20 @@ def _pool_matrix(n_in: int, n_out: int, transpose: bool) -> list[list[float]]:
     return rows
 
 
+def _pool_constant(xp: Any, n_in: int, n_out: int, transpose: bool, dtype: Any, dev: Any) -> Any:
+    """The pooling matrix on ``dev`` in ``dtype``, built once per sizes, dtype and device."""
+    return B.cached(xp, ("pool", n_in, n_out, transpose),
+                    lambda: B.constant(xp, _pool_matrix(n_in, n_out, transpose), dtype=dtype, device=dev),
+                    dtype=dtype, device=dev)
+
+
 def _adaptive_avg_pool(xp: Any, x: Any, size: tuple[int, ...]) -> Any:
     dev = B.device(x)
     spatial = tuple(x.shape[2:])
     if len(spatial) == 1:
-        pt = B.constant(xp, _pool_matrix(spatial[0], size[0], True), dtype=x.dtype, device=dev)
-        return x @ pt
-    ph = B.constant(xp, _pool_matrix(spatial[0], size[0], False), dtype=x.dtype, device=dev)
-    pwt = B.constant(xp, _pool_matrix(spatial[1], size[1], True), dtype=x.dtype, device=dev)
+        return x @ _pool_constant(xp, spatial[0], size[0], True, x.dtype, dev)
+    ph = _pool_constant(xp, spatial[0], size[0], False, x.dtype, dev)
+    pwt = _pool_constant(xp, spatial[1], size[1], True, x.dtype, dev)
     return (ph @ x) @ pwt
 
 

@@ -37,8 +37,13 @@ def _hyperzzw_global(xp: Any, z: Any, k_g: Any, y: Any, grid: tuple[int, int] | 
                             _as_matrices(xp, z, grid).shape[1:])
         return xp.reshape(kern.global_product(_as_matrices(xp, z, grid), k_full, _as_matrices(xp, y, grid)),
                           tuple(z.shape))
-    zhat = _as_matrices(xp, z * k_g, grid)
-    return xp.reshape(zhat @ _as_matrices(xp, y, grid), tuple(z.shape))
+    return _global_product(xp, z * k_g, y, grid)
+
+
+def _global_product(xp: Any, zhat: Any, y: Any, grid: tuple[int, int] | None) -> Any:
+    """Ẑ @ Y per (b, c) for a precomputed Ẑ = Z ⊙ K_g (the SFNE block forms Ẑ once for its three
+    products and RGU_slow)."""
+    return xp.reshape(_as_matrices(xp, zhat, grid) @ _as_matrices(xp, y, grid), tuple(zhat.shape))
 
 
 def hyperzzw_global(z: Any, k_g: Any, y: Any, *, grid: tuple[int, int] | None = None,

@@ -90,8 +90,10 @@ def _channel_kernel(xp: Any, params: dict) -> Any:
     return _magnet_g(xp, params)[0, 0, ...]
 
 
-def _hyper_channel_interaction(xp: Any, params: dict, z: Any) -> Any:
-    k_c = _channel_kernel(xp, params["channel"])
+def _hyper_channel_interaction(xp: Any, params: dict, z: Any, k_c: Any = None) -> Any:
+    """``k_c`` (C,): the channel kernel if already computed (input-independent, may be cached)."""
+    if k_c is None:
+        k_c = _channel_kernel(xp, params["channel"])
     s = xp.mean(z, axis=_spatial_axes(z))
     score = B.sigmoid(xp, _hyperzzw_2e(k_c, s))
     return z * _expand(xp, score, z.ndim)
@@ -130,9 +132,14 @@ def check_hi(xp: Any, params: dict, y_shape: tuple[int, ...], name: str = "param
                          f"{params['spatial']['output']['weight'].shape[0]}")
 
 
-def _hyper_interaction(xp: Any, params: dict, y: Any, x: Any) -> Any:
-    k_cc = _channel_kernel(xp, params["channel"])
-    k_ss = _magnet_g(xp, params["spatial"])[0, 0, ...]
+def _hi_kernels(xp: Any, params: dict) -> tuple[Any, Any]:
+    """(K_cc (C,), K_ss (*S)) of the hyper interaction: input-independent."""
+    return _channel_kernel(xp, params["channel"]), _magnet_g(xp, params["spatial"])[0, 0, ...]
+
+
+def _hyper_interaction(xp: Any, params: dict, y: Any, x: Any, kernels: tuple[Any, Any] | None = None) -> Any:
+    """``kernels``: (K_cc, K_ss) if already computed (see ``_hi_kernels``)."""
+    k_cc, k_ss = _hi_kernels(xp, params) if kernels is None else kernels
     s_c = xp.mean(y, axis=_spatial_axes(y))
     s_s = xp.mean(y, axis=1)
     kern = B.fused(xp)

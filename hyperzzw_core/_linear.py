@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import _backend as B
 from ._checks import as_float_array, check_finite, check_params, check_shape, ns, shape_of
 from ._standardize import _instance_standardize
 
@@ -42,7 +43,7 @@ def _dense(xp: Any, p: Params, h: Any) -> Any:
 
 def _pointwise_linear(xp: Any, params: Params, x: Any) -> Any:
     b, i = x.shape[:2]
-    y = _dense(xp, params, xp.reshape(x, (b, i, -1)))
+    y = B.pointwise_linear(xp, params["weight"], params["bias"], xp.reshape(x, (b, i, -1)))
     return xp.reshape(y, (b, -1) + tuple(x.shape[2:]))
 
 

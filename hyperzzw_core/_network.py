@@ -12,6 +12,7 @@ import numpy as np
 
 from . import _backend as B
 from ._block import _forward as _block_forward
+from ._block import _slow_kernels as _block_slow_kernels
 from ._checks import as_float_array, check_finite as _check_finite, ns, shape_of
 from ._losses import _slow_loss, label_smoothing_cross_entropy
 from .reference._config import TerminatorConfig
@@ -78,8 +79,15 @@ def _masks(xp: Any, config: TerminatorConfig, x: Any, train: bool, rng: np.rando
     return [None if m is None else xp.asarray(m, dtype=x.dtype, device=B.device(x)) for m in host]
 
 
+def _slow_kernels(xp: Any, params: dict) -> list[dict[str, Any]]:
+    """Every block's input-independent slow-network outputs (``_block._slow_kernels``)."""
+    return [_block_slow_kernels(xp, bp) for bp in params["blocks"]]
+
+
 def _forward(xp: Any, params: dict, x: Any, config: TerminatorConfig, train: bool, masks: list,
-             frozen: list | None = None) -> tuple[Any, list[Any]]:
+             frozen: list | None = None, slow_kernels: list | None = None) -> tuple[Any, list[Any]]:
+    """The network on validated inputs; ``slow_kernels`` as ``_slow_kernels`` returns them, if
+    already computed (else each block computes its own)."""
     outs, kernels = [], []
     h = x
     for i, bp in enumerate(params["blocks"]):
@@ -87,7 +95,8 @@ def _forward(xp: Any, params: dict, x: Any, config: TerminatorConfig, train: boo
         x_pre = outs[i - 2] if n_pre >= 1 else None
         x_pp = outs[i - 3] if n_pre >= 2 else None
         h, k_g = _block_forward(xp, bp, h, x_pre, x_pp, config.ibs_groups, config.eps, config.grid,
-                                masks[i] if train else None, None if frozen is None else frozen[i])
+                                masks[i] if train else None, None if frozen is None else frozen[i],
+                                None if slow_kernels is None else slow_kernels[i])
         outs.append(h)
         kernels.append(k_g)
     feats = xp.mean(h, axis=tuple(range(2, h.ndim)))

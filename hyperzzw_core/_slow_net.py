@@ -77,8 +77,11 @@ def coordinate_grid(sizes: tuple[int, ...] | list[int], *, xp: Any = None, devic
 
 
 def _points(xp: Any, sizes: tuple[int, ...], like: Any) -> Any:
-    """The grid flattened to (d, N) in ``like``'s dtype and device."""
-    return xp.reshape(_grid(xp, sizes, like.dtype, B.device(like)), (len(sizes), -1))
+    """The grid flattened to (d, N) in ``like``'s dtype and device, built once per size, dtype and
+    device (``_backend.cached``; rebuilt inside torch.compile traces, where the graph owns it)."""
+    dt, dev = like.dtype, B.device(like)
+    return B.cached(xp, ("grid", sizes), lambda: xp.reshape(_grid(xp, sizes, dt, dev), (len(sizes), -1)),
+                    dtype=dt, device=dev)
 
 
 # ----------------------------------------------------------------------------- validation
@@ -107,21 +110,44 @@ def check_magnet(xp: Any, params: Params, keys: tuple[str, ...], name: str) -> N
 # ---------------------------------------------------------------------------------- forward
 
 
-def _mfn_forward(xp: Any, params: Params, c: Any, ctx: Any | None, frozen: list | None = None) -> Any:
+def _renorm(xp: Any, u: Any, sg: Any) -> Any:
+    """s-renormalisation u' = α·sg + β·u/max(‖u‖, eps), norms per hidden channel (rows)."""
+    norm = xp.sqrt(xp.sum(u * u, axis=1, keepdims=True))
+    return RENORM_ALPHA * sg + RENORM_BETA * u / xp.clip(norm, min=RENORM_EPS)
+
+
+def _magnet_l_static(xp: Any, params: Params) -> dict[str, Any]:
+    """The input-independent part of MAGNet_L: the filter responses g_l(c) of every layer and the
+    first layer's s-renormalised u'_1 = renorm(g_1(c) ⊙ A_1(g_0(c)) + bias_p) (its stop-gradient
+    term is u_1 itself). Only the context gates X_i(g) and what follows them read the input."""
+    c = _points(xp, shape_of(params["bias_p"]), params["bias_p"])
+    filters = [xp.sin(_dense(xp, f, c)) for f in params["filters"]]
+    out: dict[str, Any] = {"filters": filters}
+    if params["linears"]:
+        u = filters[1] * _dense(xp, params["linears"][0], filters[0]) + xp.reshape(params["bias_p"], (1, -1))
+        out["u2_0"] = _renorm(xp, u, B.stop_gradient(xp, u))
+    return out
+
+
+def _mfn_forward(xp: Any, params: Params, c: Any, ctx: Any | None, frozen: list | None = None,
+                 static: dict | None = None) -> Any:
     """The MFN recursion; with ``ctx`` (MAGNet_L) each layer is s-renormalised and gated.
 
-    ``frozen`` replaces the stop-gradient term's value per layer (see ``magnet_l``).
+    ``frozen`` replaces the stop-gradient term's value per layer (see ``magnet_l``). ``static``
+    (MAGNet_L only): ``_magnet_l_static`` of these parameters, if already computed.
     """
     bias_p = xp.reshape(params["bias_p"], (1, -1))
-    h = xp.sin(_dense(xp, params["filters"][0], c))
+    filters = None if static is None else static["filters"]
+    h = xp.sin(_dense(xp, params["filters"][0], c)) if filters is None else filters[0]
     for i, lin in enumerate(params["linears"]):
-        f = xp.sin(_dense(xp, params["filters"][i + 1], c))
+        if ctx is not None and i == 0 and static is not None and frozen is None:
+            h = static["u2_0"] * _dense(xp, params["linears_x"][0], ctx)
+            continue
+        f = xp.sin(_dense(xp, params["filters"][i + 1], c)) if filters is None else filters[i + 1]
         u = f * _dense(xp, lin, h) + bias_p
         if ctx is not None:
-            norm = xp.sqrt(xp.sum(u * u, axis=1, keepdims=True))
             sg = B.stop_gradient(xp, u) if frozen is None else frozen[i]
-            u2 = RENORM_ALPHA * sg + RENORM_BETA * u / xp.clip(norm, min=RENORM_EPS)
-            h = u2 * _dense(xp, params["linears_x"][i], ctx)
+            h = _renorm(xp, u, sg) * _dense(xp, params["linears_x"][i], ctx)
         else:
             h = u
     return _dense(xp, params["output"], h)
@@ -180,10 +206,11 @@ def check_magnet_l(xp: Any, params: Params, x: Any, check_finite: bool, name: st
     return x
 
 
-def _magnet_l(xp: Any, params: Params, x: Any, frozen: list | None = None) -> Any:
+def _magnet_l(xp: Any, params: Params, x: Any, frozen: list | None = None, static: dict | None = None) -> Any:
+    """``static``: ``_magnet_l_static(xp, params)`` if already computed (input-independent)."""
     k = shape_of(params["bias_p"])
     ctx = _context(xp, params, x, k)
-    out = _mfn_forward(xp, params, _points(xp, k, x), ctx, frozen)
+    out = _mfn_forward(xp, params, _points(xp, k, x), ctx, frozen, static)
     return xp.reshape(out, (out.shape[0], 1) + k)
 
 

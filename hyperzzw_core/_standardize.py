@@ -14,6 +14,7 @@ from ._checks import as_float_array, check_finite as _check_finite, ns, shape_of
 
 
 def _standardize(xp: Any, x: Any, axes: tuple[int, ...], eps: float) -> Any:
+    """(x − μ)/√(σ² + eps) over ``axes``, biased variance; every mean through ``xp.mean``."""
     mu = xp.mean(x, axis=axes, keepdims=True)
     d = x - mu
     var = xp.mean(d * d, axis=axes, keepdims=True)
@@ -32,26 +33,46 @@ def _instance_standardize(xp: Any, x: Any, eps: float) -> Any:
     kern = B.fused(xp)
     if kern is not None:
         return kern.standardize(x, "instance", eps)
-    return _standardize(xp, x, _instance_axes(x.ndim), eps)
+    out = B.instance_standardize(xp, x, eps)  # torch's native kernel
+    return _standardize(xp, x, _instance_axes(x.ndim), eps) if out is None else out
 
 
 def _batch_standardize(xp: Any, x: Any, eps: float) -> Any:
     kern = B.fused(xp)
     if kern is not None:
         return kern.standardize(x, "batch", eps)
-    return _standardize(xp, x, _batch_axes(x.ndim), eps)
+    return _standardize(xp, x, _batch_axes(x.ndim), eps)  # batch means through xp.mean (see g_ibs_torch)
 
 
 def _g_ibs(xp: Any, x: Any, groups: int, eps: float) -> Any:
     kern = B.fused(xp)
     if kern is not None:
         return kern.g_ibs(x, groups, eps)
-    size = x.shape[1] // groups
+    out = B.g_ibs_torch(xp, x, groups, eps, _standardize)
+    if out is not None:
+        return out
+    return _g_ibs_reshaped(xp, x, groups, eps)
+
+
+def _g_ibs_reshaped(xp: Any, x: Any, groups: int, eps: float) -> Any:
+    """G-IBS as one reshaped computation: (B, G·s, *S) viewed as (B, G/2, 2, s, *S); the even
+    groups (pair index 0) standardised over (B, *S) per channel, the odd ones over *S, then
+    interleaved by one stack. An odd G leaves a last (even, BS) group, done on its own."""
+    b, c = x.shape[0], x.shape[1]
+    size = c // groups
+    pairs = groups // 2
+    sp = tuple(x.shape[2:])
+    k = len(sp)
     parts = []
-    for j in range(groups):
-        axes = _batch_axes(x.ndim) if j % 2 == 0 else _instance_axes(x.ndim)
-        parts.append(_standardize(xp, x[:, j * size:(j + 1) * size, ...], axes, eps))
-    return xp.concat(parts, axis=1)
+    if pairs:
+        head = x[:, :2 * pairs * size, ...] if groups % 2 else x
+        x6 = xp.reshape(head, (b, pairs, 2, size) + sp)
+        even = _standardize(xp, x6[:, :, 0, ...], (0,) + tuple(range(3, 3 + k)), eps)
+        odd = _standardize(xp, x6[:, :, 1, ...], tuple(range(3, 3 + k)), eps)
+        parts.append(xp.reshape(xp.stack([even, odd], axis=2), (b, 2 * pairs * size) + sp))
+    if groups % 2:
+        parts.append(_standardize(xp, x[:, 2 * pairs * size:, ...], _batch_axes(x.ndim), eps))
+    return parts[0] if len(parts) == 1 else xp.concat(parts, axis=1)
 
 
 def _input(x: Any, check_finite: bool) -> tuple[Any, Any]:

@@ -35,9 +35,15 @@ def pointwise_linear(params: Params, x: np.ndarray, *, check_finite: bool = True
     """
     x = _validate(params, x, "params", check_finite)
     b, i = x.shape[:2]
-    # one GEMM over (I, B·N): NumPy's broadcast (O, I) @ (B, I, N) is several times slower
-    y = np.tensordot(params["weight"], x.reshape(b, i, -1), axes=([1], [1])) + params["bias"][:, None, None]
-    return np.ascontiguousarray(np.moveaxis(y, 0, 1)).reshape((b, -1) + x.shape[2:])
+    w = params["weight"]
+    xr = x.reshape(b, i, -1)
+    # one GEMM (O, I)·(I, N) per sample, written in place: no transposed copies (tensordot's
+    # (I, B·N) GEMM copies x and y once each; NumPy's broadcast (O, I) @ (B, I, N) is slower still)
+    y = np.empty((b, w.shape[0], xr.shape[2]), dtype=np.result_type(w, x))
+    for s in range(b):
+        np.matmul(w, xr[s], out=y[s])
+    y += params["bias"][:, None]
+    return y.reshape((b, -1) + x.shape[2:])
 
 
 def pointwise_linear_vjp(params: Params, x: np.ndarray, g: np.ndarray) -> tuple[Params, np.ndarray]:

@@ -13,8 +13,9 @@ from ._checks import as_float_array, check_finite as _check_finite
 
 def _standardize(x: np.ndarray, axes: tuple[int, ...], eps: float) -> np.ndarray:
     mu = x.mean(axis=axes, keepdims=True)
-    var = ((x - mu) ** 2).mean(axis=axes, keepdims=True)
-    return (x - mu) / np.sqrt(var + eps)
+    d = x - mu
+    var = (d * d).mean(axis=axes, keepdims=True)
+    return d / np.sqrt(var + eps)
 
 
 def _standardize_vjp(x: np.ndarray, g: np.ndarray, axes: tuple[int, ...], eps: float) -> np.ndarray:

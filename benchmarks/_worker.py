@@ -1,0 +1,117 @@
+"""One whole-network measurement in a fresh interpreter (``python -m benchmarks._worker JSON``).
+
+A fresh process makes the peak resident set size (``ru_maxrss``) a property of this measurement
+alone: the worker records the RSS after building the model and the inputs (the baseline) and the
+peak after the timed calls; the difference is the memory the calls themselves needed. It prints
+one JSON line.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import sys
+import time
+from typing import Any
+
+
+def _rss_now() -> int:
+    with open("/proc/self/statm", encoding="utf-8") as f:
+        pages = int(f.read().split()[1])
+    import os
+
+    return pages * os.sysconf("SC_PAGE_SIZE")
+
+
+def _maxrss() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+
+
+def main(spec: dict[str, Any]) -> dict[str, Any]:
+    import numpy as np
+
+    from hyperzzw_core import reference as R
+
+    from .timing import measure
+
+    if spec["kind"] in ("cache", "compare"):
+        from .network import run_in_worker
+
+        return run_in_worker(spec)
+    cfg = R.preset(spec["config"]) if "config" in spec else R.cifar10()
+    if spec.get("H"):
+        cfg = cfg.replace(input_shape=(cfg.input_shape[0], spec["H"], spec["H"]))
+    b, dtype, backend, kind = spec["B"], spec["dtype"], spec["backend"], spec["kind"]
+    reps, budget = spec.get("reps", 5), spec.get("budget", 30.0)
+    rng = np.random.default_rng(0)
+    x_np = rng.standard_normal((b,) + cfg.input_shape).astype(dtype)
+    labels_np = rng.integers(0, cfg.num_classes, size=b)
+    out: dict[str, Any] = {"spec": spec}
+    if backend == "torch-cpu" or backend == "torch-cuda":
+        import torch
+
+        if spec.get("threads"):
+            torch.set_num_threads(int(spec["threads"]))
+        from hyperzzw_core.adapters.torch import Terminator
+
+        device = "cuda" if backend == "torch-cuda" else "cpu"
+        sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+        model = Terminator(cfg, 0, device=device, dtype=getattr(torch, dtype))
+        x = torch.from_numpy(x_np).to(device)
+        labels = torch.from_numpy(labels_np).to(device)
+        if spec.get("compile"):
+            model.compile()
+        if kind == "train":
+            model.train()
+
+            def fn() -> None:
+                model.zero_grad(set_to_none=True)
+                model.loss(x, labels).backward()
+                sync()
+        else:
+            model.eval()
+            cached = spec.get("cached", True)
+
+            def fn() -> None:
+                with torch.no_grad():
+                    if not cached:
+                        model.clear_kernel_cache()
+                    model(x)
+                sync()
+        baseline = _rss_now()
+        t0 = time.perf_counter()
+        fn()  # first call (compiles when asked); not timed with the others
+        out["first_call"] = time.perf_counter() - t0
+        t = measure(fn, reps=reps, warmup=0, budget=budget)
+        if kind == "train":
+            from .ops import saved_tensor_bytes
+
+            model.zero_grad(set_to_none=True)
+            out["saved_bytes"] = saved_tensor_bytes(lambda: model.loss(x, labels))
+        out["threads"] = torch.get_num_threads()
+        out["compiled"] = bool(getattr(model, "is_compiled", False))
+    else:
+        import hyperzzw_core as hz
+
+        params = R.init_params(cfg, 0, dtype=np.dtype(dtype))
+        if backend == "reference":
+            if kind == "train":
+                fn = lambda: R.terminator_loss_and_grad(params, x_np, labels_np, cfg, rng=np.random.default_rng(0))  # noqa: E731
+            else:
+                fn = lambda: R.terminator_forward(params, x_np, cfg, check_finite=False)  # noqa: E731
+        elif backend == "core-numpy" and kind == "forward":
+            fn = lambda: hz.terminator_forward(params, x_np, cfg, check_finite=False)  # noqa: E731
+        else:
+            raise ValueError(f"no {kind} on {backend}")
+        baseline = _rss_now()
+        t0 = time.perf_counter()
+        fn()
+        out["first_call"] = time.perf_counter() - t0
+        t = measure(fn, reps=reps, warmup=0, budget=budget)
+    out.update(median=t.median, min=t.min, max=t.max, reps=t.reps, times=t.times,
+               peak_rss=_maxrss(), baseline_rss=baseline, peak_delta=_maxrss() - baseline)
+    return out
+
+
+if __name__ == "__main__":
+    print(json.dumps(main(json.loads(sys.argv[1]))))

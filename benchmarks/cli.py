@@ -1,0 +1,207 @@
+"""Command line: ``python -m benchmarks [all|machine|ops|network|conv-threshold|compile|report] [--quick]``."""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = Path(__file__).resolve().parent / "results.json"
+COMPILE_RESULTS = Path(__file__).resolve().parent / "compile.json"
+
+INTRO = """\
+Produced by `python -m benchmarks` (the whole suite, about 6–9 minutes on the machine below; \
+`--quick` is a smoke test of every code path in well under a minute). Raw numbers: \
+`benchmarks/results.json`. Every number below comes from the same run unless it says otherwise. \
+The machine is shared: other jobs ran at times, which shows as a load average above 0 and as spread \
+between the median and the minimum; comparisons that matter (cached vs uncached, reference vs torch, \
+direct vs FFT) are interleaved (A, B, A, B, …) so that load changes hit both sides alike."""
+
+OP_SUBSET = ("pointwise_linear", "g_ibs", "hyperzzw_global", "depthwise_conv k=9", "sfne_block (block 0, bf 4)")
+
+
+def _log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def _now() -> str:
+    return datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
+
+
+def _machine(quick: bool) -> tuple[dict[str, Any], dict[str, Any]]:
+    from .machine import describe, peaks
+
+    _log("machine: measuring the matmul and copy limits")
+    info = describe()
+    pk = peaks(quick)
+    _log(f"  {info['cpu']}: torch matmul f32 {pk['torch_matmul_float32'] / 1e9:.1f} GFLOP/s, "
+         f"f64 {pk['torch_matmul_float64'] / 1e9:.1f} GFLOP/s, copy {pk['torch_copy'] / 1e9:.1f} GB/s")
+    return info, pk
+
+
+def _ops(pk: dict[str, Any], quick: bool, backends: list[str] | None, dtypes: list[str] | None,
+         only: list[str] | None) -> list[dict[str, Any]]:
+    from .ops import CASES, available_backends, run_sweep
+
+    bks = backends or available_backends()
+    dts = dtypes or ["float32", "float64"]
+    cases = [c for c in CASES if not only or any(o in c.label for o in only)]
+    subset = [c for c in cases if c.label in OP_SUBSET]
+    if quick:
+        b, c, reps, budget, cutoff = 2, 12, 2, 0.5, 0.3
+        hs, cs, bs = [8, 16], [12, 24], [1, 2]
+    else:
+        b, c, reps, budget, cutoff = 8, 24, 3, 2.0, 1.0
+        hs, cs, bs = [8, 16, 32, 64, 128], [12, 48, 144], [1, 8, 32]
+    _log("operators: sweep over H")
+    rows = run_sweep(backends=bks, dtypes=dts, sizes=[(b, c, h) for h in hs], cases=cases, peaks=pk, reps=reps,
+                     budget=budget, cutoff=cutoff, sweep="H", log=_log)
+    sub_bk = [x for x in bks if x in ("reference", "torch-cpu")]
+    h0 = 16 if quick else 32
+    for sweep, sizes in (("C", [(b, cc, h0) for cc in cs]), ("B", [(bb, c, h0) for bb in bs])):
+        _log(f"operators: sweep over {sweep}")
+        for bk, dt in (("torch-cpu", "float32"), ("reference", "float64")):
+            if bk in sub_bk and dt in dts:
+                rows += run_sweep(backends=[bk], dtypes=[dt], sizes=sizes, cases=subset, peaks=pk, reps=reps,
+                                  budget=budget, cutoff=cutoff * 3, sweep=sweep, log=_log)
+    return rows
+
+
+def _compile_rows(quick: bool) -> dict[str, Any]:
+    from .timing import load_average, run_worker
+
+    rows = []
+    for kind, b in (("forward", 2 if quick else 8), ("train", 2 if quick else 32)):
+        res = {}
+        for compiled in (False, True):
+            spec = {"backend": "torch-cpu", "dtype": "float32", "kind": kind, "B": b, "H": 8 if quick else 32,
+                    "reps": 2 if quick else 5, "compile": compiled}
+            _log(f"compile: {kind} B={b} {'compiled' if compiled else 'eager'}")
+            res[compiled] = run_worker([json.dumps(spec)], timeout=3000)
+        rows.append({"kind": kind, "B": b, "eager": res[False]["median"], "compiled": res[True]["median"],
+                     "first_call": res[True]["first_call"], "still_compiled": res[True]["compiled"]})
+        _log(f"  {kind} B={b}: eager {res[False]['median']:.3f} s, compiled {res[True]['median']:.3f} s "
+             f"(first call {res[True]['first_call']:.0f} s)")
+    faster = [r for r in rows if r["compiled"] < r["eager"]]
+    verdict = ("torch.compile speeds up: " + ", ".join(f"{r['kind']} ({r['eager'] / r['compiled']:.2f}x)" for r in faster)
+               if faster else "torch.compile does not speed up the network on this machine: eager stays the default.")
+    return {"date": _now(), "load": load_average(), "quick": quick, "rows": rows, "verdict": verdict}
+
+
+def cmd_all(args: argparse.Namespace) -> int:
+    from . import convbench, network
+    from .report import render
+    from .timing import load_average
+
+    t0 = time.perf_counter()
+    res: dict[str, Any] = {"command": "python -m benchmarks " + " ".join(args.argv), "date": _now(),
+                           "quick": args.quick, "load_before": load_average()}
+    res["machine"], res["peaks"] = _machine(args.quick)
+    _log("network: the training step (fresh process)")
+    res["headline"] = network.headline(res["peaks"], args.quick, _log)
+    _log("network: eval forward with and without the kernel cache")
+    res["cache"] = network.cache_speedup(args.quick, _log)
+    _log("network: reference against torch float64")
+    res["compare"] = network.reference_vs_torch(args.quick, _log)
+    _log("network: growth with H and B")
+    res["growth"] = network.growth(res["peaks"], args.quick, _log)
+    res["flop_counter"] = network.flop_counter_check(args.quick)
+    _log("depth-wise convolution: direct vs FFT")
+    res["conv"] = convbench.sweep(args.quick, _log)
+    res["ops"] = _ops(res["peaks"], args.quick, args.backends, args.dtypes, args.ops)
+    res["load_after"] = load_average()
+    res["duration_s"] = time.perf_counter() - t0
+    if COMPILE_RESULTS.exists():
+        res["compile"] = json.loads(COMPILE_RESULTS.read_text())
+    return _write(res, args)
+
+
+def _write(res: dict[str, Any], args: argparse.Namespace) -> int:
+    from .report import render
+
+    out = Path(args.out) if args.out else (Path(tempfile.mkdtemp(prefix="hyperzzw-bench-")) if args.quick
+                                           else ROOT / "docs")
+    results = out / "results.json" if args.quick or args.out else RESULTS
+    results.write_text(json.dumps(res, indent=1, default=float))
+    path = render(res, out, INTRO)
+    _log(f"wrote {path}, {path.with_suffix('.png')} and {results} ({res['duration_s']:.0f} s)")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    res = json.loads(RESULTS.read_text())
+    if COMPILE_RESULTS.exists():
+        res["compile"] = json.loads(COMPILE_RESULTS.read_text())
+    return _write(res, args)
+
+
+def cmd_machine(args: argparse.Namespace) -> int:
+    info, pk = _machine(args.quick)
+    print(json.dumps({"machine": info, "peaks": pk}, indent=1, default=float))
+    return 0
+
+
+def cmd_ops(args: argparse.Namespace) -> int:
+    _, pk = _machine(args.quick)
+    _ops(pk, args.quick, args.backends, args.dtypes, args.ops)
+    return 0
+
+
+def cmd_network(args: argparse.Namespace) -> int:
+    from . import network
+
+    _, pk = _machine(args.quick)
+    network.headline(pk, args.quick, _log)
+    network.cache_speedup(args.quick, _log)
+    network.reference_vs_torch(args.quick, _log)
+    network.growth(pk, args.quick, _log)
+    return 0
+
+
+def cmd_conv(args: argparse.Namespace) -> int:
+    from . import convbench
+
+    res = convbench.sweep(args.quick, _log)
+    for k, v in res["derived"].items():
+        _log(f"{k}: FFT from k = {v['measured_min_k']} (measured), {v['in_code']} in _backend.FFT_MIN_KERNEL")
+    return 0
+
+
+def cmd_compile(args: argparse.Namespace) -> int:
+    res = _compile_rows(args.quick)
+    if not args.quick:
+        COMPILE_RESULTS.write_text(json.dumps(res, indent=1, default=float))
+        _log(f"wrote {COMPILE_RESULTS} (merged into docs/benchmarks.md by the next `all` or `report`)")
+    _log(res["verdict"])
+    return 0
+
+
+COMMANDS = {"all": cmd_all, "machine": cmd_machine, "ops": cmd_ops, "network": cmd_network,
+            "conv-threshold": cmd_conv, "compile": cmd_compile, "report": cmd_report}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m benchmarks`` (and of ``hyperzzw bench``). Returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    p.add_argument("command", nargs="?", default="all", choices=sorted(COMMANDS),
+                   help="all (default): everything below except compile, then docs/benchmarks.{md,png}; "
+                        "machine: description and limits; ops: per-operator sweeps; network: whole network; "
+                        "conv-threshold: direct vs FFT; compile: torch.compile vs eager (slow: minutes of "
+                        "compilation; saved to benchmarks/compile.json and merged into the report); "
+                        "report: re-render the docs from benchmarks/results.json")
+    p.add_argument("--quick", action="store_true", help="tiny sizes and few repetitions (smoke test); the report "
+                   "goes to a temporary directory unless --out is given")
+    p.add_argument("--out", help="directory for benchmarks.md / .png / results.json (default: docs/)")
+    p.add_argument("--backends", nargs="+", help="operator sweeps: backends (default: all available)")
+    p.add_argument("--dtypes", nargs="+", choices=["float32", "float64"], help="operator sweeps: dtypes")
+    p.add_argument("--ops", nargs="+", help="operator sweeps: only operators whose label contains one of these")
+    args = p.parse_args(argv)
+    args.argv = argv
+    return COMMANDS[args.command](args)

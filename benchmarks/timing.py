@@ -1,0 +1,88 @@
+"""Timers: repetitions with medians, interleaved comparisons, peak memory of a fresh process."""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+
+@dataclass
+class Timing:
+    """Wall-clock seconds of ``reps`` repetitions (after ``warmup`` untimed ones)."""
+
+    median: float
+    min: float
+    max: float
+    reps: int
+    times: list[float]
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _timing(times: list[float]) -> Timing:
+    return Timing(statistics.median(times), min(times), max(times), len(times), times)
+
+
+def measure(fn: Callable[[], Any], *, reps: int = 5, warmup: int = 1, min_reps: int = 3,
+            budget: float = 10.0) -> Timing:
+    """Time ``fn()``: ``warmup`` untimed calls, then up to ``reps`` timed ones, stopping early
+    (after ``min_reps``) once ``budget`` seconds have been spent."""
+    for _ in range(warmup):
+        fn()
+    times: list[float] = []
+    spent = 0.0
+    while len(times) < reps:
+        gc.collect()
+        t = time.perf_counter()
+        fn()
+        dt = time.perf_counter() - t
+        times.append(dt)
+        spent += dt
+        if len(times) >= min_reps and spent > budget:
+            break
+    return _timing(times)
+
+
+def measure_interleaved(fns: dict[str, Callable[[], Any]], *, reps: int = 5, warmup: int = 1) -> dict[str, Timing]:
+    """Time several alternatives in round-robin (A, B, A, B, …), so that a change of the machine's
+    load during the measurement affects all of them alike."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(reps):
+        for k, fn in fns.items():
+            gc.collect()
+            t = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t)
+    return {k: _timing(v) for k, v in times.items()}
+
+
+def load_average() -> tuple[float, float, float]:
+    try:
+        return os.getloadavg()
+    except OSError:  # pragma: no cover - not on Linux
+        return (float("nan"),) * 3
+
+
+def run_worker(args: list[str], timeout: float = 600.0) -> dict[str, Any]:
+    """Run ``python -m benchmarks._worker ARGS`` in a fresh interpreter; return its JSON result.
+
+    A fresh process is what makes ``ru_maxrss`` (peak resident memory) a per-measurement number.
+    """
+    env = dict(os.environ)
+    proc = subprocess.run([sys.executable, "-m", "benchmarks._worker", *args], capture_output=True, text=True,
+                          timeout=timeout, env=env, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    if proc.returncode != 0:
+        raise RuntimeError(f"benchmark worker {args} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])

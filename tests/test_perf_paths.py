@@ -1,0 +1,425 @@
+"""The fast paths of issue #7 against the reference, and the kernel cache's invalidation.
+
+No timings here: the benchmarks (``python -m benchmarks``) measure speed; these tests prove that
+every fast path computes what the reference computes (float64: the 1e-10 policy) and that the
+torch adapter's eval-mode cache of the slow networks' outputs can never serve stale kernels
+(optimizer steps, ``load_state_dict``, ``.to()``, in-place edits, replaced parameters, mode
+switches).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import hyperzzw_core as hz
+from hyperzzw_core import _backend as B
+from hyperzzw_core import _network, _slow_net, _standardize
+from hyperzzw_core import params as P
+from hyperzzw_core import reference as R
+from hyperzzw_core.testing import assert_close
+
+torch = pytest.importorskip("torch")
+
+import array_api_compat.numpy as xnp  # noqa: E402
+import array_api_compat.torch as xt  # noqa: E402
+
+from hyperzzw_core.adapters import torch as T  # noqa: E402
+
+
+def _batch(cfg: R.TerminatorConfig, b: int = 2, seed: int = 7) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((b,) + cfg.input_shape), rng.integers(0, cfg.num_classes, size=b)
+
+
+def _eval_logits(model: T.Terminator, x: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return model(x)
+
+
+def _fresh_logits(model: T.Terminator, x: torch.Tensor) -> torch.Tensor:
+    """What a new model holding ``model``'s current parameters computes (no cache involved)."""
+    fresh = T.Terminator.from_params(model.to_params(like=np), model.config,
+                                     dtype=model.head.weight.dtype).eval()
+    fresh.load_state_dict(model.state_dict())
+    return _eval_logits(fresh, x)
+
+
+# --------------------------------------------------------------------------- kernel cache
+
+
+def test_cache_serves_identical_results_and_is_used() -> None:
+    cfg = R.tiny()
+    params = P.init_params(cfg, 0)
+    model = T.Terminator.from_params(params, cfg).eval()
+    x = torch.from_numpy(_batch(cfg)[0])
+    first = _eval_logits(model, x)
+    misses = model.kernel_cache.misses
+    second = _eval_logits(model, x)
+    assert model.kernel_cache.misses == misses and model.kernel_cache.hits >= 1
+    assert torch.equal(first, second)
+    assert_close(second, R.terminator_forward(params, x.numpy(), cfg)[0], dtype="float64", name="cached logits")
+
+
+def test_cache_invalidated_by_optimizer_step() -> None:
+    cfg = R.tiny()
+    model = T.Terminator(cfg, 0, dtype=torch.float64)
+    x, labels = (torch.from_numpy(a) for a in _batch(cfg))
+    model.eval()
+    before = _eval_logits(model, x)
+    model.train()
+    opt = T.Kar3(model.parameters(), lr=1e-2)
+    model.loss(x, labels).backward()
+    opt.step()
+    model.eval()
+    _eval_logits(model, x)  # fills the cache with the new kernels
+    model.train()
+    opt.zero_grad()
+    model.loss(x, labels).backward()
+    opt.step()                # changes the parameters again, while the cache holds the old kernels
+    model.eval()              # (eval() clears too; the version check below must hold on its own)
+    model.kernel_cache._value = model.kernel_cache._value  # no-op: keep the stale entry in place
+    after = _eval_logits(model, x)
+    assert not torch.equal(before, after)
+    assert torch.equal(after, _fresh_logits(model, x))
+    assert_close(after, R.terminator_forward(model.to_params(like=np), x.numpy(), cfg)[0], dtype="float64",
+                 name="logits after two steps")
+
+
+def test_cache_invalidated_by_in_place_edit_without_mode_switch() -> None:
+    """The version counter alone catches an in-place change (no .train()/.eval() in between)."""
+    cfg = R.tiny()
+    model = T.Terminator(cfg, 0, dtype=torch.float64).eval()
+    x = torch.from_numpy(_batch(cfg)[0])
+    before = _eval_logits(model, x)
+    with torch.no_grad():
+        model.blocks[1].slow_g.output.weight.mul_(3.0)      # K_g
+        model.blocks[2].hi.spatial.output.bias.add_(0.5)    # K_ss
+        model.blocks[0].hci.channel.linears[0].weight.mul_(-1.0)  # K_c
+        model.blocks[3].local[1].slow_l.filters[0].weight.mul_(1.5)  # MAGNet_L's static prefix
+    after = _eval_logits(model, x)
+    assert not torch.equal(before, after)
+    assert torch.equal(after, _fresh_logits(model, x))
+
+
+def test_cache_invalidated_by_load_state_dict() -> None:
+    cfg = R.tiny()
+    a = T.Terminator(cfg, 0, dtype=torch.float64).eval()
+    b = T.Terminator(cfg, 1, dtype=torch.float64).eval()
+    x = torch.from_numpy(_batch(cfg)[0])
+    _eval_logits(a, x)
+    a.load_state_dict(b.state_dict())
+    assert torch.equal(_eval_logits(a, x), _eval_logits(b, x))
+    c = T.Terminator(cfg, 2, dtype=torch.float64).eval()
+    _eval_logits(a, x)
+    a.load_state_dict(c.state_dict(), assign=True)  # new Parameter objects
+    assert torch.equal(_eval_logits(a, x), _eval_logits(c, x))
+
+
+def test_cache_invalidated_by_to_and_replaced_parameters() -> None:
+    cfg = R.tiny()
+    model = T.Terminator(cfg, 0).eval()  # float32
+    x32 = torch.from_numpy(_batch(cfg)[0].astype(np.float32))
+    out32 = _eval_logits(model, x32)
+    model.double()
+    x64 = x32.double()
+    out64 = _eval_logits(model, x64)
+    assert out64.dtype == torch.float64 and torch.equal(out64, _fresh_logits(model, x64))
+    with torch.no_grad():
+        model.blocks[0].slow_g.output.weight.mul_(2.0)   # changed in float64 ...
+    model.float()                                        # ... then back to float32 (fresh tensors)
+    assert torch.equal(_eval_logits(model, x32), _fresh_logits(model, x32))
+    assert not torch.equal(_eval_logits(model, x32), out32)
+    lin = model.blocks[1].slow_g.output
+    lin.weight = torch.nn.Parameter(lin.weight.detach() * 0.5)  # a new Parameter object
+    assert torch.equal(_eval_logits(model, x32), _fresh_logits(model, x32))
+
+
+def test_cache_cleared_by_mode_switch_and_explicitly() -> None:
+    cfg = R.tiny()
+    model = T.Terminator(cfg, 0, dtype=torch.float64).eval()
+    x = torch.from_numpy(_batch(cfg)[0])
+    _eval_logits(model, x)
+    assert model.kernel_cache._value is not None
+    model.train()
+    assert model.kernel_cache._value is None
+    model.eval()
+    _eval_logits(model, x)
+    # writes through .data bypass the version counter: clear_kernel_cache() is the documented remedy
+    model.blocks[0].slow_g.output.weight.data.mul_(2.0)
+    model.clear_kernel_cache()
+    assert torch.equal(_eval_logits(model, x), _fresh_logits(model, x))
+
+
+def test_no_cache_when_gradients_are_needed() -> None:
+    """Eval mode with autograd on: the kernels are recomputed in the graph and the slow networks
+    get their gradients (the reference's eval-mode loss gradient)."""
+    cfg = R.tiny()
+    params = P.init_params(cfg, 3)
+    model = T.Terminator.from_params(params, cfg).eval()
+    x, labels = _batch(cfg, b=3)
+    _eval_logits(model, torch.from_numpy(x))  # cache filled under no_grad
+    hits = model.kernel_cache.hits
+    loss = model.loss(torch.from_numpy(x), torch.from_numpy(labels))
+    loss.backward()
+    assert model.kernel_cache.hits == hits
+    ref_loss, ref_grads = R.terminator_loss_and_grad(params, x, labels, cfg, train=False)
+    assert_close(loss, ref_loss, dtype="float64", name="eval loss")
+    got = R.flatten(model.to_params(grads=True, like=np))
+    want = R.flatten(ref_grads)
+    scale = max(float(np.abs(v).max()) for v in want.values())
+    for k in ("blocks.0.slow_g.output.weight", "blocks.1.hi.spatial.output.weight", "blocks.2.hci.channel.output.weight"):
+        assert np.any(got[k]), k
+        assert_close(got[k], want[k], dtype="float64", scale=scale, name=k)
+
+
+def test_cache_keyed_on_inference_mode() -> None:
+    cfg = R.tiny()
+    model = T.Terminator(cfg, 0, dtype=torch.float64).eval()
+    x = torch.from_numpy(_batch(cfg)[0])
+    want = _eval_logits(model, x)
+    with torch.inference_mode():
+        assert torch.equal(model(x), want)
+    misses = model.kernel_cache.misses
+    # a kernel made in inference mode must not reach a later autograd-recording forward
+    x_req = x.clone().requires_grad_()
+    with torch.no_grad():
+        model(x)
+    assert model.kernel_cache.misses == misses + 1
+    for p in model.parameters():
+        p.requires_grad_(False)
+    out = model(x_req)  # grad mode, no parameter needs grad: cached kernels used, input grads flow
+    out.sum().backward()
+    assert x_req.grad is not None and torch.all(torch.isfinite(x_req.grad))
+
+
+def test_sfne_block_module_caches_and_invalidates() -> None:
+    cfg = R.tiny()
+    block = T.SFNEBlock(cfg, 2, seed=4, dtype=torch.float64).eval()
+    rng = np.random.default_rng(0)
+    z = rng.standard_normal((2, cfg.block_channels[2]) + cfg.spatial_shape)
+    x_pre = rng.standard_normal((2, cfg.out_channels[0]) + cfg.spatial_shape)
+    with torch.no_grad():
+        out, k_g = block(torch.from_numpy(z), torch.from_numpy(x_pre))
+        block.slow_g.output.weight.mul_(2.0)
+        out2, k_g2 = block(torch.from_numpy(z), torch.from_numpy(x_pre))
+    assert block.kernel_cache.misses == 2
+    want, want_k = R.sfne_block(block.to_params(like=np), z, x_pre, groups=cfg.ibs_groups)
+    assert_close(out2, want, dtype="float64", name="block out")
+    assert_close(k_g2, want_k, dtype="float64", name="block K_g")
+    assert not torch.equal(k_g, k_g2)
+
+
+# ------------------------------------------------------------------------- torch.compile
+
+
+def test_compile_option_matches_eager_with_cached_kernels() -> None:
+    """Terminator.compile(): in eval mode the cached kernels are inputs of one full graph (the
+    train-mode graph is the one test_torch_adapter compiles through ``model.loss``)."""
+    cfg = R.tiny()
+    x = torch.from_numpy(_batch(cfg)[0])
+    eager = T.Terminator(cfg, 0, dtype=torch.float64).eval()
+    model = T.Terminator(cfg, 0, dtype=torch.float64).eval()
+    model.compile(backend="eager", fullgraph=True)
+    assert model.is_compiled
+    want = _eval_logits(eager, x)
+    assert torch.allclose(_eval_logits(model, x), want, rtol=1e-12, atol=0)
+    assert torch.allclose(_eval_logits(model, x), want, rtol=1e-12, atol=0)  # served from the cache
+    assert model.is_compiled and model.kernel_cache.hits >= 1
+    model.uncompile()
+    assert not model.is_compiled and torch.equal(_eval_logits(model, x), want)
+
+
+def test_compile_failure_falls_back_to_eager() -> None:
+    def broken(x, masks, kernels):
+        raise RuntimeError("no compiler here")
+
+    cfg = R.tiny()
+    model = T.Terminator(cfg, 0, dtype=torch.float64).eval()
+    x = torch.from_numpy(_batch(cfg)[0])
+    want = _eval_logits(model, x)
+    model.compile(backend="eager")
+    model.__dict__["_compiled_run"] = broken  # what a compiler failure looks like from the forward
+    with pytest.warns(RuntimeWarning, match="eager path"):
+        got = _eval_logits(model, x)
+    assert torch.equal(got, want) and not model.is_compiled
+
+
+# ----------------------------------------------------------------------------- fast paths
+
+
+def test_slow_kernels_precomputed_equal_inline() -> None:
+    """The network with precomputed slow kernels is the network that computes them inline."""
+    for cfg in (R.tiny(), R.tiny_1d()):
+        params = P.init_params(cfg, 5)
+        x = _batch(cfg)[0]
+        masks = [None] * cfg.num_blocks
+        inline = _network._forward(xnp, params, x, cfg, False, masks)
+        pre = _network._forward(xnp, params, x, cfg, False, masks, None, _network._slow_kernels(xnp, params))
+        assert np.array_equal(inline[0], pre[0])
+        assert all(np.array_equal(a, b) for a, b in zip(inline[1], pre[1]))
+
+
+@pytest.mark.parametrize("layers", [1, 2, 3])
+def test_magnet_l_static_prefix_matches_reference(layers: int) -> None:
+    rng = np.random.default_rng(layers)
+    params = R.init_magnet_l(rng, 5, 2, 6, 3, layers)
+    x = rng.standard_normal((2, 3, 7, 7))
+    static = _slow_net._magnet_l_static(xnp, params)
+    got = _slow_net._magnet_l(xnp, params, x, None, static)
+    assert_close(got, R.magnet_l(params, x), dtype="float64", name="MAGNet_L with the static prefix")
+    frozen = R.magnet_l_stop_gradient_values(params, x) if hasattr(R, "magnet_l_stop_gradient_values") else None
+    if frozen is not None:
+        got = _slow_net._magnet_l(xnp, params, x, [2.0 * f for f in frozen], static)
+        want = R.magnet_l(params, x, stop_gradient_values=[2.0 * f for f in frozen])
+        assert_close(got, want, dtype="float64", name="MAGNet_L, frozen stop-gradient values")
+
+
+def test_coordinate_grid_cache() -> None:
+    like64 = torch.zeros((), dtype=torch.float64)
+    a = _slow_net._points(xt, (6, 5), like64)
+    b = _slow_net._points(xt, (6, 5), like64)
+    assert a is b  # built once per size, dtype and device
+    assert np.array_equal(a.numpy(), R.coordinate_grid((6, 5)).reshape(2, -1))
+    a32 = _slow_net._points(xt, (6, 5), like64.float())
+    assert a32 is not a and a32.dtype == torch.float32
+    assert np.array_equal(a32.numpy(), R.coordinate_grid((6, 5)).reshape(2, -1).astype(np.float32))
+    with torch.inference_mode():
+        c = _slow_net._points(xt, (6, 5), like64)
+    assert c is not a  # inference tensors are kept apart
+    meta = _slow_net._points(xt, (6, 5), torch.zeros((), device="meta"))
+    assert meta.device.type == "meta"
+    n = _slow_net._points(xnp, (4,), np.zeros(()))
+    assert n is _slow_net._points(xnp, (4,), np.zeros(())) and not n.flags.writeable
+    assert np.array_equal(n, R.coordinate_grid((4,)))
+
+
+@pytest.mark.parametrize("groups", [1, 2, 3, 5, 12])
+def test_g_ibs_reshaped_matches_reference(groups: int) -> None:
+    rng = np.random.default_rng(groups)
+    for shape in ((3, 2 * 30, 4, 5), (2, 60, 7)):
+        x = rng.standard_normal(shape) * 3.0 + 1.0
+        want = R.g_ibs(x, groups)
+        assert_close(_standardize._g_ibs_reshaped(xnp, x, groups, 1e-5), want, dtype="float64", name="generic")
+        xt_ = torch.from_numpy(x).requires_grad_()
+        got = _standardize._g_ibs(xt, xt_, groups, 1e-5)
+        assert_close(got, want, dtype="float64", name="torch")
+        g = rng.standard_normal(shape)
+        got.backward(torch.from_numpy(g))
+        assert_close(xt_.grad, R.g_ibs_vjp(x, g, groups), dtype="float64", name="torch G-IBS gradient")
+
+
+@pytest.mark.parametrize("kind", ["instance", "batch"])
+def test_torch_standardize_values_and_gradients(kind: str) -> None:
+    ref = {"instance": (R.instance_standardize, R.instance_standardize_vjp),
+           "batch": (R.batch_standardize, R.batch_standardize_vjp)}[kind]
+    rng = np.random.default_rng(0)
+    for shape in ((3, 4, 5, 6), (2, 3, 9), (1, 3, 1), (4, 2, 1, 1)):  # incl. one value per statistic
+        x = rng.standard_normal(shape) * 2.0 - 0.5
+        xt_ = torch.from_numpy(x).requires_grad_()
+        fn = _standardize._instance_standardize if kind == "instance" else _standardize._batch_standardize
+        out = fn(xt, xt_, 1e-5)
+        assert_close(out, ref[0](x), dtype="float64", name=f"{kind} {shape}")
+        g = rng.standard_normal(shape)
+        out.backward(torch.from_numpy(g))
+        assert_close(xt_.grad, ref[1](x, g), dtype="float64", name=f"{kind} gradient {shape}")
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_torch_pointwise_linear_values_and_gradients(dtype: str) -> None:
+    rng = np.random.default_rng(1)
+    params = {"weight": rng.standard_normal((5, 3)), "bias": rng.standard_normal(5)}
+    x = rng.standard_normal((4, 3, 6, 2))
+    g = rng.standard_normal((4, 5, 6, 2))
+    tp = {k: torch.from_numpy(v.astype(dtype)).requires_grad_() for k, v in params.items()}
+    tx = torch.from_numpy(x.astype(dtype)).requires_grad_()
+    out = hz.pointwise_linear(tp, tx)
+    out.backward(torch.from_numpy(g.astype(dtype)))
+    p_low = {k: v.astype(dtype) for k, v in params.items()}
+    low = R.pointwise_linear(p_low, x.astype(dtype)) if dtype == "float32" else None
+    want = R.pointwise_linear({k: v.astype(dtype).astype(np.float64) for k, v in params.items()},
+                              x.astype(dtype).astype(np.float64))
+    assert_close(out, want, dtype=dtype, ref_low=low, name="linear")
+    gp, gx = R.pointwise_linear_vjp(params, x, g)
+    if dtype == "float64":
+        assert_close(tx.grad, gx, dtype=dtype, name="grad x")
+        assert_close(tp["weight"].grad, gp["weight"], dtype=dtype, name="grad W")
+        assert_close(tp["bias"].grad, gp["bias"], dtype=dtype, name="grad b")
+
+
+def _conv_case(rng: np.random.Generator, d: int, h: int, k: int, dtype: str) -> tuple[np.ndarray, np.ndarray]:
+    y = rng.standard_normal((2, 3) + (h,) * d).astype(dtype)
+    w = (rng.standard_normal((3, 1) + (k,) * d) / k).astype(dtype)
+    return y, w
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("d", [1, 2])
+def test_torch_depthwise_paths_values_and_gradients(dtype: str, d: int) -> None:
+    """Both torch paths (oneDNN channels-last direct; FFT) and the dispatcher, against the reference."""
+    rng = np.random.default_rng(d)
+    for h, k in ((8, 3), (16, 5), (17, 9), (20, 13)):
+        y, w = _conv_case(rng, d, h, k, dtype)
+        g = rng.standard_normal(y.shape).astype(dtype)
+        y64, w64, g64 = (a.astype(np.float64) for a in (y, w, g))
+        want = R.depthwise_conv(y64, w64)
+        gy_want, gw_want = R.depthwise_conv_vjp(y64, w64, g64)
+        low = R.depthwise_conv(y, w) if dtype == "float32" else None
+        for name, fn in (("direct", lambda a, b: B._torch_depthwise_direct(torch, a, b)),
+                         ("fft", lambda a, b: B.depthwise_conv_fft(xt, a, b)),
+                         ("dispatch", lambda a, b: B.depthwise_conv(xt, a, b))):
+            ty = torch.from_numpy(y).requires_grad_()
+            tw = torch.from_numpy(w).requires_grad_()
+            out = fn(ty, tw)
+            assert out.dtype == ty.dtype and out.is_contiguous()
+            assert_close(out, want, dtype=dtype, ref_low=low, name=f"{name} d={d} H={h} k={k}")
+            if dtype == "float64":
+                out.backward(torch.from_numpy(g))
+                scale = max(float(np.abs(gy_want).max()), float(np.abs(gw_want).max()))
+                assert_close(ty.grad, gy_want, dtype=dtype, scale=scale, name=f"{name} grad y")
+                assert_close(tw.grad, gw_want, dtype=dtype, scale=scale, name=f"{name} grad k")
+
+
+def test_numpy_depthwise_paths_match_reference() -> None:
+    rng = np.random.default_rng(3)
+    for d in (1, 2):
+        for h, k in ((8, 3), (16, 13), (20, 15)):
+            y, w = _conv_case(rng, d, h, k, "float64")
+            want = R.depthwise_conv(y, w)
+            assert_close(B.depthwise_conv(xnp, y, w), want, dtype="float64", name=f"dispatch d={d} k={k}")
+            assert_close(B.depthwise_conv_fft(xnp, y, w), want, dtype="float64", name=f"fft d={d} k={k}")
+
+
+def test_depthwise_method_follows_the_measured_thresholds() -> None:
+    def method(xp, conv, dtype, h, k):
+        y = conv(np.zeros((1, 2, h, h), dtype))
+        return B.depthwise_method(xp, y, conv(np.zeros((2, 1, k, k), dtype)))
+
+    th = torch.from_numpy
+    for (backend, dtype), kmin in B.FFT_MIN_KERNEL.items():
+        xp, conv = (xt, th) if backend == "torch-cpu" else (xnp, np.asarray)
+        n = max(B.FFT_MIN_SPATIAL, kmin)
+        assert method(xp, conv, dtype, n, kmin) == "fft"
+        assert method(xp, conv, dtype, n, kmin - 2) == "direct"
+        assert method(xp, conv, dtype, B.FFT_MIN_SPATIAL - 1, kmin + 2) == "direct"  # small inputs: direct
+    y = torch.zeros((1, 2, 64, 64), device="meta")
+    assert B.depthwise_method(xt, y, torch.zeros((2, 1, 31, 31), device="meta")) == "direct"  # not the CPU
+
+
+def test_network_float32_with_every_fast_path_meets_the_policy() -> None:
+    """The whole cifar10-shaped block stack at a size where the FFT and oneDNN paths are taken
+    (H = 16, float32 and float64), against the reference."""
+    cfg = R.cifar10().replace(input_shape=(3, 16, 16), bottleneck_factors=(4, 3, 2), num_concat_pre=(0, 0, 1),
+                              dropout=(0.0, 0.0, 0.0), global_layers=(2, 2, 2), local_kernel_sizes=(3, 13, 5, 7))
+    params = P.init_params(cfg, 0)
+    x = _batch(cfg, b=2)[0]
+    want = R.terminator_forward(params, x, cfg)[0]
+    m64 = T.Terminator.from_params(params, cfg).eval()
+    assert_close(_eval_logits(m64, torch.from_numpy(x)), want, dtype="float64", name="float64 logits")
+    p32 = R.tree_map(lambda a: a.astype(np.float32), params)
+    low = R.terminator_forward(p32, x.astype(np.float32), cfg)[0]
+    want32 = R.terminator_forward(R.tree_map(lambda a: a.astype(np.float64), p32), x.astype(np.float32).astype(np.float64),
+                                  cfg)[0]
+    m32 = T.Terminator.from_params(p32, cfg).eval()
+    assert_close(_eval_logits(m32, torch.from_numpy(x.astype(np.float32))), want32, dtype="float32", ref_low=low,
+                 name="float32 logits")
