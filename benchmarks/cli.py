@@ -26,8 +26,11 @@ direct vs FFT) are interleaved (A, B, A, B, …) so that load changes hit both s
 OP_SUBSET = ("pointwise_linear", "g_ibs", "hyperzzw_global", "depthwise_conv k=9", "sfne_block (block 0, bf 4)")
 
 
+_T0 = time.perf_counter()
+
+
 def _log(msg: str) -> None:
-    print(msg, flush=True)
+    print(f"[{time.perf_counter() - _T0:6.0f} s] {msg}", flush=True)
 
 
 def _now() -> str:
@@ -54,8 +57,8 @@ def _ops(pk: dict[str, Any], quick: bool, backends: list[str] | None, dtypes: li
     cases = [c for c in CASES if not only or any(o in c.label for o in only)]
     subset = [c for c in cases if c.label in OP_SUBSET]
     if quick:
-        b, c, reps, budget, cutoff = 2, 12, 2, 0.5, 0.3
-        hs, cs, bs = [8, 16], [12, 24], [1, 2]
+        b, c, reps, budget, cutoff = 2, 12, 1, 0.2, 0.3
+        hs, cs, bs = [8], [12], [1]
     else:
         b, c, reps, budget, cutoff = 8, 24, 3, 2.0, 1.0
         hs, cs, bs = [8, 16, 32, 64, 128], [12, 48, 144], [1, 8, 32]

@@ -61,6 +61,13 @@ class Tally:
         self.fwd[cat] = self.fwd[cat] + fwd
         self.bwd[cat] = self.bwd[cat] + bwd
 
+    def backward(self) -> Cost:
+        """The backward pass alone."""
+        out = Cost()
+        for c in CATEGORIES:
+            out = out + self.bwd[c]
+        return out
+
     def total(self, backward: bool) -> Cost:
         out = Cost()
         for c in CATEGORIES:

@@ -54,7 +54,7 @@ class OpCase:
 def _cost(fn: Callable[[Model], None], s: int) -> tuple[Cost, Cost]:
     m = Model(s)
     fn(m)
-    return m.t.total(False), m.t.total(True) + Cost() - m.t.total(False)
+    return m.t.total(False), m.t.backward()
 
 
 def _x(rng, b, c, h, dt):
@@ -68,12 +68,12 @@ def _block_cfg(c: int, h: int) -> R.TerminatorConfig:
 def _sfne_build(rng, b, c, h, dt):
     cfg = _block_cfg(c, h)
     p = _cast(R.init_block(rng, cfg, 0), dt)
-    return (p, _x(rng, b, c, h, dt)), {"groups": cfg.ibs_groups}
+    return (p, _x(rng, b, c, h, dt), None, None), {"groups": cfg.ibs_groups}
 
 
 def _sfne_cost(b, c, h, s):
     t = block_costs(_block_cfg(c, h), 0, b, s, train=False)
-    return t.total(False), t.total(True) + Cost() - t.total(False)
+    return t.total(False), t.backward()
 
 
 def _rgu_cost(m: Model, b: int, c: int, n: int) -> None:
@@ -332,7 +332,7 @@ def run_sweep(*, backends: list[str], dtypes: list[str], sizes: list[tuple[int, 
                             row["skipped"] = f"slower than {cutoff:g} s at a smaller size"
                             rows.append(row)
                             continue
-                        t = measure(fn, reps=reps, budget=budget)
+                        t = measure(fn, reps=reps, budget=budget, min_reps=min(3, reps))
                         bound = max(cost.flops / pf, cost.bytes / pb)
                         row.update(median=t.median, min=t.min, reps=t.reps,
                                    flops_frac=cost.flops / t.median / pf, bytes_frac=cost.bytes / t.median / pb,
