@@ -32,6 +32,7 @@ from torch import nn
 
 from .. import _activations, _block, _conv, _hyperzzw, _interaction, _linear, _losses, _network
 from .. import _slow_net, _standardize
+from .._checks import ns as _ns
 from .. import params as _params
 from .. import regularizer as _regularizer
 from ..reference import _random
@@ -43,7 +44,8 @@ __all__ = [
     "AdaptiveAvgPool", "BatchStandardize", "Bottleneck", "ChannelMixer", "DepthwiseConv", "GELU", "GIBS",
     "HyperChannelInteraction", "HyperInteraction", "HyperZZW2E", "HyperZZWGlobal", "InstanceStandardize",
     "Kar2", "Kar3", "LabelSmoothingCrossEntropy", "LocalBranch", "LocalConv", "MAGNetG", "MAGNetGC",
-    "MAGNetL", "ParamModule", "PointwiseLinear", "RGU", "SFNEBlock", "SiGLU", "SlowLoss", "Terminator",
+    "MAGNetL", "ParamModule", "PointwiseLinear", "RGU", "SFNEBlock", "SiGLU", "SlowKernelCache", "SlowLoss",
+    "Terminator",
     "TileChannels", "global_batch_namespace", "l2_partition", "l2_regularizer",
 ]
 
@@ -117,8 +119,10 @@ class ParamModule(nn.Module):
     def param_tree(self) -> dict[str, Any]:
         """The live parameter tree (``nn.Parameter`` leaves) that the core functions consume."""
         out: dict[str, Any] = {}
+        params, modules = self._parameters, self._modules
         for key in self._keys:
-            v = getattr(self, key)
+            # the registries first (nn.Module.__getattr__ is slow: this runs on every forward)
+            v = params[key] if key in params else modules[key] if key in modules else getattr(self, key)
             if isinstance(v, nn.ModuleList):
                 out[key] = [m.param_tree() for m in v]
             elif isinstance(v, ParamModule):
@@ -429,8 +433,6 @@ class SlowKernelCache:
 class _CachesSlowKernels(ParamModule):
     """Mixin: ``slow_kernels()`` with a :class:`SlowKernelCache` in eval mode when no gradient is needed."""
 
-    _slow_subtrees: ClassVar[tuple[str, ...]] = ()
-
     @property
     def kernel_cache(self) -> SlowKernelCache:
         """This module's :class:`SlowKernelCache` (created on first use)."""
@@ -446,29 +448,32 @@ class _CachesSlowKernels(ParamModule):
         if cache is not None:
             cache.clear()
 
-    def _slow_parameters(self) -> list[torch.Tensor]:
+    def _slow_parameters(self, tree: dict[str, Any]) -> list[torch.Tensor]:
+        """The leaves of ``tree`` (this module's live :meth:`param_tree`) that the slow kernels read."""
         raise NotImplementedError
 
-    def _compute_slow_kernels(self) -> Any:
+    def _compute_slow_kernels(self, tree: dict[str, Any]) -> Any:
         raise NotImplementedError
 
     def _kernels_need_grad(self, params: Sequence[torch.Tensor]) -> bool:
         return torch.is_grad_enabled() and any(p.requires_grad for p in params)
 
-    def slow_kernels(self) -> Any:
+    def slow_kernels(self, tree: dict[str, Any] | None = None) -> Any:
         """The input-independent slow-network outputs (``_block._slow_kernels`` per block).
 
         Computed once per forward in train mode (they are part of the autograd graph of that
         step) and whenever gradients are needed; in eval mode without gradients (``torch.no_grad``
         / ``torch.inference_mode``, or no parameter requiring grad) computed once per parameter
-        state and cached (:class:`SlowKernelCache`).
+        state and cached (:class:`SlowKernelCache`). ``tree``: this module's :meth:`param_tree`
+        if the caller already has it (read again otherwise).
         """
+        tree = self.param_tree() if tree is None else tree
         if self.training or torch.compiler.is_compiling():
-            return self._compute_slow_kernels()
-        params = self._slow_parameters()
+            return self._compute_slow_kernels(tree)
+        params = self._slow_parameters(tree)
         if self._kernels_need_grad(params):
-            return self._compute_slow_kernels()
-        return self.kernel_cache.lookup(params, self._compute_slow_kernels)
+            return self._compute_slow_kernels(tree)
+        return self.kernel_cache.lookup(params, lambda: self._compute_slow_kernels(tree))
 
     def train(self, mode: bool = True) -> Any:
         self.clear_kernel_cache()
@@ -483,9 +488,25 @@ class _CachesSlowKernels(ParamModule):
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
 
-def _block_slow_parameters(block: ParamModule) -> list[torch.Tensor]:
-    mods = [block.slow_g, block.hci, block.hi] + [branch.slow_l for branch in block.local]
-    return [p for m in mods for p in m.parameters()]
+def _leaves(tree: Any, out: list[torch.Tensor]) -> list[torch.Tensor]:
+    if isinstance(tree, dict):
+        for v in tree.values():
+            _leaves(v, out)
+    elif isinstance(tree, list):
+        for v in tree:
+            _leaves(v, out)
+    else:
+        out.append(tree)
+    return out
+
+
+def _block_slow_parameters(tree: dict[str, Any], out: list[torch.Tensor]) -> list[torch.Tensor]:
+    """The parameters of a block's slow networks (slow_g, hci, hi, every local slow_l), from its tree."""
+    for key in ("slow_g", "hci", "hi"):
+        _leaves(tree[key], out)
+    for branch in tree["local"]:
+        _leaves(branch["slow_l"], out)
+    return out
 
 
 # ------------------------------------------------------------------------------------ block
@@ -518,22 +539,22 @@ class SFNEBlock(_CachesSlowKernels):
     def _child_options(self, key: str) -> dict[str, Any]:
         return {"eps": self.eps} if key in ("rgu_fast", "rgu_slow", "mixer", "local") else {}
 
-    def _slow_parameters(self) -> list[torch.Tensor]:
-        return _block_slow_parameters(self)
+    def _slow_parameters(self, tree: dict[str, Any]) -> list[torch.Tensor]:
+        return _block_slow_parameters(tree, [])
 
-    def _compute_slow_kernels(self) -> dict[str, Any]:
-        return _block._slow_kernels(_xp, self.param_tree())
+    def _compute_slow_kernels(self, tree: dict[str, Any]) -> dict[str, Any]:
+        return _block._slow_kernels(_xp, tree)
 
     def forward(self, z: torch.Tensor, x_pre: torch.Tensor | None = None, x_pre_pre: torch.Tensor | None = None,
                 dropout_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         params = self.param_tree()
-        xp = _block.ns(("z", z), ("x_pre", x_pre), ("x_pre_pre", x_pre_pre), ("dropout_mask", dropout_mask),
-                       trees=(("params", params),))
+        xp = _ns(("z", z), ("x_pre", x_pre), ("x_pre_pre", x_pre_pre), ("dropout_mask", dropout_mask),
+                 trees=(("params", params),))
         z, x_pre, x_pre_pre, dropout_mask = _block._validate(xp, params, z, x_pre, x_pre_pre, self.grid,
                                                              dropout_mask, False)
         _block.check_block_params(xp, params, z, (x_pre is not None) + (x_pre_pre is not None), self.groups)
         return _block._forward(xp, params, z, x_pre, x_pre_pre, self.groups, self.eps, self.grid, dropout_mask,
-                               None, self.slow_kernels())
+                               None, self.slow_kernels(params))
 
 
 # ---------------------------------------------------------------------------------- network
@@ -611,16 +632,21 @@ class Terminator(_CachesSlowKernels):
         return masks
 
     # ------------------------------------------------------------------------ fast paths
-    def _slow_parameters(self) -> list[torch.Tensor]:
-        return [p for block in self.blocks for p in _block_slow_parameters(block)]
+    def _slow_parameters(self, tree: dict[str, Any]) -> list[torch.Tensor]:
+        out: list[torch.Tensor] = []
+        for block in tree["blocks"]:
+            _block_slow_parameters(block, out)
+        return out
 
-    def _compute_slow_kernels(self) -> list[dict[str, Any]]:
-        return _network._slow_kernels(_xp, self.param_tree())
+    def _compute_slow_kernels(self, tree: dict[str, Any]) -> list[dict[str, Any]]:
+        return _network._slow_kernels(_xp, tree)
 
-    def _run(self, x: torch.Tensor, masks: list, kernels: list | None) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def _run(self, x: torch.Tensor, masks: list, kernels: list | None,
+             tree: dict[str, Any] | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """The tensor program of the forward pass (what :meth:`compile` compiles)."""
         xp = _xp if self.batch_namespace is None else self.batch_namespace
-        return _network._forward(xp, self.param_tree(), x, self.config, self.training, masks, None, kernels)
+        tree = self.param_tree() if tree is None else tree
+        return _network._forward(xp, tree, x, self.config, self.training, masks, None, kernels)
 
     def compile(self, *args: Any, **kwargs: Any) -> None:
         """Run the forward's tensor program under ``torch.compile(*args, **kwargs)`` (Inductor by default).
@@ -648,7 +674,8 @@ class Terminator(_CachesSlowKernels):
         """(logits (B, K), global kernels [(1, C_i, *S)]); masks default to :meth:`dropout_masks`."""
         self._check_input(x)
         masks = self.dropout_masks(x.shape[0]) if dropout_masks is None else list(dropout_masks)
-        kernels = None if self.training else self.slow_kernels()
+        tree = self.param_tree()
+        kernels = None if self.training else self.slow_kernels(tree)
         run = self.__dict__.get("_compiled_run")
         if run is not None and not torch.compiler.is_compiling():
             try:
@@ -657,7 +684,7 @@ class Terminator(_CachesSlowKernels):
                 self.uncompile()
                 warnings.warn(f"Terminator.compile: the compiled forward failed ({type(err).__name__}: {err}); "
                               "using the eager path from now on", RuntimeWarning, stacklevel=2)
-        return self._run(x, masks, kernels)
+        return self._run(x, masks, kernels, tree)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_with_kernels(x)[0]

@@ -8,11 +8,11 @@ sub-commands. :func:`main` is the entry point (for ``hyperzzw bench``).
 from __future__ import annotations
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, prog: str = "python -m benchmarks") -> int:
     """Run the benchmark command line with ``argv`` (default: ``sys.argv[1:]``); returns the exit status."""
     from .cli import main as _main
 
-    return _main(argv)
+    return _main(argv, prog)
 
 
 __all__ = ["main"]

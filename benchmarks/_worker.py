@@ -23,8 +23,62 @@ def _rss_now() -> int:
     return pages * os.sysconf("SC_PAGE_SIZE")
 
 
+def _reset_peak() -> bool:
+    """Reset the kernel's peak-RSS mark (VmHWM) to the current RSS; False where that is impossible.
+
+    Without it the peak would include transients from before the baseline (imports, parameter
+    initialisation), which made every row of a sweep report the same import-time peak.
+    """
+    try:
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
 def _maxrss() -> int:
+    """Peak RSS in bytes since the last :func:`_reset_peak` (VmHWM), else since the process started."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+
+
+#: aten operators → what they are, for the profile of the headline step
+_KINDS = {"gemm (linears, global product)": ("bmm", "baddbmm", "mm", "addmm", "matmul"),
+          "depth-wise convolution": ("convolution", "mkldnn_convolution", "convolution_backward",
+                                     "fft_r2c", "fft_c2r", "_fft_r2c", "_fft_c2r"),
+          "copies (cat, layout, reshape)": ("copy_", "cat", "stack", "clone", "contiguous"),
+          "standardisation kernels": ("native_batch_norm", "native_batch_norm_backward", "batch_norm"),
+          "transcendental (gelu, sigmoid, sin)": ("gelu", "gelu_backward", "silu", "silu_backward", "sigmoid",
+                                                  "sigmoid_backward", "sin", "cos", "erf", "exp", "rsqrt"),
+          "element-wise and reductions": ("mul", "add", "sub", "div", "mul_", "add_", "sub_", "div_", "sum",
+                                          "mean", "neg", "addcmul", "where", "fill_", "zero_", "sqrt", "pow")}
+
+
+def _profile(torch: Any, fn: Any) -> dict[str, Any]:
+    """Self CPU time of one call, grouped by kind of operator (torch profiler)."""
+    with torch.profiler.profile() as prof:
+        fn()
+    total = 0.0
+    groups: dict[str, float] = {k: 0.0 for k in _KINDS}
+    groups["other"] = 0.0
+    for ev in prof.key_averages():
+        t = ev.self_cpu_time_total / 1e6
+        total += t
+        name = ev.key.split("::")[-1]
+        for k, names in _KINDS.items():
+            if ev.key.startswith("aten::") and name in names:
+                groups[k] += t
+                break
+        else:
+            groups["other"] += t
+    return {"total_self_s": total, "groups": groups}
 
 
 def main(spec: dict[str, Any]) -> dict[str, Any]:
@@ -79,6 +133,7 @@ def main(spec: dict[str, Any]) -> dict[str, Any]:
                     model(x)
                 sync()
         baseline = _rss_now()
+        out["peak_reset"] = _reset_peak()
         t0 = time.perf_counter()
         fn()  # first call (compiles when asked); not timed with the others
         out["first_call"] = time.perf_counter() - t0
@@ -88,6 +143,8 @@ def main(spec: dict[str, Any]) -> dict[str, Any]:
 
             model.zero_grad(set_to_none=True)
             out["saved_bytes"] = saved_tensor_bytes(lambda: model.loss(x, labels))
+        if spec.get("profile"):
+            out["profile"] = _profile(torch, fn)
         out["threads"] = torch.get_num_threads()
         out["compiled"] = bool(getattr(model, "is_compiled", False))
     else:
@@ -104,6 +161,7 @@ def main(spec: dict[str, Any]) -> dict[str, Any]:
         else:
             raise ValueError(f"no {kind} on {backend}")
         baseline = _rss_now()
+        out["peak_reset"] = _reset_peak()
         t0 = time.perf_counter()
         fn()
         out["first_call"] = time.perf_counter() - t0

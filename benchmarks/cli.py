@@ -12,13 +12,22 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = Path(__file__).resolve().parent / "results.json"
-COMPILE_RESULTS = Path(__file__).resolve().parent / "compile.json"
+
+
+def default_out() -> Path:
+    """Where reports go by default: ``docs/`` of a source checkout, else ``./hyperzzw-benchmarks``."""
+    if (ROOT / "pyproject.toml").exists() and (ROOT / "docs").is_dir():
+        return ROOT / "docs"
+    return Path.cwd() / "hyperzzw-benchmarks"
+
+
+RESULTS_NAME = "benchmarks.json"
+COMPILE_NAME = "benchmarks-compile.json"
 
 INTRO = """\
 Produced by `python -m benchmarks` (the whole suite, about 6–9 minutes on the machine below; \
 `--quick` is a smoke test of every code path in well under a minute). Raw numbers: \
-`benchmarks/results.json`. Every number below comes from the same run unless it says otherwise. \
+`docs/benchmarks.json`. Every number below comes from the same run unless it says otherwise. \
 The machine is shared: other jobs ran at times, which shows as a load average above 0 and as spread \
 between the median and the minimum; comparisons that matter (cached vs uncached, reference vs torch, \
 direct vs FFT) are interleaved (A, B, A, B, …) so that load changes hit both sides alike."""
@@ -120,17 +129,26 @@ def cmd_all(args: argparse.Namespace) -> int:
     res["ops"] = _ops(res["peaks"], args.quick, args.backends, args.dtypes, args.ops)
     res["load_after"] = load_average()
     res["duration_s"] = time.perf_counter() - t0
-    if COMPILE_RESULTS.exists():
-        res["compile"] = json.loads(COMPILE_RESULTS.read_text())
+    compiled = _out_dir(args) / COMPILE_NAME
+    if compiled.exists():
+        res["compile"] = json.loads(compiled.read_text())
     return _write(res, args)
+
+
+def _out_dir(args: argparse.Namespace) -> Path:
+    if args.out:
+        return Path(args.out)
+    if args.quick:  # a smoke test must not overwrite the real report
+        return Path(tempfile.gettempdir()) / "hyperzzw-bench-quick"
+    return default_out()
 
 
 def _write(res: dict[str, Any], args: argparse.Namespace) -> int:
     from .report import render
 
-    out = Path(args.out) if args.out else (Path(tempfile.mkdtemp(prefix="hyperzzw-bench-")) if args.quick
-                                           else ROOT / "docs")
-    results = out / "results.json" if args.quick or args.out else RESULTS
+    out = _out_dir(args)
+    out.mkdir(parents=True, exist_ok=True)
+    results = out / RESULTS_NAME
     results.write_text(json.dumps(res, indent=1, default=float))
     path = render(res, out, INTRO)
     _log(f"wrote {path}, {path.with_suffix('.png')} and {results} ({res['duration_s']:.0f} s)")
@@ -138,9 +156,14 @@ def _write(res: dict[str, Any], args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    res = json.loads(RESULTS.read_text())
-    if COMPILE_RESULTS.exists():
-        res["compile"] = json.loads(COMPILE_RESULTS.read_text())
+    out = _out_dir(args)
+    if not (out / RESULTS_NAME).exists():
+        print(f"benchmarks report: no {out / RESULTS_NAME}; run the suite first (python -m benchmarks)",
+              file=sys.stderr)
+        return 2
+    res = json.loads((out / RESULTS_NAME).read_text())
+    if (out / COMPILE_NAME).exists():
+        res["compile"] = json.loads((out / COMPILE_NAME).read_text())
     return _write(res, args)
 
 
@@ -178,9 +201,10 @@ def cmd_conv(args: argparse.Namespace) -> int:
 
 def cmd_compile(args: argparse.Namespace) -> int:
     res = _compile_rows(args.quick)
-    if not args.quick:
-        COMPILE_RESULTS.write_text(json.dumps(res, indent=1, default=float))
-        _log(f"wrote {COMPILE_RESULTS} (merged into docs/benchmarks.md by the next `all` or `report`)")
+    out = _out_dir(args)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / COMPILE_NAME).write_text(json.dumps(res, indent=1, default=float))
+    _log(f"wrote {out / COMPILE_NAME} (merged into benchmarks.md by the next `all` or `report`)")
     _log(res["verdict"])
     return 0
 
@@ -189,19 +213,20 @@ COMMANDS = {"all": cmd_all, "machine": cmd_machine, "ops": cmd_ops, "network": c
             "conv-threshold": cmd_conv, "compile": cmd_compile, "report": cmd_report}
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, prog: str = "python -m benchmarks") -> int:
     """Entry point of ``python -m benchmarks`` (and of ``hyperzzw bench``). Returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    p = argparse.ArgumentParser(prog=prog, description=__doc__)
     p.add_argument("command", nargs="?", default="all", choices=sorted(COMMANDS),
                    help="all (default): everything below except compile, then docs/benchmarks.{md,png}; "
                         "machine: description and limits; ops: per-operator sweeps; network: whole network; "
                         "conv-threshold: direct vs FFT; compile: torch.compile vs eager (slow: minutes of "
-                        "compilation; saved to benchmarks/compile.json and merged into the report); "
-                        "report: re-render the docs from benchmarks/results.json")
+                        "compilation; saved to benchmarks-compile.json and merged into the report); "
+                        "report: re-render benchmarks.md/.png from benchmarks.json")
     p.add_argument("--quick", action="store_true", help="tiny sizes and few repetitions (smoke test); the report "
-                   "goes to a temporary directory unless --out is given")
-    p.add_argument("--out", help="directory for benchmarks.md / .png / results.json (default: docs/)")
+                   "goes to $TMPDIR/hyperzzw-bench-quick unless --out is given")
+    p.add_argument("--out", help="directory for benchmarks.md / .png / .json (default: docs/ of a source "
+                   "checkout, else ./hyperzzw-benchmarks)")
     p.add_argument("--backends", nargs="+", help="operator sweeps: backends (default: all available)")
     p.add_argument("--dtypes", nargs="+", choices=["float32", "float64"], help="operator sweeps: dtypes")
     p.add_argument("--ops", nargs="+", help="operator sweeps: only operators whose label contains one of these")

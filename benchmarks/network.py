@@ -41,7 +41,8 @@ def _worker_row(spec: dict[str, Any], peaks: dict[str, Any], log: Callable[[str]
     row = {"backend": spec["backend"], "dtype": spec["dtype"], "kind": spec["kind"], "B": spec["B"],
            "H": spec.get("H") or 32, "median": res["median"], "min": res["min"], "max": res["max"], "reps": res["reps"],
            "first_call": res["first_call"], "peak_rss_delta": res["peak_delta"], "peak_rss": res["peak_rss"],
-           "saved_bytes": res.get("saved_bytes"), "threads": res.get("threads"), "compiled": res.get("compiled", False)}
+           "saved_bytes": res.get("saved_bytes"), "threads": res.get("threads"), "compiled": res.get("compiled", False),
+           "profile": res.get("profile")}
     judge(row, peaks)
     log(f"  network {row['backend']:10s} {row['dtype']:7s} {row['kind']:7s} B={row['B']:<3d} H={row['H']:<4d} "
         f"{row['median']:8.3f} s  peak +{row['peak_rss_delta'] / 2 ** 20:8.1f} MiB  roofline {row['roofline_frac']:.0%}")
@@ -79,7 +80,7 @@ def growth(peaks: dict[str, Any], quick: bool, log: Callable[[str], None] = prin
 def headline(peaks: dict[str, Any], quick: bool, log: Callable[[str], None] = print) -> dict[str, Any]:
     """The training step of cifar10() at batch 32 in float32 (fresh process: peak memory)."""
     spec = {"backend": "torch-cpu", "dtype": "float32", "kind": "train", "B": 4 if quick else 32,
-            "H": 8 if quick else 32, "reps": 2 if quick else 5}
+            "H": 8 if quick else 32, "reps": 2 if quick else 5, "profile": True}
     row = _worker_row(spec, peaks, log)
     row["sweep"] = "B"
     t = network_costs(_cfg(spec["H"]), spec["B"], 4, train=True)
@@ -102,14 +103,22 @@ def flop_counter_check(quick: bool) -> dict[str, Any]:
     model = Terminator(cfg, 0).train()
     x = torch.randn(b, 3, h, h)
     labels = torch.zeros(b, dtype=torch.int64)
-    # the FFT path is not counted by FlopCounterMode: count the direct convolution, as the model does
     with FlopCounterMode(display=False) as fc:
-        model.loss(x, labels).backward()
-    counted = fc.get_total_flops()
+        loss = model.loss(x, labels)
+    fwd = {str(k): v for k, v in fc.get_flop_counts()["Global"].items()}
+    with FlopCounterMode(display=False) as fc:
+        loss.backward()
+    bwd = {str(k): v for k, v in fc.get_flop_counts()["Global"].items()}
     t = network_costs(cfg, b, 4, train=True)
-    modelled = sum(t.fwd[c].flops + t.bwd[c].flops for c in ("gemm", "global", "conv"))
-    return {"B": b, "H": h, "torch_flop_counter": counted, "model_gemm_global_conv": modelled,
-            "model_slow": t.fwd["slow"].flops + t.bwd["slow"].flops, "ratio": counted / modelled}
+    # forward: every batched product and convolution; backward: the batched products (the counter's
+    # convolution_backward formula ignores groups, so it over-counts a depth-wise conv C-fold)
+    counted_f = sum(fwd.get(k, 0) for k in ("aten.baddbmm", "aten.bmm", "aten.convolution"))
+    counted_b = sum(bwd.get(k, 0) for k in ("aten.baddbmm", "aten.bmm"))
+    model_f = sum(t.fwd[c].flops for c in ("gemm", "global", "conv"))
+    model_b = sum(t.bwd[c].flops for c in ("gemm", "global"))
+    return {"B": b, "H": h, "counter_fwd": counted_f, "model_fwd": model_f, "counter_bwd": counted_b,
+            "model_bwd": model_b, "counter_mm": fwd.get("aten.mm", 0) + bwd.get("aten.mm", 0),
+            "model_slow": t.fwd["slow"].flops + t.bwd["slow"].flops}
 
 
 def cache_speedup(quick: bool, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
@@ -120,7 +129,9 @@ def cache_speedup(quick: bool, log: Callable[[str], None] = print) -> list[dict[
                                       "H": 8 if quick else 32, "reps": 3 if quick else 7})], timeout=900)
         rows.append(res)
         log(f"  eval forward B={b:<3d} cached {res['cached']['median'] * 1e3:8.2f} ms, "
-            f"uncached {res['uncached']['median'] * 1e3:8.2f} ms: {res['speedup']:.2f}x")
+            f"uncached {res['uncached']['median'] * 1e3:8.2f} ms: {res['speedup']:.2f}x "
+            f"(slow kernels {res['kernels']['median'] * 1e3:.2f} ms = {res['kernel_share']:.0%}: "
+            f"at most {res['bound']:.2f}x)")
     return rows
 
 
@@ -146,6 +157,8 @@ def run_in_worker(spec: dict[str, Any]) -> dict[str, Any]:
     b = spec["B"]
     rng = np.random.default_rng(0)
     if spec["kind"] == "cache":
+        from hyperzzw_core import _backend
+
         model = Terminator(cfg, 0).eval()
         x = torch.from_numpy(rng.standard_normal((b,) + cfg.input_shape).astype(np.float32))
 
@@ -153,16 +166,26 @@ def run_in_worker(spec: dict[str, Any]) -> dict[str, Any]:
             with torch.no_grad():
                 model(x)
 
-        def uncached() -> None:
+        def uncached() -> None:  # no cache at all: kernels, coordinate grids and pooling matrices rebuilt
             with torch.no_grad():
                 model.clear_kernel_cache()
+                _backend.clear_constants()
                 model(x)
+
+        def kernels_only() -> None:  # what the cache saves: the slow networks' outputs from scratch
+            with torch.no_grad():
+                _backend.clear_constants()
+                model._compute_slow_kernels(model.param_tree())
 
         with torch.no_grad():
             same = bool(torch.equal(model(x), (model.clear_kernel_cache(), model(x))[1]))
-        t = measure_interleaved({"cached": cached, "uncached": uncached}, reps=spec.get("reps", 7))
+        t = measure_interleaved({"cached": cached, "uncached": uncached, "kernels": kernels_only},
+                                reps=spec.get("reps", 7))
+        un, ca, ke = t["uncached"].median, t["cached"].median, t["kernels"].median
         return {"B": b, "H": spec["H"], "cached": t["cached"].as_dict(), "uncached": t["uncached"].as_dict(),
-                "speedup": t["uncached"].median / t["cached"].median, "identical_logits": same,
+                "kernels": t["kernels"].as_dict(), "speedup": un / ca,
+                # Amdahl: the speed-up if a cache hit cost nothing and the rest stayed as uncached
+                "bound": un / max(un - ke, 1e-12), "kernel_share": ke / un, "identical_logits": same,
                 "hits": model.kernel_cache.hits, "misses": model.kernel_cache.misses}
     import hyperzzw_core as hz
 

@@ -78,11 +78,14 @@ def load_average() -> tuple[float, float, float]:
 def run_worker(args: list[str], timeout: float = 600.0) -> dict[str, Any]:
     """Run ``python -m benchmarks._worker ARGS`` in a fresh interpreter; return its JSON result.
 
-    A fresh process is what makes ``ru_maxrss`` (peak resident memory) a per-measurement number.
+    A fresh process (whose peak-RSS mark the worker resets after building its inputs) makes the peak
+    resident memory a per-measurement number.
     """
-    env = dict(os.environ)
-    proc = subprocess.run([sys.executable, "-m", "benchmarks._worker", *args], capture_output=True, text=True,
-                          timeout=timeout, env=env, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    package = __package__ or "benchmarks"  # "benchmarks" from a checkout, "hyperzzw_core.benchmarks" installed
+    # the top-level package is importable from the checkout's root only
+    cwd = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) if package == "benchmarks" else None
+    proc = subprocess.run([sys.executable, "-m", f"{package}._worker", *args], capture_output=True, text=True,
+                          timeout=timeout, env=dict(os.environ), cwd=cwd)
     if proc.returncode != 0:
         raise RuntimeError(f"benchmark worker {args} failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])

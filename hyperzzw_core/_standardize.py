@@ -41,14 +41,15 @@ def _batch_standardize(xp: Any, x: Any, eps: float) -> Any:
     kern = B.fused(xp)
     if kern is not None:
         return kern.standardize(x, "batch", eps)
-    return _standardize(xp, x, _batch_axes(x.ndim), eps)  # batch means through xp.mean (see g_ibs_torch)
+    out = B.batch_standardize(xp, x, _batch_axes(x.ndim), eps)  # torch: one autograd Function
+    return _standardize(xp, x, _batch_axes(x.ndim), eps) if out is None else out
 
 
 def _g_ibs(xp: Any, x: Any, groups: int, eps: float) -> Any:
     kern = B.fused(xp)
     if kern is not None:
         return kern.g_ibs(x, groups, eps)
-    out = B.g_ibs_torch(xp, x, groups, eps, _standardize)
+    out = B.g_ibs_torch(xp, x, groups, eps, B.batch_standardize)
     if out is not None:
         return out
     return _g_ibs_reshaped(xp, x, groups, eps)

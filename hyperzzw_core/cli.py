@@ -67,10 +67,18 @@ def _lazy(module: str, adder: str) -> Callable[[argparse._SubParsersAction], Non
     return add
 
 
+def _add_bench(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help="the benchmark suite (same as python -m benchmarks; --help lists its commands)",
+                       description="Benchmarks of every operator and the whole Terminator; writes benchmarks.md, "
+                                   ".png and .json. Arguments are those of python -m benchmarks.", add_help=False)
+    p.add_argument("args", nargs=argparse.REMAINDER)  # main() hands them to the suite before parsing
+
+
 SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_verify,
     _lazy(".train.cli", "add_train"),
     _lazy(".train.cli", "add_show_kernels"),
+    _add_bench,
 ]
 
 
@@ -83,6 +91,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"]:  # everything after it is the suite's own (argparse.REMAINDER drops leading options)
+        from .benchmarks import main as bench_main
+
+        return bench_main(argv[1:], prog="hyperzzw bench")
     args = build_parser().parse_args(argv)
     return int(args.func(args))
 

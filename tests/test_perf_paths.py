@@ -373,11 +373,15 @@ def test_torch_depthwise_paths_values_and_gradients(dtype: str, d: int) -> None:
             out = fn(ty, tw)
             assert out.dtype == ty.dtype and out.is_contiguous()
             assert_close(out, want, dtype=dtype, ref_low=low, name=f"{name} d={d} H={h} k={k}")
-            if dtype == "float64":
-                out.backward(torch.from_numpy(g))
-                scale = max(float(np.abs(gy_want).max()), float(np.abs(gw_want).max()))
-                assert_close(ty.grad, gy_want, dtype=dtype, scale=scale, name=f"{name} grad y")
-                assert_close(tw.grad, gw_want, dtype=dtype, scale=scale, name=f"{name} grad k")
+            out.backward(torch.from_numpy(g))
+            scale = max(float(np.abs(gy_want).max()), float(np.abs(gw_want).max()))
+            gy_low, gw_low = R.depthwise_conv_vjp(y, w, g) if dtype == "float32" else (None, None)
+            assert_close(ty.grad, gy_want, dtype=dtype, scale=scale, ref_low=gy_low, name=f"{name} grad y")
+            assert_close(tw.grad, gw_want, dtype=dtype, scale=scale, ref_low=gw_low, name=f"{name} grad k")
+            with torch.no_grad():  # inference: float32 skips the channels-last round trip
+                out = fn(torch.from_numpy(y), torch.from_numpy(w))
+            assert out.dtype == ty.dtype and out.is_contiguous()
+            assert_close(out, want, dtype=dtype, ref_low=low, name=f"{name} no-grad d={d} H={h} k={k}")
 
 
 def test_numpy_depthwise_paths_match_reference() -> None:
@@ -423,3 +427,50 @@ def test_network_float32_with_every_fast_path_meets_the_policy() -> None:
     m32 = T.Terminator.from_params(p32, cfg).eval()
     assert_close(_eval_logits(m32, torch.from_numpy(x.astype(np.float32))), want32, dtype="float32", ref_low=low,
                  name="float32 logits")
+
+
+# ------------------------------------------------------------------------- the cost model
+
+
+def test_cost_model_matches_torch_flop_counter() -> None:
+    """The benchmarks' analytic FLOP model (benchmarks/costs.py) against torch's FlopCounterMode:
+    forward batched products and convolutions, backward batched products (tiny config)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from hyperzzw_core.benchmarks.costs import network_costs
+    for cfg in (R.tiny(), R.cifar10().replace(input_shape=(3, 8, 8))):
+        model = T.Terminator(cfg, 0).train()
+        x = torch.randn((3,) + cfg.input_shape)
+        with FlopCounterMode(display=False) as fc:
+            loss = model.loss(x, torch.zeros(3, dtype=torch.int64))
+        fwd = {str(k): v for k, v in fc.get_flop_counts()["Global"].items()}
+        with FlopCounterMode(display=False) as fc:
+            loss.backward()
+        bwd = {str(k): v for k, v in fc.get_flop_counts()["Global"].items()}
+        t = network_costs(cfg, 3, 4, train=True)
+        model_f = sum(t.fwd[c].flops for c in ("gemm", "global", "conv"))
+        model_b = sum(t.bwd[c].flops for c in ("gemm", "global"))
+        counted_f = sum(fwd.get(k, 0) for k in ("aten.baddbmm", "aten.bmm", "aten.convolution"))
+        counted_b = sum(bwd.get(k, 0) for k in ("aten.baddbmm", "aten.bmm"))
+        # the model also counts the bias additions (B·O·N per linear) and MAGNet_L's pooling products
+        assert 0.9 < counted_f / model_f < 1.1, (counted_f, model_f)
+        assert 0.9 < counted_b / model_b < 1.1, (counted_b, model_b)
+
+
+# ------------------------------------------------------------------------- the benchmark command
+
+
+def test_hyperzzw_bench_hands_its_arguments_to_the_suite(capsys: pytest.CaptureFixture[str], tmp_path) -> None:
+    """``hyperzzw bench ARGS`` is ``python -m benchmarks ARGS``: options after ``bench`` reach the
+    suite's parser (argparse's REMAINDER would drop a leading one), and a report without results
+    says what to run instead of raising."""
+    from hyperzzw_core.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["bench", "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: hyperzzw bench") and "conv-threshold" in out
+    assert main(["bench", "report", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "benchmarks.json" in err and "run the suite first" in err
