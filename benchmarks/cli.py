@@ -25,8 +25,8 @@ RESULTS_NAME = "benchmarks.json"
 COMPILE_NAME = "benchmarks-compile.json"
 
 INTRO = """\
-Produced by `python -m benchmarks` (the whole suite, about 6–9 minutes on the machine below; \
-`--quick` is a smoke test of every code path in well under a minute). Raw numbers: \
+Produced by `hyperzzw bench` (= `python -m benchmarks`: the whole suite, its duration on the \
+machine below is given in the next line; `--quick` is a smoke test of every code path in about a minute). Raw numbers: \
 `docs/benchmarks.json`. Every number below comes from the same run unless it says otherwise. \
 The machine is shared: other jobs ran at times, which shows as a load average above 0 and as spread \
 between the median and the minimum; comparisons that matter (cached vs uncached, reference vs torch, \

@@ -109,6 +109,14 @@ def _headline(res: dict[str, Any]) -> list[str]:
     return lines + _cache_note(res)
 
 
+def _now_in_code(key: str) -> int | None:
+    """The current ``_backend.FFT_MIN_KERNEL`` entry for a report key ``"torch-cpu/float32"`` etc."""
+    from hyperzzw_core import _backend
+
+    backend, _, dtype = key.partition("/")
+    return _backend.FFT_MIN_KERNEL.get(("torch-cpu" if backend.startswith("torch") else backend, dtype))
+
+
 def _cache_note(res: dict[str, Any]) -> list[str]:
     """Why the cache speed-up is what it is: the slow networks' share, measured and modelled."""
     rows = [r for r in res["cache"] if "kernels" in r]
@@ -269,9 +277,12 @@ def _conv(res: dict[str, Any]) -> list[str]:
                     cells.append(f"**{txt}**" if r["fft"] < r["direct"] else txt)
                 lines.append(f"| {h} | " + " | ".join(cells) + " |")
             d = cv["derived"][f"{backend}/{dtype}"]
+            now = _now_in_code(f"{backend}/{dtype}")
             lines += ["", f"Smallest k from which the FFT wins at every H ≥ {cv['min_spatial']} (and every larger k): "
                       f"**{d['measured_min_k'] if d['measured_min_k'] is not None else 'none measured'}**; "
-                      f"in `_backend.FFT_MIN_KERNEL`: {d['in_code']}.", ""]
+                      f"in `_backend.FFT_MIN_KERNEL` when measured: {d['in_code']}"
+                      + (f"; now: {now} (set from this measurement)." if now not in (None, d["in_code"]) else "."),
+                      ""]
     lines += ["The rule in `hyperzzw_core._backend.depthwise_method`: FFT when the kernel is at least "
               "`FFT_MIN_KERNEL[(backend, dtype)]` and the input's smallest spatial extent at least "
               f"`FFT_MIN_SPATIAL` = {cv['min_spatial']}; direct otherwise, on GPUs and inside torch.compile "
@@ -355,9 +366,11 @@ def plot(res: dict[str, Any], path: Path) -> None:
                                                          ("reference", "float64", "fwd+bwd"))):
         sel = [r for r in res["ops"] if r["sweep"] == "H" and r["backend"] == backend and r["dtype"] == dtype
                and r["mode"] == mode and "median" in r]
-        for op in dict.fromkeys(r["op"] for r in sel):
+        for j, op in enumerate(dict.fromkeys(r["op"] for r in sel)):
             rs = sorted((r for r in sel if r["op"] == op), key=lambda r: r["H"])
-            ax.plot([r["H"] for r in rs], [r["median"] * 1e3 for r in rs], marker="o", label=op)
+            # ten colours in the cycle: the second ten get another line style and marker
+            ax.plot([r["H"] for r in rs], [r["median"] * 1e3 for r in rs], marker="os"[j // 10 % 2],
+                    ls=("-", "--")[j // 10 % 2], label=op)
         ax.set(xscale="log", yscale="log", xlabel="H = W", ylabel="ms per call",
                title=f"operators, {backend} {dtype}, {mode}")
         ax.set_xticks([8, 16, 32, 64, 128], ["8", "16", "32", "64", "128"])
@@ -391,10 +404,11 @@ def plot(res: dict[str, Any], path: Path) -> None:
     bs = [r for r in res["growth"] + [res["headline"]] if r.get("sweep") == "B"]
     for kind in ("forward", "train"):
         rs = sorted((r for r in bs if r["kind"] == kind), key=lambda r: r["B"])
-        ax.plot([r["B"] for r in rs], [r["images_per_s"] for r in rs], marker="o", label=f"torch float32 {kind}")
+        ax.plot([r["B"] for r in rs], [r["images_per_s"] for r in rs], marker="o",
+                label=f"torch float32 {'eval forward (cached kernels)' if kind == 'forward' else kind}")
     for r in res["cache"]:
         ax.plot([r["B"]], [r["B"] / r["cached"]["median"]], marker="*", color="k", ms=10)
-    ax.set(xscale="log", xlabel="batch", ylabel="images / s", title="throughput vs batch (★: eval, cached kernels)")
+    ax.set(xscale="log", xlabel="batch", ylabel="images / s", title="throughput vs batch (★: eval cached, interleaved with uncached)")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7)
     # (5) roofline fractions

@@ -496,15 +496,16 @@ def depthwise_conv(xp: Any, y: Any, k_l: Any) -> Any:
 #: Smallest kernel size (largest axis) from which the FFT path is used, per backend and dtype,
 #: on inputs whose smallest spatial extent is at least ``FFT_MIN_SPATIAL``. Set from the
 #: measurement of ``python -m benchmarks conv-threshold`` (forward + backward for torch, forward
-#: for NumPy; B = 8, C = 32, H = W in 8…64, k in 3…17), recorded in docs/benchmarks.md: from these
-#: sizes on the FFT path wins at every measured H ≥ FFT_MIN_SPATIAL; on smaller inputs the
-#: direct path won throughout (the transforms' overhead dominates).
+#: for NumPy; B = 8, C = 32, H = W in 8…64, k in 3…17), recorded in docs/benchmarks.md (run of
+#: 2026-11-21): from these sizes on the FFT path wins at every measured H ≥ FFT_MIN_SPATIAL. On
+#: 8×8 inputs oneDNN's direct float32 kernel won up to k = 13; the other paths' FFT won there too,
+#: but by less than a millisecond, so small inputs stay direct everywhere.
 FFT_MIN_SPATIAL = 16
 FFT_MIN_KERNEL = {
-    ("torch-cpu", "float32"): 13,  # direct = oneDNN channels-last depth-wise conv
+    ("torch-cpu", "float32"): 17,  # direct = oneDNN depth-wise conv (k = 13 lost at H = 16 and 64)
     ("torch-cpu", "float64"): 5,   # direct = ATen's native (non-oneDNN) depth-wise conv
-    ("numpy", "float32"): 13,      # direct = the sliding-window einsum
-    ("numpy", "float64"): 13,
+    ("numpy", "float32"): 5,       # direct = the sliding-window einsum (k = 3 lost at H = 32)
+    ("numpy", "float64"): 5,
 }
 
 

@@ -16,8 +16,7 @@ from ._block import _slow_kernels as _block_slow_kernels
 from ._checks import as_float_array, check_finite as _check_finite, ns, shape_of
 from ._losses import _slow_loss, label_smoothing_cross_entropy
 from .reference._config import TerminatorConfig
-from .reference._network import dropout_masks_for, param_shapes
-from .reference._tree import flatten
+from .reference._network import dropout_masks_for, match_param_keys
 
 
 def check_params_match(params: dict, config: TerminatorConfig) -> Any:
@@ -27,15 +26,7 @@ def check_params_match(params: dict, config: TerminatorConfig) -> Any:
     """
     if not isinstance(config, TerminatorConfig):
         raise TypeError(f"config: expected a TerminatorConfig, got {type(config).__name__}")
-    if not isinstance(params, dict):
-        raise TypeError(f"params: expected a dict of parameters, got {type(params).__name__}")
-    flat = flatten(params)
-    want = param_shapes(config)
-    missing = sorted(set(want) - set(flat))
-    unknown = sorted(set(flat) - set(want))
-    if missing or unknown:
-        raise KeyError(f"params: do not match the config; missing {missing[:5]}{'…' if len(missing) > 5 else ''}, "
-                       f"unknown {unknown[:5]}{'…' if len(unknown) > 5 else ''}")
+    flat, want = match_param_keys(params, config)
     xp = ns(*((f"params['{k}']", v) for k, v in flat.items()))
     dtypes = []
     for k, shape in want.items():

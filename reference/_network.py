@@ -77,10 +77,11 @@ def count_params(params: dict) -> int:
     return int(sum(np.size(v) for v in flatten(params).values()))
 
 
-def check_params_match(params: dict, config: TerminatorConfig) -> np.dtype:
-    """Raise a clear error if ``params`` does not have the structure and shapes of ``config``.
+def match_param_keys(params: dict, config: TerminatorConfig) -> tuple[dict, dict]:
+    """The flat parameters of ``params`` and the flat shapes ``config`` wants, after checking that
+    their keys are the same (a clear error naming the first missing and unknown keys otherwise).
 
-    Returns the common dtype of the parameters.
+    Pure Python over any array library: the core's ``check_params_match`` uses it too.
     """
     if not isinstance(params, dict):
         raise TypeError(f"params: expected a dict of parameters, got {type(params).__name__}")
@@ -91,6 +92,15 @@ def check_params_match(params: dict, config: TerminatorConfig) -> np.dtype:
     if missing or unknown:
         raise KeyError(f"params: do not match the config; missing {missing[:5]}{'…' if len(missing) > 5 else ''}, "
                        f"unknown {unknown[:5]}{'…' if len(unknown) > 5 else ''}")
+    return flat, want
+
+
+def check_params_match(params: dict, config: TerminatorConfig) -> np.dtype:
+    """Raise a clear error if ``params`` does not have the structure and shapes of ``config``.
+
+    Returns the common dtype of the parameters.
+    """
+    flat, want = match_param_keys(params, config)
     dtypes = set()
     for k, shape in want.items():
         a = as_float_array(f"params['{k}']", flat[k])
