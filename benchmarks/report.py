@@ -295,7 +295,9 @@ def _ops(res: dict[str, Any]) -> list[str]:
     lines = ["## Per operator", "",
              "Median per call; `%roof` = the roofline bound of the operator's modelled FLOPs and bytes over the "
              "measured time. Forward + backward: reference = forward + its hand-written VJP, torch = autograd. "
-             "The core on NumPy has no backward. `–`: not run (slower than the cut-off at a smaller size).", ""]
+             "The core on NumPy has no backward. `–`: not run (slower than the cut-off at a smaller size). "
+             "array-api-strict is a conformance backend (a NumPy wrapper that checks every call), so it is "
+             "tested, not timed; torch CUDA and CuPy join the tables where a GPU is usable.", ""]
     for sweep, title, key in (("H", "input size H = W (B = {B}, C = {C})", "H"),
                               ("C", "channels C (B = {B}, H = {H})", "C"),
                               ("B", "batch B (C = {C}, H = {H})", "B")):
