@@ -85,6 +85,21 @@ def _ops(pk: dict[str, Any], quick: bool, backends: list[str] | None, dtypes: li
     return rows
 
 
+def compile_verdict(rows: list[dict[str, Any]]) -> str:
+    """What the torch.compile measurement means for a user, from its rows."""
+    def say(r: dict[str, Any]) -> str:
+        return f"{r['kind']} at B={r['B']} {r['eager'] / r['compiled']:.2f}x"
+
+    faster = [r for r in rows if r["compiled"] < r["eager"]]
+    slower = [r for r in rows if r["compiled"] >= r["eager"]]
+    if not faster:
+        return "torch.compile does not speed up the network on this machine: eager stays the default."
+    out = "torch.compile pays off for " + ", ".join(map(say, faster)) + " (`model.compile()`)"
+    if slower:
+        out += "; it is slower for " + ", ".join(map(say, slower)) + ", which therefore stays eager"
+    return out + ". Eager is the default; a compiler failure falls back to it with a warning."
+
+
 def _compile_rows(quick: bool) -> dict[str, Any]:
     from .timing import load_average, run_worker
 
@@ -100,10 +115,7 @@ def _compile_rows(quick: bool) -> dict[str, Any]:
                      "first_call": res[True]["first_call"], "still_compiled": res[True]["compiled"]})
         _log(f"  {kind} B={b}: eager {res[False]['median']:.3f} s, compiled {res[True]['median']:.3f} s "
              f"(first call {res[True]['first_call']:.0f} s)")
-    faster = [r for r in rows if r["compiled"] < r["eager"]]
-    verdict = ("torch.compile speeds up: " + ", ".join(f"{r['kind']} ({r['eager'] / r['compiled']:.2f}x)" for r in faster)
-               if faster else "torch.compile does not speed up the network on this machine: eager stays the default.")
-    return {"date": _now(), "load": load_average(), "quick": quick, "rows": rows, "verdict": verdict}
+    return {"date": _now(), "load": load_average(), "quick": quick, "rows": rows, "verdict": compile_verdict(rows)}
 
 
 def cmd_all(args: argparse.Namespace) -> int:

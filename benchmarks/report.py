@@ -336,7 +336,9 @@ def _compile(res: dict[str, Any]) -> list[str]:
     for r in c["rows"]:
         lines.append(f"| {r['kind']} | {r['B']} | {_ms(r['eager'])} | {_ms(r['compiled'])} | "
                      f"{r['eager'] / r['compiled']:.2f}x | {_ms(r['first_call'])} |")
-    lines += ["", c.get("verdict", ""), ""]
+    from .cli import compile_verdict
+
+    lines += ["", compile_verdict(c["rows"]), ""]
     return lines
 
 
