@@ -32,7 +32,6 @@ from torch import nn
 
 from .. import _activations, _block, _conv, _hyperzzw, _interaction, _linear, _losses, _network
 from .. import _slow_net, _standardize
-from .._checks import ns as _ns
 from .. import params as _params
 from .. import regularizer as _regularizer
 from ..reference import _random
@@ -548,11 +547,8 @@ class SFNEBlock(_CachesSlowKernels):
     def forward(self, z: torch.Tensor, x_pre: torch.Tensor | None = None, x_pre_pre: torch.Tensor | None = None,
                 dropout_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         params = self.param_tree()
-        xp = _ns(("z", z), ("x_pre", x_pre), ("x_pre_pre", x_pre_pre), ("dropout_mask", dropout_mask),
-                 trees=(("params", params),))
-        z, x_pre, x_pre_pre, dropout_mask = _block._validate(xp, params, z, x_pre, x_pre_pre, self.grid,
-                                                             dropout_mask, False)
-        _block.check_block_params(xp, params, z, (x_pre is not None) + (x_pre_pre is not None), self.groups)
+        xp, z, x_pre, x_pre_pre, dropout_mask = _block.checked_inputs(params, z, x_pre, x_pre_pre, self.groups,
+                                                                      self.grid, dropout_mask, False)
         return _block._forward(xp, params, z, x_pre, x_pre_pre, self.groups, self.eps, self.grid, dropout_mask,
                                None, self.slow_kernels(params))
 

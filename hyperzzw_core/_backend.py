@@ -20,9 +20,10 @@ nowhere else:
   per key, dtype and device (coordinate grids, pooling matrices);
 * fast paths, each numerically the generic formula to rounding (the differential tests hold them
   to the reference): :func:`pointwise_linear` (one batched GEMM with the bias fused for torch,
-  one GEMM through ``tensordot`` for NumPy), :func:`instance_standardize` (torch's native
-  ``instance_norm``, whose backward is one fused pass), :func:`g_ibs_torch` (G-IBS as one reshaped
-  computation), :func:`gelu` / :func:`silu` (torch's native kernels).
+  one GEMM per sample written in place for NumPy), :func:`instance_standardize` (torch's native
+  ``instance_norm``, whose backward is one fused pass), :func:`batch_standardize` (one torch
+  autograd Function whose means stay the namespace's), :func:`gelu` / :func:`silu` (torch's native
+  kernels).
 
 Everything here also traces under ``torch.compile``: namespaces are cached by array type in a
 plain dict, and nothing on the forward path goes through ``functools.lru_cache`` (which Dynamo
@@ -371,33 +372,6 @@ def batch_standardize(xp: Any, x: Any, axes: tuple[int, ...], eps: float) -> Any
     from ._torch_functions import BatchStandardize
 
     return BatchStandardize.apply(x, tuple(axes), float(eps), xp.mean)
-
-
-def g_ibs_torch(xp: Any, x: Any, groups: int, eps: float, standardize: Any) -> Any | None:
-    """G-IBS on torch as one reshaped computation, or None for other libraries.
-
-    Channels (B, G·s, *S) are viewed as (B, G/2, 2, s, N): the even groups (pair index 0) get the
-    batch standardisation ``standardize(xp, part, axes, eps)`` (:func:`batch_standardize`, whose
-    means go through ``xp.mean``, so a namespace that redefines batch means, such as the adapter's
-    ``global_batch_namespace``, still sees every batch statistic), the odd groups the native
-    instance standardisation; one stack interleaves them. An odd G leaves a last (BS) group.
-    """
-    torch = _torch_of(xp)
-    if torch is None or groups < 2 or _spatial_size(x) < 2:
-        return None
-    b, c = int(x.shape[0]), int(x.shape[1])
-    size = c // groups
-    pairs = groups // 2
-    head = x[:, :2 * pairs * size] if groups % 2 else x
-    x5 = torch.reshape(head, (b, pairs, 2, size, -1))
-    even = standardize(xp, x5[:, :, 0], (0, 3), eps)
-    odd = torch.reshape(torch.nn.functional.instance_norm(torch.reshape(x5[:, :, 1], (b, pairs * size, -1)), eps=eps),
-                        (b, pairs, size, -1))
-    out = torch.reshape(torch.stack([even, odd], dim=2), (b, 2 * pairs * size) + tuple(x.shape[2:]))
-    if groups % 2:
-        last = x[:, 2 * pairs * size:]
-        out = torch.cat([out, standardize(xp, last, (0,) + tuple(range(2, x.ndim)), eps)], dim=1)
-    return out
 
 
 def gelu(xp: Any, x: Any, sqrt_half: float) -> Any:

@@ -175,10 +175,18 @@ def sfne_block(params: dict, z: Any, x_pre: Any = None, x_pre_pre: Any = None, *
     with C_pre dividing C are tiled to C channels. 1D inputs need ``grid`` (see hyperzzw_global).
     ``stop_gradient_values`` ({role: per-layer arrays}) freezes MAGNet_L's stop-gradient terms.
     """
+    xp, z, x_pre, x_pre_pre, dropout_mask = checked_inputs(params, z, x_pre, x_pre_pre, groups, grid, dropout_mask,
+                                                           check_finite)
+    return _forward(xp, params, z, x_pre, x_pre_pre, groups, eps, grid, dropout_mask, stop_gradient_values)
+
+
+def checked_inputs(params: dict, z: Any, x_pre: Any, x_pre_pre: Any, groups: int, grid: Any, dropout_mask: Any,
+                   check_finite: bool) -> tuple[Any, Any, Any, Any, Any]:
+    """The block's namespace and validated inputs ``(xp, z, x_pre, x_pre_pre, dropout_mask)``, after
+    checking every input and parameter (shared by :func:`sfne_block` and the torch adapter)."""
     xp = ns(("z", z), ("x_pre", x_pre), ("x_pre_pre", x_pre_pre), ("dropout_mask", dropout_mask),
             trees=(("params", params),))
     z, x_pre, x_pre_pre, dropout_mask = _validate(xp, params, z, x_pre, x_pre_pre, grid, dropout_mask,
                                                   check_finite)
-    n_pre = (x_pre is not None) + (x_pre_pre is not None)
-    check_block_params(xp, params, z, n_pre, groups)
-    return _forward(xp, params, z, x_pre, x_pre_pre, groups, eps, grid, dropout_mask, stop_gradient_values)
+    check_block_params(xp, params, z, (x_pre is not None) + (x_pre_pre is not None), groups)
+    return xp, z, x_pre, x_pre_pre, dropout_mask

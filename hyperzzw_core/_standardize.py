@@ -37,42 +37,41 @@ def _instance_standardize(xp: Any, x: Any, eps: float) -> Any:
     return _standardize(xp, x, _instance_axes(x.ndim), eps) if out is None else out
 
 
+def _batch_standardize_over(xp: Any, x: Any, axes: tuple[int, ...], eps: float) -> Any:
+    """BS over ``axes`` (the batch axis among them): torch's autograd Function, else the formula."""
+    out = B.batch_standardize(xp, x, axes, eps)
+    return _standardize(xp, x, axes, eps) if out is None else out
+
+
 def _batch_standardize(xp: Any, x: Any, eps: float) -> Any:
     kern = B.fused(xp)
     if kern is not None:
         return kern.standardize(x, "batch", eps)
-    out = B.batch_standardize(xp, x, _batch_axes(x.ndim), eps)  # torch: one autograd Function
-    return _standardize(xp, x, _batch_axes(x.ndim), eps) if out is None else out
+    return _batch_standardize_over(xp, x, _batch_axes(x.ndim), eps)
 
 
 def _g_ibs(xp: Any, x: Any, groups: int, eps: float) -> Any:
+    """G-IBS as one reshaped computation: (B, G·s, *S) viewed as (B, G/2, 2, s, *S); the even
+    groups (pair index 0) batch-standardised over (B, *S) per channel, the odd ones instance-
+    standardised (as (B, G/2·s, *S), so torch runs its native kernel), then interleaved by one
+    stack. An odd G leaves a last (even, BS) group, done on its own. CuPy: the fused kernel."""
     kern = B.fused(xp)
     if kern is not None:
         return kern.g_ibs(x, groups, eps)
-    out = B.g_ibs_torch(xp, x, groups, eps, B.batch_standardize)
-    if out is not None:
-        return out
-    return _g_ibs_reshaped(xp, x, groups, eps)
-
-
-def _g_ibs_reshaped(xp: Any, x: Any, groups: int, eps: float) -> Any:
-    """G-IBS as one reshaped computation: (B, G·s, *S) viewed as (B, G/2, 2, s, *S); the even
-    groups (pair index 0) standardised over (B, *S) per channel, the odd ones over *S, then
-    interleaved by one stack. An odd G leaves a last (even, BS) group, done on its own."""
     b, c = x.shape[0], x.shape[1]
     size = c // groups
     pairs = groups // 2
     sp = tuple(x.shape[2:])
-    k = len(sp)
     parts = []
     if pairs:
         head = x[:, :2 * pairs * size, ...] if groups % 2 else x
         x6 = xp.reshape(head, (b, pairs, 2, size) + sp)
-        even = _standardize(xp, x6[:, :, 0, ...], (0,) + tuple(range(3, 3 + k)), eps)
-        odd = _standardize(xp, x6[:, :, 1, ...], tuple(range(3, 3 + k)), eps)
-        parts.append(xp.reshape(xp.stack([even, odd], axis=2), (b, 2 * pairs * size) + sp))
+        even = _batch_standardize_over(xp, x6[:, :, 0, ...], (0,) + tuple(range(3, 3 + len(sp))), eps)
+        odd = _instance_standardize(xp, xp.reshape(x6[:, :, 1, ...], (b, pairs * size) + sp), eps)
+        parts.append(xp.reshape(xp.stack([even, xp.reshape(odd, (b, pairs, size) + sp)], axis=2),
+                                (b, 2 * pairs * size) + sp))
     if groups % 2:
-        parts.append(_standardize(xp, x[:, 2 * pairs * size:, ...], _batch_axes(x.ndim), eps))
+        parts.append(_batch_standardize_over(xp, x[:, 2 * pairs * size:, ...], _batch_axes(x.ndim), eps))
     return parts[0] if len(parts) == 1 else xp.concat(parts, axis=1)
 
 
