@@ -3,14 +3,14 @@
 ``pip install -e .``.
 
 Each test copies the repository (``git ls-files`` plus untracked, non-ignored files) to a temporary
-directory, installs it with ``pip install --no-deps --no-build-isolation`` into a fresh
-``venv --system-site-packages`` and runs that venv's Python from a neutral working directory.
+directory, installs it with ``pip install --no-deps --no-build-isolation`` into a fresh venv and runs
+that venv's Python from a neutral working directory.
 
-The venv is created ``--without-pip`` and pip runs as ``<venv>/bin/python -m pip`` (the system pip,
-visible through the system site-packages, installing into the venv): the pip/setuptools that
-``ensurepip`` would put in the venv are older than the build needs (``project.license = "MIT"``, a
-PEP 639 string, needs setuptools >= 77), and ``--no-build-isolation`` builds with the first
-setuptools on the venv's path.
+The venv is created ``--without-pip`` and without the system site-packages; a ``.pth`` file puts the
+*running* environment's site-packages after the venv's own, so pip and the build backend are the ones
+the ``test`` extra installed (``setuptools>=77``, needed for the PEP 639 ``license`` string), whatever
+the base interpreter has. Paths added by a ``.pth`` line are not scanned for ``.pth`` files, so the
+running environment's own (editable) install of this package is not activated in the venv.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import json
 import shutil
 import subprocess
 import sys
+import sysconfig
 import textwrap
 from pathlib import Path
 
@@ -77,9 +78,12 @@ def _copy_repo(dest: Path) -> Path:
 def _install(tmp_path: Path, editable: bool) -> tuple[Path, dict]:
     repo = _copy_repo(tmp_path / "repo")
     venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(venv)],
-                   check=True, capture_output=True)
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, capture_output=True)
     python = venv / ("Scripts/python.exe" if sys.platform == "win32" else "bin/python")
+    venv_site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                               check=True, capture_output=True, text=True).stdout.strip()
+    outer = dict.fromkeys([sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]])
+    Path(venv_site, "outer_environment.pth").write_text("".join(f"{p}\n" for p in outer))
     target = ["-e", str(repo)] if editable else [str(repo)]
     proc = subprocess.run([str(python), "-m", "pip", "install", "--no-deps", "--no-build-isolation",
                            "--no-input", "--disable-pip-version-check", *target],
