@@ -1,4 +1,4 @@
-"""Command line: ``python -m benchmarks [all|machine|ops|network|conv-threshold|compile|report] [--quick]``."""
+"""Command line: ``python -m benchmarks [all|machine|ops|network|conv-threshold|compile|report|ab] [--quick]``."""
 
 from __future__ import annotations
 
@@ -221,7 +221,29 @@ def cmd_compile(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"all": cmd_all, "machine": cmd_machine, "ops": cmd_ops, "network": cmd_network,
+def cmd_ab(args: argparse.Namespace) -> int:
+    from .ab import ABError, run
+
+    if not args.rev:
+        print("benchmarks ab: --rev REV is required (the git revision to compare this checkout against)",
+              file=sys.stderr)
+        return 2
+    for name in ("rounds", "reps"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            print(f"benchmarks ab: --{name} must be a positive integer, got {value}", file=sys.stderr)
+            return 2
+    try:
+        run(args.rev, quick=args.quick, rounds=args.rounds, reps=args.reps, config=args.config,
+            out=Path(args.out) if args.out else None, command="hyperzzw bench " + " ".join(args.argv), now=_now(),
+            log=_log)
+    except ABError as e:
+        print(e, file=sys.stderr)
+        return 1
+    return 0
+
+
+COMMANDS = {"ab": cmd_ab, "all": cmd_all, "machine": cmd_machine, "ops": cmd_ops, "network": cmd_network,
             "conv-threshold": cmd_conv, "compile": cmd_compile, "report": cmd_report}
 
 
@@ -234,7 +256,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m benchmarks") -> i
                         "machine: description and limits; ops: per-operator sweeps; network: whole network; "
                         "conv-threshold: direct vs FFT; compile: torch.compile vs eager (slow: minutes of "
                         "compilation; saved to benchmarks-compile.json and merged into the report); "
-                        "report: re-render benchmarks.md/.png from benchmarks.json")
+                        "report: re-render benchmarks.md/.png from benchmarks.json; "
+                        "ab: this checkout against --rev, interleaved (see benchmarks/ab.py)")
     p.add_argument("--quick", action="store_true", help="tiny sizes and few repetitions (smoke test); the report "
                    "goes to $TMPDIR/hyperzzw-bench-quick unless --out is given")
     p.add_argument("--out", help="directory for benchmarks.md / .png / .json (default: docs/ of a source "
@@ -242,6 +265,11 @@ def main(argv: list[str] | None = None, prog: str = "python -m benchmarks") -> i
     p.add_argument("--backends", nargs="+", help="operator sweeps: backends (default: all available)")
     p.add_argument("--dtypes", nargs="+", choices=["float32", "float64"], help="operator sweeps: dtypes")
     p.add_argument("--ops", nargs="+", help="operator sweeps: only operators whose label contains one of these")
+    ab = p.add_argument_group("ab (side-by-side against a git revision)")
+    ab.add_argument("--rev", help="the revision to compare with (e.g. HEAD~1, a branch, a commit id)")
+    ab.add_argument("--rounds", type=int, help="interleaved rounds of fresh processes per side (default 5; quick 1)")
+    ab.add_argument("--reps", type=int, help="timed calls per process (default 3; quick 1)")
+    ab.add_argument("--config", help="network preset for ab (default cifar10; quick tiny)")
     args = p.parse_args(argv)
     args.argv = argv
     return COMMANDS[args.command](args)
