@@ -135,3 +135,33 @@ def test_nothing_points_outside_the_repository():
     hits = [f"{p.relative_to(ROOT)}:{i}" for p in _scanned_files()
             for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1) if outside.search(line)]
     assert not hits, f"references to the notes outside the repository (use docs/spec.md): {hits}"
+
+
+# ----------------------------------------------------------------------------------------------
+# The API reference (mkdocs + mkdocstrings; `mkdocs build --strict` runs in .ci/run) lists every
+# public name of the two namespaces whose members are re-exported, so it cannot fall behind them.
+
+def _api_members(page: str, module: str) -> list[str]:
+    """The names listed under ``members:`` of the ``::: module`` block of docs/api/<page>."""
+    text = (ROOT / "docs" / "api" / page).read_text(encoding="utf-8")
+    block = text.split(f"::: {module}\n", 1)[1].split("\n:::", 1)[0]
+    return re.findall(r"^\s+- (\w+)\s*$", block, re.M)
+
+
+def _public_names(module: object) -> set[str]:
+    import types
+
+    names = getattr(module, "__all__", None) or [n for n in dir(module) if not n.startswith("_")]
+    return {n for n in names if not isinstance(getattr(module, n), types.ModuleType)}
+
+
+@pytest.mark.parametrize("page, module", [("reference.md", "hyperzzw_core.reference"),
+                                          ("core.md", "hyperzzw_core")])
+def test_api_page_lists_every_public_name(page, module):
+    import importlib
+
+    listed = _api_members(page, module)
+    assert len(listed) == len(set(listed)), f"docs/api/{page}: names listed twice"
+    public = _public_names(importlib.import_module(module))
+    assert set(listed) == public, (f"docs/api/{page}: missing {sorted(public - set(listed))}, "
+                                   f"not public {sorted(set(listed) - public)}")
