@@ -165,7 +165,7 @@ class PointwiseLinear(ParamModule):
     """Linear{d}d (a 1×1 convolution): (B, I, *S) → (B, O, *S); params {"weight": (O, I), "bias": (O,)}.
 
     ``init``: "kaiming_normal" (mixers, bottleneck, head), "kaiming_uniform" (slow nets, RGU; bias
-    ``bias``) or "default" (PyTorch's conv default: U(±1/√I) for both). Paper-notes §2.
+    ``bias``) or "default" (PyTorch's conv default: U(±1/√I) for both). Spec §2.
     """
 
     def __init__(self, in_channels: int, out_channels: int, *, init: str = "kaiming_normal",
@@ -187,7 +187,7 @@ class PointwiseLinear(ParamModule):
 
 
 class ChannelMixer(PointwiseLinear):
-    """Channel mixer M = IS(Linear_{C→C}(Z)) (paper-notes §2.10): (B, C, *S) → (B, C, *S)."""
+    """Channel mixer M = IS(Linear_{C→C}(Z)) (spec §2.10): (B, C, *S) → (B, C, *S)."""
 
     def __init__(self, channels: int, *, eps: float = 1e-5, seed: int = 0, device: Any = None,
                  dtype: Any = None) -> None:
@@ -202,7 +202,7 @@ class ChannelMixer(PointwiseLinear):
 
 
 class Bottleneck(PointwiseLinear):
-    """Bottleneck Linear_{n_branches·C → bf·C} (paper-notes §2.10)."""
+    """Bottleneck Linear_{n_branches·C → bf·C} (spec §2.10)."""
 
     def __init__(self, in_channels: int, out_channels: int, *, seed: int = 0, device: Any = None,
                  dtype: Any = None) -> None:
@@ -210,7 +210,7 @@ class Bottleneck(PointwiseLinear):
 
 
 class LocalConv(ParamModule):
-    """LocalConv(K_l, Y) = GELU(BS(Mixer(depthwise_conv(Y, K_l)))) (paper-notes §2.3).
+    """LocalConv(K_l, Y) = GELU(BS(Mixer(depthwise_conv(Y, K_l)))) (spec §2.3).
 
     Params: the mixer {"weight": (C, C), "bias": (C,)}. forward(y (B, C, *S), k_l (C, 1, *k)).
     """
@@ -237,7 +237,7 @@ class _MAGNetBase(ParamModule):
 
 
 class MAGNetG(_MAGNetBase):
-    """MAGNet_G: the global kernel K (1, C_out, *sizes) from the coordinate grid (paper-notes §2.1).
+    """MAGNet_G: the global kernel K (1, C_out, *sizes) from the coordinate grid (spec §2.1).
 
     forward() takes no input (K is input-independent).
     """
@@ -255,7 +255,7 @@ class MAGNetG(_MAGNetBase):
 
 
 class MAGNetGC(_MAGNetBase):
-    """MAGNet_GC: a channel kernel (1, 1, C) on a 1-D grid of C positions (paper-notes §2.1)."""
+    """MAGNet_GC: a channel kernel (1, 1, C) on a 1-D grid of C positions (spec §2.1)."""
 
     def __init__(self, channels: int, hidden: int, num_layers: int, *, omega_0: float = 2000.0,
                  alpha: float = 6.0, beta: float = 1.0, seed: int = 0, device: Any = None,
@@ -270,7 +270,7 @@ class MAGNetGC(_MAGNetBase):
 
 
 class MAGNetL(_MAGNetBase):
-    """MAGNet_L: a context-dependent local kernel (C_out, 1, k, …) (paper-notes §2.1).
+    """MAGNet_L: a context-dependent local kernel (C_out, 1, k, …) (spec §2.1).
 
     forward(x (B, C_out, *S)); the s-renormalisation's first term is ``.detach()``-ed.
     """
@@ -291,7 +291,7 @@ class MAGNetL(_MAGNetBase):
 
 
 class RGU(ParamModule):
-    """Recursive gated unit Y = W_Y(GELU(IS(W_K Z ⊙ W_Q(W_V Z))) + B) (paper-notes §2.5)."""
+    """Recursive gated unit Y = W_Y(GELU(IS(W_K Z ⊙ W_Q(W_V Z))) + B) (spec §2.5)."""
 
     _child_types = {"w_k": PointwiseLinear, "w_v": PointwiseLinear, "w_q": PointwiseLinear,
                     "w_y": PointwiseLinear}
@@ -310,7 +310,7 @@ class RGU(ParamModule):
 
 
 class HyperChannelInteraction(ParamModule):
-    """Z ⊙ σ(K_c ⊙ GAP(Z)²) with K_c = MAGNet_GC (paper-notes §2.7)."""
+    """Z ⊙ σ(K_c ⊙ GAP(Z)²) with K_c = MAGNet_GC (spec §2.7)."""
 
     _child_types = {"channel": MAGNetGC}
 
@@ -328,7 +328,7 @@ class HyperChannelInteraction(ParamModule):
 
 
 class HyperInteraction(ParamModule):
-    """X ⊙ σ((K_ss ⊙ mean_c(Y)²) ⊙ (K_cc ⊙ GAP(Y)²)) (paper-notes §2.8). forward(y, x)."""
+    """X ⊙ σ((K_ss ⊙ mean_c(Y)²) ⊙ (K_cc ⊙ GAP(Y)²)) (spec §2.8). forward(y, x)."""
 
     _child_types = {"channel": MAGNetGC, "spatial": MAGNetG}
 
@@ -350,7 +350,7 @@ class HyperInteraction(ParamModule):
 class LocalBranch(ParamModule):
     """One local branch of an SFNE block: {"slow_l": MAGNetL, "mixer": LocalConv, "bias": ()}.
 
-    forward(ctx, y) = LocalConv(MAGNet_L(ctx), y) + bias (paper-notes §2.3, §1.3 step 12).
+    forward(ctx, y) = LocalConv(MAGNet_L(ctx), y) + bias (spec §2.3, §1.3 step 12).
     """
 
     _child_types = {"slow_l": MAGNetL, "mixer": LocalConv}
@@ -512,7 +512,7 @@ def _block_slow_parameters(tree: dict[str, Any], out: list[torch.Tensor]) -> lis
 
 
 class SFNEBlock(_CachesSlowKernels):
-    """Block ``index`` of a Terminator ``config`` (paper-notes §1.3, §2.11).
+    """Block ``index`` of a Terminator ``config`` (spec §1.3, §2.11).
 
     forward(z, x_pre=None, x_pre_pre=None, dropout_mask=None) → (out (B, bf·C, *S), K_g (1, C, *S)).
     In eval mode without gradients the input-independent slow-network outputs are cached
@@ -557,7 +557,7 @@ class SFNEBlock(_CachesSlowKernels):
 
 
 class Terminator(_CachesSlowKernels):
-    """The Terminator network of ``config`` (2D images or 1D sequences; paper-notes §1.2, §5 Q1).
+    """The Terminator network of ``config`` (2D images or 1D sequences; spec §1.2, §5 Q1).
 
     ``Terminator(config, seed=0)`` holds exactly ``reference.init_params(config, seed)`` (cast to
     ``dtype``, default torch's default dtype). forward(x (B, *input_shape)) → logits (B, K);
@@ -686,7 +686,7 @@ class Terminator(_CachesSlowKernels):
         return self.forward_with_kernels(x)[0]
 
     def loss(self, x: torch.Tensor, labels: torch.Tensor, dropout_masks: list | None = None) -> torch.Tensor:
-        """``reference.terminator_loss`` with train = ``self.training`` (paper-notes §2.12-2.13)."""
+        """``reference.terminator_loss`` with train = ``self.training`` (spec §2.12-2.13)."""
         if not isinstance(labels, torch.Tensor) or labels.shape != (x.shape[0],) or labels.is_floating_point():
             raise ValueError(f"labels: expected an integer tensor of shape ({x.shape[0]},), got "
                              f"{getattr(labels, 'dtype', type(labels).__name__)} {tuple(getattr(labels, 'shape', ()))}")
@@ -705,7 +705,7 @@ class _Op(nn.Module):
 
 
 class HyperZZWGlobal(_Op):
-    """G = (Z ⊙ K_g) @ Y (paper-notes §2.2). forward(z, k_g, y); ``grid`` for 1-D inputs."""
+    """G = (Z ⊙ K_g) @ Y (spec §2.2). forward(z, k_g, y); ``grid`` for 1-D inputs."""
 
     def __init__(self, grid: tuple[int, int] | None = None) -> None:
         super().__init__()
@@ -716,14 +716,14 @@ class HyperZZWGlobal(_Op):
 
 
 class HyperZZW2E(_Op):
-    """K ⊙ Z² (paper-notes §2.4). forward(k, z)."""
+    """K ⊙ Z² (spec §2.4). forward(k, z)."""
 
     def forward(self, k: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         return _hyperzzw.hyperzzw_2e(k, z, check_finite=False)
 
 
 class DepthwiseConv(_Op):
-    """Depth-wise 'same' cross-correlation (paper-notes §2.3). forward(y, k_l)."""
+    """Depth-wise 'same' cross-correlation (spec §2.3). forward(y, k_l)."""
 
     def forward(self, y: torch.Tensor, k_l: torch.Tensor) -> torch.Tensor:
         return _conv.depthwise_conv(y, k_l, check_finite=False)
@@ -737,14 +737,14 @@ class GELU(_Op):
 
 
 class SiGLU(_Op):
-    """S = σ(G1) ⊙ G1 (paper-notes §2.6)."""
+    """S = σ(G1) ⊙ G1 (spec §2.6)."""
 
     def forward(self, g1: torch.Tensor) -> torch.Tensor:
         return _activations.si_glu(g1, check_finite=False)
 
 
 class InstanceStandardize(_Op):
-    """IS over the spatial axes (paper-notes §2.9)."""
+    """IS over the spatial axes (spec §2.9)."""
 
     def __init__(self, eps: float = 1e-5) -> None:
         super().__init__()
@@ -755,7 +755,7 @@ class InstanceStandardize(_Op):
 
 
 class BatchStandardize(_Op):
-    """BS over batch and spatial axes, batch statistics in eval too (paper-notes §2.9, §5 Q5)."""
+    """BS over batch and spatial axes, batch statistics in eval too (spec §2.9, §5 Q5)."""
 
     def __init__(self, eps: float = 1e-5) -> None:
         super().__init__()
@@ -766,7 +766,7 @@ class BatchStandardize(_Op):
 
 
 class GIBS(_Op):
-    """G-IBS: even channel groups BS, odd groups IS (paper-notes §2.9)."""
+    """G-IBS: even channel groups BS, odd groups IS (spec §2.9)."""
 
     def __init__(self, groups: int = 12, eps: float = 1e-5) -> None:
         super().__init__()
@@ -799,7 +799,7 @@ class TileChannels(_Op):
 
 
 class SlowLoss(_Op):
-    """Slow neural loss over the global kernels (paper-notes §2.12). forward(list of K_i)."""
+    """Slow neural loss over the global kernels (spec §2.12). forward(list of K_i)."""
 
     def __init__(self, factors: Sequence[int], kind: str = "tiled") -> None:
         super().__init__()
@@ -810,7 +810,7 @@ class SlowLoss(_Op):
 
 
 class LabelSmoothingCrossEntropy(_Op):
-    """Label-smoothing CE, ε = 0.09 (paper-notes §2.13). forward(logits (B, K), labels (B,))."""
+    """Label-smoothing CE, ε = 0.09 (spec §2.13). forward(logits (B, K), labels (B,))."""
 
     def __init__(self, eps: float = 0.09) -> None:
         super().__init__()
@@ -841,7 +841,7 @@ def _flat_named(params: Any) -> Any:
 def l2_partition(params: Any) -> _regularizer.L2Partition:
     """The (fast, slow) key sets of the author's L2 regulariser for a module, state_dict or tree.
 
-    See :mod:`hyperzzw_core.regularizer` for the documented rule (paper-notes §5 Q10).
+    See :mod:`hyperzzw_core.regularizer` for the documented rule (spec §5 Q10).
     """
     return _regularizer.l2_partition(_flat_named(params))
 
@@ -856,7 +856,7 @@ def l2_regularizer(params: Any, weight: float = 5e-5, *,
 
 
 class Kar3(torch.optim.Optimizer):
-    """The author's Kar3 (paper-notes §2.14): three sign steps per gradient.
+    """The author's Kar3 (spec §2.14): three sign steps per gradient.
 
     For each parameter with gradient g, with EMAs m₁ = m₂ = 0 at the start::
 
@@ -904,7 +904,7 @@ class Kar3(torch.optim.Optimizer):
 
 
 class Kar2(torch.optim.Optimizer):
-    """The author's Kar2 (paper-notes §2.14): p ← p − lr·sign(g) − lr·sign(m); m ← β·m + (1 − β)·g.
+    """The author's Kar2 (spec §2.14): p ← p − lr·sign(g) − lr·sign(m); m ← β·m + (1 − β)·g.
 
     ``betas`` is one float (the author's code passes ``(0.95)``, i.e. 0.95); a 1-tuple is accepted.
     sign(0) = 0, no bias correction, no weight decay. State key: ``m``.

@@ -159,7 +159,7 @@ class Model:
 
 
 def block_costs(config: TerminatorConfig, i: int, batch: int, itemsize: int, train: bool) -> Tally:
-    """Costs of SFNE block ``i`` (paper-notes §1.3), operator by operator."""
+    """Costs of SFNE block ``i`` (spec §1.3), operator by operator."""
     cfg = config
     m = Model(itemsize)
     b, c = batch, cfg.block_channels[i]

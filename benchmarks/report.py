@@ -246,7 +246,7 @@ def _growth(res: dict[str, Any]) -> list[str]:
                      f"{_ms(r['median'])} | {_g(r['flops'])} | {_g(r['bytes'])} | {r['gflops_per_s']:.1f} | "
                      f"{_pct(r['flops_frac'])} | {_pct(r['bytes_frac'])} | {_pct(r['roofline_frac'])} | "
                      f"{_mib(r['peak_rss_delta'])} | {_mib(r.get('saved_bytes'))} |")
-    lines += ["", "The global product costs O(H·W²) per channel (paper-notes §5 Q13): from H = 64 on it grows "
+    lines += ["", "The global product costs O(H·W²) per channel (spec §5 Q13): from H = 64 on it grows "
               "faster than the rest (8x per doubling of H against 4x).", ""]
     return lines
 

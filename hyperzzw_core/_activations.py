@@ -1,4 +1,4 @@
-"""Element-wise activations: exact GELU, the logistic sigmoid σ and Si-GLU (paper-notes §2, §2.6).
+"""Element-wise activations: exact GELU, the logistic sigmoid σ and Si-GLU (spec §2, §2.6).
 
 Each operator ``op`` has an unchecked kernel ``_op(xp, …)`` (used by the composite operators and
 the framework adapters) and a public, validating ``op(…)`` with the reference's signature.
@@ -27,7 +27,7 @@ def gelu(x: Any, *, check_finite: bool = True) -> Any:
     """Exact GELU: y = x·Φ(x), Φ the standard normal CDF (erf form). Any shape, dtype kept.
 
     erf comes from the library where it has one, else from the portable ``erf_portable``
-    (≤ 3.2 ulp in float64). Paper-notes §2 "Conventions".
+    (≤ 3.2 ulp in float64). Spec §2 "Conventions".
     """
     xp = ns(("x", x))
     x = as_float_array(xp, "x", x)
@@ -46,7 +46,7 @@ def sigmoid(x: Any, *, check_finite: bool = True) -> Any:
 
 
 def si_glu(g1: Any, *, check_finite: bool = True) -> Any:
-    """Si-GLU: S = σ(G1) ⊙ G1 (= SiLU; no gate projection). Paper-notes §2.6. Any shape."""
+    """Si-GLU: S = σ(G1) ⊙ G1 (= SiLU; no gate projection). Spec §2.6. Any shape."""
     xp = ns(("g1", g1))
     g1 = as_float_array(xp, "g1", g1)
     if check_finite:

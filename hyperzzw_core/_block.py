@@ -1,4 +1,4 @@
-"""The SFNE (slow-fast neural encoding) block (paper-notes §1.3, §2.11).
+"""The SFNE (slow-fast neural encoding) block (spec §1.3, §2.11).
 
 Parameter layout, branch roles and concatenation order are those of ``reference._block`` (see its
 module docstring); this module computes the same thing with any array-API library.
@@ -164,7 +164,7 @@ def _validate(xp: Any, params: dict, z: Any, x_pre: Any, x_pre_pre: Any, grid: A
 def sfne_block(params: dict, z: Any, x_pre: Any = None, x_pre_pre: Any = None, *, groups: int = 12,
                eps: float = 1e-5, grid: tuple[int, int] | None = None, dropout_mask: Any = None,
                stop_gradient_values: dict | None = None, check_finite: bool = True) -> tuple[Any, Any]:
-    """One SFNE block: returns ``(out, K_g)`` (paper-notes §1.3, §2.11).
+    """One SFNE block: returns ``(out, K_g)`` (spec §1.3, §2.11).
 
     K_g = MAGNet_G(); Ẑ = Z ⊙ K_g; fast = IS(RGU_slow(Ẑ) + RGU_fast(Z)); M = IS(mixer(Z));
     Hc = IS(HCI(Z)); G1, G2, G3 = Ẑ @ fast, Ẑ @ M, Ẑ @ Hc; S = SiLU(G1); HI = HI(G1, Z);

@@ -1,4 +1,4 @@
-"""Depth-wise 'same' cross-correlation and adaptive average pooling (paper-notes §2.3, §2.1).
+"""Depth-wise 'same' cross-correlation and adaptive average pooling (spec §2.3, §2.1).
 
 Convolution is cross-correlation (no kernel flip) with zero padding (k − 1)/2 on each side, one
 filter per channel (groups = C), as ``F.conv{1,2}d(y, k, padding=(k-1)//2, groups=C)``. The
@@ -30,7 +30,7 @@ def depthwise_conv(y: Any, k_l: Any, *, check_finite: bool = True) -> Any:
     """Depth-wise 'same' cross-correlation: out[b,c,p] = Σ_o k_l[c,0,o] · y_pad[b,c,p+o].
 
     Shapes: 1D y (B, C, L), k_l (C, 1, k); 2D y (B, C, H, W), k_l (C, 1, k, k) (odd k) → y.shape.
-    Paper-notes §2.3.
+    Spec §2.3.
     """
     xp = ns(("y", y), ("k_l", k_l))
     y, k_l = _validate_conv(xp, y, k_l, check_finite)
@@ -40,7 +40,7 @@ def depthwise_conv(y: Any, k_l: Any, *, check_finite: bool = True) -> Any:
 def depthwise_conv_fft(y: Any, k_l: Any, *, check_finite: bool = True) -> Any:
     """:func:`depthwise_conv` through the standard's ``fft`` extension (for large kernels).
 
-    Same shapes and result (to rounding); needs ``xp.fft``. Paper-notes §2.3.
+    Same shapes and result (to rounding); needs ``xp.fft``. Spec §2.3.
     """
     xp = ns(("y", y), ("k_l", k_l))
     y, k_l = _validate_conv(xp, y, k_l, check_finite)
@@ -88,7 +88,7 @@ def adaptive_avg_pool(x: Any, size: tuple[int, ...]) -> Any:
     """Adaptive average pooling of the spatial axes to ``size`` (PyTorch's bins).
 
     Shapes: x (B, C, *S) → (B, C, *size): P_h·x·P_wᵀ with the (k, n) averaging matrices of
-    the reference's ``adaptive_pool_matrix``. Used by MAGNet_L's context path (paper-notes §2.1).
+    the reference's ``adaptive_pool_matrix``. Used by MAGNet_L's context path (spec §2.1).
     """
     xp = ns(("x", x))
     x = as_float_array(xp, "x", x, ndim=(3, 4))

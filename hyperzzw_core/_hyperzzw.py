@@ -1,4 +1,4 @@
-"""HyperZ·Z·W: the global product, the two-elementwise form and the local branch (paper-notes §2.2-2.4)."""
+"""HyperZ·Z·W: the global product, the two-elementwise form and the local branch (spec §2.2-2.4)."""
 
 from __future__ import annotations
 
@@ -50,10 +50,10 @@ def hyperzzw_global(z: Any, k_g: Any, y: Any, *, grid: tuple[int, int] | None = 
                     check_finite: bool = True) -> Any:
     """Global HyperZ·Z·W: G = (Z ⊙ K_g) @ Y, a matrix product over the last two axes per (b, c).
 
-    G[b,c,i,j] = Σ_m Z[b,c,i,m]·K_g[·,c,i,m]·Y[b,c,m,j]. Costs O(B·C·H·W²) (paper-notes §2.2, §5 Q13).
+    G[b,c,i,j] = Σ_m Z[b,c,i,m]·K_g[·,c,i,m]·Y[b,c,m,j]. Costs O(B·C·H·W²) (spec §2.2, §5 Q13).
     Shapes: 2D z, y (B, C, H, W) with H == W; k_g broadcastable to z, e.g. (1, C, H, W).
     1D z, y (B, C, L) with ``grid=(h, w)``, h·w = L, h == w: the product runs on the sequence
-    viewed as its h×w image and is flattened back (our design, paper-notes §5 Q1).
+    viewed as its h×w image and is flattened back (our design, spec §5 Q1).
     """
     xp = ns(("z", z), ("k_g", k_g), ("y", y))
     z = as_float_array(xp, "z", z, ndim=(3, 4))
@@ -77,7 +77,7 @@ def _hyperzzw_2e(k: Any, z: Any) -> Any:
 
 
 def hyperzzw_2e(k: Any, z: Any, *, check_finite: bool = True) -> Any:
-    """HyperZZW_2E: (Z ⊙ K) ⊙ Z = K ⊙ Z², with broadcasting (paper-notes §2.4)."""
+    """HyperZZW_2E: (Z ⊙ K) ⊙ Z = K ⊙ Z², with broadcasting (spec §2.4)."""
     xp = ns(("k", k), ("z", z))
     k = as_float_array(xp, "k", k)
     z = as_float_array(xp, "z", z, dtype=k.dtype)
@@ -97,7 +97,7 @@ def _local_conv(xp: Any, params: dict, y: Any, k_l: Any, eps: float) -> Any:
 
 
 def local_conv(params: dict, y: Any, k_l: Any, *, eps: float = 1e-5, check_finite: bool = True) -> Any:
-    """Local branch LocalConv(K_l, Y) = GELU(BS(Mixer(depthwise_conv(Y, K_l)))) (paper-notes §2.3).
+    """Local branch LocalConv(K_l, Y) = GELU(BS(Mixer(depthwise_conv(Y, K_l)))) (spec §2.3).
 
     ``params`` is the mixer {"weight": (C, C), "bias": (C,)}. The SFNE block adds a scalar bias
     after this. Shapes: y (B, C, *S), k_l (C, 1, k, …) → (B, C, *S).

@@ -1,4 +1,4 @@
-"""RGU, hyper-channel interaction and hyper interaction (paper-notes §2.5, §2.7, §2.8)."""
+"""RGU, hyper-channel interaction and hyper interaction (spec §2.5, §2.7, §2.8)."""
 
 from __future__ import annotations
 
@@ -57,7 +57,7 @@ def _rgu(xp: Any, params: dict, z: Any, eps: float) -> Any:
 
 
 def rgu(params: dict, z: Any, *, eps: float = 1e-5, check_finite: bool = True) -> Any:
-    """Recursive gated unit: Y = W_Y(GELU(IS(W_K Z ⊙ W_Q(W_V Z))) + B) (paper-notes §2.5).
+    """Recursive gated unit: Y = W_Y(GELU(IS(W_K Z ⊙ W_Q(W_V Z))) + B) (spec §2.5).
 
     W_V acts on Z (not on W_K Z). B = ``bias_p`` is one spatial map shared by all samples and
     channels. Params: "w_k", "w_v", "w_q", "w_y" (each {"weight": (C, C), "bias": (C,)}) and
@@ -105,7 +105,7 @@ def check_hci(xp: Any, params: dict, z_shape: tuple[int, ...], name: str = "para
 
 
 def hyper_channel_interaction(params: dict, z: Any, *, check_finite: bool = True) -> Any:
-    """Hyper-channel interaction: Z ⊙ σ(K_c ⊙ GAP(Z)²) per channel (paper-notes §2.7).
+    """Hyper-channel interaction: Z ⊙ σ(K_c ⊙ GAP(Z)²) per channel (spec §2.7).
 
     K_c = MAGNet_GC(params["channel"]) on C points. The SFNE block instance-standardises the
     result (Hc). Shapes: z (B, C, *S) → (B, C, *S).
@@ -152,7 +152,7 @@ def _hyper_interaction(xp: Any, params: dict, y: Any, x: Any, kernels: tuple[Any
 
 
 def hyper_interaction(params: dict, y: Any, x: Any, *, check_finite: bool = True) -> Any:
-    """Hyper interaction: X ⊙ σ((K_ss ⊙ mean_c(Y)²) ⊙ (K_cc ⊙ GAP(Y)²)) (paper-notes §2.8).
+    """Hyper interaction: X ⊙ σ((K_ss ⊙ mean_c(Y)²) ⊙ (K_cc ⊙ GAP(Y)²)) (spec §2.8).
 
     K_cc = MAGNet_GC(params["channel"]) on C points, K_ss = MAGNet_G(params["spatial"]) on the
     spatial grid. In the SFNE block y = G1 and x = Z; no standardisation afterwards.

@@ -1,4 +1,4 @@
-"""Point-wise linear layers: Linear{d}d, the channel mixer and the bottleneck (paper-notes §2, §2.10).
+"""Point-wise linear layers: Linear{d}d, the channel mixer and the bottleneck (spec §2, §2.10).
 
 A "Linear{d}d" is a 1×1 convolution: y[b,o,…] = Σ_i W[o,i]·x[b,i,…] + β[o]. Parameters are
 ``{"weight": (O, I), "bias": (O,)}``.
@@ -50,7 +50,7 @@ def _pointwise_linear(xp: Any, params: Params, x: Any) -> Any:
 def pointwise_linear(params: Params, x: Any, *, check_finite: bool = True) -> Any:
     """Linear{d}d: y = W·x + β over the channel axis.
 
-    Shapes: x (B, I, *S), weight (O, I), bias (O,) → y (B, O, *S). Paper-notes §2 "Conventions".
+    Shapes: x (B, I, *S), weight (O, I), bias (O,) → y (B, O, *S). Spec §2 "Conventions".
     """
     xp = ns(("x", x), trees=(("params", params),))
     x = check_linear(xp, params, x, "params", check_finite)
@@ -63,7 +63,7 @@ def _check_standardizable(x: Any) -> None:
 
 
 def channel_mixer(params: Params, z: Any, *, eps: float = 1e-5, check_finite: bool = True) -> Any:
-    """Channel mixer M = IS(Linear2d_{C→C}(Z)) (paper-notes §2.10, step 4 of §1.3).
+    """Channel mixer M = IS(Linear2d_{C→C}(Z)) (spec §2.10, step 4 of §1.3).
 
     Shapes: z (B, C, *S) → (B, C, *S).
     """
@@ -74,7 +74,7 @@ def channel_mixer(params: Params, z: Any, *, eps: float = 1e-5, check_finite: bo
 
 
 def bottleneck(params: Params, x: Any, *, check_finite: bool = True) -> Any:
-    """Bottleneck P = Linear2d_{(10+n_pre)·C → bf·C}(concat) (paper-notes §2.10, step 14 of §1.3).
+    """Bottleneck P = Linear2d_{(10+n_pre)·C → bf·C}(concat) (spec §2.10, step 14 of §1.3).
 
     Shapes: x (B, (10+n_pre)·C, *S) → (B, bf·C, *S).
     """

@@ -1,4 +1,4 @@
-"""The whole Terminator network, 2D images and 1D pixel sequences (paper-notes §1.2, §5 Q1).
+"""The whole Terminator network, 2D images and 1D pixel sequences (spec §1.2, §5 Q1).
 
 Parameters: ``{"blocks": [block_0, …], "head": {"weight": (K, C_final), "bias": (K,)}}`` as in
 ``reference._network``; :class:`~hyperzzw_core.reference.TerminatorConfig` describes the network.
@@ -100,7 +100,7 @@ def terminator_forward(params: dict, x: Any, config: TerminatorConfig, train: bo
                        rng: np.random.Generator | None = None, dropout_masks: list | None = None,
                        stop_gradient_values: list | None = None,
                        check_finite: bool = True) -> tuple[Any, list[Any]]:
-    """Run the network: returns ``(logits, global_kernels)`` (paper-notes §1.2).
+    """Run the network: returns ``(logits, global_kernels)`` (spec §1.2).
 
     out_i, K_i = SFNE_i(out_{i−1}, x_pre = out_{i−2}, x_pre_pre = out_{i−3}) as ``num_concat_pre``
     says; logits = head(GAP(out_last)). ``train`` turns on Dropout2d: masks (B, C_out) given as
@@ -124,7 +124,7 @@ def _slow(xp: Any, config: TerminatorConfig, kernels: list[Any]) -> Any:
 def terminator_loss(params: dict, x: Any, labels: Any, config: TerminatorConfig, train: bool = True, *,
                     rng: np.random.Generator | None = None, dropout_masks: list | None = None,
                     stop_gradient_values: list | None = None, check_finite: bool = True) -> Any:
-    """Training loss: CE_ls(logits, labels) + w·slow_loss(K_0…K_{n−1}) (paper-notes §2.12-2.13).
+    """Training loss: CE_ls(logits, labels) + w·slow_loss(K_0…K_{n−1}) (spec §2.12-2.13).
 
     The slow loss is only added in train mode, as in the author's code. Returns a 0-D array.
     ``labels`` (B,) integers of x's library. Other arguments as :func:`terminator_forward`.

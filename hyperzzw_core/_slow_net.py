@@ -1,4 +1,4 @@
-"""The slow network: coordinate-based multiplicative filter networks (paper-notes §2.1).
+"""The slow network: coordinate-based multiplicative filter networks (spec §2.1).
 
 MAGNet_G, MAGNet_GC and MAGNet_L with the parameter layout of ``reference._slow_net`` (see its
 module docstring). The grid values are those of the reference (``np.linspace`` in float64, then
@@ -67,7 +67,7 @@ def coordinate_grid(sizes: tuple[int, ...] | list[int], *, xp: Any = None, devic
     Shapes: sizes (k_1, …, k_d) → (d, k_1, …, k_d); channel a varies along spatial axis a.
     ``xp`` (a namespace or module such as ``torch``; default NumPy), ``device`` and ``dtype``
     (default ``xp.float64``) say where the array is created. Values equal the reference's float64
-    grid (``np.linspace``) cast to ``dtype``. Paper-notes §2.1 ("Coordinate grid").
+    grid (``np.linspace``) cast to ``dtype``. Spec §2.1 ("Coordinate grid").
     """
     sizes = tuple(int(s) for s in sizes)
     if not sizes or any(s < 1 for s in sizes):
@@ -163,7 +163,7 @@ def magnet_g(params: Params) -> Any:
     """MAGNet_G: K = A_o(h_{L+1}), h_1 = g_0(c), h_{i+1} = g_i(c) ⊙ A_i(h_i) + bias_p.
 
     Shapes: → (1, C_out, *sizes), sizes = bias_p.shape, on the parameters' library, device and
-    dtype. Input-independent. Paper-notes §2.1.
+    dtype. Input-independent. Spec §2.1.
     """
     if not isinstance(params, dict):
         check_params("params", params, _G_KEYS)
@@ -175,7 +175,7 @@ def magnet_g(params: Params) -> Any:
 def magnet_gc(params: Params) -> Any:
     """MAGNet_GC: MAGNet_G on a 1-D grid of C channel positions, one output: shape (1, 1, C).
 
-    Paper-notes §2.1, used by the hyper-channel and hyper interactions (§2.7, §2.8).
+    Spec §2.1, used by the hyper-channel and hyper interactions (§2.7, §2.8).
     """
     bias_p = params.get("bias_p")
     if getattr(bias_p, "ndim", 0) != 1:
@@ -216,7 +216,7 @@ def _magnet_l(xp: Any, params: Params, x: Any, frozen: list | None = None, stati
 
 def magnet_l(params: Params, x: Any, *, stop_gradient_values: list | None = None,
              check_finite: bool = True) -> Any:
-    """MAGNet_L: a context-dependent local kernel (paper-notes §2.1).
+    """MAGNet_L: a context-dependent local kernel (spec §2.1).
 
     g = GELU(fc1(mean_b(reduce(adaptive_avg_pool(x, k))))); h_1 = g_0(c);
     u = g_i(c) ⊙ A_i(h_i) + bias_p; u' = stopgrad(u) + 0.1·u/max(‖u‖, 1e-12) per hidden channel;

@@ -1,7 +1,7 @@
-"""Standardisations: instance (IS), batch (BS) and G-IBS (paper-notes §2.9).
+"""Standardisations: instance (IS), batch (BS) and G-IBS (spec §2.9).
 
 All use the biased variance, eps = 1e-5, no affine parameters and no running statistics. BS uses
-the batch statistics in eval mode too (paper-notes §5 Q5): results depend on the batch.
+the batch statistics in eval mode too (spec §5 Q5): results depend on the batch.
 """
 
 from __future__ import annotations
@@ -88,7 +88,7 @@ def _input(x: Any, check_finite: bool) -> tuple[Any, Any]:
 def instance_standardize(x: Any, eps: float = 1e-5, *, check_finite: bool = True) -> Any:
     """IS: y[b,c] = (x[b,c] − μ_{b,c}) / √(σ²_{b,c} + eps), statistics over the spatial axes.
 
-    Shapes: x (B, C, *S) → (B, C, *S). Paper-notes §2.9.
+    Shapes: x (B, C, *S) → (B, C, *S). Spec §2.9.
     """
     xp, x = _input(x, check_finite)
     return _instance_standardize(xp, x, eps)
@@ -97,7 +97,7 @@ def instance_standardize(x: Any, eps: float = 1e-5, *, check_finite: bool = True
 def batch_standardize(x: Any, eps: float = 1e-5, *, check_finite: bool = True) -> Any:
     """BS: y[:,c] = (x[:,c] − μ_c) / √(σ²_c + eps), statistics over the batch and spatial axes.
 
-    Shapes: x (B, C, *S) → (B, C, *S). Paper-notes §2.9; batch statistics in eval too (§5 Q5).
+    Shapes: x (B, C, *S) → (B, C, *S). Spec §2.9; batch statistics in eval too (§5 Q5).
     """
     xp, x = _input(x, check_finite)
     return _batch_standardize(xp, x, eps)
@@ -117,7 +117,7 @@ def check_groups(x_shape: tuple[int, ...], groups: Any) -> int:
 def g_ibs(x: Any, groups: int = 12, eps: float = 1e-5, *, check_finite: bool = True) -> Any:
     """G-IBS: split the channels into ``groups`` contiguous groups; even groups get BS, odd get IS.
 
-    Shapes: x (B, C, *S) with C divisible by ``groups`` → (B, C, *S). Paper-notes §2.9.
+    Shapes: x (B, C, *S) with C divisible by ``groups`` → (B, C, *S). Spec §2.9.
     Written out of place: the standardised groups are concatenated.
     """
     xp, x = _input(x, check_finite)

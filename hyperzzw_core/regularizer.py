@@ -1,4 +1,4 @@
-"""The author's L2 regulariser with its parameter partition made explicit (paper-notes §2.13, §5 Q10).
+"""The author's L2 regulariser with its parameter partition made explicit (spec §2.13, §5 Q10).
 
 The author's ``LnLoss`` selects parameters by name: R = Σ_{"fast" ∈ name ∧ "Kernel" ∉ name} ‖p‖₂
 + 10⁻⁶ · Σ_{Conv2d m, "Kernel" ∈ name(m)} ‖m.weight‖₂, with the plain (not squared) Frobenius norm,

@@ -7,7 +7,7 @@ beside it, with the convention
     op_vjp(*op_positional_args, g, **op_keywords) -> cotangents of op's differentiable inputs
 
 (a single array when there is one such input, a tuple otherwise; parameter cotangents have the
-structure of the parameters). Section numbers ("§2.5") refer to ``shared/spec/paper-notes.md``.
+structure of the parameters). Section numbers ("§2.5") refer to ``docs/spec.md``.
 """
 
 from ._activations import gelu, gelu_vjp, si_glu, si_glu_vjp, sigmoid

@@ -1,4 +1,4 @@
-"""Element-wise activations: exact GELU, the logistic sigmoid σ and Si-GLU (paper-notes §2, §2.6)."""
+"""Element-wise activations: exact GELU, the logistic sigmoid σ and Si-GLU (spec §2, §2.6)."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ def sigmoid(x: np.ndarray, *, check_finite: bool = True) -> np.ndarray:
 
 
 def si_glu(g1: np.ndarray, *, check_finite: bool = True) -> np.ndarray:
-    """Si-GLU: S = σ(G1) ⊙ G1 (= SiLU; no gate projection). Paper-notes §2.6. Any shape."""
+    """Si-GLU: S = σ(G1) ⊙ G1 (= SiLU; no gate projection). Spec §2.6. Any shape."""
     g1 = as_float_array("g1", g1)
     if check_finite:
         _check_finite("g1", g1)

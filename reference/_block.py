@@ -1,4 +1,4 @@
-"""The SFNE (slow-fast neural encoding) block (paper-notes §1.3, §2.11).
+"""The SFNE (slow-fast neural encoding) block (spec §1.3, §2.11).
 
 Parameters of one block (C input channels, bf the bottleneck factor)::
 
@@ -11,7 +11,7 @@ Parameters of one block (C input channels, bf the bottleneck factor)::
     "bottleneck": Linear (n_branches·C) → bf·C
     "bias":       () scalar added after GELU(G-IBS(P))
 
-Local branches (paper-notes §2.3), kernel sizes from their ``slow_l['bias_p']``:
+Local branches (spec §2.3), kernel sizes from their ``slow_l['bias_p']``:
 
     L1: K from Z,  applied to Hc      L2: K from Hc, applied to Z
     L3: K from M,  applied to Z       L4: K from Z,  applied to M
@@ -48,7 +48,7 @@ def local_roles(n_local: int) -> tuple[str, ...]:
 
 
 def concat_order(n_local: int, has_pre: bool, has_pre_pre: bool) -> list[str]:
-    """Channel concatenation order of the branches (paper-notes §1.3)."""
+    """Channel concatenation order of the branches (spec §1.3)."""
     order = ["G1", "L2"] + (["x_pre"] if has_pre else []) + ["fast", "G2"]
     order += ["L1"] if n_local == 4 else []
     order += ["S", "L3", "G3", "L4"] + (["x_pre_pre"] if has_pre_pre else []) + ["HI"]
@@ -206,7 +206,7 @@ def sfne_block(params: dict, z: np.ndarray, x_pre: np.ndarray | None = None,
                grid: tuple[int, int] | None = None, dropout_mask: np.ndarray | None = None,
                stop_gradient_values: dict | None = None,
                check_finite: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """One SFNE block: returns ``(out, K_g)`` (paper-notes §1.3, §2.11).
+    """One SFNE block: returns ``(out, K_g)`` (spec §1.3, §2.11).
 
     K_g = MAGNet_G(); Ẑ = Z ⊙ K_g; fast = IS(RGU_slow(Ẑ) + RGU_fast(Z)); M = IS(mixer(Z));
     Hc = IS(HCI(Z)); G1, G2, G3 = Ẑ @ fast, Ẑ @ M, Ẑ @ Hc; S = SiLU(G1); HI = HI(G1, Z);

@@ -1,4 +1,4 @@
-"""``TerminatorConfig``: the validated, frozen description of a Terminator network (paper-notes §3.1)."""
+"""``TerminatorConfig``: the validated, frozen description of a Terminator network (spec §3.1)."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ class TerminatorConfig:
     num_classes: int = 10
     bottleneck_factors: tuple[int, ...] = (4, 3, 2, 2, 2)
     num_concat_pre: tuple[int, ...] = (0, 0, 1, 1, 2)
-    """0: none; 1: x_pre = out_{i−2}; 2: also x_pre_pre = out_{i−3} (paper-notes §1.2)."""
+    """0: none; 1: x_pre = out_{i−2}; 2: also x_pre_pre = out_{i−3} (spec §1.2)."""
     dropout: tuple[float, ...] = (0.0, 0.05, 0.05, 0.05, 0.05)
     """Dropout2d probability after each block (train mode only)."""
     global_hidden: int = 64
@@ -203,7 +203,7 @@ class TerminatorConfig:
 
 
 def cifar10(num_classes: int = 10) -> TerminatorConfig:
-    """The author's CIFAR10 network (paper-notes §3.1): 5 blocks, 3→288 channels, 32×32."""
+    """The author's CIFAR10 network (spec §3.1): 5 blocks, 3→288 channels, 32×32."""
     return TerminatorConfig(input_shape=(3, 32, 32), num_classes=num_classes)
 
 
@@ -232,7 +232,7 @@ def tiny_1d(num_classes: int = 10) -> TerminatorConfig:
 
 def sequence(length: int = 1024, channels: int = 1, num_classes: int = 10,
              grid: tuple[int, int] | None = None) -> TerminatorConfig:
-    """The author's 5-block network for pixel sequences (B, channels, length) (paper-notes §5 Q1).
+    """The author's 5-block network for pixel sequences (B, channels, length) (spec §5 Q1).
 
     The first bottleneck factor is 12 // channels so that the widths from block 1 on are the
     CIFAR ones (12, 36, 72, 144, 288) and every width is divisible by the 12 G-IBS groups.

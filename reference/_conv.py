@@ -1,4 +1,4 @@
-"""Depth-wise 'same' cross-correlation and adaptive average pooling (paper-notes §2.3, §2.1).
+"""Depth-wise 'same' cross-correlation and adaptive average pooling (spec §2.3, §2.1).
 
 Convolution here is cross-correlation (no kernel flip) with zero padding (k − 1)/2 on each side,
 one filter per channel (groups = C), exactly as ``F.conv{1,2}d(y, k, padding=(k-1)//2, groups=C)``.
@@ -48,7 +48,7 @@ def depthwise_conv(y: np.ndarray, k_l: np.ndarray, *, check_finite: bool = True)
 
     Shapes: 1D y (B, C, L), k_l (C, 1, k); 2D y (B, C, H, W), k_l (C, 1, k, k) (odd k) → y.shape.
     Direct summation (no FFT): one sliding-window contraction per offset of the leading kernel axes.
-    Paper-notes §2.3.
+    Spec §2.3.
     """
     y, k_l = _validate_conv(y, k_l, check_finite)
     return _correlate(y, k_l[:, 0])
@@ -106,7 +106,7 @@ def _apply_per_axis(x: np.ndarray, mats: list[np.ndarray]) -> np.ndarray:
 def adaptive_avg_pool(x: np.ndarray, size: tuple[int, ...]) -> np.ndarray:
     """Adaptive average pooling of the spatial axes to ``size`` (PyTorch's bins).
 
-    Shapes: x (B, C, *S) → (B, C, *size). Used by MAGNet_L's context path (paper-notes §2.1).
+    Shapes: x (B, C, *S) → (B, C, *size). Used by MAGNet_L's context path (spec §2.1).
     """
     x = as_float_array("x", x, ndim=(3, 4))
     if len(size) != x.ndim - 2 or any(int(k) < 1 for k in size):

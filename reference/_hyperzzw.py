@@ -1,4 +1,4 @@
-"""HyperZ·Z·W: the global product, the two-elementwise form and the local branch (paper-notes §2.2-2.4)."""
+"""HyperZ·Z·W: the global product, the two-elementwise form and the local branch (spec §2.2-2.4)."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ def _as_matrices(x: np.ndarray, grid: tuple[int, int] | None) -> np.ndarray:
 
 
 def check_global_grid(name: str, shape: tuple[int, ...], grid: tuple[int, int] | None) -> None:
-    """Validate the square layout the global product needs (paper-notes §2.2, §5 Q1, Q8)."""
+    """Validate the square layout the global product needs (spec §2.2, §5 Q1, Q8)."""
     if len(shape) == 4:
         if grid is not None:
             raise ValueError(f"grid: only for 1-D inputs (B, C, L); {name} has shape {shape}")
@@ -35,7 +35,7 @@ def check_global_grid(name: str, shape: tuple[int, ...], grid: tuple[int, int] |
     elif len(shape) == 3:
         if grid is None:
             raise ValueError(f"grid: a 1-D input {name} of shape {shape} needs grid=(h, w) with "
-                             "h·w = L and h == w (paper-notes §5 Q1)")
+                             "h·w = L and h == w (spec §5 Q1)")
         h, w = (int(v) for v in grid)
         if h * w != shape[2] or h != w:
             raise ValueError(f"grid: expected (h, w) with h·w = L = {shape[2]} and h == w, got {tuple(grid)}")
@@ -47,10 +47,10 @@ def hyperzzw_global(z: np.ndarray, k_g: np.ndarray, y: np.ndarray, *,
                     grid: tuple[int, int] | None = None, check_finite: bool = True) -> np.ndarray:
     """Global HyperZ·Z·W: G = (Z ⊙ K_g) @ Y, a matrix product over the last two axes per (b, c).
 
-    G[b,c,i,j] = Σ_m Z[b,c,i,m]·K_g[·,c,i,m]·Y[b,c,m,j]. Costs O(B·C·H·W²) (paper-notes §2.2, §5 Q13).
+    G[b,c,i,j] = Σ_m Z[b,c,i,m]·K_g[·,c,i,m]·Y[b,c,m,j]. Costs O(B·C·H·W²) (spec §2.2, §5 Q13).
     Shapes: 2D z, y (B, C, H, W) with H == W; k_g broadcastable to z, e.g. (1, C, H, W).
     1D z, y (B, C, L) with ``grid=(h, w)``, h·w = L, h == w: the product runs on the sequence
-    viewed as its h×w image and is flattened back (our design, paper-notes §5 Q1).
+    viewed as its h×w image and is flattened back (our design, spec §5 Q1).
     """
     z = as_float_array("z", z, ndim=(3, 4))
     k_g = as_float_array("k_g", k_g, dtype=z.dtype)
@@ -83,7 +83,7 @@ def hyperzzw_global_vjp(z: np.ndarray, k_g: np.ndarray, y: np.ndarray, g: np.nda
 
 
 def hyperzzw_2e(k: np.ndarray, z: np.ndarray, *, check_finite: bool = True) -> np.ndarray:
-    """HyperZZW_2E: (Z ⊙ K) ⊙ Z = K ⊙ Z², with broadcasting (paper-notes §2.4)."""
+    """HyperZZW_2E: (Z ⊙ K) ⊙ Z = K ⊙ Z², with broadcasting (spec §2.4)."""
     k = as_float_array("k", k)
     z = as_float_array("z", z, dtype=k.dtype)
     try:
@@ -103,7 +103,7 @@ def hyperzzw_2e_vjp(k: np.ndarray, z: np.ndarray, g: np.ndarray) -> tuple[np.nda
 
 def local_conv(params: dict, y: np.ndarray, k_l: np.ndarray, *, eps: float = 1e-5,
                check_finite: bool = True) -> np.ndarray:
-    """Local branch LocalConv(K_l, Y) = GELU(BS(Mixer(depthwise_conv(Y, K_l)))) (paper-notes §2.3).
+    """Local branch LocalConv(K_l, Y) = GELU(BS(Mixer(depthwise_conv(Y, K_l)))) (spec §2.3).
 
     ``params`` is the mixer {"weight": (C, C), "bias": (C,)}. The SFNE block adds a scalar bias
     after this. Shapes: y (B, C, *S), k_l (C, 1, k, …) → (B, C, *S).

@@ -1,4 +1,4 @@
-"""RGU, hyper-channel interaction and hyper interaction (paper-notes §2.5, §2.7, §2.8)."""
+"""RGU, hyper-channel interaction and hyper interaction (spec §2.5, §2.7, §2.8)."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ def _rgu_forward(params: dict, z: np.ndarray, eps: float):
 
 
 def rgu(params: dict, z: np.ndarray, *, eps: float = 1e-5, check_finite: bool = True) -> np.ndarray:
-    """Recursive gated unit: Y = W_Y(GELU(IS(W_K Z ⊙ W_Q(W_V Z))) + B) (paper-notes §2.5).
+    """Recursive gated unit: Y = W_Y(GELU(IS(W_K Z ⊙ W_Q(W_V Z))) + B) (spec §2.5).
 
     W_V acts on Z (not on W_K Z). B = ``bias_p`` is one spatial map shared by all samples and
     channels. Params: "w_k", "w_v", "w_q", "w_y" (each {"weight": (C, C), "bias": (C,)}) and
@@ -74,7 +74,7 @@ def _channel_kernel(params: dict, c: int) -> np.ndarray:
 
 
 def hyper_channel_interaction(params: dict, z: np.ndarray, *, check_finite: bool = True) -> np.ndarray:
-    """Hyper-channel interaction: Z ⊙ σ(K_c ⊙ GAP(Z)²) per channel (paper-notes §2.7).
+    """Hyper-channel interaction: Z ⊙ σ(K_c ⊙ GAP(Z)²) per channel (spec §2.7).
 
     K_c = MAGNet_GC(params["channel"]) on C points. The SFNE block instance-standardises the
     result (Hc). Shapes: z (B, C, *S) → (B, C, *S).
@@ -118,7 +118,7 @@ def _hi_scores(params: dict, y: np.ndarray):
 
 
 def hyper_interaction(params: dict, y: np.ndarray, x: np.ndarray, *, check_finite: bool = True) -> np.ndarray:
-    """Hyper interaction: X ⊙ σ((K_ss ⊙ mean_c(Y)²) ⊙ (K_cc ⊙ GAP(Y)²)) (paper-notes §2.8).
+    """Hyper interaction: X ⊙ σ((K_ss ⊙ mean_c(Y)²) ⊙ (K_cc ⊙ GAP(Y)²)) (spec §2.8).
 
     K_cc = MAGNet_GC(params["channel"]) on C points, K_ss = MAGNet_G(params["spatial"]) on the
     spatial grid. In the SFNE block y = G1 and x = Z; no standardisation afterwards.

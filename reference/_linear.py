@@ -1,4 +1,4 @@
-"""Point-wise linear layers: Linear{d}d, the channel mixer and the bottleneck (paper-notes §2, §2.10).
+"""Point-wise linear layers: Linear{d}d, the channel mixer and the bottleneck (spec §2, §2.10).
 
 A "Linear{d}d" is a 1×1 convolution: y[b,o,…] = Σ_i W[o,i]·x[b,i,…] + β[o]. Parameters are
 ``{"weight": (O, I), "bias": (O,)}``.
@@ -31,7 +31,7 @@ def _validate(params: Params, x: np.ndarray, name: str, check_finite_: bool) -> 
 def pointwise_linear(params: Params, x: np.ndarray, *, check_finite: bool = True) -> np.ndarray:
     """Linear{d}d: y = W·x + β over the channel axis.
 
-    Shapes: x (B, I, *S), weight (O, I), bias (O,) → y (B, O, *S). Paper-notes §2 "Conventions".
+    Shapes: x (B, I, *S), weight (O, I), bias (O,) → y (B, O, *S). Spec §2 "Conventions".
     """
     x = _validate(params, x, "params", check_finite)
     b, i = x.shape[:2]
@@ -62,7 +62,7 @@ def pointwise_linear_vjp(params: Params, x: np.ndarray, g: np.ndarray) -> tuple[
 
 def channel_mixer(params: Params, z: np.ndarray, *, eps: float = 1e-5,
                   check_finite: bool = True) -> np.ndarray:
-    """Channel mixer M = IS(Linear2d_{C→C}(Z)) (paper-notes §2.10, step 4 of §1.3).
+    """Channel mixer M = IS(Linear2d_{C→C}(Z)) (spec §2.10, step 4 of §1.3).
 
     Shapes: z (B, C, *S) → (B, C, *S).
     """
@@ -78,7 +78,7 @@ def channel_mixer_vjp(params: Params, z: np.ndarray, g: np.ndarray, *,
 
 
 def bottleneck(params: Params, x: np.ndarray, *, check_finite: bool = True) -> np.ndarray:
-    """Bottleneck P = Linear2d_{(10+n_pre)·C → bf·C}(concat) (paper-notes §2.10, step 14 of §1.3).
+    """Bottleneck P = Linear2d_{(10+n_pre)·C → bf·C}(concat) (spec §2.10, step 14 of §1.3).
 
     Shapes: x (B, (10+n_pre)·C, *S) → (B, bf·C, *S).
     """

@@ -1,4 +1,4 @@
-"""The slow neural loss and the label-smoothing cross-entropy (paper-notes §2.12, §2.13)."""
+"""The slow neural loss and the label-smoothing cross-entropy (spec §2.12, §2.13)."""
 
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ def _pairs(n: int):
 
 def slow_loss(kernels: Sequence[np.ndarray], factors: Sequence[int], *, kind: str = "tiled",
               check_finite: bool = True) -> np.ndarray:
-    """Slow neural loss over the blocks' global kernels K_0 … K_{n−1} (paper-notes §2.12, §5 Q2).
+    """Slow neural loss over the blocks' global kernels K_0 … K_{n−1} (spec §2.12, §5 Q2).
 
     ``kind="tiled"`` (default, the author's final code):
         L = Σ_{i=n−1..1} Σ_{j<i} mean((tile_c(K_j, Π_{t=j}^{i−1} bf_t) − K_i)²)
@@ -103,7 +103,7 @@ def _validate_ce(logits: object, labels: object, eps: float, check_finite: bool)
 
 def label_smoothing_cross_entropy(logits: np.ndarray, labels: np.ndarray, eps: float = 0.09, *,
                                   check_finite: bool = True) -> np.ndarray:
-    """Label-smoothing cross-entropy, mean over the batch (paper-notes §2.13, §5 Q9).
+    """Label-smoothing cross-entropy, mean over the batch (spec §2.13, §5 Q9).
 
     L = (ε/K)·mean_b Σ_k(−log p_{b,k}) + (1−ε)·mean_b(−log p_{b,y_b}), p = softmax(logits).
     Shapes: logits (B, K), labels (B,) integers → 0-D array. ε = 0.09 (the author's final code).

@@ -1,4 +1,4 @@
-"""The whole Terminator network, 2D images and 1D pixel sequences (paper-notes §1.2, §5 Q1).
+"""The whole Terminator network, 2D images and 1D pixel sequences (spec §1.2, §5 Q1).
 
 Parameters: ``{"blocks": [block_0, …], "head": {"weight": (K, C_final), "bias": (K,)}}`` with the
 block layout of :mod:`._block`. The author's unregistered ``fast_bias`` list is always zero and is
@@ -29,7 +29,7 @@ def _rgu_init(rng: np.random.Generator, c: int, spatial: tuple[int, ...]) -> dic
 
 
 def init_block(rng: np.random.Generator, config: TerminatorConfig, i: int) -> dict:
-    """Initialise block ``i`` of ``config`` (paper-notes §2 initialisations, §3.1 sizes)."""
+    """Initialise block ``i`` of ``config`` (spec §2 initialisations, §3.1 sizes)."""
     cfg = config
     c, spatial, d = cfg.block_channels[i], cfg.spatial_shape, cfg.data_dim
     mag = {"omega_0": cfg.omega_0, "alpha": cfg.alpha, "beta": cfg.beta}
@@ -162,7 +162,7 @@ def terminator_forward(params: dict, x: np.ndarray, config: TerminatorConfig, tr
                        rng: np.random.Generator | None = None, dropout_masks: list | None = None,
                        stop_gradient_values: list | None = None,
                        check_finite: bool = True) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Run the network: returns ``(logits, global_kernels)`` (paper-notes §1.2).
+    """Run the network: returns ``(logits, global_kernels)`` (spec §1.2).
 
     out_i, K_i = SFNE_i(out_{i−1}, x_pre = out_{i−2}, x_pre_pre = out_{i−3}) as ``num_concat_pre``
     says; logits = head(GAP(out_last)). ``train`` turns on Dropout2d (masks drawn from ``rng`` or
@@ -184,7 +184,7 @@ def terminator_stop_gradient_values(params: dict, x: np.ndarray, config: Termina
     """Every MAGNet_L stop-gradient value of the network at (params, x): one {role: [...]} per block.
 
     Passing them back as ``stop_gradient_values`` gives a function with the same value at this
-    point whose exact gradient is what :func:`terminator_loss_and_grad` returns (paper-notes §2.1).
+    point whose exact gradient is what :func:`terminator_loss_and_grad` returns (spec §2.1).
     """
     x = _validate_input(params, x, config, False)
     masks = _masks(config, x, train, rng, dropout_masks)
@@ -214,7 +214,7 @@ def terminator_loss(params: dict, x: np.ndarray, labels: np.ndarray, config: Ter
                     train: bool = True, *, rng: np.random.Generator | None = None,
                     dropout_masks: list | None = None, stop_gradient_values: list | None = None,
                     check_finite: bool = True) -> np.ndarray:
-    """Training loss: CE_ls(logits, labels) + w·slow_loss(K_0…K_{n−1}) (paper-notes §2.12-2.13).
+    """Training loss: CE_ls(logits, labels) + w·slow_loss(K_0…K_{n−1}) (spec §2.12-2.13).
 
     The slow loss is only added in train mode, as in the author's code. Returns a 0-D array.
     """

@@ -1,4 +1,4 @@
-"""Deterministic parameter initialisers (paper-notes §2 "Conventions").
+"""Deterministic parameter initialisers (spec §2 "Conventions").
 
 Every random draw is ``rng.random(shape)`` (uniform doubles from NumPy's PCG64 bit generator,
 whose stream is stable across NumPy versions and platforms) pushed through an inverse CDF:

@@ -1,4 +1,4 @@
-"""The slow network: coordinate-based multiplicative filter networks (paper-notes §2.1).
+"""The slow network: coordinate-based multiplicative filter networks (spec §2.1).
 
 MAGNet_G (global kernels and the hyper-interaction spatial kernel, d = data dimension),
 MAGNet_GC (channel kernels: the same network with d = 1 over C channel positions) and MAGNet_L
@@ -18,7 +18,7 @@ Parameters (nested dicts/lists of arrays; H hidden, L layers, d grid dims, N gri
       "linears_x": L × {"weight": (H, H), "bias": (H,)}     X_1 … X_L
 
 The grid is ``coordinate_grid(bias_p.shape)``: the parameters fully determine the kernel size.
-The Chang et al. scaling √(1/N) of the output weight is applied at initialisation (paper-notes
+The Chang et al. scaling √(1/N) of the output weight is applied at initialisation (spec
 §5 Q7), not lazily at the first call as in the author's code.
 """
 
@@ -52,7 +52,7 @@ def coordinate_grid(sizes: tuple[int, ...] | list[int]) -> np.ndarray:
     """Normalised coordinates: ``linspace(-1, 1, k)`` per axis, meshgrid 'ij', stacked first.
 
     Shapes: sizes (k_1, …, k_d) → (d, k_1, …, k_d); channel a varies along spatial axis a.
-    Paper-notes §2.1 ("Coordinate grid"). Returns a read-only float64 array.
+    Spec §2.1 ("Coordinate grid"). Returns a read-only float64 array.
     """
     sizes = tuple(int(s) for s in sizes)
     if not sizes or any(s < 1 for s in sizes):
@@ -79,7 +79,7 @@ def _init_filters(rng, d, hidden, num_layers, omega_0, alpha, beta):
 def init_magnet_g(rng: np.random.Generator, sizes: tuple[int, ...], hidden: int, out_channels: int,
                   num_layers: int, *, omega_0: float = 2000.0, alpha: float = 6.0,
                   beta: float = 1.0) -> Params:
-    """Initialise MAGNet_G on a grid of ``sizes`` (paper-notes §2.1).
+    """Initialise MAGNet_G on a grid of ``sizes`` (spec §2.1).
 
     Filters: W ~ U(±1/√d)·2π·ω₀·γ, γ ~ Gamma(α/(l+1), β), b = 0; linears: kaiming_uniform(linear),
     bias 1; output: kaiming_uniform(linear)·√(1/N), bias 0; bias_p = 0.
@@ -102,7 +102,7 @@ def init_magnet_gc(rng: np.random.Generator, channels: int, hidden: int, num_lay
 def init_magnet_l(rng: np.random.Generator, kernel_size: int, data_dim: int, hidden: int,
                   out_channels: int, num_layers: int, *, omega_0: float = 2000.0, alpha: float = 6.0,
                   beta: float = 1.0) -> Params:
-    """Initialise MAGNet_L for a (C_out, 1, k, …, k) local kernel (paper-notes §2.1).
+    """Initialise MAGNet_L for a (C_out, 1, k, …, k) local kernel (spec §2.1).
 
     As MAGNet_G, plus the context path: ``reduce`` and ``fc1`` with PyTorch's default conv init,
     ``linears_x`` with kaiming_uniform(linear) and bias 1.
@@ -241,7 +241,7 @@ def _mfn_backward(params: Params, c: np.ndarray, ctx: np.ndarray | None, cache, 
 def magnet_g(params: Params) -> np.ndarray:
     """MAGNet_G: K = A_o(h_{L+1}), h_1 = g_0(c), h_{i+1} = g_i(c) ⊙ A_i(h_i) + bias_p.
 
-    Shapes: → (1, C_out, *sizes), sizes = bias_p.shape. Input-independent. Paper-notes §2.1.
+    Shapes: → (1, C_out, *sizes), sizes = bias_p.shape. Input-independent. Spec §2.1.
     """
     _validate(params, _G_KEYS, "params")
     sizes = params["bias_p"].shape
@@ -261,7 +261,7 @@ def magnet_g_vjp(params: Params, g: np.ndarray) -> Params:
 def magnet_gc(params: Params) -> np.ndarray:
     """MAGNet_GC: MAGNet_G on a 1-D grid of C channel positions, one output: shape (1, 1, C).
 
-    Paper-notes §2.1, used by the hyper-channel and hyper interactions (§2.7, §2.8).
+    Spec §2.1, used by the hyper-channel and hyper interactions (§2.7, §2.8).
     """
     if np.ndim(params.get("bias_p")) != 1:
         raise ValueError(f"params['bias_p']: MAGNet_GC runs on a 1-D grid, expected shape (C,), "
@@ -294,7 +294,7 @@ def _validate_l(params: Params, x: object, check_finite: bool) -> np.ndarray:
 
 def magnet_l(params: Params, x: np.ndarray, *, stop_gradient_values: list | None = None,
              check_finite: bool = True) -> np.ndarray:
-    """MAGNet_L: a context-dependent local kernel (paper-notes §2.1).
+    """MAGNet_L: a context-dependent local kernel (spec §2.1).
 
     g = GELU(fc1(mean_b(reduce(adaptive_avg_pool(x, k))))); h_1 = g_0(c);
     u = g_i(c) ⊙ A_i(h_i) + bias_p; u' = stopgrad(u) + 0.1·u/max(‖u‖, 1e-12) per hidden channel;

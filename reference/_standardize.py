@@ -1,7 +1,7 @@
-"""Standardisations: instance (IS), batch (BS) and G-IBS (paper-notes §2.9).
+"""Standardisations: instance (IS), batch (BS) and G-IBS (spec §2.9).
 
 All use the biased variance, eps = 1e-5, no affine parameters and no running statistics. BS uses
-the batch statistics in eval mode too (paper-notes §5 Q5): results depend on the batch.
+the batch statistics in eval mode too (spec §5 Q5): results depend on the batch.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def _batch_axes(x: np.ndarray) -> tuple[int, ...]:
 def instance_standardize(x: np.ndarray, eps: float = 1e-5, *, check_finite: bool = True) -> np.ndarray:
     """IS: y[b,c] = (x[b,c] − μ_{b,c}) / √(σ²_{b,c} + eps), statistics over the spatial axes.
 
-    Shapes: x (B, C, *S) → (B, C, *S). Paper-notes §2.9.
+    Shapes: x (B, C, *S) → (B, C, *S). Spec §2.9.
     """
     x = _input(x, check_finite)
     return _standardize(x, _instance_axes(x), eps)
@@ -60,7 +60,7 @@ def instance_standardize_vjp(x: np.ndarray, g: np.ndarray, eps: float = 1e-5) ->
 def batch_standardize(x: np.ndarray, eps: float = 1e-5, *, check_finite: bool = True) -> np.ndarray:
     """BS: y[:,c] = (x[:,c] − μ_c) / √(σ²_c + eps), statistics over the batch and spatial axes.
 
-    Shapes: x (B, C, *S) → (B, C, *S). Paper-notes §2.9; batch statistics in eval too (§5 Q5).
+    Shapes: x (B, C, *S) → (B, C, *S). Spec §2.9; batch statistics in eval too (§5 Q5).
     """
     x = _input(x, check_finite)
     return _standardize(x, _batch_axes(x), eps)
@@ -84,7 +84,7 @@ def _groups(x: np.ndarray, groups: int) -> int:
 def g_ibs(x: np.ndarray, groups: int = 12, eps: float = 1e-5, *, check_finite: bool = True) -> np.ndarray:
     """G-IBS: split the channels into ``groups`` contiguous groups; even groups get BS, odd get IS.
 
-    Shapes: x (B, C, *S) with C divisible by ``groups`` → (B, C, *S). Paper-notes §2.9.
+    Shapes: x (B, C, *S) with C divisible by ``groups`` → (B, C, *S). Spec §2.9.
     """
     x = _input(x, check_finite)
     size = _groups(x, groups)

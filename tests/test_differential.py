@@ -1,7 +1,7 @@
 """Differential tests: every registered operator of the array-API core against the NumPy reference.
 
 One generic test per property, over ``hyperzzw_core.testing.REGISTRY`` × backends (tests/backends.py)
-× dtypes (engineering-notes §B):
+× dtypes (spec §B):
 
 * forward values match the reference under the tolerance policy (float64: 1e-10 relative; float32:
   judged against the reference's own float32 error); outputs are arrays of the input's library, on

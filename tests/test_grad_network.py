@@ -2,9 +2,9 @@
 
 ``terminator_loss_and_grad`` (hand-written backprop through every block) is compared, tensor by
 tensor, with 4th-order central differences of the training loss (CE with label smoothing plus the
-slow loss, paper-notes §2.12-2.13) for the ``tiny()`` (B, 1, 8, 8) and ``tiny_1d()`` (B, 1, 64)
+slow loss, spec §2.12-2.13) for the ``tiny()`` (B, 1, 8, 8) and ``tiny_1d()`` (B, 1, 64)
 configurations. MAGNet_L's stop-gradient terms are frozen at the test point
-(``terminator_stop_gradient_values``, paper-notes §2.1): the frozen loss has the same value there
+(``terminator_stop_gradient_values``, spec §2.1): the frozen loss has the same value there
 and its exact derivative is what the hand-written backprop must return.
 
 Cost control: one forward costs ~10-30 ms. A parameter of block i cannot change the outputs of
@@ -81,7 +81,7 @@ def _test_point(config, seed: int):
 class CachedLoss:
     """The frozen training loss, re-running only the blocks a parameter can influence.
 
-    Composition per paper-notes §1.2: out_i, K_i = SFNE_i(out_{i-1}, out_{i-2}, out_{i-3}) as
+    Composition per spec §1.2: out_i, K_i = SFNE_i(out_{i-1}, out_{i-2}, out_{i-3}) as
     ``num_concat_pre`` says; logits = head(GAP(out_last)); loss = CE_ls + w·slow_loss(K_0..).
     """
 

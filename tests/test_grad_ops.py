@@ -5,7 +5,7 @@ trees at a generic point: zero-initialised biases are moved off zero), and runs
 ``check_vjp(fn, args, vjp, wrt=i)``: the derivative of ⟨u, fn(args)⟩ for a random cotangent u,
 finite differences against ``vjp(*args, u)``. Relative error below 1e-6.
 
-MAGNet_L's s-renormalisation u' = stopgrad(u) + 0.1·u/‖u‖ (paper-notes §2.1) is not the derivative
+MAGNet_L's s-renormalisation u' = stopgrad(u) + 0.1·u/‖u‖ (spec §2.1) is not the derivative
 of the plain forward; its VJP is checked against the forward with the stop-gradient values frozen
 at the test point (``magnet_l(..., stop_gradient_values=...)``, same for ``sfne_block``).
 

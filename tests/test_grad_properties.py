@@ -1,4 +1,4 @@
-"""Structural properties of the gradients (paper-notes §2.1, §2.9, §2.12).
+"""Structural properties of the gradients (spec §2.1, §2.9, §2.12).
 
 (a) The slow loss feeds gradient only into the slow networks' global kernels K_g = MAGNet_G(): the
     difference between the gradients with and without it is zero outside ``blocks.*.slow_g.*`` and

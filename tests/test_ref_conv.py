@@ -1,8 +1,8 @@
 """Forward values of the reference depth-wise 'same' convolution and adaptive average pooling.
 
-``depthwise_conv`` (paper-notes §2.3) is checked against a direct loop over output positions and
+``depthwise_conv`` (spec §2.3) is checked against a direct loop over output positions and
 kernel taps, and against ``scipy.signal.correlate(..., mode='same')`` per (b, c); ``adaptive_avg_pool``
-(paper-notes §2.1, MAGNet_L's context path) against PyTorch's ``adaptive_avg_pool{1,2}d``.
+(spec §2.1, MAGNet_L's context path) against PyTorch's ``adaptive_avg_pool{1,2}d``.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Forward values of the reference element-wise and point-wise operators.
 
 GELU (exact erf form), Si-GLU, σ, HyperZZW_2E, the global HyperZ·Z·W product (2D and 1D on a
-grid), and the 1×1 layers (Linear{d}d, channel mixer, bottleneck). Paper-notes §2 "Conventions",
+grid), and the 1×1 layers (Linear{d}d, channel mixer, bottleneck). Spec §2 "Conventions",
 §2.2, §2.4, §2.6, §2.10, §5 Q1.
 """
 

@@ -1,7 +1,7 @@
 """Input validation of the reference: clear exceptions that name the argument, the expected and the
 actual shape or dtype (``reference/_checks.py``: "every public operator validates at its boundary").
 
-Wrong ranks, H != W and grids for the global product (paper-notes §5 Q1, Q8), G-IBS groups, even
+Wrong ranks, H != W and grids for the global product (spec §5 Q1, Q8), G-IBS groups, even
 kernel sizes, NaN/Inf (``check_finite``), dtype mismatches, integer inputs, torch tensors, unknown and
 invalid ``TerminatorConfig`` fields, and parameters that do not match the config.
 """

@@ -1,4 +1,4 @@
-"""Forward values of RGU, hyper-channel interaction and hyper interaction (paper-notes §2.5, §2.7, §2.8).
+"""Forward values of RGU, hyper-channel interaction and hyper interaction (spec §2.5, §2.7, §2.8).
 
 Each is compared with an independent implementation written here from the notes: RGU in PyTorch
 (1×1 convs, ``instance_norm``, exact GELU); the two interactions with explicit loops over (b, c)

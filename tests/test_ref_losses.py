@@ -1,4 +1,4 @@
-"""Forward values of the slow neural loss and the label-smoothing cross-entropy (paper-notes §2.12-2.13).
+"""Forward values of the slow neural loss and the label-smoothing cross-entropy (spec §2.12-2.13).
 
 ``slow_loss`` against a direct double loop over the (i, j < i) pairs written from §2.12 (10 pairs
 for 5 kernels) and hand-computed numbers; ``label_smoothing_cross_entropy`` against

@@ -1,4 +1,4 @@
-"""The whole Terminator network and the SFNE block (paper-notes §1.2, §1.3, §3.3, §5 Q5).
+"""The whole Terminator network and the SFNE block (spec §1.2, §1.3, §3.3, §5 Q5).
 
 * Parameter counts of the CIFAR networks (§3.3), counted leaf by leaf here.
 * Shapes at every block of the CIFAR10 network and the block wiring of §1.2 (x_pre = out_{i−2},

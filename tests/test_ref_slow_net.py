@@ -1,4 +1,4 @@
-"""Forward values and initialisation of the reference slow network (paper-notes §2.1).
+"""Forward values and initialisation of the reference slow network (spec §2.1).
 
 ``coordinate_grid`` is checked against ``torch.linspace`` + ``torch.meshgrid(indexing='ij')``;
 ``magnet_g`` / ``magnet_gc`` / ``magnet_l`` against a small PyTorch transcription of the author's

@@ -1,4 +1,4 @@
-"""Forward values of the reference standardisations IS, BS and G-IBS (paper-notes §2.9).
+"""Forward values of the reference standardisations IS, BS and G-IBS (spec §2.9).
 
 Each is checked against its defining statistics (per-(b, c) or per-c mean and biased variance,
 computed here with explicit loops) and against ``torch.nn.functional.instance_norm`` /

@@ -50,7 +50,7 @@ class OpSpec:
     error_inputs: Callable[[], list[ErrorSample]] = field(default=lambda: [])
     differentiable: tuple[int, ...] = (0,)
     section: str = ""
-    """paper-notes section that specifies the operator."""
+    """The docs/spec.md section that specifies the operator."""
 
     def samples(self, dtype: str | np.dtype = "float64", seed: int = 0) -> list[Sample]:
         """The sample inputs in ``dtype`` (each op's own seed stream, stable across runs)."""

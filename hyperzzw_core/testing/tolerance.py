@@ -7,7 +7,7 @@ Written down once, used by the differential tests, ``hyperzzw verify`` and the p
 * **float32**: judged against the error of the reference itself evaluated in float32 (``ref_low``),
   as S4's kernel tests do, because a fixed float32 tolerance would be wrong: MAGNet's ω₀ = 2000
   sine features put phases of ~10⁴ radians into float32 and lose about three digits
-  (paper-notes §2.1). The implementation passes when
+  (spec §2.1). The implementation passes when
   max|a − e| ≤ 4·max|ref_low − e| + 16·eps₃₂·max|e|.
   ``e`` is always the float64 reference.
 

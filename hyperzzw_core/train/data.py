@@ -3,7 +3,7 @@
 Images are (N, C, H, W) float32 standardised per channel with training statistics. In 1D mode
 each image becomes a pixel sequence (N, C, H·W), row-major, optionally under a fixed permutation
 (the "permuted" pixel-sequence setting). A validation split is taken from the training data
-(never from the test set: paper-notes §5 Q14).
+(never from the test set: spec §5 Q14).
 """
 
 from __future__ import annotations

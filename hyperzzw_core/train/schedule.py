@@ -4,7 +4,7 @@ lr(t) = lr·(1e-8 + (1 − 1e-8)·t/W) for t < W warm-up iterations, then
 lr(t) = lr·½(1 + cos(π·(t − W)/(T − W))) down to 0 at the last iteration T.
 
 Deviation, documented: the author's chained LinearLR + CosineAnnealingLR(last_epoch = −W)
-overshoots to ≈1.019·lr at the end of warm-up (paper-notes §2.15); we implement the intended
+overshoots to ≈1.019·lr at the end of warm-up (spec §2.15); we implement the intended
 schedule, which peaks at exactly lr.
 """
 
