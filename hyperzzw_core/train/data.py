@@ -70,7 +70,7 @@ def _read_npz(path: Path) -> list[np.ndarray]:
         raise DataError(f"--data {path}: not an .npz archive (an .npz is a zip file starting with b'PK\\x03\\x04', "
                         f"this one starts with {head!r}); save your arrays with numpy.savez")
     try:
-        with np.load(path, allow_pickle=False) as z:
+        with path.open("rb") as f, np.load(f, allow_pickle=False) as z:  # our handle: closed on every error
             missing = [k for k in NPZ_KEYS if k not in z.files]
             if missing:
                 raise DataError(f"--data {path}: missing arrays {missing}; expected {list(NPZ_KEYS)}")
@@ -163,15 +163,20 @@ def validate_dataset(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarra
     integers, are negative or (with ``num_classes``) ≥ K; classes of 0..K−1 missing from
     ``y_train``. K is ``num_classes`` when given, else max label + 1.
     """
+    if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int)
+                                    or num_classes < 2):
+        raise DataError(f"--num-classes: expected an integer >= 2, got {num_classes!r}")
     for name, x, y in (("train", x_train, y_train), ("test", x_test, y_test)):
         if len(x) == 0:
             raise DataError(f"{source}: the {name} split is empty (x_{name} has shape {x.shape})")
         check_finite_array(f"x_{name}", x, source)
         check_labels(f"y_{name}", y, len(x), num_classes, source)
-    if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int)
-                                    or num_classes < 2):
-        raise DataError(f"--num-classes: expected an integer >= 2, got {num_classes!r}")
     k = num_classes if num_classes is not None else int(max(y_train.max(), y_test.max())) + 1
+    if num_classes is None and k > len(y_train):
+        name, y = ("y_train", y_train) if y_train.max() >= y_test.max() else ("y_test", y_test)
+        first = int(np.argmax(y == y.max()))
+        raise DataError(f"{source}: {name}[{first}] = {int(y[first])} implies K = {k} classes, more than the "
+                        f"{len(y_train)} training samples can cover; labels must be class indices 0..K-1")
     check_classes_present(y_train, k, "y_train", source)
     return k
 
