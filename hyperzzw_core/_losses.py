@@ -77,10 +77,10 @@ def check_label_range(xp: Any, labels: Any, num_classes: int) -> None:
 
     One min and one max per batch (two integers read back from the device). A label outside the
     range would not raise in the loss itself: a negative or too-large index matches no one-hot
-    column and the sample silently adds only the smoothing term. Lazy (traced) arrays cannot be
-    read and are not checked.
+    column and the sample silently adds only the smoothing term. Lazy (traced) arrays and torch's
+    "meta" tensors (shapes without values) cannot be read and are not checked.
     """
-    if B.is_lazy(labels) or not labels.shape[0]:
+    if B.is_lazy(labels) or getattr(B.device(labels), "type", None) == "meta" or not labels.shape[0]:
         return
     lo, hi = int(xp.min(labels)), int(xp.max(labels))
     if lo < 0 or hi >= num_classes:

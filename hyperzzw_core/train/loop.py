@@ -515,8 +515,10 @@ def _progress(batches: list, epoch: int, epochs: int, enabled: bool):
 
 
 def _settings_dict(s: TrainSettings) -> dict:
+    """The settings as used: defaults resolved (lr, config), JSON-ready."""
     d = dataclasses.asdict(s)
     d["betas"] = list(s.betas)
     d["lr"] = s.resolved_lr()
+    d["config"] = s.config or ("digits" if s.mode == "2d" else "digits_1d")
     return d
 
