@@ -685,11 +685,19 @@ class Terminator(_CachesSlowKernels):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_with_kernels(x)[0]
 
-    def loss(self, x: torch.Tensor, labels: torch.Tensor, dropout_masks: list | None = None) -> torch.Tensor:
-        """``reference.terminator_loss`` with train = ``self.training`` (spec §2.12-2.13)."""
-        if not isinstance(labels, torch.Tensor) or labels.shape != (x.shape[0],) or labels.is_floating_point():
+    def loss(self, x: torch.Tensor, labels: torch.Tensor, dropout_masks: list | None = None, *,
+             check_labels: bool = True) -> torch.Tensor:
+        """``reference.terminator_loss`` with train = ``self.training`` (spec §2.12-2.13).
+
+        Labels must be integers in [0, num_classes); ``check_labels=False`` skips the range check
+        (one min/max read back per call) for hot loops whose labels were validated beforehand.
+        """
+        if (not isinstance(labels, torch.Tensor) or labels.shape != (x.shape[0],) or labels.is_floating_point()
+                or labels.is_complex() or labels.dtype == torch.bool):
             raise ValueError(f"labels: expected an integer tensor of shape ({x.shape[0]},), got "
                              f"{getattr(labels, 'dtype', type(labels).__name__)} {tuple(getattr(labels, 'shape', ()))}")
+        if check_labels:
+            _losses.check_label_range(_xp, labels, self.config.num_classes)
         logits, kernels = self.forward_with_kernels(x, dropout_masks)
         cfg = self.config
         loss = _losses._label_smoothing_cross_entropy(_xp, logits, labels, cfg.label_smoothing)

@@ -72,7 +72,23 @@ def _slow_loss(xp: Any, ks: Sequence[Any], factors: Sequence[int], kind: str) ->
     return total
 
 
-def _validate_ce(xp: Any, logits: Any, labels: Any, eps: float, check_finite: bool) -> tuple[Any, Any]:
+def check_label_range(xp: Any, labels: Any, num_classes: int) -> None:
+    """Raise ``ValueError`` unless every label lies in [0, num_classes) (spec §2.13).
+
+    One min and one max per batch (two integers read back from the device). A label outside the
+    range would not raise in the loss itself: a negative or too-large index matches no one-hot
+    column and the sample silently adds only the smoothing term. Lazy (traced) arrays and torch's
+    "meta" tensors (shapes without values) cannot be read and are not checked.
+    """
+    if B.is_lazy(labels) or getattr(B.device(labels), "type", None) == "meta" or not labels.shape[0]:
+        return
+    lo, hi = int(xp.min(labels)), int(xp.max(labels))
+    if lo < 0 or hi >= num_classes:
+        raise ValueError(f"labels: expected class indices in [0, {num_classes}), got values in [{lo}, {hi}]")
+
+
+def _validate_ce(xp: Any, logits: Any, labels: Any, eps: float, check_finite: bool,
+                 check_labels: bool = True) -> tuple[Any, Any]:
     logits = as_float_array(xp, "logits", logits, ndim=2)
     if not hasattr(labels, "dtype"):
         labels = xp.asarray(labels, device=B.device(logits))
@@ -81,10 +97,8 @@ def _validate_ce(xp: Any, logits: Any, labels: Any, eps: float, check_finite: bo
                          f"got {B.dtype_name(labels.dtype)} {shape_of(labels)}")
     if not 0.0 <= eps <= 1.0:
         raise ValueError(f"eps: label smoothing must lie in [0, 1], got {eps}")
-    if check_finite and not B.is_lazy(labels) and labels.shape[0]:
-        lo, hi = int(xp.min(labels)), int(xp.max(labels))
-        if lo < 0 or hi >= logits.shape[1]:
-            raise ValueError(f"labels: expected values in [0, {logits.shape[1]}), got range [{lo}, {hi}]")
+    if check_labels:
+        check_label_range(xp, labels, logits.shape[1])
     if check_finite:
         _check_finite(xp, "logits", logits)
     return logits, labels
@@ -96,16 +110,19 @@ def _log_softmax(xp: Any, x: Any) -> Any:
 
 
 def label_smoothing_cross_entropy(logits: Any, labels: Any, eps: float = 0.09, *,
-                                  check_finite: bool = True) -> Any:
+                                  check_finite: bool = True, check_labels: bool = True) -> Any:
     """Label-smoothing cross-entropy, mean over the batch (spec §2.13, §5 Q9).
 
     L = (ε/K)·mean_b Σ_k(−log p_{b,k}) + (1−ε)·mean_b(−log p_{b,y_b}), p = softmax(logits).
     Shapes: logits (B, K), labels (B,) integers (same library; a Python sequence is uploaded to
-    the logits' device) → 0-D array. ε = 0.09 (the author's final code). The label-range check
-    reads two integers back from the device; ``check_finite=False`` skips it with the NaN check.
+    the logits' device) → 0-D array. ε = 0.09 (the author's final code).
+
+    ``check_finite`` checks the logits for NaN/Inf. ``check_labels`` (on by default, independent of
+    ``check_finite``) refuses labels outside [0, K): it reads two integers back from the device per
+    call; turn it off only in a hot loop whose labels were validated once beforehand.
     """
     xp = ns(("logits", logits), ("labels", labels if hasattr(labels, "dtype") else None))
-    logits, labels = _validate_ce(xp, logits, labels, eps, check_finite)
+    logits, labels = _validate_ce(xp, logits, labels, eps, check_finite, check_labels)
     return _label_smoothing_cross_entropy(xp, logits, labels, eps)
 
 

@@ -2,6 +2,11 @@
 
 Each subcommand imports what it needs only when it runs, so ``hyperzzw verify`` never imports torch
 unless the implementation under test does.
+
+Every failure is one line on stderr, ``hyperzzw <command>: <message>``, and a non-zero exit status:
+2 for usage and data errors (bad arguments, data, checkpoints, an output folder in use; every
+``ValueError`` and ``FileNotFoundError``), 3 for a diverged training run, 1 for a failed ``verify``
+and for anything unexpected, 130 on Ctrl-C. ``--debug`` anywhere on the line shows the traceback.
 """
 
 from __future__ import annotations
@@ -83,21 +88,53 @@ SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hyperzzw", description="HyperZ·Z·W / Terminator tools.")
+    parser = argparse.ArgumentParser(prog="hyperzzw", description="HyperZ·Z·W / Terminator tools.",
+                                     epilog="--debug (anywhere): show the traceback of a failure. Exit status: 0 ok, "
+                                            "1 verify failed or an unexpected error, 2 usage or data error, "
+                                            "3 training diverged, 130 interrupted.")
     sub = parser.add_subparsers(dest="command", required=True)
     for add in SUBCOMMANDS:
         add(sub)
     return parser
 
 
+def _one_line(exc: BaseException) -> str:
+    text = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+    return text or type(exc).__name__
+
+
+def exit_status(exc: BaseException) -> int:
+    """The documented exit status of a failure (see the module docstring)."""
+    code = getattr(exc, "exit_code", None)
+    if isinstance(code, int):
+        return code
+    if isinstance(exc, KeyboardInterrupt):
+        return 130
+    return 2 if isinstance(exc, (ValueError, FileNotFoundError)) else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["bench"]:  # everything after it is the suite's own (argparse.REMAINDER drops leading options)
-        from .benchmarks import main as bench_main
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
+    command = argv[0] if argv and not argv[0].startswith("-") else "hyperzzw"
+    try:
+        if argv[:1] == ["bench"]:  # everything after it is the suite's own (argparse.REMAINDER drops leading options)
+            from .benchmarks import main as bench_main
 
-        return bench_main(argv[1:], prog="hyperzzw bench")
-    args = build_parser().parse_args(argv)
-    return int(args.func(args))
+            return bench_main(argv[1:], prog="hyperzzw bench")
+        args = build_parser().parse_args(argv)
+        return int(args.func(args))
+    except SystemExit:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - one readable line instead of a traceback
+        if debug:
+            raise
+        code = exit_status(exc)
+        kind = "" if code in (2, 3, 130) else f"{type(exc).__name__}: "
+        hint = " (run with --debug for the traceback)" if code == 1 else ""
+        print(f"hyperzzw {command}: {kind}{_one_line(exc)}{hint}", file=sys.stderr)
+        return code
 
 
 if __name__ == "__main__":

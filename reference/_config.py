@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -13,8 +15,29 @@ _INT_FIELDS = ("num_classes", "global_hidden", "local_hidden", "local_layers", "
                "hi_channel_hidden", "hi_spatial_hidden", "hi_layers", "ibs_groups")
 
 
+def _is_int(x: Any) -> bool:
+    """True for integers (Python or NumPy), False for bools, floats (even 2.0), strings, …."""
+    return isinstance(x, numbers.Integral) and not isinstance(x, bool)
+
+
 def _ints(v: Any) -> tuple[int, ...]:
-    return tuple(int(x) for x in v)
+    """A sequence of integers as a tuple; a non-integer entry (2.9, 2.0, "2", True) raises ``ValueError``.
+
+    Truncating would silently change the network (``bottleneck_factors`` 2.9 → 2), so nothing is
+    converted except exact integer types.
+    """
+    items = tuple(v)
+    for i, x in enumerate(items):
+        if not _is_int(x):
+            raise ValueError(f"entry {i} is {x!r} ({type(x).__name__}), not an integer")
+    return tuple(int(x) for x in items)
+
+
+def check_seed(name: str, value: Any) -> int:
+    """A random seed: a non-negative integer (NumPy's generators reject negative ones); else ``ValueError``."""
+    if not _is_int(value) or value < 0:
+        raise ValueError(f"{name}: expected a non-negative integer seed, got {value!r} ({type(value).__name__})")
+    return int(value)
 
 
 @dataclass(frozen=True)
@@ -98,26 +121,34 @@ class TerminatorConfig:
                      "local_kernel_sizes"):
             try:
                 set_(self, name, _ints(getattr(self, name)))
-            except (TypeError, ValueError):
-                raise ValueError(f"{name}: expected a sequence of integers, got {getattr(self, name)!r}") from None
+            except (TypeError, ValueError) as err:
+                raise ValueError(f"TerminatorConfig.{name}: expected a sequence of integers, got "
+                                 f"{getattr(self, name)!r} ({err})") from None
         try:
+            if any(isinstance(p, (bool, str)) for p in self.dropout):
+                raise TypeError
             set_(self, "dropout", tuple(float(p) for p in self.dropout))
         except (TypeError, ValueError):
             raise ValueError(f"TerminatorConfig.dropout: expected a sequence of numbers, got {self.dropout!r}") from None
         if self.grid is not None:
             try:
                 set_(self, "grid", _ints(self.grid))
-            except (TypeError, ValueError):
-                raise ValueError(f"TerminatorConfig.grid: expected (h, w) integers, got {self.grid!r}") from None
+            except (TypeError, ValueError) as err:
+                raise ValueError(f"TerminatorConfig.grid: expected (h, w) integers, got {self.grid!r} ({err})") from None
         for name in _FLOAT_FIELDS:
             v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)):
+            if isinstance(v, bool) or not isinstance(v, numbers.Real):
                 raise ValueError(f"TerminatorConfig.{name}: expected a number, got {v!r} ({type(v).__name__})")
+            if not math.isfinite(float(v)):
+                raise ValueError(f"TerminatorConfig.{name}: expected a finite number, got {v!r}")
             set_(self, name, float(v))
         for name in _INT_FIELDS:
             v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int):
+            if not _is_int(v):
                 raise ValueError(f"TerminatorConfig.{name}: expected an integer, got {v!r} ({type(v).__name__})")
+            set_(self, name, int(v))
+        if any(not math.isfinite(p) for p in self.dropout):
+            self._fail("dropout", "probabilities must be finite numbers in [0, 1)")
         if not isinstance(self.slow_loss, str):
             raise ValueError(f"TerminatorConfig.slow_loss: expected one of {SLOW_LOSSES}, got {self.slow_loss!r}")
         self._validate()

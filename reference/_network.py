@@ -15,7 +15,7 @@ from . import _random
 from ._block import _backward as _block_backward
 from ._block import _forward as _block_forward
 from ._checks import as_float_array, check_finite as _check_finite
-from ._config import TerminatorConfig
+from ._config import TerminatorConfig, check_seed
 from ._losses import (label_smoothing_cross_entropy, label_smoothing_cross_entropy_vjp, slow_loss,
                       slow_loss_vjp)
 from ._slow_net import init_magnet_g, init_magnet_gc, init_magnet_l
@@ -60,7 +60,7 @@ def init_params(config: TerminatorConfig, seed: int = 0, dtype: type | np.dtype 
     dtype = np.dtype(dtype)
     if dtype not in (np.float32, np.float64):
         raise TypeError(f"dtype: expected float32 or float64, got {dtype}")
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(check_seed("seed", seed))
     params = {"blocks": [init_block(rng, config, i) for i in range(config.num_blocks)],
               "head": _random.kaiming_normal(rng, config.num_classes, config.out_channels[-1])}
     return tree_map(lambda a: np.asarray(a, dtype=dtype), params)

@@ -6,56 +6,70 @@ import argparse
 import sys
 
 
+# The defaults live in TrainSettings alone: every option below defaults to None ("not given"), so
+# that --resume can tell the settings named on the command line from those to take from the checkpoint.
+_DEFAULTS = {"dataset": "digits", "mode": "2d", "val_fraction": 0.1, "optimizer": "kar3", "betas": (0.5, 0.95),
+             "weight_decay": 0.0, "l2_reg": 5e-5, "epochs": 30, "warmup_epochs": 3, "batch_size": 64,
+             "eval_batch_size": 64, "seed": 0, "dtype": "float32", "device": "cpu"}
+
+
 def _train(a: argparse.Namespace) -> int:
     from .loop import TrainSettings, train
 
-    settings = TrainSettings(
-        dataset=a.dataset, data=a.data, mode=a.mode, permute=a.permute, config=a.config, optimizer=a.optimizer,
-        lr=a.lr, betas=tuple(a.betas), weight_decay=a.weight_decay, l2_reg=a.l2_reg, epochs=a.epochs,
-        batch_size=a.batch_size, eval_batch_size=a.eval_batch_size, warmup_epochs=a.warmup_epochs,
-        val_fraction=a.val_fraction, seed=a.seed, dtype=a.dtype, device=a.device,
-        out=a.out or f"runs/{'digits' if a.data is None else 'data'}-{a.mode}", stop_after=a.stop_after,
-        resume=a.resume, train_limit=a.train_limit)
-    try:
-        train(settings)
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"hyperzzw train: {exc}", file=sys.stderr)
-        return 2
+    fields = [f for f in vars(a) if f not in ("func", "command", "debug")]
+    given = {f for f in fields if getattr(a, f) is not None and getattr(a, f) is not False}
+    values = {f: getattr(a, f) for f in given}
+    if "betas" in values:
+        values["betas"] = tuple(values["betas"])
+    values.setdefault("out", f"runs/{'digits' if a.data is None else 'data'}-{a.mode or '2d'}")
+    train(TrainSettings(**values), given=given)
     return 0
+
+
+def _d(name: str) -> str:
+    return f" (default {_DEFAULTS[name]})"
 
 
 def add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a Terminator (PyTorch adapter) on digits or your .npz data",
                        description="Train a Terminator end to end: validation split from the training data, "
-                                   "test accuracy at the end, metrics.json, checkpoint.pt (atomic, every epoch), "
-                                   "curves.png and kernels.png in --out. Runs under torchrun for several processes.")
+                                   "test accuracy at the end, metrics.json, checkpoint.pt (atomic, with a content "
+                                   "digest, every epoch), curves.png and kernels.png in --out. Runs under torchrun "
+                                   "for several processes. Exit status: 0 done, 2 refused (bad arguments, data, "
+                                   "checkpoint, or --out in use), 3 diverged (NaN/Inf loss), 1 other errors.")
     d = p.add_argument_group("data")
-    d.add_argument("--dataset", default="digits", choices=["digits"],
+    d.add_argument("--dataset", choices=["digits"],
                    help="embedded data set (scikit-learn's 8x8 handwritten digits); default digits")
     d.add_argument("--data", help="FILE.npz with x_train, y_train, x_test, y_test (images (N,[C,]H,W))")
-    d.add_argument("--mode", choices=["2d", "1d"], default="2d", help="images, or pixel sequences (1d)")
+    d.add_argument("--mode", choices=["2d", "1d"], help="images, or pixel sequences (1d)" + _d("mode"))
     d.add_argument("--permute", type=int, metavar="SEED", help="1d only: a fixed pixel permutation (pMNIST-style)")
-    d.add_argument("--val-fraction", type=float, default=0.1)
+    d.add_argument("--val-fraction", type=float, help="share of the training data held out" + _d("val_fraction"))
     d.add_argument("--train-limit", type=int, metavar="N", help="use only the first N training samples")
+    d.add_argument("--num-classes", type=int, metavar="K",
+                   help="number of classes (default: largest label + 1); labels >= K are refused")
     m = p.add_argument_group("model and optimisation")
     m.add_argument("--config", help="preset name (digits, digits_1d, tiny, cifar10, …) or a TOML file; "
                                     "input shape and class count follow the data")
-    m.add_argument("--optimizer", choices=["kar3", "adamw", "sgd"], default="kar3",
-                   help="Kar3 is the author's (§2.14); sgd (momentum 0.9) for round-off-level comparisons")
+    m.add_argument("--optimizer", choices=["kar3", "adamw", "sgd"],
+                   help="Kar3 is the author's (§2.14); sgd (momentum 0.9) for round-off-level comparisons"
+                        + _d("optimizer"))
     m.add_argument("--lr", type=float, help="peak learning rate (default 2e-3 Kar3, 3e-3 AdamW, 0.05 SGD)")
-    m.add_argument("--betas", type=float, nargs=2, default=(0.5, 0.95), help="Kar3 betas")
-    m.add_argument("--weight-decay", type=float, default=0.0, help="AdamW only")
-    m.add_argument("--l2-reg", type=float, default=5e-5, help="weight of the §2.13 regulariser")
-    m.add_argument("--epochs", type=int, default=30)
-    m.add_argument("--warmup-epochs", type=int, default=3)
-    m.add_argument("--batch-size", type=int, default=64, help="global batch size")
-    m.add_argument("--eval-batch-size", type=int, default=64)
-    m.add_argument("--seed", type=int, default=0)
-    m.add_argument("--dtype", choices=["float32", "float64"], default="float32")
-    m.add_argument("--device", default="cpu", help="cpu or cuda")
+    m.add_argument("--betas", type=float, nargs=2, help="Kar3 betas" + _d("betas"))
+    m.add_argument("--weight-decay", type=float, help="AdamW and SGD" + _d("weight_decay"))
+    m.add_argument("--l2-reg", type=float, help="weight of the §2.13 regulariser" + _d("l2_reg"))
+    m.add_argument("--epochs", type=int, help="total epochs" + _d("epochs"))
+    m.add_argument("--warmup-epochs", type=int, help=_d("warmup_epochs").strip(" ()"))
+    m.add_argument("--batch-size", type=int, help="global batch size" + _d("batch_size"))
+    m.add_argument("--eval-batch-size", type=int, help=_d("eval_batch_size").strip(" ()"))
+    m.add_argument("--seed", type=int, help="a non-negative integer" + _d("seed"))
+    m.add_argument("--dtype", choices=["float32", "float64"], help=_d("dtype").strip(" ()"))
+    m.add_argument("--device", help="cpu or cuda" + _d("device"))
     r = p.add_argument_group("run")
-    r.add_argument("--out", help="output directory (default runs/digits-<mode>)")
-    r.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    r.add_argument("--out", help="output directory (default runs/digits-<mode>); one run at a time holds it")
+    r.add_argument("--resume", action="store_true",
+                   help="continue from OUT/checkpoint.pt; settings not given are the checkpoint's, and changing "
+                        "one that defines the model, data or optimiser is refused")
+    r.add_argument("--overwrite", action="store_true", help="start a new run in an --out that holds one")
     r.add_argument("--stop-after", type=int, metavar="N", help="stop after N epochs of this invocation")
     p.set_defaults(func=_train)
 
@@ -66,20 +80,34 @@ def _show_kernels(a: argparse.Namespace) -> int:
     from ..reference._config import TerminatorConfig
     from . import checkpoint, plots
 
-    state = checkpoint.load(a.checkpoint)
-    config = TerminatorConfig.from_dict(state["config"])
+    if a.channels < 1:
+        raise ValueError(f"--channels: expected an integer >= 1, got {a.channels}")
+    state = checkpoint.load(a.checkpoint)  # digest verified
+    try:
+        config = TerminatorConfig.from_dict(state["config"])
+        epoch = int(state["epoch"])
+    except (KeyError, TypeError) as exc:
+        raise checkpoint.CheckpointError(f"checkpoint {a.checkpoint}: not written by hyperzzw train "
+                                         f"(no {exc} entry)") from None
     import torch
 
     from ..adapters.torch import Terminator
 
     model = Terminator(config)
-    model.load_state_dict(state["model"])
+    try:
+        model.load_state_dict(state["model"])
+    except (KeyError, RuntimeError) as exc:
+        raise checkpoint.CheckpointError(f"checkpoint {a.checkpoint}: its weights do not fit its config "
+                                         f"({type(exc).__name__})") from None
     model.eval()
     with torch.no_grad():
         x = torch.zeros((1,) + tuple(config.input_shape), dtype=next(model.parameters()).dtype)
         _, kernels = model.forward_with_kernels(x)
-    path = plots.global_kernels([np.asarray(k.cpu()) for k in kernels], a.output, config.grid, a.channels,
-                                title=f"global hyper-kernels K_g, {a.checkpoint} (epoch {int(state['epoch']) + 1})")
+    try:
+        path = plots.global_kernels([np.asarray(k.cpu()) for k in kernels], a.output, config.grid, a.channels,
+                                    title=f"global hyper-kernels K_g, {a.checkpoint} (epoch {epoch + 1})")
+    except OSError as exc:
+        raise ValueError(f"-o {a.output}: cannot write it ({exc.strerror or exc})") from None
     print(f"wrote {path}")
     return 0
 
