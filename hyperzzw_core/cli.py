@@ -10,6 +10,7 @@ import argparse
 import json
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 
 EXIT_PASS, EXIT_FAIL, EXIT_USAGE, EXIT_KIT = 0, 1, 2, 3
@@ -47,7 +48,8 @@ def _verify(a: argparse.Namespace) -> int:
     ops = [o.strip() for o in a.ops.split(",") if o.strip()] if a.ops else None
     try:
         run = run_isolated(a.impl, ops=ops, dtypes=dtypes, gradients=not a.no_grad, device=a.device,
-                           timeout=a.timeout, progress=None if a.quiet else progress_line)
+                           timeout=a.timeout, progress=None if a.quiet else progress_line,
+                           **({"directory": Path(a.goldens)} if a.goldens else {}))
     except KitError as exc:
         return fail(EXIT_KIT, f"kit error: {exc}")
     except LoadError as exc:
@@ -101,6 +103,8 @@ def _add_verify(sub: argparse._SubParsersAction) -> None:
                    help="machine-readable output on stdout (strict JSON: unknown or infinite errors are null)")
     p.add_argument("--quiet", action="store_true", help="no per-operator progress lines on stderr")
     p.add_argument("--no-grad", action="store_true", help="forward values only")
+    p.add_argument("--goldens", help="a golden directory other than the packaged one (its manifest is checked "
+                                     "the same way)")
     p.set_defaults(func=_verify)
 
 
