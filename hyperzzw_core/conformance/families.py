@@ -161,9 +161,14 @@ def _slow_loss(base, rng):
     return [Sample(([LARGE * k for k in kernels], factors), dict(base[0].kwargs), f"{base[0].label}-large1e3")]
 
 
-def _network(base, rng):
+def _network_forward(base, rng):
     # trained parameters on the 2d net and offset inputs on the 1d net (the network is the costliest)
     return [trained(base[0], rng), offset(trained(base[1], rng), (1,))]
+
+
+def _network_loss(base, rng):
+    # the loss and its gradient repeat the forward: trained parameters on the 2d net only
+    return [trained(base[0], rng)]
 
 
 _FAMILIES: dict[str, Callable[[list[Sample], np.random.Generator], list[Sample]]] = {
@@ -190,8 +195,8 @@ _FAMILIES: dict[str, Callable[[list[Sample], np.random.Generator], list[Sample]]
     "sfne_block": lambda b, r: [trained(b[0], r), offset(trained(b[1], r), (1, 2))],
     "slow_loss": _slow_loss,
     "label_smoothing_cross_entropy": _ce,
-    "terminator_forward": _network,
-    "terminator_loss": _network,
+    "terminator_forward": _network_forward,
+    "terminator_loss": _network_loss,
 }
 
 

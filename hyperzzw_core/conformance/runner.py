@@ -211,19 +211,24 @@ def _exception_result(impl: Implementation, case: GoldenCase, dtype: str, kind: 
     return CaseResult(case.op, case.label, dtype, kind, "error", None, None, msg, raise_site(exc, impl.file))
 
 
-def _check(impl: Implementation, case: GoldenCase, dtype: str, kind: str,
-           call: Callable[[tuple], Any], expected: Any, low: Any) -> CaseResult:
-    """Call the port on fresh copies, check it left them alone, judge its result."""
+def _call(impl: Implementation, case: GoldenCase, dtype: str, kind: str,
+          call: Callable[[tuple], Any]) -> tuple[Any, CaseResult | None]:
+    """Call the port on fresh copies of the inputs; an exception or an in-place edit is the result."""
     original = _inputs(case, dtype)
     try:
         args = impl.convert(_copy(original))
         got = call(args)
     except BaseException as exc:  # noqa: BLE001 - SystemExit, KeyboardInterrupt: a port's, so a result
-        return _exception_result(impl, case, dtype, kind, exc)
+        return None, _exception_result(impl, case, dtype, kind, exc)
     changed = modified_inputs(impl, args, original)
     if changed:
-        return CaseResult(case.op, case.label, dtype, kind, "error", None, None,
-                          f"modified its input {', '.join(changed)} in place (inputs must be left unchanged)")
+        return None, CaseResult(case.op, case.label, dtype, kind, "error", None, None,
+                                f"modified its input {', '.join(changed)} in place (inputs must be left unchanged)")
+    return got, None
+
+
+def _judged(impl: Implementation, case: GoldenCase, dtype: str, kind: str, got: Any, expected: Any,
+            low: Any) -> CaseResult:
     try:
         status, ea, er, msg = _judge(impl, got, expected, low, dtype)
     except BaseException as exc:  # noqa: BLE001 - e.g. a port's to_numpy raising
@@ -232,21 +237,32 @@ def _check(impl: Implementation, case: GoldenCase, dtype: str, kind: str,
 
 
 def run_case(impl: Implementation, case: GoldenCase, dtype: str, gradients: bool = True) -> list[CaseResult]:
-    """Forward (and, where the implementation exposes them, gradient) checks of one case."""
+    """Forward (and, where the implementation exposes them, gradient) checks of one case.
+
+    The gradient is computed once per case (one VJP call for all differentiable arguments) and
+    judged per argument (``gradient[arg<i>]``); when the VJP call itself fails, one ``gradient``
+    result carries the error.
+    """
     fn = impl.op(case.op)
-    results = [_check(impl, case, dtype, "forward", lambda args: fn(*args, **case.kwargs),
-                      case.output(), case.output(low=True))]
+    got, bad = _call(impl, case, dtype, "forward", lambda args: fn(*args, **case.kwargs))
+    results = [bad or _judged(impl, case, dtype, "forward", got, case.output(), case.output(low=True))]
     diff = [i for i in case.differentiable if case.gradient(i) is not None]
     if not gradients or not diff or not impl.has_gradients(case.op) or "cot" not in case.arrays:
         return results
     cot = case.cotangent()
     cot = cot if dtype == "float64" else to_float32(cot)
+    grads, bad = _call(impl, case, dtype, "gradient", lambda args: impl.vjp(
+        case.op, args, case.kwargs, impl.convert(_copy(cot)), case.differentiable))
+    if bad is not None:
+        return results + [bad]
+    if len(grads) != len(case.differentiable):
+        return results + [CaseResult(case.op, case.label, dtype, "gradient", "error", None, None,
+                                     f"the VJP returned {len(grads)} cotangents, expected "
+                                     f"{len(case.differentiable)} (one per differentiable argument "
+                                     f"{list(case.differentiable)})")]
     for i in diff:
-        def call(args, i=i):
-            grads = impl.vjp(case.op, args, case.kwargs, impl.convert(_copy(cot)), case.differentiable)
-            return grads[case.differentiable.index(i)]
-        results.append(_check(impl, case, dtype, f"gradient[arg{i}]", call, case.gradient(i),
-                              case.gradient(i, low=True)))
+        results.append(_judged(impl, case, dtype, f"gradient[arg{i}]", grads[case.differentiable.index(i)],
+                               case.gradient(i), case.gradient(i, low=True)))
     return results
 
 
