@@ -307,3 +307,62 @@ def test_old_four_argument_hook_still_works():
 
 def test_readme_shows_the_generated_differentiable_table():
     assert differentiable_table() in (ROOT / "README.md").read_text()
+
+
+JAX_PORT = '''
+import jax
+import jax.numpy as jnp
+from jax.scipy.special import erf
+
+jax.config.update("jax_enable_x64", True)
+hyperzzw_autograd = "jax"
+
+
+def from_numpy(a, *, device=None):
+    return jnp.asarray(a)
+
+
+def gelu(x):
+    return 0.5 * x * (1 + erf(x * 0.7071067811865476))
+
+
+def hyperzzw_2e(k, z):
+    return k * z * z
+
+
+@jax.custom_vjp
+def si_glu(g1):
+    return g1 * jax.nn.sigmoid(g1)
+
+
+def _fwd(g1):
+    return si_glu(g1), g1
+
+
+def _bwd(g1, g):                      # a planted gradient bug: the g1*s*(1-s) term is missing
+    return (g * jax.nn.sigmoid(g1),)
+
+
+si_glu.defvjp(_fwd, _bwd)
+'''
+
+
+def test_jax_autograd_checks_gradients_of_a_jax_port(tmp_path):
+    """hyperzzw_autograd = "jax": jax.vjp over the wrt arguments, compared with the reference VJPs."""
+    pytest.importorskip("jax")
+    port = tmp_path / "jax_port.py"
+    port.write_text(JAX_PORT)
+    res = subprocess.run([sys.executable, "-m", "hyperzzw_core.cli", "verify", "--impl", str(port), "--json",
+                          "--ops", "gelu,hyperzzw_2e,si_glu", "--quiet"],
+                         capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert res.returncode == 1, res.stderr
+    report = _report(res)
+    status = {}
+    for r in report["results"]:
+        status.setdefault((r["op"], r["kind"]), set()).add(r["status"])
+    assert status[("gelu", "gradient[arg0]")] == {"pass"}
+    assert status[("hyperzzw_2e", "gradient[arg0]")] == status[("hyperzzw_2e", "gradient[arg1]")] == {"pass"}
+    assert status[("si_glu", "forward")] == {"pass"}
+    # the planted custom_vjp bug (invisible only where s(1-s) vanishes: the 1e3-offset case)
+    failed = {r["case"] for r in report["results"] if r["op"] == "si_glu" and r["status"] == "fail"}
+    assert failed >= {"2x3x4x4", "3x2x5"}, failed

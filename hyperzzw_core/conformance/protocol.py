@@ -19,8 +19,10 @@ Gradients, checked when one of these is present (in this order):
       in that order (``None`` for an argument passed as ``None``). A hook written for the old
       four-argument form ``hyperzzw_vjp(op_name, args, kwargs, cotangent)`` is still called that way;
     * ``hyperzzw_autograd = "torch"``: the kit itself runs ``torch.autograd.grad`` through the
-      forward (inputs made ``requires_grad``).
-    (``"jax"`` is not supported yet: write ``hyperzzw_vjp`` with ``jax.vjp`` over the ``wrt`` arguments.)
+      forward (inputs made ``requires_grad``);
+    * ``hyperzzw_autograd = "jax"``: the kit runs ``jax.vjp`` through the forward over the ``wrt``
+      arguments (the port's ``from_numpy`` should return JAX arrays; float64 needs
+      ``jax.config.update("jax_enable_x64", True)`` in the port).
 
 The cotangent has the output's structure (an array, or a tuple for ``sfne_block``); a parameter
 tree's cotangent is a tree of the same keys. Inputs are fresh copies per call; a port must not
@@ -103,8 +105,8 @@ class Implementation:
         self._from_numpy = getattr(self.target, "from_numpy", None)
         self._to_numpy = getattr(self.target, "to_numpy", None)
         self.autograd = getattr(self.target, "hyperzzw_autograd", None)
-        if self.autograd not in (None, "torch"):
-            raise ValueError(f"{self.name}: hyperzzw_autograd must be 'torch' or absent, got {self.autograd!r}")
+        if self.autograd not in (None, "torch", "jax"):
+            raise ValueError(f"{self.name}: hyperzzw_autograd must be 'torch', 'jax' or absent, got {self.autograd!r}")
 
     def op(self, name: str) -> Callable[..., Any] | None:
         fn = getattr(self.target, name, None)
@@ -126,7 +128,7 @@ class Implementation:
 
     def has_gradients(self, name: str) -> bool:
         return (self.op(f"{name}_vjp") is not None or callable(getattr(self.target, "hyperzzw_vjp", None))
-                or self.autograd == "torch")
+                or self.autograd in ("torch", "jax"))
 
     # ------------------------------------------------------------------------- conversion
     def convert(self, value: Any) -> Any:
@@ -164,6 +166,8 @@ class Implementation:
             return g if isinstance(g, tuple) else (g,)
         if self.autograd == "torch":
             return _torch_vjp(self.op(name), args, kwargs, cot, differentiable)
+        if self.autograd == "jax":
+            return _jax_vjp(self.op(name), args, kwargs, cot, differentiable)
         raise NotImplementedError(f"{self.name} exposes no gradients for {name}")
 
 
@@ -176,6 +180,24 @@ def _takes_wrt(hook: Callable[..., Any]) -> bool:
     if any(p.kind == p.VAR_POSITIONAL for p in params):
         return True
     return len([p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]) >= 5
+
+
+def _jax_vjp(fn: Callable[..., Any], args: tuple, kwargs: dict, cot: Any,
+             differentiable: tuple[int, ...]) -> tuple:
+    """``jax.vjp`` of ``fn`` over the present differentiable arguments (None stays None)."""
+    import jax
+
+    wrt = [i for i in differentiable if args[i] is not None]
+
+    def f(*primals: Any) -> Any:
+        full = list(args)
+        for i, p in zip(wrt, primals):
+            full[i] = p
+        return fn(*full, **kwargs)
+
+    _, pullback = jax.vjp(f, *(args[i] for i in wrt))
+    grads = dict(zip(wrt, pullback(cot)))
+    return tuple(grads.get(i) for i in differentiable)
 
 
 def _torch_vjp(fn: Callable[..., Any], args: tuple, kwargs: dict, cot: Any,
