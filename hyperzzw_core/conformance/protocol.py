@@ -119,7 +119,7 @@ class Implementation:
             if n.startswith("_"):
                 continue
             v = getattr(self.target, n, None)
-            if callable(v) and not isinstance(v, type):
+            if callable(v) and not isinstance(v, type) and getattr(v, "__module__", None) != "typing":
                 names.append(n)
         return names
 
