@@ -15,53 +15,101 @@ import argparse
 import json
 import sys
 from collections.abc import Callable
+from pathlib import Path
+
+
+EXIT_PASS, EXIT_FAIL, EXIT_USAGE, EXIT_KIT = 0, 1, 2, 3
+"""``hyperzzw verify`` exit codes: every check passed; a check failed (or a misspelt operator, or a
+missing one under ``--require-all``); the command could not run (bad arguments, unknown ``--ops``,
+the implementation cannot be loaded or exposes no operator); the kit's own goldens are missing or
+corrupted."""
+
+
+def _strict_json(value):
+    """Replace non-finite floats by None, so that the output is strict JSON (RFC 8259)."""
+    import math
+
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _strict_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_strict_json(v) for v in value]
+    return value
 
 
 def _verify(a: argparse.Namespace) -> int:
-    from .conformance.protocol import Implementation
-    from .conformance.runner import DTYPES, format_table, run, summarize
+    from .conformance.goldens import KitError
+    from .conformance.isolate import LoadError, run_isolated
+    from .conformance.runner import DTYPES, format_table, progress_line, summarize
 
+    def fail(code: int, message: str) -> int:
+        print(f"hyperzzw verify: {message}", file=sys.stderr)
+        return code
+
+    if a.timeout is not None and not a.timeout > 0:
+        return fail(EXIT_USAGE, f"--timeout: expected a positive number of seconds, got {a.timeout}")
     dtypes = list(DTYPES) if a.dtype == "all" else [a.dtype]
+    ops = [o.strip() for o in a.ops.split(",") if o.strip()] if a.ops else None
     try:
-        impl = Implementation(a.impl, device=a.device)
-    except Exception as exc:  # noqa: BLE001 - a clear message instead of a traceback
-        print(f"hyperzzw verify: cannot load implementation {a.impl!r}: {type(exc).__name__}: {exc}",
-              file=sys.stderr)
-        return 2
-    ops = [o.strip() for o in a.ops.split(",")] if a.ops else None
-    try:
-        results = run(impl, ops=ops, dtypes=dtypes, gradients=not a.no_grad)
-    except ValueError as exc:
-        print(f"hyperzzw verify: {exc}", file=sys.stderr)
-        return 2
+        run = run_isolated(a.impl, ops=ops, dtypes=dtypes, gradients=not a.no_grad, device=a.device,
+                           timeout=a.timeout, progress=None if a.quiet else progress_line,
+                           **({"directory": Path(a.goldens)} if a.goldens else {}))
+    except KitError as exc:
+        return fail(EXIT_KIT, f"kit error: {exc}")
+    except LoadError as exc:
+        return fail(EXIT_USAGE, f"cannot load implementation {a.impl!r}: {exc}")
+    except ValueError as exc:  # unknown --ops
+        return fail(EXIT_USAGE, f"--ops: {exc}")
+    results, cov = run.results, run.coverage
+    if ops:
+        cov.missing = [o for o in cov.missing if o in ops]
     if not results:
-        print(f"hyperzzw verify: {a.impl} exposes none of the operators"
-              f"{' selected' if ops else ''}; nothing was checked", file=sys.stderr)
-        return 2
-    failed = any(r.status != "pass" for r in results)
+        return fail(EXIT_USAGE, f"{a.impl} exposes none of the operators{' selected' if ops else ''}; "
+                                "nothing was checked")
+    failed = any(r.status != "pass" for r in results) or bool(cov.near_misses) \
+        or (a.require_all and bool(cov.missing))
+    n_grad = sum(r.kind != "forward" for r in results)
     if a.json:
-        print(json.dumps({"implementation": impl.name, "dtypes": dtypes, "passed": not failed,
-                          "summary": summarize(results), "results": [r.to_dict() for r in results]},
-                         indent=1, default=float))
+        report = {"implementation": a.impl, "dtypes": dtypes, "passed": not failed,
+                  "exit_code": EXIT_FAIL if failed else EXIT_PASS,
+                  "forward_checks": len(results) - n_grad, "gradient_checks": n_grad,
+                  "coverage": cov.to_dict(), "summary": summarize(results),
+                  "results": [r.to_dict() for r in results]}
+        print(json.dumps(_strict_json(report), indent=1, allow_nan=False))
     else:
-        print(f"hyperzzw verify: {impl.name} ({', '.join(dtypes)}"
-              f"{', device ' + a.device if a.device else ''})")
-        print(format_table(results))
-    return 1 if failed else 0
+        print(f"hyperzzw verify: {a.impl} ({', '.join(dtypes)}{', device ' + a.device if a.device else ''})")
+        print(format_table(results, cov))
+        if a.require_all and cov.missing:
+            print(f"FAIL: --require-all and {len(cov.missing)} kit operators are missing")
+    return EXIT_FAIL if failed else EXIT_PASS
 
 
 def _add_verify(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("verify", help="check an implementation against the reference's golden vectors",
                        description="Run every golden case that the implementation covers, forward and "
-                                   "(where it exposes them) gradients, and judge it under the tolerance "
-                                   "policy. Exits 1 on any failure.")
+                                   "(where it exposes them) gradients, in a worker process with a per-case "
+                                   "timeout, and judge it under the tolerance policy. Exit codes: 0 all "
+                                   "passed; 1 a check failed (or a misspelt operator, or a missing one with "
+                                   "--require-all); 2 usage error (bad arguments, unknown --ops, the "
+                                   "implementation cannot be loaded or exposes no operator); 3 the kit's "
+                                   "goldens are missing or corrupted.")
     p.add_argument("--impl", required=True,
                    help="the implementation: a module (my_pkg.my_module), module:object, or path/to/file.py")
     p.add_argument("--ops", help="comma-separated operator names (default: all it covers)")
     p.add_argument("--dtype", choices=["float64", "float32", "all"], default="float64")
     p.add_argument("--device", help="passed to the implementation's from_numpy (e.g. cuda)")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--timeout", type=float, default=None,
+                   help="seconds per case (one golden case in one dtype, forward and gradients) before it "
+                        "is reported as a timeout and the run goes on (default 120)")
+    p.add_argument("--require-all", action="store_true",
+                   help="fail when the implementation lacks any kit operator")
+    p.add_argument("--json", action="store_true",
+                   help="machine-readable output on stdout (strict JSON: unknown or infinite errors are null)")
+    p.add_argument("--quiet", action="store_true", help="no per-operator progress lines on stderr")
     p.add_argument("--no-grad", action="store_true", help="forward values only")
+    p.add_argument("--goldens", help="a golden directory other than the packaged one (its manifest is checked "
+                                     "the same way)")
     p.set_defaults(func=_verify)
 
 

@@ -13,12 +13,13 @@ import numpy as np
 import pytest
 
 from hyperzzw_core.conformance import run
+from hyperzzw_core.conformance.families import golden_samples
 from hyperzzw_core.conformance.generate import build_case
 from hyperzzw_core.conformance.goldens import GOLDEN_DIR, load_case, load_manifest, sha256
 from hyperzzw_core.testing.registry import REGISTRY
 from hyperzzw_core.testing.tolerance import assert_close
 
-from planted_bugs import CORRECT, PLANTED
+from planted_bugs import CORRECT, HARD_INPUT_ONLY, PLANTED, RUN_DTYPE
 
 MANIFEST = load_manifest()
 
@@ -34,7 +35,7 @@ def test_reference_still_reproduces_goldens(entry):
     """Regenerate each case in memory from the registry and compare with the committed file."""
     spec = REGISTRY[entry["op"]]
     index = MANIFEST["cases"].index(entry)
-    sample = next(s for s in spec.samples("float64", seed=entry["seed"]) if s.label == entry["label"])
+    sample = next(s for s in golden_samples(spec, seed=entry["seed"]) if s.label == entry["label"])
     fresh, fresh_entry = build_case(spec, sample, index)
     stored = load_case(entry).arrays
     # each packed vector holds one whole result (a tree flattened), so its max is the tree's scale
@@ -67,12 +68,70 @@ def test_correct_implementation_passes_everything():
     assert any(r.kind.startswith("gradient") for r in results)
 
 
+def test_planted_bug_suite_covers_every_operator():
+    assert len(PLANTED) >= 30
+    assert {op for op, _ in PLANTED.values()} == set(REGISTRY)
+
+
 @pytest.mark.parametrize("description", sorted(PLANTED))
 def test_planted_bug_is_flagged_on_its_operator(description):
     op, impl = PLANTED[description]
-    results = run(impl, dtypes=("float64",))
+    results = run(impl, dtypes=(RUN_DTYPE.get(description, "float64"),))
     failing_ops = {r.op for r in results if r.status != "pass"}
     assert failing_ops == {op}, f"{description}: failing operators {failing_ops}, expected {{{op!r}}}"
+
+
+@pytest.mark.parametrize("description", sorted(HARD_INPUT_ONLY))
+def test_hard_input_bug_is_caught_only_by_the_hard_families(description):
+    """These bugs pass every registry (init-valued, benign) case: the families are what catch them."""
+    op, impl = PLANTED[description]
+    base = {s.label for s in REGISTRY[op].samples("float64", seed=0)}
+    results = run(impl, ops=[op], dtypes=(RUN_DTYPE.get(description, "float64"),))
+    on_base = [r.id for r in results if r.case in base and r.status != "pass"]
+    on_families = [r.id for r in results if r.case not in base and r.status != "pass"]
+    assert not on_base, on_base
+    assert on_families, f"{description}: no hard case caught it"
+
+
+def _trained_pairs():
+    for entry in MANIFEST["cases"]:
+        if entry["label"].endswith("-trained"):
+            yield entry
+
+
+@pytest.mark.parametrize("entry", list(_trained_pairs()), ids=lambda e: f"{e['op']}-{e['label']}")
+def test_trained_trees_move_every_leaf_away_from_its_init(entry):
+    """Every element of every parameter leaf is nonzero and differs from the registry's init tree."""
+    from hyperzzw_core.reference._tree import flatten
+
+    base_label = entry["label"][: -len("-trained")]
+    init = next(s for s in REGISTRY[entry["op"]].samples("float64", seed=0) if s.label == base_label)
+    case = load_case(entry)
+    trees = [(i, a) for i, a in enumerate(case.args) if isinstance(a, dict)]
+    assert trees
+    for i, tree in trees:
+        before = flatten(init.args[i])
+        for key, leaf in flatten(tree).items():
+            assert np.all(leaf != 0), f"arg{i}.{key} has zeros"
+            rms = float(np.sqrt(np.mean(before[key] ** 2)))
+            # moved by at least a quarter of the leaf's RMS; an all-zero (or constant) init leaf by >= 0.1
+            floor = 0.1 if rms == 0 else 0.25 * rms
+            assert np.min(np.abs(leaf - before[key])) >= floor * (1 - 1e-12), f"arg{i}.{key} stays near init"
+
+
+def test_every_operator_has_hard_cases_and_edge_shapes_exist():
+    labels: dict[str, set[str]] = {}
+    for entry in MANIFEST["cases"]:
+        labels.setdefault(entry["op"], set()).add(entry["label"])
+    for op, spec in REGISTRY.items():
+        base = {s.label for s in spec.samples("float64", seed=0)}
+        assert labels[op] - base, f"{op}: only registry samples"
+    shapes = [tuple(a["shape"]) for e in MANIFEST["cases"] for k, a in e["arrays"].items() if k == "arg0"]
+    assert any(len(s) >= 2 and s[0] == 1 and s[1] == 1 for s in shapes)          # B=1, C=1
+    assert any(e["op"] == "depthwise_conv" and "k1" in e["label"] for e in MANIFEST["cases"])
+    assert any(e["op"] == "adaptive_avg_pool" and "11to3" in e["label"] for e in MANIFEST["cases"])
+    assert any(e["label"].endswith("offset1e3") for e in MANIFEST["cases"] if e["op"] == "instance_standardize")
+    assert any(e["label"].startswith("large-logits") for e in MANIFEST["cases"])
 
 
 def _cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
@@ -153,14 +212,15 @@ def test_pytest_plugin_from_outside_the_repository(tmp_path):
     res = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_port.py"],
                          cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300)
     out = res.stdout
-    assert "2 failed, 2 passed" in out, out
+    n_cases = {op: sum(e["op"] == op for e in MANIFEST["cases"]) for op in ("hyperzzw_2e", "gelu")}
+    assert f"{n_cases['hyperzzw_2e']} failed, {n_cases['gelu']} passed" in out, out
     assert "test_hyperzzw[hyperzzw_2e-" in out and "OUTSIDE tolerance" in out
     # the packaged suite, one option and no test file of one's own
     res = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--pyargs",
                           "hyperzzw_core.conformance.suite", "--hyperzzw-impl", str(tmp_path / "my_port.py"),
                           "--hyperzzw-ops", "gelu"], cwd=tmp_path, capture_output=True, text=True, env=env,
                          timeout=300)
-    assert "2 passed" in res.stdout, res.stdout + res.stderr
+    assert f"{n_cases['gelu']} passed" in res.stdout, res.stdout + res.stderr
 
 
 def test_torch_adapter_passes_verify():

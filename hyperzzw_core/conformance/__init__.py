@@ -4,7 +4,8 @@ An implementation under test is any module or object exposing operators with the
 names and signatures; see :mod:`hyperzzw_core.conformance.protocol` for the protocol.
 """
 
-from .protocol import Implementation
-from .runner import CaseResult, format_table, run
+from .goldens import KitError
+from .protocol import DIFFERENTIABLE, Implementation
+from .runner import CaseResult, Coverage, format_table, run
 
-__all__ = ["Implementation", "CaseResult", "run", "format_table"]
+__all__ = ["Implementation", "CaseResult", "Coverage", "KitError", "DIFFERENTIABLE", "run", "format_table"]

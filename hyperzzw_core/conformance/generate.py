@@ -1,8 +1,9 @@
 """Generate the golden vectors from the reference: ``python -m hyperzzw_core.conformance.generate``.
 
-Every registered operator's sample inputs (float64, seed 0), the reference outputs, a seeded
+Every registered operator's sample inputs and hard input families (float64, seed 0; see
+:mod:`.families`), the reference outputs, a seeded
 cotangent and the reference VJPs, plus the same evaluated in float32. Writes the case files and
-``manifest.json`` into ``--out`` (default: the package's golden directory).
+``manifest.json`` (with its digest) into ``--out`` (default: the package's golden directory).
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ import scipy
 
 from .. import __version__
 from ..testing.registry import REGISTRY, OpSpec, Sample
-from .goldens import (FORMAT_VERSION, GOLDEN_DIR, describe_arg, encode_args, npz_bytes, pack, sha256,
-                      summarize, to_float32)
+from .families import golden_samples
+from .goldens import (FORMAT_VERSION, GOLDEN_DIR, describe_arg, encode_args, manifest_digest, npz_bytes, pack,
+                      sha256, summarize, to_float32)
 
 SEED = 0
 
@@ -70,6 +72,14 @@ def build_case(spec: OpSpec, sample: Sample, index: int) -> tuple[dict[str, np.n
     return arrays, entry
 
 
+def _manifest_text(manifest: dict) -> str:
+    """The manifest as JSON with one line per case (compact, and diffs stay per case)."""
+    head = {k: v for k, v in manifest.items() if k != "cases"}
+    lines = [json.dumps(c, sort_keys=True, separators=(",", ":")) for c in manifest["cases"]]
+    body = json.dumps(head, indent=1, sort_keys=True)[:-2]
+    return body + ',\n "cases": [\n' + ",\n".join(lines) + "\n ]\n}\n"
+
+
 def generate(out_dir: Path = GOLDEN_DIR, ops: list[str] | None = None) -> dict:
     """Write every case and the manifest; returns the manifest."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -80,7 +90,7 @@ def generate(out_dir: Path = GOLDEN_DIR, ops: list[str] | None = None) -> dict:
     for name, spec in REGISTRY.items():
         if ops and name not in ops:
             continue
-        for sample in spec.samples("float64", seed=SEED):
+        for sample in golden_samples(spec, seed=SEED):
             arrays, entry = build_case(spec, sample, index)
             data = npz_bytes(arrays)
             entry["file"] = f"{name}__{sample.label}.npz"
@@ -92,7 +102,8 @@ def generate(out_dir: Path = GOLDEN_DIR, ops: list[str] | None = None) -> dict:
                 "generated_by": "python -m hyperzzw_core.conformance.generate",
                 "numpy": np.__version__, "scipy": scipy.__version__, "python": platform.python_version(),
                 "cases": cases}
-    (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    manifest["digest"] = manifest_digest(manifest)
+    (out_dir / "manifest.json").write_text(_manifest_text(manifest))
     return manifest
 
 

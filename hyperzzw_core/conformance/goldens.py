@@ -2,7 +2,8 @@
 
 Layout (``hyperzzw_core/conformance/goldens/``)::
 
-    manifest.json             format version, reference version, and one entry per case
+    manifest.json             format version, reference version, one entry per case, and ``digest``:
+                              SHA-256 of the canonical JSON of everything else (checked before use)
     <op>__<case>.npz          arrays of one case (``np.savez_compressed``; loaded with allow_pickle=False)
 
 Keys inside a case file::
@@ -21,6 +22,7 @@ Regenerate only on purpose: ``python -m hyperzzw_core.conformance.generate``.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import io
 import json
@@ -34,7 +36,7 @@ from ..reference._config import TerminatorConfig
 from ..reference._tree import flatten, tree_map, unflatten
 
 GOLDEN_DIR = Path(__file__).with_name("goldens")
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 # ------------------------------------------------------------------------------- encoding
@@ -190,33 +192,85 @@ class GoldenCase:
         return self._get(f"grad32_{i}" if low else f"grad{i}", f"arg{i}")
 
 
+class KitError(Exception):
+    """The kit itself is unusable (missing or corrupted goldens, bad manifest): one clear line.
+
+    ``hyperzzw verify`` prints it and exits with :data:`EXIT_KIT_ERROR`; it never means the port is wrong.
+    """
+
+
+_CASE_KEYS = ("op", "label", "file", "sha256", "args", "kwargs", "differentiable", "layouts")
+
+
+def manifest_digest(manifest: dict) -> str:
+    """SHA-256 of the canonical JSON of the manifest without its ``digest`` field.
+
+    Covers every case's metadata (operator, file, file hash, differentiable arguments, layouts,
+    keyword arguments), so any edit to the manifest is detected.
+    """
+    body = {k: v for k, v in manifest.items() if k != "digest"}
+    return sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode())
+
+
 def load_manifest(directory: Path = GOLDEN_DIR) -> dict:
-    path = directory / "manifest.json"
-    if not path.exists():
-        raise FileNotFoundError(f"no golden manifest at {path}; run python -m hyperzzw_core.conformance.generate")
-    manifest = json.loads(path.read_text())
+    """The manifest, checked: it exists, parses, has the supported format and its digest matches."""
+    path = Path(directory) / "manifest.json"
+    if not path.is_file():
+        raise KitError(f"golden manifest missing: {path} (reinstall hyperzzw, or regenerate with "
+                       "python -m hyperzzw_core.conformance.generate)")
+    try:
+        manifest = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise KitError(f"golden manifest {path} is not valid JSON: {exc}") from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("cases"), list):
+        raise KitError(f"golden manifest {path}: expected an object with a 'cases' list")
     if manifest.get("format") != FORMAT_VERSION:
-        raise ValueError(f"golden format {manifest.get('format')} is not the supported {FORMAT_VERSION}")
+        raise KitError(f"golden manifest {path}: format {manifest.get('format')!r}, expected {FORMAT_VERSION}")
+    expected = manifest.get("digest")
+    actual = manifest_digest(manifest)
+    if expected != actual:
+        raise KitError(f"golden manifest {path} fails its integrity check: digest {expected!r} recorded, "
+                       f"{actual} computed; it was edited after generation (regenerate it on purpose "
+                       "with python -m hyperzzw_core.conformance.generate)")
+    for i, entry in enumerate(manifest["cases"]):
+        missing = [k for k in _CASE_KEYS if not isinstance(entry, dict) or k not in entry]
+        if missing:
+            raise KitError(f"golden manifest {path}: case {i} lacks {missing}")
     return manifest
 
 
 def load_case(entry: dict, directory: Path = GOLDEN_DIR, verify_hash: bool = True) -> GoldenCase:
     """Read one case file (no pickle), checking its SHA-256 against the manifest."""
-    data = (directory / entry["file"]).read_bytes()
+    path = Path(directory) / entry["file"]
+    if not path.is_file():
+        raise KitError(f"golden file missing: {path} (case {entry['op']}[{entry['label']}])")
+    data = path.read_bytes()
     if verify_hash and sha256(data) != entry["sha256"]:
-        raise ValueError(f"golden file {entry['file']} does not match its SHA-256 in the manifest")
-    with np.load(io.BytesIO(data), allow_pickle=False) as z:
-        arrays = {k: z[k] for k in z.files}
-    return GoldenCase(entry["op"], entry["label"], decode_args(arrays, entry["args"], entry["layouts"]),
-                      decode_kwargs(entry["kwargs"]), tuple(entry["differentiable"]), arrays, entry)
+        raise KitError(f"golden file {path} does not match its SHA-256 in the manifest "
+                       f"(case {entry['op']}[{entry['label']}])")
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+        return GoldenCase(entry["op"], entry["label"], decode_args(arrays, entry["args"], entry["layouts"]),
+                          decode_kwargs(entry["kwargs"]), tuple(entry["differentiable"]), arrays, entry)
+    except (KeyError, ValueError, TypeError, OSError) as exc:
+        raise KitError(f"golden file {path} cannot be decoded: {type(exc).__name__}: {exc}") from None
+
+
+def kit_operators(directory: Path = GOLDEN_DIR) -> list[str]:
+    """The operators the goldens cover, in manifest order."""
+    return list(dict.fromkeys(e["op"] for e in load_manifest(directory)["cases"]))
 
 
 def load_cases(ops: list[str] | None = None, directory: Path = GOLDEN_DIR) -> list[GoldenCase]:
-    """All stored cases (or those of ``ops``), in manifest order."""
+    """All stored cases (or those of ``ops``), in manifest order. Unknown ``ops`` raise ValueError."""
     manifest = load_manifest(directory)
     known = {e["op"] for e in manifest["cases"]}
     if ops:
         unknown = sorted(set(ops) - known)
         if unknown:
-            raise ValueError(f"unknown operators {unknown}; the goldens cover {sorted(known)}")
+            hints = "; ".join(f"{u!r}: did you mean {m[0]!r}?" for u in unknown
+                              if (m := difflib.get_close_matches(u, sorted(known), n=1)))
+            raise ValueError(f"unknown operators {unknown}{' (' + hints + ')' if hints else ''}; "
+                             f"the goldens cover {sorted(known)}")
     return [load_case(e, directory) for e in manifest["cases"] if not ops or e["op"] in ops]

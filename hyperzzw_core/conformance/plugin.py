@@ -78,7 +78,12 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     impl = Implementation(target, device=opt("--hyperzzw-device"))
     dtypes = list(DTYPES) if opt("--hyperzzw-dtype") == "all" else [opt("--hyperzzw-dtype")]
     ops = opt("--hyperzzw-ops")
-    cases = planned_cases(impl, ops.split(",") if ops else None)
+    from .goldens import KitError
+
+    try:
+        cases = planned_cases(impl, ops.split(",") if ops else None)
+    except (KitError, ValueError) as exc:  # one clear line, not a collection traceback
+        raise pytest.UsageError(f"hyperzzw conformance: {exc}") from None
     params = [ConformanceCase(impl, c, d, not opt("--hyperzzw-no-grad")) for c in cases for d in dtypes]
     if not params:
         params = [pytest.param(None, marks=pytest.mark.skip(reason=f"{target} exposes no operator of the kit"))]

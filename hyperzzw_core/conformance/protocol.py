@@ -13,10 +13,22 @@ signatures, working on its own arrays. Everything else is optional:
 Gradients, checked when one of these is present (in this order):
     * ``<op>_vjp(*args, cotangent, **kwargs)``: the reference convention, returning the cotangent
       of every differentiable positional argument (a tuple, or one value when there is one);
-    * ``hyperzzw_vjp(op_name, args, kwargs, cotangent)``: one generic hook (e.g. built on
-      ``jax.vjp``), returning the same;
+    * ``hyperzzw_vjp(op_name, args, kwargs, cotangent, wrt)``: one generic hook (e.g. built on
+      ``jax.vjp``). ``wrt`` is the tuple of the differentiable positional-argument indices of
+      ``op_name`` (:data:`DIFFERENTIABLE`); return one cotangent per index in ``wrt``,
+      in that order (``None`` for an argument passed as ``None``). A hook written for the old
+      four-argument form ``hyperzzw_vjp(op_name, args, kwargs, cotangent)`` is still called that way;
     * ``hyperzzw_autograd = "torch"``: the kit itself runs ``torch.autograd.grad`` through the
-      forward (inputs made ``requires_grad``).
+      forward (inputs made ``requires_grad``);
+    * ``hyperzzw_autograd = "jax"``: the kit runs ``jax.vjp`` through the forward over the ``wrt``
+      arguments (the port's ``from_numpy`` should return JAX arrays; float64 needs
+      ``jax.config.update("jax_enable_x64", True)`` in the port).
+
+The cotangent has the output's structure (an array, or a tuple for ``sfne_block``); a parameter
+tree's cotangent is a tree of the same keys. Inputs are fresh copies per call; a port must not
+modify them (``verify`` reports it). The differentiable arguments of every operator are
+:data:`DIFFERENTIABLE`; :func:`differentiable_table` renders them as the table in the README's
+"Verify your implementation" section.
 
 Parameter dicts, lists of kernels and tuples of outputs are converted leaf by leaf; configs,
 sizes, flags and keyword arguments are passed unchanged.
@@ -26,6 +38,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import inspect
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -35,7 +48,26 @@ from typing import Any
 import numpy as np
 
 from ..reference._tree import flatten, tree_map
+from ..testing.registry import REGISTRY
 from ..testing.tolerance import to_numpy as _default_to_numpy
+
+DIFFERENTIABLE: dict[str, tuple[int, ...]] = {name: spec.differentiable for name, spec in REGISTRY.items()}
+"""Operator → the indices of its positional arguments that carry gradients (the ``wrt`` of the hook)."""
+
+
+def _arg_names(fn: Callable[..., Any]) -> list[str]:
+    return [p.name for p in inspect.signature(fn).parameters.values()
+            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+
+
+def differentiable_table() -> str:
+    """A Markdown table: operator, its positional arguments, the differentiable ones (index: name)."""
+    lines = ["| operator | positional arguments | differentiable (`wrt`) |", "|---|---|---|"]
+    for name, spec in REGISTRY.items():
+        names = _arg_names(spec.reference)
+        wrt = ", ".join(f"{i}: `{names[i]}`" for i in spec.differentiable) or "none (forward only)"
+        lines.append(f"| `{name}` | {', '.join(f'`{n}`' for n in names)} | {wrt} |")
+    return "\n".join(lines)
 
 
 def load_target(target: str | ModuleType | object) -> object:
@@ -67,23 +99,36 @@ class Implementation:
     def __init__(self, target: str | ModuleType | object, device: str | None = None):
         self.target = load_target(target)
         self.name = target if isinstance(target, str) else getattr(target, "__name__", repr(target))
+        self.file: str | None = getattr(self.target, "__file__", None)
+        """The port's source file (its own frames are named in error lines)."""
         self.device = device
         self._from_numpy = getattr(self.target, "from_numpy", None)
         self._to_numpy = getattr(self.target, "to_numpy", None)
         self.autograd = getattr(self.target, "hyperzzw_autograd", None)
-        if self.autograd not in (None, "torch"):
-            raise ValueError(f"{self.name}: hyperzzw_autograd must be 'torch' or absent, got {self.autograd!r}")
+        if self.autograd not in (None, "torch", "jax"):
+            raise ValueError(f"{self.name}: hyperzzw_autograd must be 'torch', 'jax' or absent, got {self.autograd!r}")
 
     def op(self, name: str) -> Callable[..., Any] | None:
         fn = getattr(self.target, name, None)
         return fn if callable(fn) else None
+
+    def public_callables(self) -> list[str]:
+        """The port's public callable names (functions, not modules or classes)."""
+        names = []
+        for n in dir(self.target):
+            if n.startswith("_"):
+                continue
+            v = getattr(self.target, n, None)
+            if callable(v) and not isinstance(v, type) and getattr(v, "__module__", None) != "typing":
+                names.append(n)
+        return names
 
     def covers(self, name: str) -> bool:
         return self.op(name) is not None
 
     def has_gradients(self, name: str) -> bool:
         return (self.op(f"{name}_vjp") is not None or callable(getattr(self.target, "hyperzzw_vjp", None))
-                or self.autograd == "torch")
+                or self.autograd in ("torch", "jax"))
 
     # ------------------------------------------------------------------------- conversion
     def convert(self, value: Any) -> Any:
@@ -116,11 +161,43 @@ class Implementation:
             return g if isinstance(g, tuple) else (g,)
         hook = getattr(self.target, "hyperzzw_vjp", None)
         if callable(hook):
-            g = hook(name, args, kwargs, cot)
+            g = hook(name, args, kwargs, cot, tuple(differentiable)) if _takes_wrt(hook) \
+                else hook(name, args, kwargs, cot)
             return g if isinstance(g, tuple) else (g,)
         if self.autograd == "torch":
             return _torch_vjp(self.op(name), args, kwargs, cot, differentiable)
+        if self.autograd == "jax":
+            return _jax_vjp(self.op(name), args, kwargs, cot, differentiable)
         raise NotImplementedError(f"{self.name} exposes no gradients for {name}")
+
+
+def _takes_wrt(hook: Callable[..., Any]) -> bool:
+    """Whether a ``hyperzzw_vjp`` hook accepts the fifth argument ``wrt`` (the current protocol)."""
+    try:
+        params = list(inspect.signature(hook).parameters.values())
+    except (TypeError, ValueError):
+        return True
+    if any(p.kind == p.VAR_POSITIONAL for p in params):
+        return True
+    return len([p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]) >= 5
+
+
+def _jax_vjp(fn: Callable[..., Any], args: tuple, kwargs: dict, cot: Any,
+             differentiable: tuple[int, ...]) -> tuple:
+    """``jax.vjp`` of ``fn`` over the present differentiable arguments (None stays None)."""
+    import jax
+
+    wrt = [i for i in differentiable if args[i] is not None]
+
+    def f(*primals: Any) -> Any:
+        full = list(args)
+        for i, p in zip(wrt, primals):
+            full[i] = p
+        return fn(*full, **kwargs)
+
+    _, pullback = jax.vjp(f, *(args[i] for i in wrt))
+    grads = dict(zip(wrt, pullback(cot)))
+    return tuple(grads.get(i) for i in differentiable)
 
 
 def _torch_vjp(fn: Callable[..., Any], args: tuple, kwargs: dict, cot: Any,
