@@ -31,7 +31,11 @@ def build_layout(root: Path = ROOT, layout: Path = LAYOUT) -> Path:
     return layout
 
 
-def on_config(config: Any) -> Any:
-    """MkDocs entry point: build the layout before any page is rendered."""
+def on_startup(command: str, dirty: bool) -> None:
+    """MkDocs entry point: build the layout once, before any plugin reads its configuration.
+
+    (Not ``on_config``: mkdocstrings reads its ``paths`` before a hook's ``on_config`` runs, so in a
+    fresh clone, where ``build/`` does not exist yet, ``hyperzzw_core.adapters.torch`` could not be
+    collected and the strict build failed; it passed only where an earlier build had left the folder.)
+    """
     build_layout()
-    return config
