@@ -143,7 +143,7 @@ def init_params(config: TerminatorConfig, seed: int = 0, *, like: Any = None, de
     dt = _resolve_dtype(xp, dtype)
     host_dtype = np.float64 if dt is None else np.dtype(B.dtype_name(dt))
     host = _reference_init_params(config, seed, dtype=host_dtype)
-    if B.is_numpy(xp) and device in (None, "cpu"):
+    if B.backend(xp).owns_host_arrays(device):
         return host
     return tree_map(lambda a: _convert_leaf(a, xp, device, None, False), host)
 

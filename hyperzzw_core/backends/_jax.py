@@ -1,0 +1,41 @@
+"""The JAX backend: ``jax.numpy`` (array-API compliant), with JAX's own erf, sigmoid and stop-gradient.
+
+Under ``jit``, ``grad`` and ``vjp`` the inputs are tracers, which carry no committed device: a
+tracer's device is unknown (None) and matches any device, so arrays that are differentiated and
+arrays that are not may be mixed.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, ClassVar
+
+from ._base import ArrayAPIBackend
+
+
+class JaxBackend(ArrayAPIBackend):
+    """JAX through ``jax.numpy``."""
+
+    name: ClassVar[str] = "jax"
+    namespace_names: ClassVar[tuple[str, ...]] = ("jax.numpy", "jax.experimental.array_api")
+    module_names: ClassVar[tuple[str, ...]] = ("jax", "jax.numpy", "jax.experimental.array_api")
+
+    def standard_namespace(self, module: Any) -> Any:
+        import jax.numpy as jnp  # jax is imported already: the caller passed one of its modules
+
+        return jnp
+
+    def same_device(self, a: Any, b: Any) -> bool:
+        """A tracer's device (None: not committed yet) matches any device."""
+        return a is None or b is None or a == b
+
+    def stop_gradient(self, xp: Any, x: Any) -> Any:
+        return sys.modules["jax"].lax.stop_gradient(x)
+
+    def sigmoid(self, xp: Any, x: Any) -> Any:
+        return sys.modules["jax"].nn.sigmoid(x)
+
+    def erf(self, xp: Any, x: Any) -> Any:
+        import jax.scipy.special
+
+        return jax.scipy.special.erf(x)
