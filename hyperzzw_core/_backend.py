@@ -145,7 +145,7 @@ def is_lazy(x: Any) -> bool:
     """True where an array's values cannot be read without tracing (JAX jit, Dask, torch.compile)."""
     if _is_tensor(x):
         return bool(sys.modules["torch"].compiler.is_compiling())
-    return array_api_compat.is_lazy_array(x)
+    return backend_for(_namespace_of_one("x", x)).is_lazy(x)
 
 
 # ---------------------------------------------------------------------------------- constants

@@ -17,8 +17,7 @@ from ._interaction import (_channel_kernel, _hi_kernels, _hyper_channel_interact
 from ._linear import _pointwise_linear, check_linear_params
 from ._slow_net import _G_KEYS, _L_KEYS, _magnet_g, _magnet_l, _magnet_l_static, check_magnet
 from ._standardize import _g_ibs, _instance_standardize, check_groups
-from .reference._block import BLOCK_KEYS, LOCAL_ROLES, concat_order, local_roles
-from .reference._hyperzzw import check_global_grid
+from .reference import BLOCK_KEYS, LOCAL_ROLES, check_global_grid, concat_order, local_roles
 
 
 def tile_channels(x: Any, reps: int) -> Any:

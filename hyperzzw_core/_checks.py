@@ -11,8 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from .reference._checks import check_params, odd_kernel_size  # pure Python: reused as is
-from .reference._tree import flatten
+from .reference import check_params, flatten, odd_kernel_size  # pure Python: reused as is
 from ._backend import dtype_name, is_lazy, namespace
 
 __all__ = ["as_float_array", "check_finite", "check_params", "check_shape", "ns", "odd_kernel_size",

@@ -10,7 +10,7 @@ from ._checks import as_float_array, check_finite as _check_finite, ns, shape_of
 from ._conv import _validate_conv
 from ._linear import _pointwise_linear, check_linear_params
 from ._standardize import _batch_standardize
-from .reference._hyperzzw import check_global_grid  # pure shape logic, reused
+from .reference import check_global_grid  # pure shape logic, reused
 
 
 def broadcast_shapes(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...]:

@@ -11,7 +11,7 @@ from ._hyperzzw import _hyperzzw_2e
 from ._linear import _pointwise_linear, check_linear_params
 from ._slow_net import _G_KEYS, _magnet_g, check_magnet
 from ._standardize import _instance_standardize
-from .reference._interaction import RGU_KEYS
+from .reference import RGU_KEYS
 
 
 def _input(xp: Any, name: str, z: Any, check_finite: bool, dtype: Any = None) -> Any:

@@ -26,9 +26,8 @@ import array_api_compat
 import numpy as np
 
 from . import _backend as B
-from .reference._config import TerminatorConfig
-from .reference._network import init_params as _reference_init_params
-from .reference._tree import flatten, tree_map, unflatten
+from .reference import TerminatorConfig, flatten, tree_map, unflatten
+from .reference import init_params as _reference_init_params
 
 __all__ = ["convert", "from_state_dict", "init_params", "load_params", "namespace_for", "save_params",
            "to_numpy", "to_state_dict"]

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from ..reference._tree import flatten
+from ..reference import flatten
 from ..testing.tolerance import check_close
 from .goldens import GoldenCase, load_cases, to_float32
 from .protocol import Implementation
