@@ -8,6 +8,7 @@ Backends, discovered at import (an import probe plus an allocation probe):
   ``array_api_strict:no_float64`` (a float32-only device, like torch MPS; float32 tests only);
 * ``torch`` — CPU;
 * ``jax`` — CPU, eager, with 64-bit types enabled (``jax_enable_x64``), where JAX is installed;
+  marked ``jax`` (not in the default run: XLA compiles every primitive, minutes per network);
 * ``torch:cuda`` and ``cupy`` — only where a usable GPU exists; otherwise the test is skipped with
   a reason naming what is missing (and marked ``gpu``, so ``-m "not gpu"`` deselects it).
   ``HYPERZZW_REQUIRE_GPU=1`` turns those skips into failures, so a GPU job cannot pass vacuously.
@@ -161,6 +162,8 @@ def _discover() -> list[Any]:
             continue
         backend, why = _probe(name, make)
         marks = [pytest.mark.gpu] if gpu else []
+        if name == "jax":
+            marks.append(pytest.mark.jax)  # minutes of XLA compilation: run with -m jax
         if backend is None:
             if gpu and REQUIRE_GPU:  # no skip mark: the fixture fails the test
                 params.append(pytest.param(_Missing(name, why, fail=True), id=name, marks=marks))

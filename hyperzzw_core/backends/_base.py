@@ -144,6 +144,13 @@ class ArrayAPIBackend:
         """True where the values of ``x`` cannot be read without tracing (JAX jit, Dask, …)."""
         return array_api_compat.is_lazy_array(x)
 
+    def all_finite(self, xp: Any, x: Any) -> bool | None:
+        """Whether ``x`` holds no NaN or Inf (one boolean read back), or None where the values cannot
+        be read (lazy arrays)."""
+        if self.is_lazy(x):
+            return None
+        return bool(xp.all(xp.isfinite(x)))
+
     def owns_host_arrays(self, device: Any) -> bool:
         """Whether host NumPy arrays already are this library's arrays on ``device`` (no copy)."""
         return False

@@ -26,9 +26,12 @@ class JaxBackend(ArrayAPIBackend):
         return jnp
 
     def is_lazy(self, x: Any) -> bool:
-        """Tracers only (array-api-compat calls every JAX array lazy, which would skip the NaN check
-        of eager arrays)."""
-        return isinstance(x, sys.modules["jax"].core.Tracer)
+        """True for a tracer, and for any array inside a ``jit`` trace (where even a concrete array's
+        reductions are staged, so no value can be read back). array-api-compat calls every JAX array
+        lazy, which would skip the NaN checks of eager arrays; this asks JAX: inside ``jit`` a new
+        array is itself a tracer."""
+        jax = sys.modules["jax"]
+        return isinstance(x, jax.core.Tracer) or isinstance(jax.numpy.zeros(()), jax.core.Tracer)
 
     def same_device(self, a: Any, b: Any) -> bool:
         """A tracer's device (None: not committed yet) matches any device."""
