@@ -128,3 +128,18 @@ def test_every_lazy_name_of_the_package_resolves_to_its_module() -> None:
     assert hyperzzw_core.TerminatorConfig is reference.TerminatorConfig
     with pytest.raises(AttributeError, match="no attribute 'no_such_operator'"):
         _ = hyperzzw_core.no_such_operator
+
+
+def test_no_private_name_of_the_reference_is_reached_through_an_attribute() -> None:
+    """What import-linter cannot see: ``R._name`` on the imported public namespace."""
+    import re
+
+    pattern = re.compile(r"(?<![`\w.])(R|_ref|reference)\._[A-Za-z]")  # not ``reference._x`` in prose
+    mapping = PYPROJECT["tool"]["setuptools"]["package-dir"]
+    folders = [ROOT / f for p, f in mapping.items() if p != "hyperzzw_core.reference"]
+    offenders = [f"{path.relative_to(ROOT)}:{i}: {line.strip()}"
+                 for folder in folders for path in sorted(folder.rglob("*.py"))
+                 if "reference" not in path.relative_to(ROOT).parts[:1]
+                 for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+                 if pattern.search(line) and not line.lstrip().startswith("#")]
+    assert offenders == [], "\n".join(offenders)
