@@ -1,8 +1,8 @@
 """``hyperzzw_core.adapters.cupy``: every operator and the whole Terminator forward on CuPy arrays.
 
 The operators are the array-API core's (same names and signatures as the reference); on CuPy arrays
-the core routes its hot paths to the fused CUDA kernels of :mod:`._cupy_kernels` (the global product
-with Z ⊙ K_g fused in, the standardisations, the hyper-interaction gate, the depth-wise convolution).
+the core's CuPy backend routes its hot paths to the fused CUDA kernels of
+:mod:`hyperzzw_core.backends._cupy_kernels` (the global product with Z ⊙ K_g fused in, the standardisations, the hyper-interaction gate, the depth-wise convolution).
 The fused operators have VJPs here (``<op>_vjp``, the reference's convention), so CuPy users get
 gradients for them and ``hyperzzw verify --impl hyperzzw_core.adapters.cupy`` checks them.
 
@@ -20,8 +20,7 @@ import numpy as np
 
 import hyperzzw_core as _core
 
-from ..reference._hyperzzw import unbroadcast  # array methods only: works on CuPy arrays
-from ..reference._tree import flatten
+from ..reference import flatten, unbroadcast  # unbroadcast: array methods only, works on CuPy arrays
 
 
 class GPUUnavailableError(RuntimeError):
@@ -56,9 +55,9 @@ def _cupy():
 
 def _kernels():
     _cupy()
-    from . import _cupy_kernels
+    from ..internals import cupy_kernels
 
-    return _cupy_kernels
+    return cupy_kernels()
 
 
 def _check_cupy(args: tuple, kwargs: dict) -> None:

@@ -30,14 +30,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from .. import _activations, _block, _conv, _hyperzzw, _interaction, _linear, _losses, _network
-from .. import _slow_net, _standardize
+import hyperzzw_core as _core
+
+from .. import internals as _internals
 from .. import params as _params
+from .. import reference as _ref
 from .. import regularizer as _regularizer
-from ..reference import _random
-from ..reference._config import TerminatorConfig
-from ..reference._network import _rgu_init, init_block
-from ..reference._slow_net import init_magnet_g, init_magnet_gc, init_magnet_l
+from ..reference import TerminatorConfig, init_block, init_magnet_g, init_magnet_gc, init_magnet_l
+from ..reference import init_rgu as _rgu_init
 
 __all__ = [
     "AdaptiveAvgPool", "BatchStandardize", "Bottleneck", "ChannelMixer", "DepthwiseConv", "GELU", "GIBS",
@@ -173,17 +173,17 @@ class PointwiseLinear(ParamModule):
         super().__init__()
         rng = np.random.default_rng(seed)
         if init == "kaiming_normal":
-            tree = _random.kaiming_normal(rng, out_channels, in_channels)
+            tree = _ref.kaiming_normal(rng, out_channels, in_channels)
         elif init == "kaiming_uniform":
-            tree = _random.kaiming_uniform_linear(rng, out_channels, in_channels, bias=bias)
+            tree = _ref.kaiming_uniform_linear(rng, out_channels, in_channels, bias=bias)
         elif init == "default":
-            tree = _random.conv_default(rng, out_channels, in_channels)
+            tree = _ref.conv_default(rng, out_channels, in_channels)
         else:
             raise ValueError(f"init: expected 'kaiming_normal', 'kaiming_uniform' or 'default', got {init!r}")
         _init(self, tree, device, dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _linear.pointwise_linear(self.param_tree(), x, check_finite=False)
+        return _core.pointwise_linear(self.param_tree(), x, check_finite=False)
 
 
 class ChannelMixer(PointwiseLinear):
@@ -198,7 +198,7 @@ class ChannelMixer(PointwiseLinear):
         self.eps = eps
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return _linear.channel_mixer(self.param_tree(), z, eps=self.eps, check_finite=False)
+        return _core.channel_mixer(self.param_tree(), z, eps=self.eps, check_finite=False)
 
 
 class Bottleneck(PointwiseLinear):
@@ -219,13 +219,13 @@ class LocalConv(ParamModule):
                  dtype: Any = None) -> None:
         super().__init__()
         self.eps = eps
-        _init(self, _random.kaiming_normal(np.random.default_rng(seed), channels, channels), device, dtype)
+        _init(self, _ref.kaiming_normal(np.random.default_rng(seed), channels, channels), device, dtype)
 
     def _set_options(self, eps: float = 1e-5) -> None:
         self.eps = eps
 
     def forward(self, y: torch.Tensor, k_l: torch.Tensor) -> torch.Tensor:
-        return _hyperzzw.local_conv(self.param_tree(), y, k_l, eps=self.eps, check_finite=False)
+        return _core.local_conv(self.param_tree(), y, k_l, eps=self.eps, check_finite=False)
 
 
 # ------------------------------------------------------------------------------- slow nets
@@ -251,7 +251,7 @@ class MAGNetG(_MAGNetBase):
         _init(self, tree, device, dtype)
 
     def forward(self) -> torch.Tensor:
-        return _slow_net.magnet_g(self.param_tree())
+        return _core.magnet_g(self.param_tree())
 
 
 class MAGNetGC(_MAGNetBase):
@@ -266,7 +266,7 @@ class MAGNetGC(_MAGNetBase):
         _init(self, tree, device, dtype)
 
     def forward(self) -> torch.Tensor:
-        return _slow_net.magnet_gc(self.param_tree())
+        return _core.magnet_gc(self.param_tree())
 
 
 class MAGNetL(_MAGNetBase):
@@ -284,7 +284,7 @@ class MAGNetL(_MAGNetBase):
         _init(self, tree, device, dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _slow_net.magnet_l(self.param_tree(), x, check_finite=False)
+        return _core.magnet_l(self.param_tree(), x, check_finite=False)
 
 
 # ----------------------------------------------------------------------------- interactions
@@ -306,7 +306,7 @@ class RGU(ParamModule):
         self.eps = eps
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return _interaction.rgu(self.param_tree(), z, eps=self.eps, check_finite=False)
+        return _core.rgu(self.param_tree(), z, eps=self.eps, check_finite=False)
 
 
 class HyperChannelInteraction(ParamModule):
@@ -324,7 +324,7 @@ class HyperChannelInteraction(ParamModule):
         _init(self, tree, device, dtype)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return _interaction.hyper_channel_interaction(self.param_tree(), z, check_finite=False)
+        return _core.hyper_channel_interaction(self.param_tree(), z, check_finite=False)
 
 
 class HyperInteraction(ParamModule):
@@ -344,7 +344,7 @@ class HyperInteraction(ParamModule):
         _init(self, tree, device, dtype)
 
     def forward(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        return _interaction.hyper_interaction(self.param_tree(), y, x, check_finite=False)
+        return _core.hyper_interaction(self.param_tree(), y, x, check_finite=False)
 
 
 class LocalBranch(ParamModule):
@@ -363,7 +363,7 @@ class LocalBranch(ParamModule):
         rng = np.random.default_rng(seed)
         tree = {"slow_l": init_magnet_l(rng, kernel_size, data_dim, hidden, channels, num_layers,
                                         omega_0=omega_0, alpha=alpha, beta=beta),
-                "mixer": _random.kaiming_normal(rng, channels, channels), "bias": np.zeros(())}
+                "mixer": _ref.kaiming_normal(rng, channels, channels), "bias": np.zeros(())}
         _init(self, tree, device, dtype)
 
     def _set_options(self, eps: float = 1e-5) -> None:
@@ -458,7 +458,7 @@ class _CachesSlowKernels(ParamModule):
         return torch.is_grad_enabled() and any(p.requires_grad for p in params)
 
     def slow_kernels(self, tree: dict[str, Any] | None = None) -> Any:
-        """The input-independent slow-network outputs (``_block._slow_kernels`` per block).
+        """The input-independent slow-network outputs (``_internals.block_slow_kernels`` per block).
 
         Computed once per forward in train mode (they are part of the autograd graph of that
         step) and whenever gradients are needed; in eval mode without gradients (``torch.no_grad``
@@ -542,14 +542,14 @@ class SFNEBlock(_CachesSlowKernels):
         return _block_slow_parameters(tree, [])
 
     def _compute_slow_kernels(self, tree: dict[str, Any]) -> dict[str, Any]:
-        return _block._slow_kernels(_xp, tree)
+        return _internals.block_slow_kernels(_xp, tree)
 
     def forward(self, z: torch.Tensor, x_pre: torch.Tensor | None = None, x_pre_pre: torch.Tensor | None = None,
                 dropout_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         params = self.param_tree()
-        xp, z, x_pre, x_pre_pre, dropout_mask = _block.checked_inputs(params, z, x_pre, x_pre_pre, self.groups,
+        xp, z, x_pre, x_pre_pre, dropout_mask = _internals.block_checked_inputs(params, z, x_pre, x_pre_pre, self.groups,
                                                                       self.grid, dropout_mask, False)
-        return _block._forward(xp, params, z, x_pre, x_pre_pre, self.groups, self.eps, self.grid, dropout_mask,
+        return _internals.block_forward(xp, params, z, x_pre, x_pre_pre, self.groups, self.eps, self.grid, dropout_mask,
                                None, self.slow_kernels(params))
 
 
@@ -597,7 +597,7 @@ class Terminator(_CachesSlowKernels):
         """Build from a parameter tree of any library (copied), checked against ``config``."""
         if config is None:
             raise TypeError("Terminator.from_params: pass the TerminatorConfig the parameters belong to")
-        _network.check_params_match(params, config)
+        _core.check_params_match(params, config)
         return super().from_params(params, device=device, dtype=dtype, config=config)  # type: ignore[return-value]
 
     # ----------------------------------------------------------------------------- running
@@ -635,14 +635,14 @@ class Terminator(_CachesSlowKernels):
         return out
 
     def _compute_slow_kernels(self, tree: dict[str, Any]) -> list[dict[str, Any]]:
-        return _network._slow_kernels(_xp, tree)
+        return _internals.network_slow_kernels(_xp, tree)
 
     def _run(self, x: torch.Tensor, masks: list, kernels: list | None,
              tree: dict[str, Any] | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """The tensor program of the forward pass (what :meth:`compile` compiles)."""
         xp = _xp if self.batch_namespace is None else self.batch_namespace
         tree = self.param_tree() if tree is None else tree
-        return _network._forward(xp, tree, x, self.config, self.training, masks, None, kernels)
+        return _internals.network_forward(xp, tree, x, self.config, self.training, masks, None, kernels)
 
     def compile(self, *args: Any, **kwargs: Any) -> None:
         """Run the forward's tensor program under ``torch.compile(*args, **kwargs)`` (Inductor by default).
@@ -700,8 +700,8 @@ class Terminator(_CachesSlowKernels):
             _losses.check_label_range(_xp, labels, self.config.num_classes)
         logits, kernels = self.forward_with_kernels(x, dropout_masks)
         cfg = self.config
-        loss = _losses._label_smoothing_cross_entropy(_xp, logits, labels, cfg.label_smoothing)
-        return loss + _network._slow(_xp, cfg, kernels) if self.training else loss
+        loss = _internals.label_smoothing_cross_entropy_unchecked(_xp, logits, labels, cfg.label_smoothing)
+        return loss + _internals.network_slow_loss(_xp, cfg, kernels) if self.training else loss
 
 
 # ------------------------------------------------------------------ parameter-free operators
@@ -720,35 +720,35 @@ class HyperZZWGlobal(_Op):
         self.grid = grid
 
     def forward(self, z: torch.Tensor, k_g: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return _hyperzzw.hyperzzw_global(z, k_g, y, grid=self.grid, check_finite=False)
+        return _core.hyperzzw_global(z, k_g, y, grid=self.grid, check_finite=False)
 
 
 class HyperZZW2E(_Op):
     """K ⊙ Z² (spec §2.4). forward(k, z)."""
 
     def forward(self, k: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        return _hyperzzw.hyperzzw_2e(k, z, check_finite=False)
+        return _core.hyperzzw_2e(k, z, check_finite=False)
 
 
 class DepthwiseConv(_Op):
     """Depth-wise 'same' cross-correlation (spec §2.3). forward(y, k_l)."""
 
     def forward(self, y: torch.Tensor, k_l: torch.Tensor) -> torch.Tensor:
-        return _conv.depthwise_conv(y, k_l, check_finite=False)
+        return _core.depthwise_conv(y, k_l, check_finite=False)
 
 
 class GELU(_Op):
     """Exact (erf) GELU."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _activations.gelu(x, check_finite=False)
+        return _core.gelu(x, check_finite=False)
 
 
 class SiGLU(_Op):
     """S = σ(G1) ⊙ G1 (spec §2.6)."""
 
     def forward(self, g1: torch.Tensor) -> torch.Tensor:
-        return _activations.si_glu(g1, check_finite=False)
+        return _core.si_glu(g1, check_finite=False)
 
 
 class InstanceStandardize(_Op):
@@ -759,7 +759,7 @@ class InstanceStandardize(_Op):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _standardize.instance_standardize(x, self.eps, check_finite=False)
+        return _core.instance_standardize(x, self.eps, check_finite=False)
 
 
 class BatchStandardize(_Op):
@@ -770,7 +770,7 @@ class BatchStandardize(_Op):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _standardize.batch_standardize(x, self.eps, check_finite=False)
+        return _core.batch_standardize(x, self.eps, check_finite=False)
 
 
 class GIBS(_Op):
@@ -781,7 +781,7 @@ class GIBS(_Op):
         self.groups, self.eps = groups, eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _standardize.g_ibs(x, self.groups, self.eps, check_finite=False)
+        return _core.g_ibs(x, self.groups, self.eps, check_finite=False)
 
 
 class AdaptiveAvgPool(_Op):
@@ -792,7 +792,7 @@ class AdaptiveAvgPool(_Op):
         self.size = tuple(int(s) for s in size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _conv.adaptive_avg_pool(x, self.size)
+        return _core.adaptive_avg_pool(x, self.size)
 
 
 class TileChannels(_Op):
@@ -803,7 +803,7 @@ class TileChannels(_Op):
         self.reps = int(reps)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _block.tile_channels(x, self.reps)
+        return _core.tile_channels(x, self.reps)
 
 
 class SlowLoss(_Op):
@@ -814,7 +814,7 @@ class SlowLoss(_Op):
         self.factors, self.kind = tuple(int(f) for f in factors), kind
 
     def forward(self, kernels: Sequence[torch.Tensor]) -> torch.Tensor:
-        return _losses.slow_loss(list(kernels), self.factors, kind=self.kind, check_finite=False)
+        return _core.slow_loss(list(kernels), self.factors, kind=self.kind, check_finite=False)
 
 
 class LabelSmoothingCrossEntropy(_Op):
@@ -825,7 +825,7 @@ class LabelSmoothingCrossEntropy(_Op):
         self.eps = eps
 
     def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return _losses.label_smoothing_cross_entropy(logits, labels, self.eps, check_finite=False)
+        return _core.label_smoothing_cross_entropy(logits, labels, self.eps, check_finite=False)
 
 
 def global_batch_namespace(group: Any = None) -> Any:

@@ -26,9 +26,8 @@ def _pair(backend: str, dtype: str, b: int, c: int, h: int, k: int) -> dict[str,
     if backend == "numpy":
         import array_api_compat.numpy as xp
 
-        from hyperzzw_core.reference._conv import _correlate
-
-        return {"direct": lambda: _correlate(y, w[:, 0]), "fft": lambda: B.depthwise_conv_fft(xp, y, w)}
+        be = B.backend(xp)
+        return {"direct": lambda: be.depthwise_direct(xp, y, w), "fft": lambda: B.depthwise_conv_fft(xp, y, w)}
     import array_api_compat.torch as xp
     import torch
 

@@ -11,14 +11,13 @@ from typing import Any
 from ._activations import _gelu, _si_glu
 from ._checks import as_float_array, check_finite as _check_finite, check_params, ns, shape_of
 from . import _backend as B
-from ._hyperzzw import _global_product, _hyperzzw_global, _local_conv
+from ._hyperzzw import _local_conv
 from ._interaction import (_channel_kernel, _hi_kernels, _hyper_channel_interaction, _hyper_interaction, _rgu,
                            check_hci, check_hi, check_rgu)
 from ._linear import _pointwise_linear, check_linear_params
 from ._slow_net import _G_KEYS, _L_KEYS, _magnet_g, _magnet_l, _magnet_l_static, check_magnet
 from ._standardize import _g_ibs, _instance_standardize, check_groups
-from .reference._block import BLOCK_KEYS, LOCAL_ROLES, concat_order, local_roles
-from .reference._hyperzzw import check_global_grid
+from .reference import BLOCK_KEYS, LOCAL_ROLES, check_global_grid, concat_order, local_roles
 
 
 def tile_channels(x: Any, reps: int) -> Any:
@@ -73,9 +72,9 @@ def _forward(xp: Any, params: dict, z: Any, x_pre: Any, x_pre_pre: Any, groups: 
     t["fast"] = _instance_standardize(xp, r_sum, eps)
     t["M"] = _instance_standardize(xp, _pointwise_linear(xp, params["mixer"], z), eps)
     t["Hc"] = _instance_standardize(xp, _hyper_channel_interaction(xp, params["hci"], z, kernels["k_c"]), eps)
-    fused = B.fused(xp) is not None  # CuPy: Z ⊙ K_g fused into the product's tiles
+    be = B.backend(xp)  # Ẑ = Z ⊙ K_g formed once above, or fused into the product's tiles (CuPy)
     for name, y in (("G1", "fast"), ("G2", "M"), ("G3", "Hc")):
-        t[name] = _hyperzzw_global(xp, z, k_g, t[y], grid) if fused else _global_product(xp, zhat, t[y], grid)
+        t[name] = be.global_product(xp, z, k_g, t[y], grid, zhat=zhat)
     t["S"] = _si_glu(xp, t["G1"])
     t["HI"] = _hyper_interaction(xp, params["hi"], t["G1"], z, (kernels["k_cc"], kernels["k_ss"]))
     for j, (role, p) in enumerate(zip(local_roles(len(params["local"])), params["local"])):

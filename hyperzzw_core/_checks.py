@@ -11,9 +11,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from .reference._checks import check_params, odd_kernel_size  # pure Python: reused as is
-from .reference._tree import flatten
-from ._backend import dtype_name, is_lazy, namespace
+from .reference import check_params, flatten, odd_kernel_size  # pure Python: reused as is
+from ._backend import backend, dtype_name, namespace
 
 __all__ = ["as_float_array", "check_finite", "check_params", "check_shape", "ns", "odd_kernel_size",
            "shape_of"]
@@ -55,10 +54,9 @@ def as_float_array(xp: Any, name: str, x: Any, *, ndim: int | Sequence[int] | No
 
 
 def check_finite(xp: Any, name: str, x: Any) -> None:
-    """Raise ``ValueError`` if ``x`` holds NaN or Inf (one boolean read back; skipped when lazy)."""
-    if is_lazy(x):
-        return
-    if not bool(xp.all(xp.isfinite(x))):
+    """Raise ``ValueError`` if ``x`` holds NaN or Inf (one boolean read back; skipped where the
+    values cannot be read: lazy arrays, and any array inside a JAX trace)."""
+    if backend(xp).all_finite(xp, x) is False:
         raise ValueError(f"{name}: contains NaN or Inf; pass check_finite=False to skip this check")
 
 

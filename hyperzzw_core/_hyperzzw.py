@@ -10,7 +10,7 @@ from ._checks import as_float_array, check_finite as _check_finite, ns, shape_of
 from ._conv import _validate_conv
 from ._linear import _pointwise_linear, check_linear_params
 from ._standardize import _batch_standardize
-from .reference._hyperzzw import check_global_grid  # pure shape logic, reused
+from .reference import check_global_grid  # pure shape logic, reused
 
 
 def broadcast_shapes(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...]:
@@ -25,25 +25,9 @@ def broadcast_shapes(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(out)
 
 
-def _as_matrices(xp: Any, x: Any, grid: tuple[int, int] | None) -> Any:
-    """(B, C, H, W) as is; (B, C, L) viewed as (B, C, h, w) with grid = (h, w)."""
-    return x if x.ndim == 4 else xp.reshape(x, tuple(x.shape[:2]) + tuple(int(g) for g in grid))
-
-
 def _hyperzzw_global(xp: Any, z: Any, k_g: Any, y: Any, grid: tuple[int, int] | None) -> Any:
-    kern = B.fused(xp)
-    if kern is not None:  # CuPy: Z ⊙ K_g fused into the tiles of a batched matmul
-        k_full = xp.reshape(xp.broadcast_to(k_g, tuple(z.shape))[0, ...],
-                            _as_matrices(xp, z, grid).shape[1:])
-        return xp.reshape(kern.global_product(_as_matrices(xp, z, grid), k_full, _as_matrices(xp, y, grid)),
-                          tuple(z.shape))
-    return _global_product(xp, z * k_g, y, grid)
-
-
-def _global_product(xp: Any, zhat: Any, y: Any, grid: tuple[int, int] | None) -> Any:
-    """Ẑ @ Y per (b, c) for a precomputed Ẑ = Z ⊙ K_g (the SFNE block forms Ẑ once for its three
-    products and RGU_slow)."""
-    return xp.reshape(_as_matrices(xp, zhat, grid) @ _as_matrices(xp, y, grid), tuple(zhat.shape))
+    """(Z ⊙ K_g) @ Y per (b, c) by the backend (CuPy fuses Z ⊙ K_g into the matmul's tiles)."""
+    return B.backend(xp).global_product(xp, z, k_g, y, grid)
 
 
 def hyperzzw_global(z: Any, k_g: Any, y: Any, *, grid: tuple[int, int] | None = None,

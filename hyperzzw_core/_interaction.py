@@ -11,7 +11,7 @@ from ._hyperzzw import _hyperzzw_2e
 from ._linear import _pointwise_linear, check_linear_params
 from ._slow_net import _G_KEYS, _magnet_g, check_magnet
 from ._standardize import _instance_standardize
-from .reference._interaction import RGU_KEYS
+from .reference import RGU_KEYS
 
 
 def _input(xp: Any, name: str, z: Any, check_finite: bool, dtype: Any = None) -> Any:
@@ -142,9 +142,9 @@ def _hyper_interaction(xp: Any, params: dict, y: Any, x: Any, kernels: tuple[Any
     k_cc, k_ss = _hi_kernels(xp, params) if kernels is None else kernels
     s_c = xp.mean(y, axis=_spatial_axes(y))
     s_s = xp.mean(y, axis=1)
-    kern = B.fused(xp)
-    if kern is not None:  # CuPy: the 2E scores and the sigmoid gate in one element-wise pass
-        return kern.gate(x, k_ss, s_s, k_cc, s_c)
+    fast = B.backend(xp).gate_fast(xp, x, k_ss, s_s, k_cc, s_c)  # CuPy: scores and gate in one pass
+    if fast is not None:
+        return fast
     score_c = _hyperzzw_2e(k_cc, s_c)
     score_s = _hyperzzw_2e(k_ss, s_s)
     e = xp.expand_dims(score_s, axis=1) * _expand(xp, score_c, y.ndim)

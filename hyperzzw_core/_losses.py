@@ -7,7 +7,8 @@ from typing import Any
 
 from . import _backend as B
 from ._checks import as_float_array, check_finite as _check_finite, ns, shape_of
-from .reference._losses import SLOW_LOSS_KINDS, _pairs
+from .reference import SLOW_LOSS_KINDS
+from .reference import slow_loss_pairs as _pairs
 
 
 def _validate_kernels(xp: Any, kernels: Sequence[Any], factors: Sequence[int], kind: str,

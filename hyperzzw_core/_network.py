@@ -15,8 +15,7 @@ from ._block import _forward as _block_forward
 from ._block import _slow_kernels as _block_slow_kernels
 from ._checks import as_float_array, check_finite as _check_finite, ns, shape_of
 from ._losses import _slow_loss, label_smoothing_cross_entropy
-from .reference._config import TerminatorConfig
-from .reference._network import dropout_masks_for, match_param_keys
+from .reference import TerminatorConfig, dropout_masks_for, match_param_keys
 
 
 def check_params_match(params: dict, config: TerminatorConfig) -> Any:

@@ -30,23 +30,17 @@ def _batch_axes(ndim: int) -> tuple[int, ...]:
 
 
 def _instance_standardize(xp: Any, x: Any, eps: float) -> Any:
-    kern = B.fused(xp)
-    if kern is not None:
-        return kern.standardize(x, "instance", eps)
-    out = B.instance_standardize(xp, x, eps)  # torch's native kernel
+    out = B.backend(xp).instance_standardize_fast(xp, x, eps)  # a native or fused kernel, if any
     return _standardize(xp, x, _instance_axes(x.ndim), eps) if out is None else out
 
 
 def _batch_standardize_over(xp: Any, x: Any, axes: tuple[int, ...], eps: float) -> Any:
     """BS over ``axes`` (the batch axis among them): torch's autograd Function, else the formula."""
-    out = B.batch_standardize(xp, x, axes, eps)
+    out = B.backend(xp).batch_standardize_fast(xp, x, axes, eps)
     return _standardize(xp, x, axes, eps) if out is None else out
 
 
 def _batch_standardize(xp: Any, x: Any, eps: float) -> Any:
-    kern = B.fused(xp)
-    if kern is not None:
-        return kern.standardize(x, "batch", eps)
     return _batch_standardize_over(xp, x, _batch_axes(x.ndim), eps)
 
 
@@ -54,10 +48,11 @@ def _g_ibs(xp: Any, x: Any, groups: int, eps: float) -> Any:
     """G-IBS as one reshaped computation: (B, G·s, *S) viewed as (B, G/2, 2, s, *S); the even
     groups (pair index 0) batch-standardised over (B, *S) per channel, the odd ones instance-
     standardised (as (B, G/2·s, *S), so torch runs its native kernel), then interleaved by one
-    stack. An odd G leaves a last (even, BS) group, done on its own. CuPy: the fused kernel."""
-    kern = B.fused(xp)
-    if kern is not None:
-        return kern.g_ibs(x, groups, eps)
+    stack. An odd G leaves a last (even, BS) group, done on its own. The backend's fused kernel
+    where it has one (CuPy)."""
+    fast = B.backend(xp).g_ibs_fast(xp, x, groups, eps)
+    if fast is not None:
+        return fast
     b, c = x.shape[0], x.shape[1]
     size = c // groups
     pairs = groups // 2

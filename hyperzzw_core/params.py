@@ -26,9 +26,8 @@ import array_api_compat
 import numpy as np
 
 from . import _backend as B
-from .reference._config import TerminatorConfig
-from .reference._network import init_params as _reference_init_params
-from .reference._tree import flatten, tree_map, unflatten
+from .reference import TerminatorConfig, flatten, tree_map, unflatten
+from .reference import init_params as _reference_init_params
 
 __all__ = ["convert", "from_state_dict", "init_params", "load_params", "namespace_for", "save_params",
            "to_numpy", "to_state_dict"]
@@ -143,7 +142,7 @@ def init_params(config: TerminatorConfig, seed: int = 0, *, like: Any = None, de
     dt = _resolve_dtype(xp, dtype)
     host_dtype = np.float64 if dt is None else np.dtype(B.dtype_name(dt))
     host = _reference_init_params(config, seed, dtype=host_dtype)
-    if B.is_numpy(xp) and device in (None, "cpu"):
+    if B.backend(xp).owns_host_arrays(device):
         return host
     return tree_map(lambda a: _convert_leaf(a, xp, device, None, False), host)
 

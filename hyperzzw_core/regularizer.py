@@ -33,7 +33,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 
 from ._backend import namespace
-from .reference._tree import flatten
+from .reference import flatten
 
 #: weight of the slow set (the author's hard-coded 1e-6)
 SLOW_WEIGHT = 1e-6

@@ -8,12 +8,29 @@ beside it, with the convention
 
 (a single array when there is one such input, a tuple otherwise; parameter cotangents have the
 structure of the parameters). Section numbers ("§2.5") refer to ``docs/spec.md``.
+
+Besides the operators, this namespace is the public API that the array-API core and the adapters
+build on (they import nothing else from the reference): parameter keys (``BLOCK_KEYS``,
+``RGU_KEYS``), the concatenation order (``concat_order``, ``local_roles``, ``LOCAL_ROLES``), the
+slow-loss pairs (``slow_loss_pairs``, ``SLOW_LOSS_KINDS``), the MAGNet renormalisation constants,
+the initialisers (``init_*``, ``kaiming_normal``, ``kaiming_uniform_linear``, ``conv_default``),
+the tree helpers, the shared checks (``check_params``, ``check_global_grid``, ``match_param_keys``,
+``odd_kernel_size``) and the configurations.
+
+The reference imports nothing of the rest of ``hyperzzw_core`` (NumPy and SciPy only). It is
+importable only as ``hyperzzw_core.reference``: a second copy (``import reference`` from the
+checkout's root) would have its own ``TerminatorConfig`` class, which the core rejects.
 """
+
+if __name__ != "hyperzzw_core.reference":
+    raise ImportError(f"the reference is importable only as 'hyperzzw_core.reference', not as {__name__!r} "
+                      "(a second copy's TerminatorConfig is not the core's); install the package "
+                      "(pip install -e .) and use: from hyperzzw_core import reference")
 
 from ._activations import gelu, gelu_vjp, si_glu, si_glu_vjp, sigmoid
 from ._block import (LOCAL_ROLES, concat_order, sfne_block, sfne_block_stop_gradient_values,
                      sfne_block_vjp, tile_channels, tile_channels_vjp)
-from ._config import (PRESETS, TerminatorConfig, cifar10, cifar100, digits, digits_1d, preset, scifar10,
+from ._config import (PRESETS, TerminatorConfig, check_seed, cifar10, cifar100, digits, digits_1d, preset, scifar10,
                       sequence, smnist, tiny, tiny_1d)
 from ._conv import adaptive_avg_pool, adaptive_avg_pool_vjp, depthwise_conv, depthwise_conv_vjp
 from ._gradcheck import GradCheckResult, check_vjp, numerical_gradient
@@ -34,5 +51,17 @@ from ._slow_net import (coordinate_grid, init_magnet_g, init_magnet_gc, init_mag
 from ._standardize import (batch_standardize, batch_standardize_vjp, g_ibs, g_ibs_vjp,
                            instance_standardize, instance_standardize_vjp)
 from ._tree import flatten, tree_map, unflatten
+
+# building blocks shared with the core and the adapters (see the module docstring)
+from ._block import BLOCK_KEYS, local_roles
+from ._checks import check_params, odd_kernel_size
+from ._hyperzzw import check_global_grid, unbroadcast
+from ._interaction import RGU_KEYS
+from ._losses import SLOW_LOSS_KINDS
+from ._losses import _pairs as slow_loss_pairs
+from ._network import _rgu_init as init_rgu
+from ._network import match_param_keys
+from ._random import conv_default, kaiming_normal, kaiming_uniform_linear
+from ._slow_net import RENORM_ALPHA, RENORM_BETA, RENORM_EPS
 
 __all__ = [name for name in dir() if not name.startswith("_")]

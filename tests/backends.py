@@ -7,6 +7,8 @@ Backends, discovered at import (an import probe plus an allocation probe):
   devices: ``array_api_strict:device1`` (catches arrays created on the wrong device) and
   ``array_api_strict:no_float64`` (a float32-only device, like torch MPS; float32 tests only);
 * ``torch`` — CPU;
+* ``jax`` — CPU, eager, with 64-bit types enabled (``jax_enable_x64``), where JAX is installed;
+  marked ``jax`` (not in the default run: XLA compiles every primitive, minutes per network);
 * ``torch:cuda`` and ``cupy`` — only where a usable GPU exists; otherwise the test is skipped with
   a reason naming what is missing (and marked ``gpu``, so ``-m "not gpu"`` deselects it).
   ``HYPERZZW_REQUIRE_GPU=1`` turns those skips into failures, so a GPU job cannot pass vacuously.
@@ -98,6 +100,16 @@ def _cupy() -> Backend:
     return Backend("cupy", "cupy", lambda a: cupy.asarray(np.array(a, copy=True)), gpu=True)
 
 
+def _jax() -> Backend:
+    import jax
+
+    jax.config.update("jax_enable_x64", True)  # float64 inputs stay float64 (JAX's default is 32-bit)
+    import jax.numpy as jnp
+
+    jnp.zeros(3)  # allocation probe
+    return Backend("jax", "jaxlib", lambda a: jnp.asarray(np.array(a, copy=True)))
+
+
 def _probe(name: str, make: Callable[[], Backend]) -> tuple[Backend | None, str]:
     try:
         return make(), ""
@@ -124,6 +136,7 @@ _CANDIDATES: list[tuple[str, Callable[[], Backend], bool]] = [
     ("array_api_strict:device1", lambda: _strict("device1"), False),
     ("array_api_strict:no_float64", lambda: _strict("no_float64"), False),
     ("torch", lambda: _torch("cpu"), False),
+    ("jax", _jax, False),
     ("torch:cuda", _torch_cuda, True),
     ("cupy", _cupy, True),
 ]
@@ -149,6 +162,8 @@ def _discover() -> list[Any]:
             continue
         backend, why = _probe(name, make)
         marks = [pytest.mark.gpu] if gpu else []
+        if name == "jax":
+            marks.append(pytest.mark.jax)  # minutes of XLA compilation: run with -m jax
         if backend is None:
             if gpu and REQUIRE_GPU:  # no skip mark: the fixture fails the test
                 params.append(pytest.param(_Missing(name, why, fail=True), id=name, marks=marks))

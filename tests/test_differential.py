@@ -173,3 +173,31 @@ def test_registry_covers_the_core() -> None:
                 "adaptive_avg_pool", "tile_channels", "terminator_forward", "terminator_loss"}
     assert required <= set(REGISTRY), f"not registered: {sorted(required - set(REGISTRY))}"
     assert all(callable(getattr(hyperzzw_core, n, None)) for n in required)
+
+
+def test_numpy_differential_test_catches_a_bug_planted_in_the_reference_correlate(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The core's NumPy convolution is its own (a sliding-window view over every spatial axis, one
+    contraction), not the reference's ``_correlate``: with a convolution (flipped kernel) planted
+    in the reference, the NumPy forward test above must fail, and the core must not move."""
+    from backends import _numpy
+
+    from hyperzzw_core.reference import _conv as ref_conv
+
+    numpy_backend = _numpy()
+    rng = np.random.default_rng(0)
+    y, k_l = rng.standard_normal((2, 3, 7, 7)), rng.standard_normal((3, 1, 3, 3))
+    before = hyperzzw_core.depthwise_conv(y, k_l)
+    test_forward_matches_reference(numpy_backend, "depthwise_conv", "float64")  # passes unplanted
+
+    original = ref_conv._correlate
+
+    def flipped(y: np.ndarray, kern: np.ndarray) -> np.ndarray:
+        return original(y, kern[(slice(None),) + (slice(None, None, -1),) * (kern.ndim - 1)])
+
+    monkeypatch.setattr(ref_conv, "_correlate", flipped)
+    assert not np.allclose(hyperzzw_core.reference.depthwise_conv(y, k_l), before)  # the plant is live
+    np.testing.assert_array_equal(hyperzzw_core.depthwise_conv(y, k_l), before)  # the core does not use it
+    for name in ("depthwise_conv", "local_conv"):
+        with pytest.raises(AssertionError):
+            test_forward_matches_reference(numpy_backend, name, "float64")

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from ..reference._tree import tree_map
+from ..reference import tree_map
 from ..testing.registry import OpSpec, Sample
 
 OFFSET = 1e3

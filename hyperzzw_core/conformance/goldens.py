@@ -32,8 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from ..reference._config import TerminatorConfig
-from ..reference._tree import flatten, tree_map, unflatten
+from ..reference import TerminatorConfig, flatten, tree_map, unflatten
 
 GOLDEN_DIR = Path(__file__).with_name("goldens")
 FORMAT_VERSION = 2

@@ -47,7 +47,7 @@ from typing import Any
 
 import numpy as np
 
-from ..reference._tree import flatten, tree_map
+from ..reference import flatten, tree_map
 from ..testing.registry import REGISTRY
 from ..testing.tolerance import to_numpy as _default_to_numpy
 
@@ -235,7 +235,7 @@ def _torch_vjp(fn: Callable[..., Any], args: tuple, kwargs: dict, cot: Any,
         if args[i] is None:
             out_t.append(None)
         elif isinstance(args[i], (dict, list)):
-            from ..reference._tree import unflatten
+            from ..reference import unflatten
             out_t.append(unflatten(result[i]))
         else:
             out_t.append(result[i][""])

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from ..reference._tree import flatten
+from ..reference import flatten
 from ..testing.tolerance import check_close
 from .goldens import GOLDEN_DIR, GoldenCase, kit_operators, load_cases, to_float32
 from .protocol import Implementation

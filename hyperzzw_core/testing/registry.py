@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from .. import reference as R
-from ..reference._tree import tree_map
+from ..reference import tree_map
 
 
 @dataclass(frozen=True)

@@ -77,7 +77,7 @@ def add_train(sub: argparse._SubParsersAction) -> None:
 def _show_kernels(a: argparse.Namespace) -> int:
     import numpy as np
 
-    from ..reference._config import TerminatorConfig
+    from ..reference import TerminatorConfig
     from . import checkpoint, plots
 
     if a.channels < 1:

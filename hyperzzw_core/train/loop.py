@@ -32,7 +32,7 @@ import torch
 import hyperzzw_core as core
 
 from ..adapters.torch import Kar3, Terminator, global_batch_namespace
-from ..reference._config import PRESETS, TerminatorConfig, check_seed
+from ..reference import PRESETS, TerminatorConfig, check_seed
 from . import checkpoint as ckpt
 from . import data as data_mod
 from . import plots

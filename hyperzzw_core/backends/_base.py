@@ -1,0 +1,251 @@
+"""The generic array-API backend: what every library gets unless its own backend does better.
+
+Each method is one library-dependent step of an operator, written here against the array API
+standard only (``xp`` is the caller's namespace, possibly a wrapper such as the torch adapter's
+``global_batch_namespace``, so it is always passed in rather than stored). Library backends
+(:mod:`._numpy`, :mod:`._torch`, :mod:`._cupy`, :mod:`._jax`) subclass :class:`ArrayAPIBackend`
+and override only what their library does natively; the result must equal the generic formula to
+rounding (the differential tests hold every backend to the reference).
+
+Hooks named ``*_fast`` return ``None`` where the backend has no fast path; the operator module then
+runs its generic formula. Nothing here imports an array library: a library's module is read from
+``sys.modules`` (it is there whenever one of its arrays was passed in).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import array_api_compat
+
+from .._erf import erf_portable
+
+#: kernels with more taps than this use the FFT path on backends without a native convolution
+FFT_MIN_TAPS = 256
+
+#: Smallest kernel size (largest axis) from which the FFT path is used, per backend and dtype,
+#: on inputs whose smallest spatial extent is at least ``FFT_MIN_SPATIAL``. Set from the
+#: measurement of ``python -m benchmarks conv-threshold`` (forward + backward for torch, forward
+#: for NumPy; B = 8, C = 32, H = W in 8…64, k in 3…17), recorded in docs/benchmarks.md (run of
+#: 2026-11-21): from these sizes on the FFT path wins at every measured H ≥ FFT_MIN_SPATIAL. On
+#: 8×8 inputs oneDNN's direct float32 kernel won up to k = 13; the other paths' FFT won there too,
+#: but by less than a millisecond, so small inputs stay direct everywhere.
+FFT_MIN_SPATIAL = 16
+FFT_MIN_KERNEL = {
+    ("torch-cpu", "float32"): 17,  # direct = oneDNN depth-wise conv (k = 13 lost at H = 16 and 64)
+    ("torch-cpu", "float64"): 5,   # direct = ATen's native (non-oneDNN) depth-wise conv
+    ("numpy", "float32"): 5,       # direct = the sliding-window einsum (k = 3 lost at H = 32)
+    ("numpy", "float64"): 5,
+}
+
+
+def dtype_name(dt: Any) -> str:
+    """A library-independent dtype name: ``float32`` for NumPy, torch and array-api-strict alike."""
+    if isinstance(dt, type):  # NumPy scalar types (np.float64), as in array_api_compat.numpy
+        return dt.__name__
+    return str(dt).rsplit(".", 1)[-1]
+
+
+def spatial_size(x: Any) -> int:
+    """Π x.shape[2:] (the number of positions per (b, c))."""
+    n = 1
+    for s in x.shape[2:]:
+        n *= int(s)
+    return n
+
+
+def as_matrices(xp: Any, x: Any, grid: tuple[int, int] | None) -> Any:
+    """(B, C, H, W) as is; (B, C, L) viewed as (B, C, h, w) with grid = (h, w) (spec §5 Q1)."""
+    return x if x.ndim == 4 else xp.reshape(x, tuple(x.shape[:2]) + tuple(int(g) for g in grid))
+
+
+def zero_pad(xp: Any, y: Any, pads: Sequence[int]) -> Any:
+    """Zero-pad the spatial axes (2, 3, …) of ``y`` symmetrically by ``pads`` with ``xp.concat``."""
+    dev = array_api_compat.device(y)
+    for a, p in enumerate(pads):
+        if p == 0:
+            continue
+        ax = 2 + a
+        shape = list(y.shape)
+        shape[ax] = p
+        z = xp.zeros(tuple(shape), dtype=y.dtype, device=dev)
+        y = xp.concat([z, y, z], axis=ax)
+    return y
+
+
+def depthwise_conv_direct(xp: Any, y: Any, k_l: Any) -> Any:
+    """Portable 'same' depth-wise cross-correlation: a sum of shifted slices (standard only).
+
+    out[b,c,p] = Σ_o k_l[c,0,o]·y_pad[b,c,p+o]; y (B, C, *S), k_l (C, 1, *k) → (B, C, *S)
+    (spec §2.3).
+    """
+    ksize = tuple(k_l.shape[2:])
+    spatial = tuple(y.shape[2:])
+    yp = zero_pad(xp, y, [(k - 1) // 2 for k in ksize])
+    c = k_l.shape[0]
+    wshape = (1, c) + (1,) * len(spatial)
+    out = xp.zeros(tuple(y.shape), dtype=y.dtype, device=array_api_compat.device(y))
+    for off in itertools.product(*(range(k) for k in ksize)):
+        w = xp.reshape(k_l[(slice(None), 0) + off], wshape)
+        win = (slice(None), slice(None)) + tuple(slice(o, o + n) for o, n in zip(off, spatial))
+        out = out + w * yp[win]
+    return out
+
+
+def depthwise_conv_fft(xp: Any, y: Any, k_l: Any) -> Any:
+    """The same 'same' cross-correlation by FFT (the standard's ``fft`` extension; real inputs).
+
+    Correlation = convolution with the flipped kernel; the full linear convolution of length
+    n + k − 1 per axis is cropped to the centre [(k−1)/2, (k−1)/2 + n).
+    """
+    d = y.ndim - 2
+    axes = tuple(range(2, 2 + d))
+    ksize = tuple(k_l.shape[2:])
+    spatial = tuple(y.shape[2:])
+    full = tuple(n + k - 1 for n, k in zip(spatial, ksize))
+    kern = xp.flip(xp.reshape(k_l, (1, k_l.shape[0]) + ksize), axis=axes)
+    prod = xp.fft.rfftn(y, s=full, axes=axes) * xp.fft.rfftn(kern, s=full, axes=axes)
+    out = xp.fft.irfftn(prod, s=full, axes=axes)
+    crop = (slice(None), slice(None)) + tuple(slice((k - 1) // 2, (k - 1) // 2 + n)
+                                              for k, n in zip(ksize, spatial))
+    return xp.astype(out[crop], y.dtype)
+
+
+class ArrayAPIBackend:
+    """Any array-API namespace (array-api-strict, ndonnx, dask, …): the standard and nothing else."""
+
+    #: short name, for messages and cache keys
+    name: ClassVar[str] = "array-api"
+    #: ``__name__`` of the namespaces this backend serves (a wrapper forwarding ``__name__`` counts)
+    namespace_names: ClassVar[tuple[str, ...]] = ()
+    #: names of the modules that ``like=`` may pass for this library
+    module_names: ClassVar[tuple[str, ...]] = ()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r}>"
+
+    # -------------------------------------------------------------------- namespaces, devices
+
+    def standard_namespace(self, module: Any) -> Any:
+        """The array-API namespace for a module passed as ``like=`` (itself, by default)."""
+        return module
+
+    def device(self, x: Any) -> Any:
+        """The device of ``x``."""
+        return array_api_compat.device(x)
+
+    def same_device(self, a: Any, b: Any) -> bool:
+        """Whether two devices (as returned by :meth:`device`) are the same one."""
+        return a == b
+
+    def is_lazy(self, x: Any) -> bool:
+        """True where the values of ``x`` cannot be read without tracing (JAX jit, Dask, …)."""
+        return array_api_compat.is_lazy_array(x)
+
+    def all_finite(self, xp: Any, x: Any) -> bool | None:
+        """Whether ``x`` holds no NaN or Inf (one boolean read back), or None where the values cannot
+        be read (lazy arrays)."""
+        if self.is_lazy(x):
+            return None
+        return bool(xp.all(xp.isfinite(x)))
+
+    def owns_host_arrays(self, device: Any) -> bool:
+        """Whether host NumPy arrays already are this library's arrays on ``device`` (no copy)."""
+        return False
+
+    # ------------------------------------------------------------------------------ constants
+
+    def work_dtype(self, xp: Any, dtype: Any, dev: Any) -> Any:
+        """float64 when ``dev`` supports it (for host-exact constants), else ``dtype`` itself."""
+        if dtype == xp.float64:
+            return dtype
+        try:
+            supported = xp.__array_namespace_info__().dtypes(device=dev, kind="real floating")
+        except (AttributeError, TypeError, ValueError):
+            return xp.float64
+        return xp.float64 if "float64" in supported else dtype
+
+    def cache_key(self, key: tuple, dtype: Any, dev: Any) -> tuple | None:
+        """The cache key of a size-only constant, or None where it must not be cached (here: never
+        cached, since an array may be lazy or device-bound in ways a key cannot see)."""
+        return None
+
+    def freeze(self, x: Any) -> Any:
+        """Make a cached constant read-only where the library can (NumPy); else ``x``."""
+        return x
+
+    # ------------------------------------------------------------------- autodiff, elementwise
+
+    def stop_gradient(self, xp: Any, x: Any) -> Any:
+        """Block gradients through ``x`` (identity for libraries without autodiff)."""
+        return x
+
+    def sigmoid(self, xp: Any, x: Any) -> Any:
+        """Logistic sigmoid without overflow: e^{−|x|} on both branches."""
+        e = xp.exp(-xp.abs(x))
+        return xp.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+    def erf(self, xp: Any, x: Any) -> Any:
+        """The error function in the input's dtype (the portable form; not in the standard)."""
+        return erf_portable(xp, x)
+
+    def gelu(self, xp: Any, x: Any, sqrt_half: float) -> Any:
+        """Exact (erf) GELU x·Φ(x) = x·(1 + erf(x/√2))/2 (spec §2.4)."""
+        return x * (0.5 * (1.0 + self.erf(xp, x * sqrt_half)))
+
+    def silu(self, xp: Any, x: Any) -> Any:
+        """σ(x)·x."""
+        return self.sigmoid(xp, x) * x
+
+    # --------------------------------------------------------------------------- fast paths
+
+    def pointwise_linear(self, xp: Any, w: Any, b: Any, x: Any) -> Any:
+        """y[b] = W·x[b] + β for x (B, I, N), W (O, I), β (O,) → (B, O, N) (spec §2.5)."""
+        return w @ x + xp.reshape(b, (-1, 1))
+
+    def instance_standardize_fast(self, xp: Any, x: Any, eps: float) -> Any | None:
+        """IS by a native kernel, or None (the operator's generic formula)."""
+        return None
+
+    def batch_standardize_fast(self, xp: Any, x: Any, axes: tuple[int, ...], eps: float) -> Any | None:
+        """BS over ``axes`` by a native kernel, or None (the operator's generic formula)."""
+        return None
+
+    def g_ibs_fast(self, xp: Any, x: Any, groups: int, eps: float) -> Any | None:
+        """G-IBS by one fused kernel, or None (the operator's generic formula)."""
+        return None
+
+    def gate_fast(self, xp: Any, x: Any, k_ss: Any, s_s: Any, k_cc: Any, s_c: Any) -> Any | None:
+        """The hyper-interaction gate X ⊙ σ(K_ss·s_s² · K_cc·s_c²) fused, or None (spec §2.8)."""
+        return None
+
+    def global_product(self, xp: Any, z: Any, k_g: Any, y: Any, grid: tuple[int, int] | None,
+                       zhat: Any = None) -> Any:
+        """G = (Z ⊙ K_g) @ Y per (b, c) (spec §2.2); ``zhat`` = Z ⊙ K_g where the caller has it.
+
+        z, y (B, C, H, W), or (B, C, L) with ``grid`` = (h, w); k_g broadcastable to z.
+        """
+        zhat = z * k_g if zhat is None else zhat
+        return xp.reshape(as_matrices(xp, zhat, grid) @ as_matrices(xp, y, grid), tuple(zhat.shape))
+
+    # --------------------------------------------------------------------------- convolution
+
+    def depthwise_method(self, xp: Any, y: Any, k_l: Any) -> str:
+        """``"direct"`` or ``"fft"``: FFT from ``FFT_MIN_TAPS`` taps where ``xp.fft`` exists."""
+        taps = 1
+        for v in k_l.shape[2:]:
+            taps *= int(v)
+        return "fft" if taps > FFT_MIN_TAPS and hasattr(xp, "fft") else "direct"
+
+    def depthwise_direct(self, xp: Any, y: Any, k_l: Any) -> Any:
+        """The direct 'same' depth-wise cross-correlation (the portable shifted-slices sum)."""
+        return depthwise_conv_direct(xp, y, k_l)
+
+    def depthwise_conv(self, xp: Any, y: Any, k_l: Any) -> Any:
+        """Depth-wise 'same' cross-correlation by the faster of the direct and FFT paths
+        (validated inputs; spec §2.3)."""
+        if self.depthwise_method(xp, y, k_l) == "fft":
+            return depthwise_conv_fft(xp, y, k_l)
+        return self.depthwise_direct(xp, y, k_l)

@@ -1,0 +1,139 @@
+"""The torch backend: torch's native kernels (conv, instance_norm, GELU, SiLU, baddbmm).
+
+Everything here traces under ``torch.compile``: torch is read from ``sys.modules`` (it is there
+whenever a tensor was passed in), devices are read from ``tensor.device``, and nothing on the
+forward path goes through ``functools.lru_cache`` or array-api-compat's cached type checks.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, ClassVar
+
+from ._base import FFT_MIN_KERNEL, FFT_MIN_SPATIAL, ArrayAPIBackend, spatial_size
+
+
+def _torch() -> Any:
+    return sys.modules["torch"]
+
+
+def _onednn_float32(torch: Any, y: Any) -> bool:
+    """Whether ``y`` is a CPU float32 tensor that oneDNN convolves (read without graph breaks
+    inside torch.compile traces, where ``torch.backends.mkldnn`` cannot be called)."""
+    if y.dtype != torch.float32 or y.device.type != "cpu":
+        return False
+    if torch.compiler.is_compiling():
+        return bool(torch._C._has_mkldnn)
+    return bool(torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled)
+
+
+def torch_depthwise_direct(torch: Any, y: Any, k_l: Any) -> Any:
+    """``F.conv{1,2}d(groups=C)``; float32 on CPU runs oneDNN in channels-last layout.
+
+    oneDNN's NCHW depth-wise weight gradient is pathologically slow on CPU for k ≥ 5 (seconds
+    for the CIFAR-10 block 4; docs/benchmarks.md), while its channels-last kernels are fast: the
+    input is converted (one copy), 1-D inputs run as (B, C, 1, L) images, and the result comes
+    back contiguous. Without gradients (inference) the NCHW forward is the faster one (B = 1, C =
+    144, k = 9: 0.7 ms against 1.2 ms with the layout round trip), so it is used as is. float64 (no
+    oneDNN) and other devices use the plain call.
+    """
+    fn = torch.nn.functional
+    pad = tuple((int(k) - 1) // 2 for k in k_l.shape[2:])
+    c = int(y.shape[1])
+    needs_grad = torch.compiler.is_compiling() or (torch.is_grad_enabled() and (y.requires_grad or k_l.requires_grad))
+    if needs_grad and _onednn_float32(torch, y):
+        if y.ndim == 3:
+            y4 = torch.unsqueeze(y, 2).contiguous(memory_format=torch.channels_last)
+            out = fn.conv2d(y4, torch.unsqueeze(k_l, 2), padding=(0,) + pad, groups=c)
+            return torch.squeeze(out, 2).contiguous()
+        if y.ndim == 4:
+            out = fn.conv2d(y.contiguous(memory_format=torch.channels_last), k_l, padding=pad, groups=c)
+            return out.contiguous()
+    conv = fn.conv1d if y.ndim == 3 else fn.conv2d
+    return conv(y, k_l, padding=pad, groups=c)
+
+
+class TorchBackend(ArrayAPIBackend):
+    """torch through ``array_api_compat.torch`` (or a wrapper of it forwarding ``__name__``, such as
+    the adapter's ``global_batch_namespace``)."""
+
+    name: ClassVar[str] = "torch"
+    namespace_names: ClassVar[tuple[str, ...]] = ("torch", "array_api_compat.torch")
+    module_names: ClassVar[tuple[str, ...]] = ("torch", "array_api_compat.torch")
+
+    def standard_namespace(self, module: Any) -> Any:
+        import array_api_compat.torch as xp
+
+        return xp
+
+    def device(self, x: Any) -> Any:
+        return x.device
+
+    def is_lazy(self, x: Any) -> bool:
+        return bool(_torch().compiler.is_compiling())
+
+    def work_dtype(self, xp: Any, dtype: Any, dev: Any) -> Any:
+        if dtype == xp.float64:
+            return dtype
+        return dtype if getattr(dev, "type", "cpu") == "mps" else xp.float64
+
+    def cache_key(self, key: tuple, dtype: Any, dev: Any) -> tuple | None:
+        """Keyed on dtype, device and inference mode (an inference tensor cannot be saved for
+        backward outside inference mode); never cached while torch.compile traces (the graph then
+        owns the constant) or on the 'meta' device."""
+        torch = _torch()
+        if torch.compiler.is_compiling() or getattr(dev, "type", None) == "meta":
+            return None
+        return ("torch", key, str(dtype), str(dev), torch.is_inference_mode_enabled())
+
+    def stop_gradient(self, xp: Any, x: Any) -> Any:
+        return x.detach()
+
+    def sigmoid(self, xp: Any, x: Any) -> Any:
+        return _torch().sigmoid(x)
+
+    def erf(self, xp: Any, x: Any) -> Any:
+        return _torch().special.erf(x)
+
+    def gelu(self, xp: Any, x: Any, sqrt_half: float) -> Any:
+        """torch's native exact GELU (one pass forward and backward)."""
+        return _torch().nn.functional.gelu(x)
+
+    def silu(self, xp: Any, x: Any) -> Any:
+        return _torch().nn.functional.silu(x)
+
+    def pointwise_linear(self, xp: Any, w: Any, b: Any, x: Any) -> Any:
+        """One ``baddbmm`` (batched GEMM, bias fused, no transposed copies; ``W @ x`` folds the
+        batch through two copies)."""
+        torch = _torch()
+        n = x.shape[0]
+        return torch.baddbmm(torch.reshape(b, (1, -1, 1)), w.expand(n, w.shape[0], w.shape[1]), x)
+
+    def instance_standardize_fast(self, xp: Any, x: Any, eps: float) -> Any | None:
+        """The native ``instance_norm`` (no affine, no running statistics: exactly (x − μ)/√(σ² + eps)
+        with the biased variance; forward and backward each one fused kernel, 3x faster than
+        autograd through the formula; docs/benchmarks.md). Per-sample statistics only, so any torch
+        namespace (wrapped or not) may use it."""
+        if spatial_size(x) < 2:  # batch_norm wants more than one value per statistic
+            return None
+        return _torch().nn.functional.instance_norm(x, eps=eps)
+
+    def batch_standardize_fast(self, xp: Any, x: Any, axes: tuple[int, ...], eps: float) -> Any | None:
+        """One autograd Function whose three means are the namespace's ``xp.mean`` (the adapter's
+        ``global_batch_namespace`` redefines them to span every process): one fused forward and a
+        three-pass backward (2x faster forward + backward; docs/benchmarks.md)."""
+        from ._torch_functions import BatchStandardize
+
+        return BatchStandardize.apply(x, tuple(axes), float(eps), xp.mean)
+
+    def depthwise_method(self, xp: Any, y: Any, k_l: Any) -> str:
+        """CPU: the measured thresholds of ``FFT_MIN_KERNEL``; other devices (cuDNN's depth-wise
+        kernels) and torch.compile traces (Inductor generates no code for complex operators): direct."""
+        k = max(int(v) for v in k_l.shape[2:])
+        small = min(int(v) for v in y.shape[2:]) < FFT_MIN_SPATIAL
+        if y.device.type != "cpu" or _torch().compiler.is_compiling() or small:
+            return "direct"
+        return "fft" if k >= FFT_MIN_KERNEL[("torch-cpu", str(y.dtype).rsplit(".", 1)[-1])] else "direct"
+
+    def depthwise_direct(self, xp: Any, y: Any, k_l: Any) -> Any:
+        return torch_depthwise_direct(_torch(), y, k_l)
