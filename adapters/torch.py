@@ -697,7 +697,7 @@ class Terminator(_CachesSlowKernels):
             raise ValueError(f"labels: expected an integer tensor of shape ({x.shape[0]},), got "
                              f"{getattr(labels, 'dtype', type(labels).__name__)} {tuple(getattr(labels, 'shape', ()))}")
         if check_labels:
-            _losses.check_label_range(_xp, labels, self.config.num_classes)
+            _internals.check_label_range(_xp, labels, self.config.num_classes)
         logits, kernels = self.forward_with_kernels(x, dropout_masks)
         cfg = self.config
         loss = _internals.label_smoothing_cross_entropy_unchecked(_xp, logits, labels, cfg.label_smoothing)

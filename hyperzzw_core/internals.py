@@ -12,6 +12,7 @@ per module call) and may change between minor versions.
 * :func:`network_slow_kernels`, :func:`network_forward`, :func:`network_slow_loss` — the same for
   the whole Terminator (spec §3), and its weighted slow neural loss;
 * :func:`label_smoothing_cross_entropy_unchecked` — the classification loss without label checks;
+* :func:`check_label_range` — the label check of the public cross-entropy (integers in [0, K));
 * :func:`cupy_kernels` — the CuPy backend's fused CUDA kernels (their VJPs serve the CuPy adapter);
 * :func:`backend` — the backend object of a namespace (:mod:`hyperzzw_core.backends`).
 """
@@ -23,11 +24,12 @@ from ._block import _forward as block_forward
 from ._block import _slow_kernels as block_slow_kernels
 from ._block import checked_inputs as block_checked_inputs
 from ._losses import _label_smoothing_cross_entropy as label_smoothing_cross_entropy_unchecked
+from ._losses import check_label_range
 from ._network import _forward as network_forward
 from ._network import _slow as network_slow_loss
 from ._network import _slow_kernels as network_slow_kernels
 from .backends import cupy_kernels
 
-__all__ = ["backend", "block_checked_inputs", "block_forward", "block_slow_kernels", "cupy_kernels",
+__all__ = ["backend", "block_checked_inputs", "block_forward", "block_slow_kernels", "check_label_range", "cupy_kernels",
            "label_smoothing_cross_entropy_unchecked", "network_forward", "network_slow_kernels",
            "network_slow_loss"]
