@@ -20,6 +20,7 @@ import numpy as np
 
 import hyperzzw_core as _core
 
+from .._hyperzzw import _as_matrices, _from_matrices  # the core's 1D grid layout (docs/spec-1d.md)
 from ..reference._hyperzzw import unbroadcast  # array methods only: works on CuPy arrays
 from ..reference._tree import flatten
 
@@ -124,11 +125,12 @@ def hyperzzw_global_vjp(z: Any, k_g: Any, y: Any, g: Any, *, grid: tuple[int, in
     """VJP of ``hyperzzw_global``: ``(grad_z, grad_k_g, grad_y)`` (reference convention)."""
     _check_cupy((z, k_g, y, g), {})
     cp, kern = _cupy(), _kernels()
-    square = tuple(z.shape[:2]) + (tuple(grid) if grid is not None else tuple(z.shape[2:]))
-    k_full = cp.broadcast_to(k_g, z.shape)[0].reshape(square[1:])  # (C, h, w)
-    gz, gk, gy = kern.global_product_vjp(z.reshape(square), k_full, y.reshape(square), g.reshape(square))
-    return gz.reshape(z.shape), unbroadcast(gk.reshape((1,) + tuple(z.shape[1:])), tuple(k_g.shape)), \
-        gy.reshape(z.shape)
+    shape = tuple(z.shape)
+    k_full = _as_matrices(cp, cp.broadcast_to(k_g, shape)[0:1], grid)[0]  # (C, h, w), zero-padded in 1D
+    gz, gk, gy = kern.global_product_vjp(_as_matrices(cp, z, grid), k_full,
+                                         _as_matrices(cp, y, grid), _as_matrices(cp, g, grid))
+    return _from_matrices(cp, gz, shape), unbroadcast(_from_matrices(cp, gk[None], (1,) + shape[1:]),
+                                                      tuple(k_g.shape)), _from_matrices(cp, gy, shape)
 
 
 def hyperzzw_2e_vjp(k: Any, z: Any, g: Any):

@@ -26,24 +26,37 @@ def broadcast_shapes(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...]:
 
 
 def _as_matrices(xp: Any, x: Any, grid: tuple[int, int] | None) -> Any:
-    """(B, C, H, W) as is; (B, C, L) viewed as (B, C, h, w) with grid = (h, w)."""
-    return x if x.ndim == 4 else xp.reshape(x, tuple(x.shape[:2]) + tuple(int(g) for g in grid))
+    """(B, C, H, W) as is; (B, C, L) laid row-major on its (h, w) grid, zero-padded at the end
+    (the reference's ``_as_matrices``; docs/spec-1d.md)."""
+    if x.ndim == 4:
+        return x
+    h, w = (int(g) for g in grid)
+    lead, pad = tuple(x.shape[:-1]), h * w - int(x.shape[-1])
+    if pad:
+        x = xp.concat([x, xp.zeros(lead + (pad,), dtype=x.dtype, device=B.device(x))], axis=-1)
+    return xp.reshape(x, lead + (h, w))
+
+
+def _from_matrices(xp: Any, m: Any, shape: tuple[int, ...]) -> Any:
+    """Inverse of :func:`_as_matrices`: back to ``shape``, dropping the padded positions (1D)."""
+    if len(shape) == 4:
+        return m
+    return xp.reshape(m, tuple(m.shape[:-2]) + (-1,))[..., :shape[-1]]
 
 
 def _hyperzzw_global(xp: Any, z: Any, k_g: Any, y: Any, grid: tuple[int, int] | None) -> Any:
     kern = B.fused(xp)
     if kern is not None:  # CuPy: Z ⊙ K_g fused into the tiles of a batched matmul
-        k_full = xp.reshape(xp.broadcast_to(k_g, tuple(z.shape))[0, ...],
-                            _as_matrices(xp, z, grid).shape[1:])
-        return xp.reshape(kern.global_product(_as_matrices(xp, z, grid), k_full, _as_matrices(xp, y, grid)),
-                          tuple(z.shape))
+        k_full = _as_matrices(xp, xp.broadcast_to(k_g, tuple(z.shape))[0:1, ...], grid)[0, ...]
+        return _from_matrices(xp, kern.global_product(_as_matrices(xp, z, grid), k_full, _as_matrices(xp, y, grid)),
+                              tuple(z.shape))
     return _global_product(xp, z * k_g, y, grid)
 
 
 def _global_product(xp: Any, zhat: Any, y: Any, grid: tuple[int, int] | None) -> Any:
     """Ẑ @ Y per (b, c) for a precomputed Ẑ = Z ⊙ K_g (the SFNE block forms Ẑ once for its three
     products and RGU_slow)."""
-    return xp.reshape(_as_matrices(xp, zhat, grid) @ _as_matrices(xp, y, grid), tuple(zhat.shape))
+    return _from_matrices(xp, _as_matrices(xp, zhat, grid) @ _as_matrices(xp, y, grid), tuple(zhat.shape))
 
 
 def hyperzzw_global(z: Any, k_g: Any, y: Any, *, grid: tuple[int, int] | None = None,
@@ -52,8 +65,9 @@ def hyperzzw_global(z: Any, k_g: Any, y: Any, *, grid: tuple[int, int] | None = 
 
     G[b,c,i,j] = Σ_m Z[b,c,i,m]·K_g[·,c,i,m]·Y[b,c,m,j]. Costs O(B·C·H·W²) (paper-notes §2.2, §5 Q13).
     Shapes: 2D z, y (B, C, H, W) with H == W; k_g broadcastable to z, e.g. (1, C, H, W).
-    1D z, y (B, C, L) with ``grid=(h, w)``, h·w = L, h == w: the product runs on the sequence
-    viewed as its h×w image and is flattened back (our design, paper-notes §5 Q1).
+    1D z, y (B, C, L) with ``grid=(h, w)``, h == w, h·w ≥ L: the product runs on the sequence
+    laid row-major on its h×w image, zero-padded after position L, and is flattened back with the
+    padded positions dropped (our design, paper-notes §5 Q1, docs/spec-1d.md).
     """
     xp = ns(("z", z), ("k_g", k_g), ("y", y))
     z = as_float_array(xp, "z", z, ndim=(3, 4))
