@@ -14,8 +14,8 @@ def _train(a: argparse.Namespace) -> int:
         lr=a.lr, betas=tuple(a.betas), weight_decay=a.weight_decay, l2_reg=a.l2_reg, epochs=a.epochs,
         batch_size=a.batch_size, eval_batch_size=a.eval_batch_size, warmup_epochs=a.warmup_epochs,
         val_fraction=a.val_fraction, seed=a.seed, dtype=a.dtype, device=a.device,
-        out=a.out or f"runs/{'digits' if a.data is None else 'data'}-{a.mode}", stop_after=a.stop_after,
-        resume=a.resume, train_limit=a.train_limit)
+        out=a.out or f"runs/{a.dataset if a.data is None else 'data'}-{a.mode}", stop_after=a.stop_after,
+        resume=a.resume, train_limit=a.train_limit, layout=a.layout)
     try:
         train(settings)
     except (ValueError, FileNotFoundError) as exc:
@@ -30,9 +30,13 @@ def add_train(sub: argparse._SubParsersAction) -> None:
                                    "test accuracy at the end, metrics.json, checkpoint.pt (atomic, every epoch), "
                                    "curves.png and kernels.png in --out. Runs under torchrun for several processes.")
     d = p.add_argument_group("data")
-    d.add_argument("--dataset", default="digits", choices=["digits"],
-                   help="embedded data set (scikit-learn's 8x8 handwritten digits); default digits")
-    d.add_argument("--data", help="FILE.npz with x_train, y_train, x_test, y_test (images (N,[C,]H,W))")
+    d.add_argument("--dataset", default="digits", choices=["digits", "mnist1d"],
+                   help="embedded data set: digits (scikit-learn's 8x8 handwritten digits, the default) or "
+                        "mnist1d (MNIST-1D's 40-step sequences, generated offline by the mnist1d package; --mode 1d)")
+    d.add_argument("--data", help="FILE.npz with x_train, y_train, x_test, y_test: images (N,[C,]H,W) or "
+                                  "sequences (N,[C,]L) for --mode 1d")
+    d.add_argument("--layout", choices=["auto", "images", "sequences"], default="auto",
+                   help="how to read 3-D --data arrays: auto = images (N,H,W) if H == W, else sequences (N,C,L)")
     d.add_argument("--mode", choices=["2d", "1d"], default="2d", help="images, or pixel sequences (1d)")
     d.add_argument("--permute", type=int, metavar="SEED", help="1d only: a fixed pixel permutation (pMNIST-style)")
     d.add_argument("--val-fraction", type=float, default=0.1)
@@ -46,7 +50,7 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--betas", type=float, nargs=2, default=(0.5, 0.95), help="Kar3 betas")
     m.add_argument("--weight-decay", type=float, default=0.0, help="AdamW only")
     m.add_argument("--l2-reg", type=float, default=5e-5, help="weight of the §2.13 regulariser")
-    m.add_argument("--epochs", type=int, default=30)
+    m.add_argument("--epochs", type=int, help="default 30 (digits, --data) or 10 (mnist1d)")
     m.add_argument("--warmup-epochs", type=int, default=3)
     m.add_argument("--batch-size", type=int, default=64, help="global batch size")
     m.add_argument("--eval-batch-size", type=int, default=64)

@@ -37,6 +37,8 @@ from . import plots
 from .schedule import lr_factor
 
 OPTIMIZERS = ("kar3", "adamw", "sgd")
+DATASET_EPOCHS = {"mnist1d": 10}
+"""Default epochs per embedded data set (30 otherwise): MNIST-1D reaches its plateau in 10 (docs/results.md)."""
 
 
 @dataclass
@@ -58,7 +60,8 @@ class TrainSettings:
     betas: tuple[float, float] = (0.5, 0.95)
     weight_decay: float = 0.0
     l2_reg: float = 5e-5
-    epochs: int = 30
+    epochs: int | None = None
+    """Default: 30, or 10 for ``dataset="mnist1d"`` (see ``resolved_epochs``)."""
     batch_size: int = 64
     eval_batch_size: int = 64
     warmup_epochs: int = 3
@@ -74,6 +77,13 @@ class TrainSettings:
 
     train_limit: int | None = None
     """Use only the first N training samples (quick experiments and tests)."""
+    layout: str = "auto"
+    """How 3-D ``data`` arrays are read: "auto", "images" or "sequences" (``data.as_channels_first``)."""
+
+    def resolved_epochs(self) -> int:
+        if self.epochs is not None:
+            return self.epochs
+        return DATASET_EPOCHS.get(self.dataset if self.data is None else "", 30)
 
     def resolved_lr(self) -> float:
         return self.lr if self.lr is not None else {"kar3": 2e-3, "adamw": 3e-3, "sgd": 0.05}[self.optimizer]
@@ -153,7 +163,7 @@ def evaluate(model: Any, x: np.ndarray, y: np.ndarray, batch_size: int, device: 
 
 def train(settings: TrainSettings) -> dict:
     """Run (or resume) one training run; returns the final summary written to metrics.json."""
-    s = settings
+    s = dataclasses.replace(settings, epochs=settings.resolved_epochs())
     if s.optimizer not in OPTIMIZERS:
         raise ValueError(f"--optimizer: expected one of {OPTIMIZERS}, got {s.optimizer!r}")
     dist = init_distributed(s.device)
@@ -163,7 +173,7 @@ def train(settings: TrainSettings) -> dict:
     dtype = {"float32": torch.float32, "float64": torch.float64}[s.dtype]
     device = torch.device(s.device if s.device != "cuda" or dist.world == 1 else f"cuda:{dist.rank}")
 
-    dataset = data_mod.load(s.dataset, s.data, s.mode, s.permute, s.val_fraction)
+    dataset = data_mod.load(s.dataset, s.data, s.mode, s.permute, s.val_fraction, layout=s.layout)
     if s.train_limit is not None:
         dataset.x_train, dataset.y_train = dataset.x_train[:s.train_limit], dataset.y_train[:s.train_limit]
     config = fit_config(load_config(s.config, s.mode), dataset)
