@@ -230,11 +230,24 @@ def test_loader_on_n_l_and_n_c_l_arrays(tmp_path) -> None:
         data.load(data=mixed, mode="1d")
 
 
-def test_mnist1d_is_the_packages_default_dataset() -> None:
+def test_mnist1d_is_the_packages_default_dataset(monkeypatch: pytest.MonkeyPatch) -> None:
+    import random
+    import socket
+
     from mnist1d.data import get_dataset_args, make_dataset
 
     ref = make_dataset(get_dataset_args())
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("mnist1d generation tried to use the network")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    np.random.seed(123)
+    random.seed(123)
     x_tr, y_tr, x_te, y_te = data.mnist1d_arrays()
+    assert np.random.random() == np.random.RandomState(123).random()   # the global generators untouched
+    assert random.random() == random.Random(123).random()
     assert x_tr.shape == (4000, 1, 40) and x_te.shape == (1000, 1, 40)
     np.testing.assert_array_equal(y_tr, ref["y"])
     np.testing.assert_array_equal(y_te, ref["y_test"])

@@ -10,6 +10,7 @@ training data (never from the test set: paper-notes §5 Q14).
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,7 +62,13 @@ def mnist1d_arrays() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         from mnist1d.data import get_dataset_args, make_dataset
     except ImportError:
         raise ValueError("--dataset mnist1d: needs the mnist1d package (pip install -e '.[train]')") from None
-    d = make_dataset(get_dataset_args())
+    # make_dataset seeds the global `random` and `np.random` generators: leave the caller's as they were
+    py_state, np_state = random.getstate(), np.random.get_state()
+    try:
+        d = make_dataset(get_dataset_args())
+    finally:
+        random.setstate(py_state)
+        np.random.set_state(np_state)
     return (np.asarray(d["x"], np.float32)[:, None], np.asarray(d["y"], np.int64),
             np.asarray(d["x_test"], np.float32)[:, None], np.asarray(d["y_test"], np.int64))
 
