@@ -35,9 +35,8 @@ from ._slow_net import (coordinate_grid as coordinate_grid, magnet_g as magnet_g
 from ._standardize import (batch_standardize as batch_standardize, g_ibs as g_ibs,
                            instance_standardize as instance_standardize)
 from .reference._config import (PRESETS as PRESETS, TerminatorConfig as TerminatorConfig,
-                                cifar10 as cifar10, cifar100 as cifar100, digits_1d as digits_1d, preset as preset,
+                                cifar10 as cifar10, cifar100 as cifar100, preset as preset,
                                 sequence as sequence, tiny as tiny, tiny_1d as tiny_1d)
-from .reference._hyperzzw import square_grid as square_grid
 from .reference._tree import flatten as flatten, tree_map as tree_map, unflatten as unflatten
 from .params import (convert as convert, init_params as init_params, load_params as load_params,
                      save_params as save_params, to_numpy as to_numpy)
