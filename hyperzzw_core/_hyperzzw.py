@@ -67,7 +67,7 @@ def hyperzzw_global(z: Any, k_g: Any, y: Any, *, grid: tuple[int, int] | None = 
     Shapes: 2D z, y (B, C, H, W) with H == W; k_g broadcastable to z, e.g. (1, C, H, W).
     1D z, y (B, C, L) with ``grid=(h, w)``, h == w, h·w ≥ L: the product runs on the sequence
     laid row-major on its h×w image, zero-padded after position L, and is flattened back with the
-    padded positions dropped (our design, paper-notes §5 Q1, docs/spec-1d.md).
+    padded positions dropped (our design, spec §5 Q1, docs/spec-1d.md).
     """
     xp = ns(("z", z), ("k_g", k_g), ("y", y))
     z = as_float_array(xp, "z", z, ndim=(3, 4))

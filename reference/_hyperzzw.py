@@ -25,7 +25,7 @@ def _as_matrices(x: np.ndarray, grid: tuple[int, int] | None) -> np.ndarray:
     """(B, C, H, W) as is; (B, C, L) laid row-major on its (h, w) grid, zero-padded at the end.
 
     Position p of the sequence sits at (p // w, p % w); the h·w − L positions after the last one
-    hold zeros (paper-notes §5 Q1, docs/spec-1d.md).
+    hold zeros (spec §5 Q1, docs/spec-1d.md).
     """
     if x.ndim == 4:
         return x
@@ -55,7 +55,7 @@ def square_grid(length: int) -> tuple[int, int]:
 
 
 def check_global_grid(name: str, shape: tuple[int, ...], grid: tuple[int, int] | None) -> None:
-    """Validate the square layout the global product needs (paper-notes §2.2, §5 Q1, Q8).
+    """Validate the square layout the global product needs (spec §2.2, §5 Q1, Q8).
 
     A sequence of length L needs a square grid (h, h) with h·h ≥ L; the positions after the L-th
     are zero padding that exists only inside the product (docs/spec-1d.md).
@@ -70,7 +70,7 @@ def check_global_grid(name: str, shape: tuple[int, ...], grid: tuple[int, int] |
         if grid is None:
             raise ValueError(f"grid: a 1-D input {name} of shape {shape} needs grid=(h, w) with "
                              f"h·w ≥ L and h == w, e.g. square_grid({shape[2]}) = {square_grid(shape[2])} "
-                             "(paper-notes §5 Q1)")
+                             "(spec §5 Q1)")
         if len(tuple(grid)) != 2:
             raise ValueError(f"grid: expected (h, w) with h·w ≥ L = {shape[2]} and h == w, got {tuple(grid)}")
         h, w = (int(v) for v in grid)
@@ -88,7 +88,7 @@ def hyperzzw_global(z: np.ndarray, k_g: np.ndarray, y: np.ndarray, *,
     Shapes: 2D z, y (B, C, H, W) with H == W; k_g broadcastable to z, e.g. (1, C, H, W).
     1D z, y (B, C, L) with ``grid=(h, w)``, h == w, h·w ≥ L: the product runs on the sequence
     laid row-major on its h×w image, zero-padded after position L, and is flattened back with the
-    padded positions dropped (our design, paper-notes §5 Q1, docs/spec-1d.md).
+    padded positions dropped (our design, spec §5 Q1, docs/spec-1d.md).
     """
     z = as_float_array("z", z, ndim=(3, 4))
     k_g = as_float_array("k_g", k_g, dtype=z.dtype)

@@ -5,7 +5,7 @@ Images are (N, C, H, W) float32 standardised per channel with training statistic
 each image becomes a pixel sequence (N, C, H·W), row-major; sequences (N, L) or (N, C, L) are
 used as they are, on the grid ``square_grid(L)`` (docs/spec-1d.md). Either can be put under a
 fixed permutation of the positions (the "permuted" setting). A validation split is taken from the
-training data (never from the test set: paper-notes §5 Q14).
+training data (never from the test set: spec §5 Q14).
 """
 
 from __future__ import annotations
