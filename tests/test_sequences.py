@@ -275,6 +275,7 @@ def test_mnist1d_epochs_default() -> None:
 
     assert TrainSettings(dataset="mnist1d").resolved_epochs() == 10
     assert TrainSettings().resolved_epochs() == 30
+    assert TrainSettings(dataset="mnist1d", permute=0).resolved_epochs() == 20
     assert TrainSettings(dataset="mnist1d", epochs=3).resolved_epochs() == 3
     assert TrainSettings(dataset="mnist1d", data="x.npz").resolved_epochs() == 30
 
