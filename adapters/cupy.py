@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 import hyperzzw_core as _core
+from hyperzzw_core import internals as _internals
 
 from ..reference import flatten, unbroadcast  # unbroadcast: array methods only, works on CuPy arrays
 
@@ -123,11 +124,12 @@ def hyperzzw_global_vjp(z: Any, k_g: Any, y: Any, g: Any, *, grid: tuple[int, in
     """VJP of ``hyperzzw_global``: ``(grad_z, grad_k_g, grad_y)`` (reference convention)."""
     _check_cupy((z, k_g, y, g), {})
     cp, kern = _cupy(), _kernels()
-    square = tuple(z.shape[:2]) + (tuple(grid) if grid is not None else tuple(z.shape[2:]))
-    k_full = cp.broadcast_to(k_g, z.shape)[0].reshape(square[1:])  # (C, h, w)
-    gz, gk, gy = kern.global_product_vjp(z.reshape(square), k_full, y.reshape(square), g.reshape(square))
-    return gz.reshape(z.shape), unbroadcast(gk.reshape((1,) + tuple(z.shape[1:])), tuple(k_g.shape)), \
-        gy.reshape(z.shape)
+    shape = tuple(z.shape)
+    as_m, from_m = _internals.as_matrices, _internals.from_matrices  # the 1D grid layout (docs/spec-1d.md)
+    k_full = as_m(cp, cp.broadcast_to(k_g, shape)[0:1], grid)[0]  # (C, h, w), zero-padded in 1D
+    gz, gk, gy = kern.global_product_vjp(as_m(cp, z, grid), k_full, as_m(cp, y, grid), as_m(cp, g, grid))
+    return (from_m(cp, gz, shape), unbroadcast(from_m(cp, gk[None], (1,) + shape[1:]), tuple(k_g.shape)),
+            from_m(cp, gy, shape))
 
 
 def hyperzzw_2e_vjp(k: Any, z: Any, g: Any):

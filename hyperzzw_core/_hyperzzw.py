@@ -36,8 +36,9 @@ def hyperzzw_global(z: Any, k_g: Any, y: Any, *, grid: tuple[int, int] | None = 
 
     G[b,c,i,j] = Σ_m Z[b,c,i,m]·K_g[·,c,i,m]·Y[b,c,m,j]. Costs O(B·C·H·W²) (spec §2.2, §5 Q13).
     Shapes: 2D z, y (B, C, H, W) with H == W; k_g broadcastable to z, e.g. (1, C, H, W).
-    1D z, y (B, C, L) with ``grid=(h, w)``, h·w = L, h == w: the product runs on the sequence
-    viewed as its h×w image and is flattened back (our design, spec §5 Q1).
+    1D z, y (B, C, L) with ``grid=(h, w)``, h == w, h·w ≥ L: the product runs on the sequence
+    laid row-major on its h×w image, zero-padded after position L, and is flattened back with the
+    padded positions dropped (our design, spec §5 Q1, docs/spec-1d.md).
     """
     xp = ns(("z", z), ("k_g", k_g), ("y", y))
     z = as_float_array(xp, "z", z, ndim=(3, 4))

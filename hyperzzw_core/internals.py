@@ -14,7 +14,9 @@ per module call) and may change between minor versions.
 * :func:`label_smoothing_cross_entropy_unchecked` — the classification loss without label checks;
 * :func:`check_label_range` — the label check of the public cross-entropy (integers in [0, K));
 * :func:`cupy_kernels` — the CuPy backend's fused CUDA kernels (their VJPs serve the CuPy adapter);
-* :func:`backend` — the backend object of a namespace (:mod:`hyperzzw_core.backends`).
+* :func:`backend` — the backend object of a namespace (:mod:`hyperzzw_core.backends`);
+* :func:`as_matrices`, :func:`from_matrices` — the global product's grid layout of a sequence
+  (row-major, zero-padded after position L; docs/spec-1d.md), for the CuPy adapter's VJP.
 """
 
 from __future__ import annotations
@@ -28,8 +30,8 @@ from ._losses import check_label_range
 from ._network import _forward as network_forward
 from ._network import _slow as network_slow_loss
 from ._network import _slow_kernels as network_slow_kernels
-from .backends import cupy_kernels
+from .backends import as_matrices, cupy_kernels, from_matrices
 
-__all__ = ["backend", "block_checked_inputs", "block_forward", "block_slow_kernels", "check_label_range", "cupy_kernels",
-           "label_smoothing_cross_entropy_unchecked", "network_forward", "network_slow_kernels",
-           "network_slow_loss"]
+__all__ = ["as_matrices", "backend", "block_checked_inputs", "block_forward", "block_slow_kernels",
+           "check_label_range", "cupy_kernels", "from_matrices", "label_smoothing_cross_entropy_unchecked",
+           "network_forward", "network_slow_kernels", "network_slow_loss"]

@@ -35,7 +35,7 @@ from ._config import (PRESETS, TerminatorConfig, check_seed, cifar10, cifar100, 
 from ._conv import adaptive_avg_pool, adaptive_avg_pool_vjp, depthwise_conv, depthwise_conv_vjp
 from ._gradcheck import GradCheckResult, check_vjp, numerical_gradient
 from ._hyperzzw import (hyperzzw_2e, hyperzzw_2e_vjp, hyperzzw_global, hyperzzw_global_vjp,
-                        local_conv, local_conv_vjp)
+                        local_conv, local_conv_vjp, square_grid)
 from ._interaction import (hyper_channel_interaction, hyper_channel_interaction_vjp,
                            hyper_interaction, hyper_interaction_vjp, rgu, rgu_vjp)
 from ._linear import (bottleneck, bottleneck_vjp, channel_mixer, channel_mixer_vjp,

@@ -9,6 +9,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ._hyperzzw import square_grid
+
 SLOW_LOSSES = ("tiled", "channel_sum", "none")
 _FLOAT_FIELDS = ("omega_0", "alpha", "beta", "eps", "label_smoothing", "slow_loss_weight")
 _INT_FIELDS = ("num_classes", "global_hidden", "local_hidden", "local_layers", "channel_hidden", "channel_layers",
@@ -80,7 +82,9 @@ class TerminatorConfig:
     """"tiled" (final code), "channel_sum" (earlier variant) or "none"."""
     slow_loss_weight: float = 1.0
     grid: tuple[int, int] | None = None
-    """1D only: (h, w) with h·w = L, h == w; the global product runs on that grid (§5 Q1)."""
+    """1D only: (h, w) with h == w and h·w ≥ L; the global product runs on the sequence laid
+    row-major on that grid, zero-padded after position L (§5 Q1, docs/spec-1d.md).
+    ``square_grid(L)`` gives the smallest; the 1D presets take a length and use it."""
 
     # ----------------------------------------------------------------------------- derived
     @property
@@ -166,8 +170,9 @@ class TerminatorConfig:
             self._fail("grid", "is for 1D inputs only; leave it None for images")
         if len(shape) == 2:
             g = self.grid
-            if g is None or len(g) != 2 or g[0] * g[1] != shape[1] or g[0] != g[1]:
-                self._fail("grid", f"a 1D input of length {shape[1]} needs grid=(h, w) with h·w = L and h == w")
+            if g is None or len(g) != 2 or g[0] * g[1] < shape[1] or g[0] != g[1]:
+                self._fail("grid", f"a 1D input of length {shape[1]} needs grid=(h, w) with h == w and "
+                                   f"h·w ≥ L, e.g. square_grid({shape[1]}) = {square_grid(shape[1])}")
         if not isinstance(self.num_classes, int) or self.num_classes < 2:
             self._fail("num_classes", "expected an integer >= 2")
         n = self.num_blocks
@@ -256,9 +261,9 @@ def tiny(num_classes: int = 10) -> TerminatorConfig:
         channel_layers=1, hi_channel_hidden=4, hi_spatial_hidden=8, hi_layers=1, ibs_groups=2)
 
 
-def tiny_1d(num_classes: int = 10) -> TerminatorConfig:
-    """``tiny()`` for 64-step sequences (B, 1, 64) on an 8×8 grid."""
-    return dataclasses.replace(tiny(num_classes), input_shape=(1, 64), grid=(8, 8))
+def tiny_1d(num_classes: int = 10, length: int = 64, channels: int = 1) -> TerminatorConfig:
+    """``tiny()`` for sequences (B, channels, length) on ``square_grid(length)`` (64 steps: 8×8)."""
+    return tiny(num_classes).replace(input_shape=(channels, length), grid=square_grid(length))
 
 
 def sequence(length: int = 1024, channels: int = 1, num_classes: int = 10,
@@ -267,11 +272,10 @@ def sequence(length: int = 1024, channels: int = 1, num_classes: int = 10,
 
     The first bottleneck factor is 12 // channels so that the widths from block 1 on are the
     CIFAR ones (12, 36, 72, 144, 288) and every width is divisible by the 12 G-IBS groups.
-    ``grid`` defaults to the square root of ``length``.
+    ``grid`` defaults to ``square_grid(length)``, the smallest square holding the sequence.
     """
     if grid is None:
-        side = int(round(length ** 0.5))
-        grid = (side, side)
+        grid = square_grid(length)
     if 12 % channels:
         raise ValueError(f"channels: the sequence preset needs 12 divisible by channels, got {channels}")
     return TerminatorConfig(input_shape=(channels, length), num_classes=num_classes,
@@ -301,9 +305,10 @@ def digits(num_classes: int = 10) -> TerminatorConfig:
         hi_channel_hidden=8, hi_spatial_hidden=32, hi_layers=2)
 
 
-def digits_1d(num_classes: int = 10) -> TerminatorConfig:
-    """``digits()`` for 64-step pixel sequences (B, 1, 64) on the 8×8 grid."""
-    return dataclasses.replace(digits(num_classes), input_shape=(1, 64), grid=(8, 8))
+def digits_1d(num_classes: int = 10, length: int = 64, channels: int = 1) -> TerminatorConfig:
+    """``digits()`` for sequences (B, channels, length) on ``square_grid(length)``: 64-step pixel
+    sequences on the 8×8 grid by default, MNIST-1D's 40 steps on 7×7 (``hyperzzw train``)."""
+    return digits(num_classes).replace(input_shape=(channels, length), grid=square_grid(length))
 
 
 PRESETS = {"cifar10": cifar10, "cifar100": cifar100, "tiny": tiny, "tiny_1d": tiny_1d,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ._activations import gelu, gelu_vjp
@@ -20,12 +22,44 @@ def unbroadcast(g: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
 
 
 def _as_matrices(x: np.ndarray, grid: tuple[int, int] | None) -> np.ndarray:
-    """(B, C, H, W) as is; (B, C, L) viewed as (B, C, h, w) with grid = (h, w)."""
-    return x if x.ndim == 4 else x.reshape(x.shape[:2] + tuple(grid))
+    """(B, C, H, W) as is; (B, C, L) laid row-major on its (h, w) grid, zero-padded at the end.
+
+    Position p of the sequence sits at (p // w, p % w); the h·w − L positions after the last one
+    hold zeros (spec §5 Q1, docs/spec-1d.md).
+    """
+    if x.ndim == 4:
+        return x
+    h, w = (int(v) for v in grid)
+    pad = h * w - x.shape[-1]
+    if pad:
+        x = np.concatenate([x, np.zeros(x.shape[:-1] + (pad,), dtype=x.dtype)], axis=-1)
+    return x.reshape(x.shape[:-1] + (h, w))
+
+
+def _from_matrices(m: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Inverse of :func:`_as_matrices`: back to ``shape``, dropping the padded positions (1D)."""
+    if len(shape) == 4:
+        return m
+    return m.reshape(m.shape[:-2] + (-1,))[..., :shape[-1]]
+
+
+def square_grid(length: int) -> tuple[int, int]:
+    """The smallest square grid (s, s) that holds a sequence of ``length`` steps: s = ⌈√L⌉.
+
+    L = 40 → (7, 7) (9 padded positions), L = 64 → (8, 8) (none). docs/spec-1d.md.
+    """
+    if isinstance(length, bool) or not isinstance(length, (int, np.integer)) or length < 1:
+        raise ValueError(f"length: expected a positive integer, got {length!r}")
+    s = math.isqrt(int(length) - 1) + 1
+    return (s, s)
 
 
 def check_global_grid(name: str, shape: tuple[int, ...], grid: tuple[int, int] | None) -> None:
-    """Validate the square layout the global product needs (spec §2.2, §5 Q1, Q8)."""
+    """Validate the square layout the global product needs (spec §2.2, §5 Q1, Q8).
+
+    A sequence of length L needs a square grid (h, h) with h·h ≥ L; the positions after the L-th
+    are zero padding that exists only inside the product (docs/spec-1d.md).
+    """
     if len(shape) == 4:
         if grid is not None:
             raise ValueError(f"grid: only for 1-D inputs (B, C, L); {name} has shape {shape}")
@@ -35,10 +69,13 @@ def check_global_grid(name: str, shape: tuple[int, ...], grid: tuple[int, int] |
     elif len(shape) == 3:
         if grid is None:
             raise ValueError(f"grid: a 1-D input {name} of shape {shape} needs grid=(h, w) with "
-                             "h·w = L and h == w (spec §5 Q1)")
+                             f"h·w ≥ L and h == w, e.g. square_grid({shape[2]}) = {square_grid(shape[2])} "
+                             "(spec §5 Q1)")
+        if len(tuple(grid)) != 2:
+            raise ValueError(f"grid: expected (h, w) with h·w ≥ L = {shape[2]} and h == w, got {tuple(grid)}")
         h, w = (int(v) for v in grid)
-        if h * w != shape[2] or h != w:
-            raise ValueError(f"grid: expected (h, w) with h·w = L = {shape[2]} and h == w, got {tuple(grid)}")
+        if h * w < shape[2] or h != w:
+            raise ValueError(f"grid: expected (h, w) with h·w ≥ L = {shape[2]} and h == w, got {tuple(grid)}")
     else:
         raise ValueError(f"{name}: expected (B, C, H, W) or (B, C, L), got shape {shape}")
 
@@ -49,8 +86,9 @@ def hyperzzw_global(z: np.ndarray, k_g: np.ndarray, y: np.ndarray, *,
 
     G[b,c,i,j] = Σ_m Z[b,c,i,m]·K_g[·,c,i,m]·Y[b,c,m,j]. Costs O(B·C·H·W²) (spec §2.2, §5 Q13).
     Shapes: 2D z, y (B, C, H, W) with H == W; k_g broadcastable to z, e.g. (1, C, H, W).
-    1D z, y (B, C, L) with ``grid=(h, w)``, h·w = L, h == w: the product runs on the sequence
-    viewed as its h×w image and is flattened back (our design, spec §5 Q1).
+    1D z, y (B, C, L) with ``grid=(h, w)``, h == w, h·w ≥ L: the product runs on the sequence
+    laid row-major on its h×w image, zero-padded after position L, and is flattened back with the
+    padded positions dropped (our design, spec §5 Q1, docs/spec-1d.md).
     """
     z = as_float_array("z", z, ndim=(3, 4))
     k_g = as_float_array("k_g", k_g, dtype=z.dtype)
@@ -66,19 +104,20 @@ def hyperzzw_global(z: np.ndarray, k_g: np.ndarray, y: np.ndarray, *,
         for n, a in (("z", z), ("k_g", k_g), ("y", y)):
             _check_finite(n, a)
     zhat = _as_matrices(z * k_g, grid)
-    return (zhat @ _as_matrices(y, grid)).reshape(z.shape)
+    return _from_matrices(zhat @ _as_matrices(y, grid), z.shape)
 
 
 def hyperzzw_global_vjp(z: np.ndarray, k_g: np.ndarray, y: np.ndarray, g: np.ndarray, *,
                         grid: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """VJP of :func:`hyperzzw_global`: returns ``(grad_z, grad_k_g, grad_y)``.
 
-    gẐ = g @ Yᵀ, gY = Ẑᵀ @ g, gZ = gẐ ⊙ K_g, gK_g = Σ_broadcast gẐ ⊙ Z.
+    gẐ = g @ Yᵀ, gY = Ẑᵀ @ g, gZ = gẐ ⊙ K_g, gK_g = Σ_broadcast gẐ ⊙ Z. In 1D the products run on
+    the zero-padded grids and the padded positions are dropped (they are constants, not inputs).
     """
     zhat = _as_matrices(z * k_g, grid)
     gm = _as_matrices(g, grid)
-    gzhat = (gm @ np.swapaxes(_as_matrices(y, grid), -1, -2)).reshape(z.shape)
-    gy = (np.swapaxes(zhat, -1, -2) @ gm).reshape(z.shape)
+    gzhat = _from_matrices(gm @ np.swapaxes(_as_matrices(y, grid), -1, -2), z.shape)
+    gy = _from_matrices(np.swapaxes(zhat, -1, -2) @ gm, z.shape)
     return gzhat * k_g, unbroadcast(gzhat * z, k_g.shape), gy
 
 

@@ -23,7 +23,7 @@ import pytest
 
 from hyperzzw_core import reference as R
 
-CONFIGS = {"tiny_2d": R.tiny, "tiny_1d": R.tiny_1d}
+CONFIGS = {"tiny_2d": R.tiny, "tiny_1d": R.tiny_1d, "tiny_1d_L23": lambda: R.tiny_1d(length=23)}
 BATCH = 2
 
 #: finite-difference step (absolute; directions are unit vectors; the checker's max_step). Measured

@@ -106,7 +106,8 @@ def test_hyperzzw_global_needs_square_images():
 
 def test_hyperzzw_global_1d_needs_grid():
     z = np.zeros((1, 2, 16))
-    _raises(ValueError, lambda: R.hyperzzw_global(z, z, z), "grid", "(1, 2, 16)", "h·w = L")
+    _raises(ValueError, lambda: R.hyperzzw_global(z, z, z), "grid", "(1, 2, 16)", "h·w ≥ L",
+            "square_grid(16) = (4, 4)")
 
 
 @pytest.mark.parametrize("grid", [(2, 8), (3, 3), (4, 5), (16, 1)])

@@ -168,7 +168,14 @@ def _bs(x: torch.Tensor) -> torch.Tensor:
 
 
 def _square(x: torch.Tensor, grid) -> torch.Tensor:
-    return x if grid is None else x.reshape(x.shape[:2] + tuple(grid))
+    """1D: the sequence row-major on its grid, zero-padded after position L (F.pad)."""
+    if grid is None:
+        return x
+    return F.pad(x, (0, grid[0] * grid[1] - x.shape[-1])).reshape(x.shape[:2] + tuple(grid))
+
+
+def _unsquare(m: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return m if m.shape == like.shape else m.reshape(like.shape[:2] + (-1,))[..., :like.shape[-1]]
 
 
 def _local_conv(p: dict, k_l: np.ndarray, y: torch.Tensor) -> torch.Tensor:
@@ -189,7 +196,7 @@ def _transcribed_block(bp, z, x_pre, x_pre_pre, groups, grid=None, mask=None):
     hc = _is(_t(hyper_channel_interaction(bp["hci"], z)))           # step 5
 
     def glob(y):                                                    # steps 6-8: Ẑ @ Y
-        return torch.matmul(_square(zhat, grid), _square(y, grid)).reshape(zt.shape)
+        return _unsquare(torch.matmul(_square(zhat, grid), _square(y, grid)), zt)
 
     g1, g2, g3 = glob(fast), glob(m), glob(hc)
     s = torch.sigmoid(g1) * g1                                      # step 9
@@ -223,7 +230,7 @@ def test_concat_order_matches_section_1_3():
                                            "x_pre_pre", "HI"]
 
 
-@pytest.mark.parametrize("config_fn", [tiny, tiny_1d], ids=["2d", "1d"])
+@pytest.mark.parametrize("config_fn", [tiny, tiny_1d, lambda: tiny_1d(length=23)], ids=["2d", "1d", "1d-L23"])
 @pytest.mark.parametrize("use_mask", [False, True], ids=["eval", "dropout"])
 def test_sfne_block_matches_transcription_with_x_pre_and_x_pre_pre(config_fn, use_mask):
     config = config_fn()

@@ -15,7 +15,7 @@ from hyperzzw_core.adapters import torch as T  # noqa: E402
 from hyperzzw_core.reference import flatten  # noqa: E402
 from hyperzzw_core.testing import assert_close  # noqa: E402
 
-CONFIGS = {"tiny": R.tiny, "tiny_1d": R.tiny_1d, "cifar10": R.cifar10}
+CONFIGS = {"tiny": R.tiny, "tiny_1d": R.tiny_1d, "tiny_1d_L23": lambda: R.tiny_1d(length=23), "cifar10": R.cifar10}
 
 
 def _batch(cfg: R.TerminatorConfig, seed: int = 7, b: int = 2) -> tuple[np.ndarray, np.ndarray]:

@@ -57,8 +57,22 @@ def spatial_size(x: Any) -> int:
 
 
 def as_matrices(xp: Any, x: Any, grid: tuple[int, int] | None) -> Any:
-    """(B, C, H, W) as is; (B, C, L) viewed as (B, C, h, w) with grid = (h, w) (spec §5 Q1)."""
-    return x if x.ndim == 4 else xp.reshape(x, tuple(x.shape[:2]) + tuple(int(g) for g in grid))
+    """(B, C, H, W) as is; (…, L) laid row-major on its (h, w) grid, zero-padded after position L
+    (h·w ≥ L; the reference's ``_as_matrices``, spec §5 Q1, docs/spec-1d.md)."""
+    if x.ndim == 4:
+        return x
+    h, w = (int(g) for g in grid)
+    lead, pad = tuple(x.shape[:-1]), h * w - int(x.shape[-1])
+    if pad:
+        x = xp.concat([x, xp.zeros(lead + (pad,), dtype=x.dtype, device=array_api_compat.device(x))], axis=-1)
+    return xp.reshape(x, lead + (h, w))
+
+
+def from_matrices(xp: Any, m: Any, shape: tuple[int, ...]) -> Any:
+    """Inverse of :func:`as_matrices`: back to ``shape``, dropping the padded positions (1D)."""
+    if len(shape) == 4:
+        return m
+    return xp.reshape(m, tuple(m.shape[:-2]) + (-1,))[..., :shape[-1]]
 
 
 def zero_pad(xp: Any, y: Any, pads: Sequence[int]) -> Any:
@@ -228,7 +242,7 @@ class ArrayAPIBackend:
         z, y (B, C, H, W), or (B, C, L) with ``grid`` = (h, w); k_g broadcastable to z.
         """
         zhat = z * k_g if zhat is None else zhat
-        return xp.reshape(as_matrices(xp, zhat, grid) @ as_matrices(xp, y, grid), tuple(zhat.shape))
+        return from_matrices(xp, as_matrices(xp, zhat, grid) @ as_matrices(xp, y, grid), tuple(zhat.shape))
 
     # --------------------------------------------------------------------------- convolution
 

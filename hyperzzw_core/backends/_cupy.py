@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from typing import Any, ClassVar
 
-from ._base import ArrayAPIBackend, as_matrices
+from ._base import ArrayAPIBackend, as_matrices, from_matrices
 
 
 def fused_kernels() -> Any:
@@ -68,9 +68,9 @@ class CuPyBackend(ArrayAPIBackend):
         kern = fused_kernels()
         if kern is None:
             return super().global_product(xp, z, k_g, y, grid, zhat)
-        zm = as_matrices(xp, z, grid)
-        k_full = xp.reshape(xp.broadcast_to(k_g, tuple(z.shape))[0, ...], zm.shape[1:])
-        return xp.reshape(kern.global_product(zm, k_full, as_matrices(xp, y, grid)), tuple(z.shape))
+        k_full = as_matrices(xp, xp.broadcast_to(k_g, tuple(z.shape))[0:1, ...], grid)[0, ...]  # zero-padded in 1D
+        return from_matrices(xp, kern.global_product(as_matrices(xp, z, grid), k_full, as_matrices(xp, y, grid)),
+                             tuple(z.shape))
 
     def depthwise_conv(self, xp: Any, y: Any, k_l: Any) -> Any:
         """The fused direct kernel for k ≤ 9 (cupyx's ndimage/signal correlate lack a batched

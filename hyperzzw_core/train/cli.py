@@ -8,8 +8,8 @@ import sys
 
 # The defaults live in TrainSettings alone: every option below defaults to None ("not given"), so
 # that --resume can tell the settings named on the command line from those to take from the checkpoint.
-_DEFAULTS = {"dataset": "digits", "mode": "2d", "val_fraction": 0.1, "optimizer": "kar3", "betas": (0.5, 0.95),
-             "weight_decay": 0.0, "l2_reg": 5e-5, "epochs": 30, "warmup_epochs": 3, "batch_size": 64,
+_DEFAULTS = {"dataset": "digits", "layout": "auto", "mode": "2d", "val_fraction": 0.1, "optimizer": "kar3",
+             "betas": (0.5, 0.95), "weight_decay": 0.0, "l2_reg": 5e-5, "warmup_epochs": 3, "batch_size": 64,
              "eval_batch_size": 64, "seed": 0, "dtype": "float32", "device": "cpu"}
 
 
@@ -21,7 +21,7 @@ def _train(a: argparse.Namespace) -> int:
     values = {f: getattr(a, f) for f in given}
     if "betas" in values:
         values["betas"] = tuple(values["betas"])
-    values.setdefault("out", f"runs/{'digits' if a.data is None else 'data'}-{a.mode or '2d'}")
+    values.setdefault("out", f"runs/{(a.dataset or 'digits') if a.data is None else 'data'}-{a.mode or '2d'}")
     train(TrainSettings(**values), given=given)
     return 0
 
@@ -38,9 +38,14 @@ def add_train(sub: argparse._SubParsersAction) -> None:
                                    "for several processes. Exit status: 0 done, 2 refused (bad arguments, data, "
                                    "checkpoint, or --out in use), 3 diverged (NaN/Inf loss), 1 other errors.")
     d = p.add_argument_group("data")
-    d.add_argument("--dataset", choices=["digits"],
-                   help="embedded data set (scikit-learn's 8x8 handwritten digits); default digits")
-    d.add_argument("--data", help="FILE.npz with x_train, y_train, x_test, y_test (images (N,[C,]H,W))")
+    d.add_argument("--dataset", choices=["digits", "mnist1d"],
+                   help="embedded data set: digits (scikit-learn's 8x8 handwritten digits, the default) or "
+                        "mnist1d (MNIST-1D's 40-step sequences, generated offline by the mnist1d package; --mode 1d)")
+    d.add_argument("--data", help="FILE.npz with x_train, y_train, x_test, y_test: images (N,[C,]H,W) or "
+                                  "sequences (N,[C,]L) for --mode 1d")
+    d.add_argument("--layout", choices=["auto", "images", "sequences"],
+                   help="how to read 3-D --data arrays: auto = images (N,H,W) if H == W, else sequences (N,C,L)"
+                        + _d("layout"))
     d.add_argument("--mode", choices=["2d", "1d"], help="images, or pixel sequences (1d)" + _d("mode"))
     d.add_argument("--permute", type=int, metavar="SEED", help="1d only: a fixed pixel permutation (pMNIST-style)")
     d.add_argument("--val-fraction", type=float, help="share of the training data held out" + _d("val_fraction"))
@@ -57,7 +62,8 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--betas", type=float, nargs=2, help="Kar3 betas" + _d("betas"))
     m.add_argument("--weight-decay", type=float, help="AdamW and SGD" + _d("weight_decay"))
     m.add_argument("--l2-reg", type=float, help="weight of the §2.13 regulariser" + _d("l2_reg"))
-    m.add_argument("--epochs", type=int, help="total epochs" + _d("epochs"))
+    m.add_argument("--epochs", type=int, help="total epochs (default 30 for digits and --data; mnist1d: 10, "
+                                             "or 20 with --permute)")
     m.add_argument("--warmup-epochs", type=int, help=_d("warmup_epochs").strip(" ()"))
     m.add_argument("--batch-size", type=int, help="global batch size" + _d("batch_size"))
     m.add_argument("--eval-batch-size", type=int, help=_d("eval_batch_size").strip(" ()"))

@@ -1,9 +1,11 @@
-"""Data for ``hyperzzw train``: scikit-learn's digits (embedded, no download) or a user's ``.npz``.
+"""Data for ``hyperzzw train``: scikit-learn's digits (embedded, no download), MNIST-1D (generated
+offline by the ``mnist1d`` package) or a user's ``.npz``.
 
 Images are (N, C, H, W) float32 standardised per channel with training statistics. In 1D mode
-each image becomes a pixel sequence (N, C, H·W), row-major, optionally under a fixed permutation
-(the "permuted" pixel-sequence setting). A validation split is taken from the training data
-(never from the test set: spec §5 Q14).
+each image becomes a pixel sequence (N, C, H·W), row-major; sequences (N, L) or (N, C, L) are
+used as they are, on the grid ``square_grid(L)`` (docs/spec-1d.md). Either can be put under a
+fixed permutation of the positions (the "permuted" setting). A validation split is taken from the
+training data (never from the test set: spec §5 Q14).
 
 Every loader hands its raw arrays to :func:`validate_dataset` before anything else happens: NaN/Inf
 pixels, labels that are not integers in [0, K), classes missing from the training data and empty
@@ -14,13 +16,18 @@ Standardisation statistics are computed in float64 (float32 overflows for data a
 from __future__ import annotations
 
 import hashlib
+import random
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from ..reference import square_grid
+
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
+DATASETS = ("digits", "mnist1d")
+LAYOUTS = ("auto", "images", "sequences")
 
 
 class DataError(ValueError):
@@ -40,7 +47,7 @@ class Dataset:
     y_test: np.ndarray
     num_classes: int
     grid: tuple[int, int] | None = None
-    """1D only: the (h, w) image grid of the sequence."""
+    """1D only: the square grid of the global product, ``square_grid(L)`` (docs/spec-1d.md)."""
     fingerprint: str = ""
     """SHA-256 of the raw arrays as loaded (before splitting); ``--resume`` refuses other data."""
 
@@ -83,13 +90,59 @@ def _read_npz(path: Path) -> list[np.ndarray]:
         raise DataError(f"--data {path}: truncated or corrupted .npz archive ({reason})") from None
 
 
-def _npz(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def mnist1d_arrays() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """MNIST-1D (Greydanus & Kobak) with the package's default arguments, generated offline from its
+    templates: ``make_dataset(get_dataset_args())``: 4000 train / 1000 test sequences of 40 steps,
+    10 classes. Returns (x_train (4000, 1, 40), y_train, x_test (1000, 1, 40), y_test)."""
+    try:
+        from mnist1d.data import get_dataset_args, make_dataset
+    except ImportError:
+        raise ValueError("--dataset mnist1d: needs the mnist1d package (pip install -e '.[train]')") from None
+    # make_dataset seeds the global `random` and `np.random` generators: leave the caller's as they were
+    py_state, np_state = random.getstate(), np.random.get_state()
+    try:
+        d = make_dataset(get_dataset_args())
+    finally:
+        random.setstate(py_state)
+        np.random.set_state(np_state)
+    return (np.asarray(d["x"], np.float32)[:, None], np.asarray(d["y"], np.int64),
+            np.asarray(d["x_test"], np.float32)[:, None], np.asarray(d["y_test"], np.int64))
+
+
+def as_channels_first(x: np.ndarray, layout: str = "auto", name: str = "x_train") -> tuple[np.ndarray, str]:
+    """``x`` as (N, C, H, W) images or (N, C, L) sequences, and which of the two it is.
+
+    (N, L) are sequences and (N, C, H, W) images. A 3-D array (N, A, B) is ambiguous: with
+    ``layout="auto"`` it is read as images (N, H, W) when A == B (as before sequences were
+    accepted) and as sequences (N, C, L) otherwise; ``layout`` "images" or "sequences" decides.
+    """
+    if layout not in LAYOUTS:
+        raise ValueError(f"--layout: expected one of {LAYOUTS}, got {layout!r}")
+    if x.ndim == 2:
+        if layout == "images":
+            raise ValueError(f"--layout images: {name} of shape {x.shape} is (N, L), not images (N, [C,] H, W)")
+        return x[:, None], "sequences"
+    if x.ndim == 4:
+        if layout == "sequences":
+            raise ValueError(f"--layout sequences: {name} of shape {x.shape} is (N, C, H, W), not (N, [C,] L)")
+        return x, "images"
+    if x.ndim == 3:
+        if layout == "images" or layout == "auto" and x.shape[1] == x.shape[2]:
+            return x[:, None], "images"
+        return x, "sequences"
+    raise ValueError(f"{name}: expected sequences (N, L) or (N, C, L), or images (N, H, W) or (N, C, H, W), "
+                     f"got shape {x.shape}")
+
+
+def _npz(path: Path, layout: str = "auto") -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     x_tr, y_tr, x_te, y_te = _read_npz(path)
-    for name, x in (("x_train", x_tr), ("x_test", x_te)):
-        if x.ndim not in (3, 4):
-            raise DataError(f"--data {path}: {name} must be (N, H, W) or (N, C, H, W), got shape {x.shape}")
-    if x_tr.ndim == 3:
-        x_tr, x_te = x_tr[:, None], x_te[:, None]
+    try:
+        (x_tr, kind_tr), (x_te, kind_te) = (as_channels_first(x, layout, n) for n, x in
+                                            (("x_train", x_tr), ("x_test", x_te)))
+    except ValueError as exc:
+        raise DataError(f"--data {path}: {exc}") from None
+    if kind_tr != kind_te:
+        raise DataError(f"--data {path}: x_train holds {kind_tr} and x_test {kind_te}")
     if x_tr.shape[1:] != x_te.shape[1:]:
         raise DataError(f"--data {path}: x_train {x_tr.shape[1:]} and x_test {x_te.shape[1:]} differ per sample")
     return x_tr, y_tr, x_te, y_te
@@ -224,10 +277,13 @@ def standardise(x_train: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
 
 
 def load(dataset: str = "digits", data: str | Path | None = None, mode: str = "2d", permute: int | None = None,
-         val_fraction: float = 0.1, split_seed: int = 0, num_classes: int | None = None) -> Dataset:
+         val_fraction: float = 0.1, split_seed: int = 0, num_classes: int | None = None,
+         layout: str = "auto") -> Dataset:
     """Load, validate (:func:`validate_dataset`), split, standardise and shape a dataset for ``mode`` "2d"/"1d".
 
-    ``num_classes``: K (default: max label + 1); labels ≥ K are refused.
+    ``num_classes``: K (default: max label + 1); labels ≥ K are refused. Sequences ((N, L) or
+    (N, C, L) arrays, or ``dataset="mnist1d"``) need mode "1d"; images become pixel sequences in
+    mode "1d". ``layout`` reads 3-D arrays (see :func:`as_channels_first`).
     """
     if mode not in ("2d", "1d"):
         raise ValueError(f"mode: expected '2d' or '1d', got {mode!r}")
@@ -235,16 +291,23 @@ def load(dataset: str = "digits", data: str | Path | None = None, mode: str = "2
         raise ValueError("permute: the permuted setting is for 1d pixel sequences (--mode 1d)")
     if data is not None:
         name = Path(data).stem
-        x_tr, y_tr, x_te, y_te = _npz(Path(data))
+        x_tr, y_tr, x_te, y_te = _npz(Path(data), layout)
     elif dataset == "digits":
         name = "digits"
         x_tr, y_tr, x_te, y_te = _digits()
+    elif dataset == "mnist1d":
+        name = "mnist1d"
+        x_tr, y_tr, x_te, y_te = mnist1d_arrays()
     else:
-        raise ValueError(f"dataset: unknown {dataset!r}; use 'digits' or --data FILE.npz")
+        raise ValueError(f"dataset: unknown {dataset!r}; use one of {list(DATASETS)} or --data FILE.npz")
     source = f"--data {data}" if data is not None else dataset
     num_classes = validate_dataset(x_tr, y_tr, x_te, y_te, num_classes, source)
     digest = fingerprint(x_tr, y_tr, x_te, y_te)
-    if x_tr.shape[2] != x_tr.shape[3]:
+    sequences = x_tr.ndim == 3
+    if sequences and mode != "1d":
+        raise ValueError(f"--mode: {name} holds sequences (N, C, L) = {x_tr.shape}, not square images; "
+                         "train them with --mode 1d")
+    if not sequences and x_tr.shape[2] != x_tr.shape[3]:
         raise ValueError(f"images must be square (the global product needs H == W), got {x_tr.shape[2:]}")
     y_tr, y_te = y_tr.astype(np.int64), y_te.astype(np.int64)
     x_tr, y_tr, x_val, y_val = split_validation(x_tr, y_tr, val_fraction, split_seed)
@@ -253,11 +316,11 @@ def load(dataset: str = "digits", data: str | Path | None = None, mode: str = "2
     x_tr, x_val, x_te = standardise(x_tr, x_val, x_te)
     grid = None
     if mode == "1d":
-        h, w = x_tr.shape[2:]
-        grid = (h, w)
-        x_tr, x_val, x_te = (x.reshape(x.shape[0], x.shape[1], h * w) for x in (x_tr, x_val, x_te))
+        x_tr, x_val, x_te = (x.reshape(x.shape[0], x.shape[1], -1) for x in (x_tr, x_val, x_te))
+        length = x_tr.shape[2]
+        grid = square_grid(length)
         if permute is not None:
-            perm = np.random.default_rng(permute).permutation(h * w)
+            perm = np.random.default_rng(permute).permutation(length)
             x_tr, x_val, x_te = (x[:, :, perm] for x in (x_tr, x_val, x_te))
             name += f"-permuted{permute}"
     return Dataset(f"{name}-{mode}", x_tr.astype(np.float32), y_tr, x_val.astype(np.float32), y_val,

@@ -43,14 +43,22 @@ def learning_curves(history: list[dict], out: str | Path) -> Path:
 
 def kernel_images(kernels: Sequence[np.ndarray], grid: tuple[int, int] | None = None,
                   channels: int = 8) -> list[np.ndarray]:
-    """Each block's K_g (1, C, H, W) or (1, C, L) as (min(C, channels), h, w) images."""
+    """Each block's K_g (1, C, H, W) or (1, C, L) as (min(C, channels), h, w) images.
+
+    A 1D kernel is laid row-major on its grid as the global product lays it; the h·w − L padded
+    positions are NaN (blank in the plot), not zero (docs/spec-1d.md).
+    """
     out = []
     for k in kernels:
         k = np.asarray(k)[0]
         if k.ndim == 2:
             if grid is None:
                 raise ValueError("grid: 1D kernels need the (h, w) grid to be shown as images")
-            k = k.reshape(k.shape[0], *grid)
+            h, w = grid
+            if h * w < k.shape[1]:
+                raise ValueError(f"grid: {tuple(grid)} holds {h * w} positions, fewer than the kernels' {k.shape[1]}")
+            k = np.concatenate([k, np.full((k.shape[0], h * w - k.shape[1]), np.nan, dtype=k.dtype)], axis=1)
+            k = k.reshape(k.shape[0], h, w)
         out.append(k[:channels])
     return out
 
@@ -63,7 +71,7 @@ def global_kernels(kernels: Sequence[np.ndarray], out: str | Path, grid: tuple[i
     cols = max(im.shape[0] for im in imgs)
     fig, axes = plt.subplots(len(imgs), cols, figsize=(1.3 * cols + 1, 1.3 * len(imgs) + 0.6), squeeze=False)
     for r, im in enumerate(imgs):
-        v = float(np.abs(im).max()) or 1.0
+        v = float(np.nanmax(np.abs(im))) or 1.0
         for c in range(cols):
             ax = axes[r, c]
             ax.set_xticks([])
