@@ -286,6 +286,21 @@ def _global_no_grid(z, k_g, y, *, grid=None, check_finite=True):
     return zhat * y.sum(axis=-1, keepdims=True)
 
 
+# 38. a non-square sequence padded at the front of its grid instead of after position L
+def _global_front_padding(z, k_g, y, *, grid=None, check_finite=True):
+    if grid is None or z.shape[-1] == grid[0] * grid[1]:
+        return R.hyperzzw_global(z, k_g, y, grid=grid, check_finite=check_finite)
+    h, w = grid
+    pad = h * w - z.shape[-1]
+
+    def lay(a):
+        a = np.concatenate([np.zeros(a.shape[:-1] + (pad,), a.dtype), a], axis=-1)
+        return a.reshape(a.shape[:-1] + (h, w))
+
+    out = lay(z * k_g) @ lay(y)
+    return out.reshape(out.shape[:-2] + (h * w,))[..., pad:]
+
+
 PLANTED = {
     "sign flipped in hyperzzw_2e_vjp": ("hyperzzw_2e", _impl(hyperzzw_2e_vjp=_2e_vjp_sign)),
     "transposed matmul in hyperzzw_global": ("hyperzzw_global", _impl(hyperzzw_global=_global_transposed)),
@@ -330,6 +345,8 @@ PLANTED = {
     "filter bias gradients dropped in magnet_gc_vjp": ("magnet_gc",
                                                        _impl(magnet_gc_vjp=_magnet_gc_vjp_no_filter_bias)),
     "grid ignored in 1d hyperzzw_global": ("hyperzzw_global", _impl(hyperzzw_global=_global_no_grid)),
+    "front padding of a non-square sequence in hyperzzw_global": (
+        "hyperzzw_global", _impl(hyperzzw_global=_global_front_padding)),
 }
 """description → (the operator the bug lives in, the implementation)."""
 
@@ -341,6 +358,7 @@ HARD_INPUT_ONLY = {
     "one-pass variance in instance_standardize",
     "unstable softmax in label_smoothing_cross_entropy",
     "naive sigmoid in si_glu",
+    "front padding of a non-square sequence in hyperzzw_global",
 }
 """Bugs that the registry's init-valued, benign-input cases alone do not catch (the goldens before the
 hard families): the families are what catch them."""

@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import reference as R
 from ..reference import tree_map
 from ..testing.registry import OpSpec, Sample
 
@@ -114,7 +115,28 @@ def _edge_unary(shapes, kwargs=None):
 
 
 def _edge_global(rng):
-    return [Sample((_n(rng, (1, 1, 3, 3)), 0.3 * _n(rng, (1, 1, 3, 3)), _n(rng, (1, 1, 3, 3))), {}, "edge-b1-c1")]
+    # sequences whose length is not a square: zero padding inside the product only (docs/spec-1d.md),
+    # on the smallest grid and on a larger one
+    return [Sample((_n(rng, (1, 1, 3, 3)), 0.3 * _n(rng, (1, 1, 3, 3)), _n(rng, (1, 1, 3, 3))), {}, "edge-b1-c1"),
+            Sample((_n(rng, (2, 2, 23)), 0.3 * _n(rng, (1, 2, 23)), _n(rng, (2, 2, 23))), {"grid": (5, 5)},
+                   "edge-1d-L23-grid5x5"),
+            Sample((_n(rng, (1, 3, 7)), 0.3 * _n(rng, (1, 3, 7)), _n(rng, (1, 3, 7))), {"grid": (4, 4)},
+                   "edge-1d-L7-grid4x4")]
+
+
+#: a sequence length that is not a square (5×5 grid, two padded positions): the 1D design's hard case
+SEQUENCE_L23 = R.tiny_1d(length=23)
+
+
+def _block_l23(rng):
+    cfg, i = SEQUENCE_L23, 3
+    spatial = cfg.spatial_shape
+    n_pre = cfg.num_concat_pre[i]
+    z = _n(rng, (2, cfg.block_channels[i]) + spatial)
+    x_pre = _n(rng, (2, cfg.out_channels[i - 2]) + spatial) if n_pre >= 1 else None
+    x_pp = _n(rng, (2, cfg.out_channels[i - 3]) + spatial) if n_pre >= 2 else None
+    params = perturb_tree(R.init_block(rng, cfg, i), rng)
+    return Sample((params, z, x_pre, x_pp), {"groups": cfg.ibs_groups, "grid": cfg.grid}, "edge-tiny-1d-L23-block3")
 
 
 def _edge_2e(rng):
@@ -162,13 +184,20 @@ def _slow_loss(base, rng):
 
 
 def _network_forward(base, rng):
-    # trained parameters on the 2d net and offset inputs on the 1d net (the network is the costliest)
-    return [trained(base[0], rng), offset(trained(base[1], rng), (1,))]
+    # trained parameters on the 2d net and offset inputs on the 1d net (the network is the costliest),
+    # and the 1d net on a non-square length
+    cfg = SEQUENCE_L23
+    l23 = Sample((perturb_tree(R.init_params(cfg, 0), rng), _n(rng, (3,) + cfg.input_shape), cfg, True), {},
+                 "edge-tiny-1d-L23-train")
+    return [trained(base[0], rng), offset(trained(base[1], rng), (1,)), l23]
 
 
 def _network_loss(base, rng):
-    # the loss and its gradient repeat the forward: trained parameters on the 2d net only
-    return [trained(base[0], rng)]
+    # the loss and its gradient repeat the forward: trained parameters on the 2d net and the L = 23 net
+    cfg = SEQUENCE_L23
+    l23 = Sample((perturb_tree(R.init_params(cfg, 0), rng), _n(rng, (3,) + cfg.input_shape),
+                  rng.integers(0, cfg.num_classes, size=3), cfg), {}, "edge-tiny-1d-L23")
+    return [trained(base[0], rng), l23]
 
 
 _FAMILIES: dict[str, Callable[[list[Sample], np.random.Generator], list[Sample]]] = {
@@ -192,7 +221,7 @@ _FAMILIES: dict[str, Callable[[list[Sample], np.random.Generator], list[Sample]]
     "bottleneck": _params_and((1,), first_only=True),
     "adaptive_avg_pool": _activations((0,), magnitudes=False, edge=_edge_pool),
     "tile_channels": lambda b, r: _edge_tile(r),
-    "sfne_block": lambda b, r: [trained(b[0], r), offset(trained(b[1], r), (1, 2))],
+    "sfne_block": lambda b, r: [trained(b[0], r), offset(trained(b[1], r), (1, 2)), _block_l23(r)],
     "slow_loss": _slow_loss,
     "label_smoothing_cross_entropy": _ce,
     "terminator_forward": _network_forward,
