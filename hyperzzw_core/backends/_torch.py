@@ -92,9 +92,6 @@ class TorchBackend(ArrayAPIBackend):
     def sigmoid(self, xp: Any, x: Any) -> Any:
         return _torch().sigmoid(x)
 
-    def erf(self, xp: Any, x: Any) -> Any:
-        return _torch().special.erf(x)
-
     def gelu(self, xp: Any, x: Any, sqrt_half: float) -> Any:
         """torch's native exact GELU (one pass forward and backward)."""
         return _torch().nn.functional.gelu(x)

@@ -1,0 +1,105 @@
+"""Every fast path of the core is seen by the differential comparison with the reference.
+
+A backend's fast path (a library's own sigmoid/erf/GELU, torch's native standardisations, the
+depth-wise convolution's direct kernels, the batched global product, …) replaces portable code for
+one library. The differential tests can only vouch for it if their samples actually run through it
+and are compared with an independent computation (the NumPy reference). Here a bug is planted in
+each fast path in turn (its output scaled by 1 + 1e-6, far above the float64 policy's 1e-10 and far
+below anything a shape or NaN check would see), and the operators that use it, run on the registry's
+samples, must then disagree with the reference; without the bug they must agree.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+import hyperzzw_core
+from hyperzzw_core import backends
+from hyperzzw_core.reference import TerminatorConfig, flatten
+from hyperzzw_core.testing import REGISTRY, assert_close, to_numpy
+
+torch = pytest.importorskip("torch")
+
+#: (backend class, method, operators of the registry whose samples go through it, library)
+FAST_PATHS = [
+    (backends.NumPyBackend, "sigmoid", ["hyper_channel_interaction", "hyper_interaction"], "numpy"),
+    (backends.NumPyBackend, "erf", ["gelu"], "numpy"),
+    (backends.NumPyBackend, "pointwise_linear", ["pointwise_linear", "channel_mixer"], "numpy"),
+    (backends.NumPyBackend, "depthwise_direct", ["depthwise_conv", "local_conv"], "numpy"),
+    (backends.ArrayAPIBackend, "global_product", ["hyperzzw_global", "sfne_block"], "numpy"),
+    (backends.TorchBackend, "sigmoid", ["hyper_channel_interaction", "hyper_interaction"], "torch"),
+    (backends.TorchBackend, "gelu", ["gelu"], "torch"),
+    (backends.TorchBackend, "silu", ["si_glu"], "torch"),
+    (backends.TorchBackend, "pointwise_linear", ["pointwise_linear", "bottleneck"], "torch"),
+    (backends.TorchBackend, "instance_standardize_fast", ["instance_standardize", "g_ibs"], "torch"),
+    (backends.TorchBackend, "batch_standardize_fast", ["batch_standardize", "g_ibs"], "torch"),
+    (backends.TorchBackend, "depthwise_direct", ["depthwise_conv", "local_conv"], "torch"),
+    (backends.ArrayAPIBackend, "global_product", ["hyperzzw_global", "sfne_block"], "torch"),
+]
+
+
+def _to(library: str, obj: Any) -> Any:
+    """Float and integer NumPy arrays of a nested sample as ``library``'s arrays; the rest as is."""
+    if isinstance(obj, np.ndarray):
+        return torch.from_numpy(obj.copy()) if library == "torch" else obj.copy()
+    if isinstance(obj, dict):
+        return {k: _to(library, v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_to(library, v) for v in obj]
+    if isinstance(obj, tuple) and not isinstance(obj, TerminatorConfig):
+        return tuple(_to(library, v) for v in obj)
+    return obj
+
+
+def _leaves(out: Any) -> dict[str, Any]:
+    return flatten(list(out)) if isinstance(out, tuple) else flatten(out)
+
+
+def _mismatches(names: list[str], library: str) -> list[str]:
+    """The (operator, sample) pairs whose float64 core output disagrees with the reference."""
+    bad = []
+    for name in names:
+        spec = REGISTRY[name]
+        for sample in spec.samples("float64"):
+            got = _leaves(getattr(hyperzzw_core, name)(*_to(library, sample.args), **_to(library, sample.kwargs)))
+            want = _leaves(spec.reference(*sample.args, **sample.kwargs))
+            scale = max([float(np.max(np.abs(v))) for v in want.values() if np.size(v)] + [0.0])
+            try:
+                for key, value in want.items():
+                    assert_close(to_numpy(got[key]), value, dtype="float64", scale=scale, name=f"{name}[{key}]")
+            except AssertionError:
+                bad.append(f"{name}/{sample.label}")
+    return bad
+
+
+def _planted(method: Any) -> Any:
+    def wrong(self: Any, *args: Any, **kwargs: Any) -> Any:
+        out = method(self, *args, **kwargs)
+        return None if out is None else out * (1 + 1e-6)
+    return wrong
+
+
+@pytest.mark.parametrize("cls, method, names, library", FAST_PATHS,
+                         ids=[f"{lib}-{cls.__name__}.{m}" for cls, m, _, lib in FAST_PATHS])
+def test_a_bug_planted_in_a_fast_path_fails_the_differential_comparison(monkeypatch, cls, method, names, library):
+    assert method in vars(cls), f"{cls.__name__} no longer defines {method}: update FAST_PATHS"
+    assert _mismatches(names, library) == [], "the core must agree with the reference before the bug is planted"
+    monkeypatch.setattr(cls, method, _planted(vars(cls)[method]))
+    caught = _mismatches(names, library)
+    assert caught, f"a bug planted in {cls.__name__}.{method} went unseen by {names} on {library}"
+
+
+#: backend methods that choose or move things but compute no operator values
+PLUMBING = {"standard_namespace", "device", "same_device", "is_lazy", "all_finite", "owns_host_arrays", "work_dtype",
+            "cache_key", "freeze", "stop_gradient", "depthwise_method", "__init__", "__repr__"}
+
+
+@pytest.mark.parametrize("cls", [backends.NumPyBackend, backends.TorchBackend])
+def test_every_fast_path_of_numpy_and_torch_has_a_planted_bug(cls):
+    """A new fast path must join FAST_PATHS (the CuPy kernels need a GPU: tests/test_cupy_adapter.py)."""
+    computing = {name for name, v in vars(cls).items() if callable(v) and not name.startswith("__")} - PLUMBING
+    planted = {m for c, m, _, _ in FAST_PATHS if c is cls}
+    assert computing - planted == set(), f"{cls.__name__}: fast paths without a planted bug"
