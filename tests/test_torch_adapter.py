@@ -7,7 +7,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from backends import Backend, torch_backend  # noqa: E402,F401 - fixture
+from backends import Backend  # noqa: E402
 
 from hyperzzw_core import params as P  # noqa: E402
 from hyperzzw_core import reference as R  # noqa: E402
