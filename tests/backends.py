@@ -133,7 +133,7 @@ def _probe(name: str, make: Callable[[], Backend]) -> tuple[Backend | None, str]
         return make(), ""
     except ImportError as e:
         return None, f"{name}: not importable ({e})"
-    except Exception as e:  # noqa: BLE001 - any failed probe means "not usable here"
+    except Exception as e:  # any failed probe means "not usable here"
         return None, f"{name}: probe failed ({type(e).__name__}: {e})"
 
 
