@@ -90,7 +90,7 @@ def test_forward_matches_reference(backend: Backend, name: str, dtype: str) -> N
         before = [to_numpy(v) for v in flatten(list(args)).values() if hasattr(v, "shape")]
         out = _core(name)(*args, **kwargs)
         after = [to_numpy(v) for v in flatten(list(args)).values() if hasattr(v, "shape")]
-        assert all(np.array_equal(x, y, equal_nan=True) for x, y in zip(before, after)), \
+        assert all(np.array_equal(x, y, equal_nan=True) for x, y in zip(before, after, strict=True)), \
             f"{name}/{sample.label} on {backend}: an input was modified in place"
         expected, ref_low = _reference_pair(spec, sample.args, sample.kwargs, dtype)
         _check_outputs(f"{name}/{sample.label}", backend, dtype, out, expected, ref_low)
