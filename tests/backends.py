@@ -13,17 +13,25 @@ Backends, discovered at import (an import probe plus an allocation probe):
   a reason naming what is missing (and marked ``gpu``, so ``-m "not gpu"`` deselects it).
   ``HYPERZZW_REQUIRE_GPU=1`` turns those skips into failures, so a GPU job cannot pass vacuously.
 
-Select a subset with ``HYPERZZW_BACKENDS=numpy,torch`` (unknown names raise). Use the
-``backend`` fixture (all backends) or ``torch_backend`` (the torch ones).
+Select a subset with ``HYPERZZW_BACKENDS=numpy,torch`` (unknown names raise). The fixtures
+``backend`` (all backends) and ``torch_backend`` (the torch ones) live in tests/conftest.py, with
+the declarative per-backend markers (:func:`backend_marks`)::
+
+    @pytest.mark.skip_backend("array_api_strict:no_float64", reason="float64 inputs")
+    @pytest.mark.xfail_backend("cupy", reason="...")       # strict: an unexpected pass fails
+
+A marker may add conditions on the test's other parameters (``dtype="float64"``: only then).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+import array_api_compat
 import numpy as np
 import pytest
 
@@ -64,6 +72,16 @@ class Backend:
         if self.device is None:
             return True
         return str(x.device) == str(self.device)
+
+    @functools.cached_property
+    def xp(self) -> Any:
+        """The array namespace (array-api-compat's view) of this backend's arrays."""
+        return array_api_compat.array_namespace(self.from_numpy(np.zeros(1, np.float32)))
+
+    @functools.cached_property
+    def array_device(self) -> Any:
+        """The device (array-api-compat's ``device(x)``) of the arrays this backend makes."""
+        return array_api_compat.device(self.from_numpy(np.zeros(1, np.float32)))
 
     def __str__(self) -> str:
         return self.name
@@ -115,7 +133,7 @@ def _probe(name: str, make: Callable[[], Backend]) -> tuple[Backend | None, str]
         return make(), ""
     except ImportError as e:
         return None, f"{name}: not importable ({e})"
-    except Exception as e:  # noqa: BLE001 - any failed probe means "not usable here"
+    except Exception as e:  # any failed probe means "not usable here"
         return None, f"{name}: probe failed ({type(e).__name__}: {e})"
 
 
@@ -184,25 +202,56 @@ class _Missing:
 
 BACKEND_PARAMS = _discover()
 TORCH_PARAMS = [p for p in BACKEND_PARAMS if p.id.startswith("torch")]
+KNOWN = tuple(c[0] for c in _CANDIDATES)
+"""Every backend name a marker may use (available here or not)."""
+BACKEND_FIXTURES = ("backend", "torch_backend")
+MARKERS = ("skip_backend", "xfail_backend")
 
 
-def _resolve(request: pytest.FixtureRequest) -> Backend:
-    b = request.param
-    if isinstance(b, _Missing):
-        msg = f"backend {b.name} unavailable: {b.why}"
-        if b.fail:
+def resolve(param: Backend | _Missing) -> Backend:
+    """The backend of one fixture parameter; skip (or fail, under HYPERZZW_REQUIRE_GPU=1) a missing one."""
+    if isinstance(param, _Missing):
+        msg = f"backend {param.name} unavailable: {param.why}"
+        if param.fail:
             pytest.fail(msg + " (HYPERZZW_REQUIRE_GPU=1 makes a missing GPU a failure)")
         pytest.skip(msg)
-    return b
+    return param
 
 
-@pytest.fixture(params=BACKEND_PARAMS)
-def backend(request: pytest.FixtureRequest) -> Backend:
-    """Every discovered backend (GPU ones skipped, or failed under HYPERZZW_REQUIRE_GPU=1)."""
-    return _resolve(request)
+def backend_marks(test: str, markers: Iterable[Any], params: Mapping[str, Any]) -> list[Any]:
+    """The skip/xfail marks that ``skip_backend``/``xfail_backend`` markers put on one test item.
 
-
-@pytest.fixture(params=TORCH_PARAMS)
-def torch_backend(request: pytest.FixtureRequest) -> Backend:
-    """The torch backends (CPU; CUDA where usable)."""
-    return _resolve(request)
+    ``markers`` are the item's ``pytest.Mark`` objects named in :data:`MARKERS`; ``params`` its
+    parameters (``item.callspec.params``). A marker applies when the item's backend is one of its
+    names and every keyword other than ``reason`` equals the item's parameter of that name. xfail
+    marks are strict: a test that starts to pass on that backend fails until the marker goes.
+    Raises ``pytest.UsageError`` (naming the test) for a marker without a reason, with an unknown
+    backend name, with a condition on a parameter the test does not have, or on a test without a
+    backend fixture: a marker that could never apply would silently test nothing.
+    """
+    fixtures = [f for f in BACKEND_FIXTURES if f in params]
+    out = []
+    for mark in markers:
+        where = f"{test}: @pytest.mark.{mark.name}{mark.args}"
+        conditions = {k: v for k, v in mark.kwargs.items() if k != "reason"}
+        reason = mark.kwargs.get("reason")
+        if not reason:
+            raise pytest.UsageError(f"{where}: reason= is required (why this backend is left out)")
+        if not mark.args:
+            raise pytest.UsageError(f"{where}: name at least one backend; known: {list(KNOWN)}")
+        unknown = sorted(set(mark.args) - set(KNOWN))
+        if unknown:
+            raise pytest.UsageError(f"{where}: unknown backends {unknown}; known: {list(KNOWN)}")
+        if not fixtures:
+            raise pytest.UsageError(f"{where}: the test uses no backend fixture {list(BACKEND_FIXTURES)}")
+        missing = sorted(set(conditions) - set(params))
+        if missing:
+            raise pytest.UsageError(f"{where}: conditions on {missing}, which are not parameters of the test")
+        name = params[fixtures[0]].name
+        if name not in mark.args or any(params[k] != v for k, v in conditions.items()):
+            continue
+        if mark.name == "skip_backend":
+            out.append(pytest.mark.skip(reason=f"{name}: {reason}"))
+        else:
+            out.append(pytest.mark.xfail(reason=f"{name}: {reason}", strict=True))
+    return out

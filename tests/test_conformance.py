@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from planted_bugs import CORRECT, HARD_INPUT_ONLY, PLANTED, RUN_DTYPE
 
 from hyperzzw_core.conformance import run
 from hyperzzw_core.conformance.families import golden_samples
@@ -18,8 +19,6 @@ from hyperzzw_core.conformance.generate import build_case
 from hyperzzw_core.conformance.goldens import GOLDEN_DIR, load_case, load_manifest, sha256
 from hyperzzw_core.testing.registry import REGISTRY
 from hyperzzw_core.testing.tolerance import assert_close
-
-from planted_bugs import CORRECT, HARD_INPUT_ONLY, PLANTED, RUN_DTYPE
 
 MANIFEST = load_manifest()
 
@@ -35,7 +34,7 @@ def test_reference_still_reproduces_goldens(entry):
     """Regenerate each case in memory from the registry and compare with the committed file."""
     spec = REGISTRY[entry["op"]]
     sample = next(s for s in golden_samples(spec, seed=entry["seed"]) if s.label == entry["label"])
-    fresh, fresh_entry = build_case(spec, sample)
+    fresh, _ = build_case(spec, sample)
     stored = load_case(entry).arrays
     # each packed vector holds one whole result (a tree flattened), so its max is the tree's scale
     assert set(fresh) == set(stored)

@@ -12,7 +12,6 @@ import sys
 
 import numpy as np
 import pytest
-
 from backends import REQUIRE_GPU
 
 cupy_adapter = importlib.import_module("hyperzzw_core.adapters.cupy")
@@ -33,7 +32,7 @@ def _require():
 @pytest.mark.skipif(USABLE, reason="a usable GPU is present; this checks the no-GPU behaviour")
 def test_without_gpu_the_package_imports_and_use_raises_one_clear_error():
     assert not USABLE and REASON  # the reason names what is missing
-    with pytest.raises(cupy_adapter.GPUUnavailableError, match="cupy|CUDA") as info:
+    with pytest.raises(cupy_adapter.GPUUnavailableError, match=r"cupy|CUDA") as info:
         cupy_adapter.gelu(np.zeros(3))
     assert REASON in str(info.value)
     a = np.zeros((1, 1, 3, 3))
@@ -117,5 +116,5 @@ def test_cifar10_forward_matches_reference_in_float64():
     logits, kernels = cupy_adapter.terminator_forward(R.tree_map(cp.asarray, p), cp.asarray(x), cfg)
     ref, ref_k = R.terminator_forward(p, x, cfg)
     assert_close(logits.get(), ref, dtype="float64", name="logits")
-    for i, (k, rk) in enumerate(zip(kernels, ref_k)):
+    for i, (k, rk) in enumerate(zip(kernels, ref_k, strict=True)):
         assert_close(k.get(), rk, dtype="float64", name=f"K_g[{i}]")

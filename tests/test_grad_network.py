@@ -181,7 +181,7 @@ def _direction_failure(key, analytic, numeric, scale):
 def _element_failures(key, analytic: np.ndarray, numeric: np.ndarray, indices):
     scale = float(np.abs(numeric).max()) if numeric.size else 0.0
     out = []
-    for a, n, idx in zip(analytic, numeric, indices):
+    for a, n, idx in zip(analytic, numeric, indices, strict=True):
         tol = RTOL * max(abs(n), scale) + FLOOR
         if abs(a - n) > tol:
             out.append(f"{key}{list(idx)}: analytic {a:.12g} vs finite differences {n:.12g} "
@@ -232,7 +232,7 @@ def _assert_same_structure(grads, params, path="params"):
             _assert_same_structure(grads[k], params[k], f"{path}[{k!r}]")
     elif isinstance(params, list):
         assert len(grads) == len(params), f"{path}: list length {len(grads)} vs {len(params)}"
-        for i, (g, p) in enumerate(zip(grads, params)):
+        for i, (g, p) in enumerate(zip(grads, params, strict=True)):
             _assert_same_structure(g, p, f"{path}[{i}]")
     else:
         assert isinstance(grads, np.ndarray), f"{path}: gradient is a {type(grads).__name__}, not an ndarray"

@@ -16,7 +16,8 @@ seeded from the drawn seed); arrays on a sample too, to keep every test fast.
 from __future__ import annotations
 
 import numpy as np
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from hyperzzw_core import reference as R
 from hyperzzw_core.reference._gradcheck import compare
@@ -35,7 +36,7 @@ def examples(n: int) -> settings:
 
 def _inner_abs(out, cot) -> float:
     if isinstance(out, (tuple, list)):
-        return sum(_inner_abs(o, c) for o, c in zip(out, cot) if c is not None)
+        return sum(_inner_abs(o, c) for o, c in zip(out, cot, strict=True) if c is not None)
     return float(np.sum(np.abs(np.asarray(out) * cot)))
 
 
@@ -191,7 +192,7 @@ def test_magnet_l_wrt_context(data):
 def _broadcast_shape(data, full: tuple[int, ...], label: str) -> tuple[int, ...]:
     """A shape that broadcasts to ``full``: some axes set to 1, maybe leading axes dropped."""
     ones = data.draw(st.lists(st.booleans(), min_size=len(full), max_size=len(full)), label=f"{label} size-1 axes")
-    shape = tuple(1 if o else n for o, n in zip(ones, full))
+    shape = tuple(1 if o else n for o, n in zip(ones, full, strict=True))
     drop = data.draw(st.integers(0, len(full) - 1), label=f"{label} dropped leading axes")
     return shape[drop:]
 

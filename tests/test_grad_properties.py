@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from hyperzzw_core import reference as R
 from hyperzzw_core.reference._gradcheck import compare
@@ -65,7 +66,7 @@ def test_slow_loss_gradient_flows_only_into_slow_g(make, kind):
     x2, _ = _inputs(config, rng)
     k1 = R.terminator_forward(params, x, config)[1]
     k2 = R.terminator_forward(params, x2, config)[1]
-    assert all(np.array_equal(a, b) for a, b in zip(k1, k2))
+    assert all(np.array_equal(a, b) for a, b in zip(k1, k2, strict=True))
 
     def slow_of(slow_params):
         return float(R.slow_loss([R.magnet_g(p) for p in slow_params], config.bottleneck_factors, kind=kind))
@@ -194,8 +195,8 @@ def test_euler_identity_holds_for_every_magnet_l_in_the_network():
         x, labels = _inputs(config, rng)
         _, grads = R.terminator_loss_and_grad(params, x, labels, config)
         checked = 0
-        for bp, bg in zip(params["blocks"], grads["blocks"]):
-            for lp, lg in zip(bp["local"], bg["local"]):
+        for bp, bg in zip(params["blocks"], grads["blocks"], strict=True):
+            for lp, lg in zip(bp["local"], bg["local"], strict=True):
                 assert not np.any(lp["slow_l"]["bias_p"])
                 for i in range(len(lp["slow_l"]["linears"])):
                     total, scale = _euler_sums(lp["slow_l"], lg["slow_l"], i)

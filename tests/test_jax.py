@@ -3,8 +3,9 @@
 The comparisons are with independent computations: the reference's forward (NumPy) and its
 hand-written backward (``terminator_loss_and_grad``, the operators' ``*_vjp``); the gradients on the
 JAX side come from JAX's autodiff through the core. The whole-network tests are marked ``jax`` (minutes
-of XLA compilation; run them with ``-m jax``); the single-operator ones run by default. ``like=`` is checked to mean the same
-namespace whether it is given as a module or as an array, for every library installed.
+of XLA compilation; run them with ``-m jax``); the single-operator ones run by default. ``like=`` is
+checked to mean the same namespace whether it is given as a module or as an array, for every library
+installed.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ def test_forward_eager_and_jit_match_the_reference(kind: str) -> None:
     for name, got in (("eager", eager), ("jit", jitted)):
         assert isinstance(got, jax.Array) and got.dtype == jnp.float64, (name, type(got), got.dtype)
         assert_close(np.asarray(got), want, dtype="float64", name=f"terminator_forward {kind} {name}")
-    for i, (k, w) in enumerate(zip(kernels, want_k)):
+    for i, (k, w) in enumerate(zip(kernels, want_k, strict=True)):
         assert_close(np.asarray(k), w, dtype="float64", name=f"K_g of block {i} ({kind}, jit)")
 
 

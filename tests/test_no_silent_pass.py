@@ -81,7 +81,7 @@ def test_seeds_must_be_non_negative_integers(seed):
 def _reference_ce(logits: np.ndarray, labels: np.ndarray, eps: float) -> float:
     """The §2.13 formula in a plain loop (float64)."""
     total = 0.0
-    for row, y in zip(logits, labels):
+    for row, y in zip(logits, labels, strict=True):
         m = max(row)
         logp = [v - m - math.log(sum(math.exp(u - m) for u in row)) for v in row]
         total += -(eps / len(row)) * sum(logp) - (1 - eps) * logp[int(y)]

@@ -116,7 +116,7 @@ def _common_checks(info: dict, venv_prefix: Path) -> None:
 
 
 def test_pip_install_regular(tmp_path):
-    repo, info = _install(tmp_path, editable=False)
+    _, info = _install(tmp_path, editable=False)
     venv = tmp_path / "venv"
     _common_checks(info, venv)
     site = Path(info["dist_path"]).parent

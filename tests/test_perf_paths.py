@@ -169,7 +169,8 @@ def test_no_cache_when_gradients_are_needed() -> None:
     got = R.flatten(model.to_params(grads=True, like=np))
     want = R.flatten(ref_grads)
     scale = max(float(np.abs(v).max()) for v in want.values())
-    for k in ("blocks.0.slow_g.output.weight", "blocks.1.hi.spatial.output.weight", "blocks.2.hci.channel.output.weight"):
+    for k in ("blocks.0.slow_g.output.weight", "blocks.1.hi.spatial.output.weight",
+              "blocks.2.hci.channel.output.weight"):
         assert np.any(got[k]), k
         assert_close(got[k], want[k], dtype="float64", scale=scale, name=k)
 
@@ -199,7 +200,7 @@ def test_sfne_block_module_caches_and_invalidates() -> None:
     z = rng.standard_normal((2, cfg.block_channels[2]) + cfg.spatial_shape)
     x_pre = rng.standard_normal((2, cfg.out_channels[0]) + cfg.spatial_shape)
     with torch.no_grad():
-        out, k_g = block(torch.from_numpy(z), torch.from_numpy(x_pre))
+        _, k_g = block(torch.from_numpy(z), torch.from_numpy(x_pre))
         block.slow_g.output.weight.mul_(2.0)
         out2, k_g2 = block(torch.from_numpy(z), torch.from_numpy(x_pre))
     assert block.kernel_cache.misses == 2
@@ -254,7 +255,7 @@ def test_slow_kernels_precomputed_equal_inline() -> None:
         inline = _network._forward(xnp, params, x, cfg, False, masks)
         pre = _network._forward(xnp, params, x, cfg, False, masks, None, _network._slow_kernels(xnp, params))
         assert np.array_equal(inline[0], pre[0])
-        assert all(np.array_equal(a, b) for a, b in zip(inline[1], pre[1]))
+        assert all(np.array_equal(a, b) for a, b in zip(inline[1], pre[1], strict=True))
 
 
 @pytest.mark.parametrize("layers", [1, 2, 3])
@@ -419,8 +420,8 @@ def test_network_float32_with_every_fast_path_meets_the_policy() -> None:
     assert_close(_eval_logits(m64, torch.from_numpy(x)), want, dtype="float64", name="float64 logits")
     p32 = R.tree_map(lambda a: a.astype(np.float32), params)
     low = R.terminator_forward(p32, x.astype(np.float32), cfg)[0]
-    want32 = R.terminator_forward(R.tree_map(lambda a: a.astype(np.float64), p32), x.astype(np.float32).astype(np.float64),
-                                  cfg)[0]
+    want32 = R.terminator_forward(R.tree_map(lambda a: a.astype(np.float64), p32),
+                                  x.astype(np.float32).astype(np.float64), cfg)[0]
     m32 = T.Terminator.from_params(p32, cfg).eval()
     assert_close(_eval_logits(m32, torch.from_numpy(x.astype(np.float32))), want32, dtype="float32", ref_low=low,
                  name="float32 logits")

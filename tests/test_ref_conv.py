@@ -12,7 +12,8 @@ import pytest
 import scipy.signal
 import torch
 import torch.nn.functional as F
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from hyperzzw_core.reference import adaptive_avg_pool, depthwise_conv
 
@@ -47,8 +48,8 @@ def _direct_conv(y: np.ndarray, k_l: np.ndarray) -> np.ndarray:
     out = np.zeros(y.shape)
     for p in np.ndindex(*spatial):
         for o in np.ndindex(*ksize):
-            src = tuple(pi + oi - ri for pi, oi, ri in zip(p, o, r))
-            if all(0 <= s < n for s, n in zip(src, spatial)):
+            src = tuple(pi + oi - ri for pi, oi, ri in zip(p, o, r, strict=True))
+            if all(0 <= s < n for s, n in zip(src, spatial, strict=True)):
                 out[(slice(None), slice(None)) + p] += k_l[(slice(None), 0) + o] * y[(slice(None), slice(None)) + src]
     return out
 

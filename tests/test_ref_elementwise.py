@@ -13,11 +13,20 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from hyperzzw_core.reference import (bottleneck, channel_mixer, gelu, hyperzzw_2e, hyperzzw_global,
-                                     pointwise_linear, si_glu, sigmoid)
+from hyperzzw_core.reference import (
+    bottleneck,
+    channel_mixer,
+    gelu,
+    hyperzzw_2e,
+    hyperzzw_global,
+    pointwise_linear,
+    si_glu,
+    sigmoid,
+)
 
 DTYPES = (np.float64, np.float32)
 
@@ -114,7 +123,7 @@ def test_hyperzzw_2e_is_k_times_z_squared(k_shape, z_shape, dtype):
     assert out.shape == np.broadcast_shapes(k_shape, z_shape)
     kb = np.broadcast_to(k.astype(np.float64), out.shape)
     zb = np.broadcast_to(z.astype(np.float64), out.shape)
-    want = np.array([a * b * b for a, b in zip(kb.ravel(), zb.ravel())]).reshape(out.shape)
+    want = np.array([a * b * b for a, b in zip(kb.ravel(), zb.ravel(), strict=True)]).reshape(out.shape)
     np.testing.assert_allclose(out, want, **_tol(dtype))
 
 
@@ -167,7 +176,10 @@ def test_hyperzzw_global_1d_on_grid_matches_einsum(data):
     assert out.dtype == np.dtype(dtype) and out.shape == z.shape
     # View the sequence as its (h, w) image (row-major), multiply, flatten back.
     kb = np.broadcast_to(k_g, z.shape)
-    img = (lambda a: a.astype(np.float64).reshape(b, c, h, h))
+
+    def img(a: np.ndarray) -> np.ndarray:
+        return a.astype(np.float64).reshape(b, c, h, h)
+
     want = np.einsum("bcim,bcim,bcmj->bcij", img(z), img(kb), img(y)).reshape(b, c, length)
     np.testing.assert_allclose(out, want, **_tol(dtype))
     # Element by element: G[b,c,i·h+j] = Σ_m Z[b,c,i·h+m]·K[c,i·h+m]·Y[b,c,m·h+j].

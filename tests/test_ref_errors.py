@@ -154,7 +154,7 @@ def test_sfne_block_groups_must_divide_output_channels(block3):
 def test_even_kernel_sizes_rejected(shape):
     y = np.zeros((1, 2) + (6,) * (len(shape) - 2))
     k = np.zeros(shape)
-    even = [s for s in shape[2:] if s % 2 == 0][0]
+    even = next(s for s in shape[2:] if s % 2 == 0)
     _raises(ValueError, lambda: R.depthwise_conv(y, k), "k_l", "odd", str(even))
 
 

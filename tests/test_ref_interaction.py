@@ -12,10 +12,17 @@ import math
 import numpy as np
 import torch
 import torch.nn.functional as F
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
-from hyperzzw_core.reference import (hyper_channel_interaction, hyper_interaction, init_magnet_g,
-                                     init_magnet_gc, rgu, tree_map)
+from hyperzzw_core.reference import (
+    hyper_channel_interaction,
+    hyper_interaction,
+    init_magnet_g,
+    init_magnet_gc,
+    rgu,
+    tree_map,
+)
 
 DTYPES = (np.float64, np.float32)
 
@@ -42,7 +49,7 @@ def _mfn_kernel(p: dict) -> np.ndarray:
     axes = [np.linspace(-1.0, 1.0, k) for k in sizes]
     c = np.stack(np.meshgrid(*axes, indexing="ij")).reshape(len(sizes), -1)  # (d, N)
     h = np.sin(np.einsum("hd,dn->hn", p["filters"][0]["weight"], c) + p["filters"][0]["bias"][:, None])
-    for f, lin in zip(p["filters"][1:], p["linears"]):
+    for f, lin in zip(p["filters"][1:], p["linears"], strict=True):
         filt = np.sin(np.einsum("hd,dn->hn", f["weight"], c) + f["bias"][:, None])
         h = filt * (np.einsum("oh,hn->on", lin["weight"], h) + lin["bias"][:, None]) + p["bias_p"].reshape(1, -1)
     out = np.einsum("oh,hn->on", p["output"]["weight"], h) + p["output"]["bias"][:, None]

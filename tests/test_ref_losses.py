@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from hyperzzw_core.reference import label_smoothing_cross_entropy, slow_loss
 
@@ -85,7 +86,7 @@ def test_slow_loss_hand_computed_constant_kernels():
     # 1 + 4 + 1 + 16 + 9 + 4 + 64 + 49 + 36 + 16 = 200.
     a = [0.0, 1.0, 2.0, 4.0, 8.0]
     chans = [1, 2, 4, 8, 16]
-    kernels = [np.full((1, c, 3, 3), v) for c, v in zip(chans, a)]
+    kernels = [np.full((1, c, 3, 3), v) for c, v in zip(chans, a, strict=True)]
     np.testing.assert_allclose(slow_loss(kernels, [2, 2, 2, 2]), 200.0, rtol=1e-15)
     # Channel sums: S_i = C_i·a_i = [0, 2, 8, 32, 128]; Σ_{j<i} (S_j − S_i)² = 4 + 64 + 36 + 1024 + 900
     # + 576 + 16384 + 15876 + 14400 + 9216 = 58480.

@@ -17,10 +17,25 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hyperzzw_core.reference import (cifar10, cifar100, concat_order, dropout_masks_for, flatten,
-                                     hyper_channel_interaction, hyper_interaction, init_params,
-                                     magnet_g, magnet_l, rgu, sequence, sfne_block,
-                                     terminator_forward, tiny, tiny_1d, tree_map)
+from hyperzzw_core.reference import (
+    cifar10,
+    cifar100,
+    concat_order,
+    dropout_masks_for,
+    flatten,
+    hyper_channel_interaction,
+    hyper_interaction,
+    init_params,
+    magnet_g,
+    magnet_l,
+    rgu,
+    sequence,
+    sfne_block,
+    terminator_forward,
+    tiny,
+    tiny_1d,
+    tree_map,
+)
 
 
 def _n_params(tree) -> int:
@@ -99,10 +114,10 @@ def test_cifar10_shapes_at_every_block(cifar10_run):
     my_logits, my_kernels, outs = _chain(params, x, config)
     assert [o.shape for o in outs] == [(2, c, 32, 32) for c in (12, 36, 72, 144, 288)]
     np.testing.assert_allclose(logits, my_logits, rtol=1e-10, atol=1e-12)
-    for k, mk in zip(kernels, my_kernels):
+    for k, mk in zip(kernels, my_kernels, strict=True):
         np.testing.assert_allclose(k, mk, rtol=1e-12, atol=1e-15)
     # K_g is input independent (§2.1) and equals the block's MAGNet_G.
-    for k, bp in zip(kernels, params["blocks"]):
+    for k, bp in zip(kernels, params["blocks"], strict=True):
         np.testing.assert_allclose(k, magnet_g(bp["slow_g"]), rtol=1e-12, atol=1e-15)
     # Init statistics of K_g (§2.1, measured on the author's network): std ≈ 0.03, mean ≈ 0.
     for k in kernels:
@@ -118,6 +133,8 @@ def test_tiny_network_matches_block_chain(batch):
     assert logits.shape == (batch, 10) and np.all(np.isfinite(logits))
     my_logits, my_kernels, _ = _chain(params, x, config)
     np.testing.assert_allclose(logits, my_logits, rtol=1e-10, atol=1e-12)
+    for k, mk in zip(kernels, my_kernels, strict=True):
+        np.testing.assert_allclose(k, mk, rtol=1e-12, atol=1e-15)
 
 
 def test_tiny_1d_network_matches_block_chain():
@@ -288,7 +305,7 @@ def test_cifar10_dropout_masks():
     config = cifar10()
     masks = dropout_masks_for(config, 64, np.random.default_rng(0), np.dtype(np.float64))
     assert masks[0] is None  # p = 0 in block 0
-    for m, c in zip(masks[1:], (36, 72, 144, 288)):
+    for m, c in zip(masks[1:], (36, 72, 144, 288), strict=True):
         assert m.shape == (64, c) and m.dtype == np.float64
         values = np.unique(m)
         np.testing.assert_allclose(values, [0.0, 1.0 / 0.95], rtol=1e-15)
@@ -343,5 +360,5 @@ def test_float32_params_and_inputs_give_float32_outputs():
     l32, k32 = terminator_forward(p32, x.astype(np.float32), config)
     assert l32.dtype == np.float32 and all(k.dtype == np.float32 for k in k32)
     np.testing.assert_allclose(l32, l64, rtol=0, atol=5e-3)
-    for a, b in zip(k32, k64):
+    for a, b in zip(k32, k64, strict=True):
         np.testing.assert_allclose(a, b, rtol=0, atol=5e-3)

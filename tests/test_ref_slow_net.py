@@ -15,11 +15,22 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
-from hyperzzw_core.reference import (coordinate_grid, flatten, init_magnet_g, init_magnet_gc,
-                                     init_magnet_l, init_params, magnet_g, magnet_gc, magnet_l, tiny,
-                                     tree_map)
+from hyperzzw_core.reference import (
+    coordinate_grid,
+    flatten,
+    init_magnet_g,
+    init_magnet_gc,
+    init_magnet_l,
+    init_params,
+    magnet_g,
+    magnet_gc,
+    magnet_l,
+    tiny,
+    tree_map,
+)
 
 # ------------------------------------------------------------------- PyTorch transcription
 
@@ -263,7 +274,7 @@ def test_init_filter_weights_scale_linearly_with_omega_0():
     # W = U(±1/√d)·2π·ω₀·γ: with the same seed, only ω₀'s factor changes.
     a = init_magnet_g(np.random.default_rng(5), (8, 8), 16, 2, 2, omega_0=1.0)
     b = init_magnet_g(np.random.default_rng(5), (8, 8), 16, 2, 2, omega_0=2000.0)
-    for fa, fb in zip(a["filters"], b["filters"]):
+    for fa, fb in zip(a["filters"], b["filters"], strict=True):
         np.testing.assert_allclose(fb["weight"], 2000.0 * fa["weight"], rtol=1e-12)
     fa_, fb_ = flatten(a), flatten(b)
     for key in fa_:

@@ -7,7 +7,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from backends import Backend, torch_backend  # noqa: E402,F401 - fixture
+from backends import Backend  # noqa: E402
 
 from hyperzzw_core import params as P  # noqa: E402
 from hyperzzw_core import reference as R  # noqa: E402
@@ -49,7 +49,7 @@ def test_terminator_matches_reference_float64(preset: str) -> None:
     logits, kernels = model.forward_with_kernels(torch.from_numpy(x), tmasks)
     ref_logits, ref_kernels = R.terminator_forward(params, x, cfg, train=True, dropout_masks=masks)
     assert_close(logits, ref_logits, dtype="float64", name="logits")
-    for i, (k, rk) in enumerate(zip(kernels, ref_kernels)):
+    for i, (k, rk) in enumerate(zip(kernels, ref_kernels, strict=True)):
         assert_close(k, rk, dtype="float64", name=f"K_g[{i}]")
 
     loss = model.loss(torch.from_numpy(x), torch.from_numpy(labels), tmasks)
@@ -182,7 +182,7 @@ def test_to_params_structure_and_grads() -> None:
     model.loss(torch.from_numpy(x), torch.from_numpy(labels)).backward()
     grads = flatten(model.to_params(grads=True, like=np))
     assert all(isinstance(g, np.ndarray) and g.shape == np.shape(params_leaf)
-               for g, params_leaf in zip(grads.values(), flatten(params).values()))
+               for g, params_leaf in zip(grads.values(), flatten(params).values(), strict=True))
     assert np.any(grads["head.weight"])
 
 
@@ -266,7 +266,7 @@ def test_operator_modules_match_reference(name, build, call) -> None:
     out = call(module, t_args)
     want = REGISTRY[name].reference(*args, **kwargs)
     outs, wants = (list(out), list(want)) if isinstance(want, tuple) else ([out], [want])
-    for o, w in zip(outs, wants):
+    for o, w in zip(outs, wants, strict=True):
         assert_close(o, w, dtype="float64", name=name)
     if any(True for _ in module.parameters()):
         assert flatten(module.to_params(like=np)).keys() == flatten(args[0]).keys()
@@ -410,7 +410,7 @@ def test_compiled_training_step_matches_eager() -> None:
     loss = torch.compile(model.loss, backend="aot_eager", fullgraph=True)(x, labels)
     loss.backward()
     assert torch.allclose(loss, want, rtol=1e-12, atol=0)
-    for (k, a), (_, b) in zip(model.named_parameters(), eager.named_parameters()):
+    for (k, a), (_, b) in zip(model.named_parameters(), eager.named_parameters(), strict=True):
         assert torch.allclose(a.grad, b.grad, rtol=1e-10, atol=1e-14 * float(b.grad.abs().max())), k
 
 

@@ -103,7 +103,7 @@ def test_resume_reaches_the_uninterrupted_weights(tmp_path):
     for k in a:
         assert torch.equal(a[k], b[k]), k
     full_hist = json.loads((full / "metrics.json").read_text())["epochs"]
-    for h1, h2 in zip(full_hist, second["epochs"]):
+    for h1, h2 in zip(full_hist, second["epochs"], strict=True):
         assert h1["train_loss"] == h2["train_loss"] and h1["test_acc"] == h2["test_acc"]
 
 

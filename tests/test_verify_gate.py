@@ -17,14 +17,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from planted_bugs import CORRECT
 
 from hyperzzw_core.conformance import run
 from hyperzzw_core.conformance.goldens import GOLDEN_DIR, KitError, load_cases, load_manifest, manifest_digest
 from hyperzzw_core.conformance.protocol import DIFFERENTIABLE, differentiable_table
 from hyperzzw_core.conformance.runner import coverage_of
 from hyperzzw_core.reference import gelu as ref_gelu
-
-from planted_bugs import CORRECT
 
 ROOT = Path(__file__).resolve().parents[1]
 PORT_HEAD = "import numpy as np\nfrom hyperzzw_core.reference import gelu, gelu_vjp, hyperzzw_2e, hyperzzw_2e_vjp\n"
@@ -91,7 +90,7 @@ def test_a_port_that_kills_its_process_is_a_crash(tmp_path):
     report = _report(res)
     bad = [(r["case"], r["status"]) for r in report["results"] if r["status"] != "pass"]
     assert bad == [("5x7", "crash")]
-    assert "exit code 3" in [r for r in report["results"] if r["status"] == "crash"][0]["message"]
+    assert "exit code 3" in next(r for r in report["results"] if r["status"] == "crash")["message"]
     assert sum(r["status"] == "pass" for r in report["results"]) > 5
 
 
