@@ -2,7 +2,8 @@
 
 The operators are the array-API core's (same names and signatures as the reference); on CuPy arrays
 the core's CuPy backend routes its hot paths to the fused CUDA kernels of
-:mod:`hyperzzw_core.backends._cupy_kernels` (the global product with Z ⊙ K_g fused in, the standardisations, the hyper-interaction gate, the depth-wise convolution).
+:mod:`hyperzzw_core.backends._cupy_kernels` (the global product with Z ⊙ K_g fused in, the
+standardisations, the hyper-interaction gate, the depth-wise convolution).
 The fused operators have VJPs here (``<op>_vjp``, the reference's convention), so CuPy users get
 gradients for them and ``hyperzzw verify --impl hyperzzw_core.adapters.cupy`` checks them.
 
@@ -33,14 +34,14 @@ def availability() -> tuple[bool, str]:
     """(usable, reason): whether CuPy imports and sees a CUDA device, and if not, why."""
     try:
         import cupy
-    except Exception as exc:  # noqa: BLE001 - any import failure means "not usable"
+    except Exception as exc:  # any import failure means "not usable"
         return False, (f"cupy is not importable ({type(exc).__name__}: {exc}); install the cupy-cuda12x "
                        "or cupy-cuda13x extra on a machine with an NVIDIA driver")
     try:
         if not cupy.is_available():
             return False, "cupy.is_available() is False: no CUDA driver or no CUDA device is visible"
         cupy.cuda.runtime.getDeviceCount()
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:  # any failure to reach a device means "not usable"
         return False, f"no usable CUDA device ({type(exc).__name__}: {exc})"
     return True, "ok"
 
@@ -66,7 +67,8 @@ def _check_cupy(args: tuple, kwargs: dict) -> None:
     for where, value in list(enumerate(args)) + list(kwargs.items()):
         leaves = flatten(value) if isinstance(value, (dict, list, tuple)) else {"": value}
         for key, leaf in leaves.items():
-            if isinstance(leaf, np.ndarray) or (hasattr(leaf, "__array_namespace__") and not isinstance(leaf, cp.ndarray)):
+            foreign = hasattr(leaf, "__array_namespace__") and not isinstance(leaf, cp.ndarray)
+            if isinstance(leaf, np.ndarray) or foreign:
                 name = f"argument {where}" + (f" [{key}]" if key else "")
                 raise TypeError(f"{name}: the CuPy adapter takes CuPy arrays, got {type(leaf).__module__}."
                                 f"{type(leaf).__name__}; convert with hyperzzw_core.adapters.cupy.from_numpy")
