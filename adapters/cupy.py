@@ -15,6 +15,7 @@ importable, no CUDA driver or device).
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -46,7 +47,7 @@ def availability() -> tuple[bool, str]:
     return True, "ok"
 
 
-def _cupy():
+def _cupy() -> Any:
     ok, reason = availability()
     if not ok:
         raise GPUUnavailableError(f"hyperzzw_core.adapters.cupy: {reason}")
@@ -55,7 +56,7 @@ def _cupy():
     return cupy
 
 
-def _kernels():
+def _kernels() -> Any:
     _cupy()
     from ..internals import cupy_kernels
 
@@ -74,7 +75,7 @@ def _check_cupy(args: tuple, kwargs: dict) -> None:
                                 f"{type(leaf).__name__}; convert with hyperzzw_core.adapters.cupy.from_numpy")
 
 
-def _delegate(name: str):
+def _delegate(name: str) -> Callable[..., Any]:
     core_fn = getattr(_core, name)
 
     @functools.wraps(core_fn)
@@ -122,7 +123,8 @@ terminator_loss = _delegate("terminator_loss")
 # ----------------------------------------------------------------- VJPs of the fused kernels
 
 
-def hyperzzw_global_vjp(z: Any, k_g: Any, y: Any, g: Any, *, grid: tuple[int, int] | None = None):
+def hyperzzw_global_vjp(z: Any, k_g: Any, y: Any, g: Any, *,
+                        grid: tuple[int, int] | None = None) -> tuple[Any, Any, Any]:
     """VJP of ``hyperzzw_global``: ``(grad_z, grad_k_g, grad_y)`` (reference convention)."""
     _check_cupy((z, k_g, y, g), {})
     cp, kern = _cupy(), _kernels()
@@ -134,7 +136,7 @@ def hyperzzw_global_vjp(z: Any, k_g: Any, y: Any, g: Any, *, grid: tuple[int, in
             from_m(cp, gy, shape))
 
 
-def hyperzzw_2e_vjp(k: Any, z: Any, g: Any):
+def hyperzzw_2e_vjp(k: Any, z: Any, g: Any) -> tuple[Any, Any]:
     """VJP of ``hyperzzw_2e``: ``(grad_k, grad_z)``."""
     _check_cupy((k, z, g), {})
     return unbroadcast(g * z * z, tuple(k.shape)), unbroadcast(2 * g * k * z, tuple(z.shape))
@@ -158,7 +160,7 @@ def g_ibs_vjp(x: Any, g: Any, groups: int = 12, eps: float = 1e-5) -> Any:
     return _kernels().g_ibs_vjp(x, g, groups, eps)
 
 
-def depthwise_conv_vjp(y: Any, k_l: Any, g: Any):
+def depthwise_conv_vjp(y: Any, k_l: Any, g: Any) -> tuple[Any, Any]:
     """VJP of ``depthwise_conv``: ``(grad_y, grad_k_l)``."""
     _check_cupy((y, k_l, g), {})
     return _kernels().depthwise_conv_vjp(y, k_l, g)
