@@ -2,7 +2,8 @@
 
 The operators are the array-API core's (same names and signatures as the reference); on CuPy arrays
 the core's CuPy backend routes its hot paths to the fused CUDA kernels of
-:mod:`hyperzzw_core.backends._cupy_kernels` (the global product with Z ⊙ K_g fused in, the standardisations, the hyper-interaction gate, the depth-wise convolution).
+:mod:`hyperzzw_core.backends._cupy_kernels` (the global product with Z ⊙ K_g fused in, the
+standardisations, the hyper-interaction gate, the depth-wise convolution).
 The fused operators have VJPs here (``<op>_vjp``, the reference's convention), so CuPy users get
 gradients for them and ``hyperzzw verify --impl hyperzzw_core.adapters.cupy`` checks them.
 
@@ -14,6 +15,7 @@ importable, no CUDA driver or device).
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -33,19 +35,19 @@ def availability() -> tuple[bool, str]:
     """(usable, reason): whether CuPy imports and sees a CUDA device, and if not, why."""
     try:
         import cupy
-    except Exception as exc:  # noqa: BLE001 - any import failure means "not usable"
+    except Exception as exc:  # any import failure means "not usable"
         return False, (f"cupy is not importable ({type(exc).__name__}: {exc}); install the cupy-cuda12x "
                        "or cupy-cuda13x extra on a machine with an NVIDIA driver")
     try:
         if not cupy.is_available():
             return False, "cupy.is_available() is False: no CUDA driver or no CUDA device is visible"
         cupy.cuda.runtime.getDeviceCount()
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:  # any failure to reach a device means "not usable"
         return False, f"no usable CUDA device ({type(exc).__name__}: {exc})"
     return True, "ok"
 
 
-def _cupy():
+def _cupy() -> Any:
     ok, reason = availability()
     if not ok:
         raise GPUUnavailableError(f"hyperzzw_core.adapters.cupy: {reason}")
@@ -54,7 +56,7 @@ def _cupy():
     return cupy
 
 
-def _kernels():
+def _kernels() -> Any:
     _cupy()
     from ..internals import cupy_kernels
 
@@ -66,13 +68,14 @@ def _check_cupy(args: tuple, kwargs: dict) -> None:
     for where, value in list(enumerate(args)) + list(kwargs.items()):
         leaves = flatten(value) if isinstance(value, (dict, list, tuple)) else {"": value}
         for key, leaf in leaves.items():
-            if isinstance(leaf, np.ndarray) or (hasattr(leaf, "__array_namespace__") and not isinstance(leaf, cp.ndarray)):
+            foreign = hasattr(leaf, "__array_namespace__") and not isinstance(leaf, cp.ndarray)
+            if isinstance(leaf, np.ndarray) or foreign:
                 name = f"argument {where}" + (f" [{key}]" if key else "")
                 raise TypeError(f"{name}: the CuPy adapter takes CuPy arrays, got {type(leaf).__module__}."
                                 f"{type(leaf).__name__}; convert with hyperzzw_core.adapters.cupy.from_numpy")
 
 
-def _delegate(name: str):
+def _delegate(name: str) -> Callable[..., Any]:
     core_fn = getattr(_core, name)
 
     @functools.wraps(core_fn)
@@ -120,7 +123,8 @@ terminator_loss = _delegate("terminator_loss")
 # ----------------------------------------------------------------- VJPs of the fused kernels
 
 
-def hyperzzw_global_vjp(z: Any, k_g: Any, y: Any, g: Any, *, grid: tuple[int, int] | None = None):
+def hyperzzw_global_vjp(z: Any, k_g: Any, y: Any, g: Any, *,
+                        grid: tuple[int, int] | None = None) -> tuple[Any, Any, Any]:
     """VJP of ``hyperzzw_global``: ``(grad_z, grad_k_g, grad_y)`` (reference convention)."""
     _check_cupy((z, k_g, y, g), {})
     cp, kern = _cupy(), _kernels()
@@ -132,7 +136,7 @@ def hyperzzw_global_vjp(z: Any, k_g: Any, y: Any, g: Any, *, grid: tuple[int, in
             from_m(cp, gy, shape))
 
 
-def hyperzzw_2e_vjp(k: Any, z: Any, g: Any):
+def hyperzzw_2e_vjp(k: Any, z: Any, g: Any) -> tuple[Any, Any]:
     """VJP of ``hyperzzw_2e``: ``(grad_k, grad_z)``."""
     _check_cupy((k, z, g), {})
     return unbroadcast(g * z * z, tuple(k.shape)), unbroadcast(2 * g * k * z, tuple(z.shape))
@@ -156,7 +160,7 @@ def g_ibs_vjp(x: Any, g: Any, groups: int = 12, eps: float = 1e-5) -> Any:
     return _kernels().g_ibs_vjp(x, g, groups, eps)
 
 
-def depthwise_conv_vjp(y: Any, k_l: Any, g: Any):
+def depthwise_conv_vjp(y: Any, k_l: Any, g: Any) -> tuple[Any, Any]:
     """VJP of ``depthwise_conv``: ``(grad_y, grad_k_l)``."""
     _check_cupy((y, k_l, g), {})
     return _kernels().depthwise_conv_vjp(y, k_l, g)

@@ -121,7 +121,7 @@ class TorchBackend(ArrayAPIBackend):
         three-pass backward (2x faster forward + backward; docs/benchmarks.md)."""
         from ._torch_functions import BatchStandardize
 
-        return BatchStandardize.apply(x, tuple(axes), float(eps), xp.mean)
+        return BatchStandardize.standardize(x, tuple(axes), float(eps), xp.mean)
 
     def depthwise_method(self, xp: Any, y: Any, k_l: Any) -> str:
         """CPU: the measured thresholds of ``FFT_MIN_KERNEL``; other devices (cuDNN's depth-wise

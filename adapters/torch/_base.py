@@ -1,0 +1,127 @@
+"""The base class of the torch modules: parameters that mirror the shared parameter tree.
+
+:class:`ParamModule` stores a parameter tree (:mod:`hyperzzw_core.params`) as a module tree
+(dict → module, list → ``ModuleList``, array → ``nn.Parameter``), so that ``state_dict()`` keys
+are the flattened parameter keys; ``from_params`` / ``to_params`` / ``param_tree`` convert both
+ways. The subclasses (layers, slow nets, blocks, the network) live in the sibling modules.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from ... import params as _params
+from ... import regularizer as _regularizer
+
+Tree = Any
+"""A parameter tree: nested dicts and lists of arrays of any library (:mod:`hyperzzw_core.params`)."""
+
+
+def _dtype(dtype: Any) -> torch.dtype:
+    """``dtype`` (None: torch's default; a torch, NumPy or string dtype) as torch.float32 or torch.float64."""
+    if dtype is None:
+        return torch.get_default_dtype()
+    if isinstance(dtype, torch.dtype):
+        out = dtype
+    else:
+        out = getattr(torch, np.dtype(dtype).name if not isinstance(dtype, str) else dtype, None)
+    if out not in (torch.float32, torch.float64):
+        raise TypeError(f"dtype: expected torch.float32 or torch.float64, got {dtype!r}")
+    return out
+
+
+class ParamModule(nn.Module):
+    """A module whose parameters mirror a parameter tree (dict → module, list → ModuleList,
+    array → ``nn.Parameter``; 0-D parameters for the scalar biases).
+
+    Subclasses name the module type of their sub-trees in ``_child_types`` (key → class, or
+    key → class of the list items) and pass options to them with ``_child_options``.
+    """
+
+    _child_types: ClassVar[dict[str, type]] = {}
+
+    def _child_options(self, key: str) -> dict[str, Any]:
+        return {}
+
+    def _build(self, tree: Mapping[str, Any], device: Any, dtype: Any) -> None:
+        if not isinstance(tree, Mapping):
+            raise TypeError(f"{type(self).__name__}: expected a dict of parameters, got {type(tree).__name__}")
+        keys = []
+        for key, value in tree.items():
+            cls = self._child_types.get(key, ParamModule)
+            if isinstance(value, Mapping):
+                child = cls._from_tree(value, device, dtype, **self._child_options(key))
+                self.add_module(key, child)
+            elif isinstance(value, (list, tuple)):
+                self.add_module(key, nn.ModuleList(
+                    cls._from_tree(v, device, dtype, **self._child_options(key)) for v in value))
+            else:
+                t = _params.convert(value, torch, device=device, dtype=dtype, copy=True)
+                self.register_parameter(key, nn.Parameter(t))
+            keys.append(key)
+        self._keys = tuple(keys)
+
+    @classmethod
+    def _from_tree(cls, tree: Mapping[str, Any], device: Any, dtype: Any, **options: Any) -> ParamModule:
+        self = cls.__new__(cls)
+        nn.Module.__init__(self)
+        self._set_options(**options)
+        self._build(tree, device, dtype)
+        return self
+
+    def _set_options(self, **options: Any) -> None:
+        if options:
+            raise TypeError(f"{type(self).__name__}: unexpected options {sorted(options)}")
+
+    @classmethod
+    def from_params(cls, params: Tree, *, device: Any = None, dtype: Any = None, **options: Any) -> ParamModule:
+        """Build the module from a parameter tree of any library (copied; ``dtype``/``device``
+        default to the source's). ``options`` are the constructor's non-shape keywords (eps, …)."""
+        return cls._from_tree(params, device, None if dtype is None else _dtype(dtype), **options)
+
+    def param_tree(self) -> dict[str, Any]:
+        """The live parameter tree (``nn.Parameter`` leaves) that the core functions consume."""
+        out: dict[str, Any] = {}
+        params, modules = self._parameters, self._modules
+        for key in self._keys:
+            # the registries first (nn.Module.__getattr__ is slow: this runs on every forward)
+            v = params[key] if key in params else modules[key] if key in modules else getattr(self, key)
+            if isinstance(v, nn.ModuleList):
+                out[key] = [m.param_tree() for m in v]
+            elif isinstance(v, ParamModule):
+                out[key] = v.param_tree()
+            else:
+                out[key] = v
+        return out
+
+    def to_params(self, grads: bool = False, *, like: Any = None) -> Tree:
+        """Export the parameters (or, with ``grads=True``, their ``.grad``; zeros where None) as a
+        parameter tree of detached tensors sharing storage, or converted to ``like`` (e.g. numpy)."""
+        def leaf(p: torch.Tensor) -> torch.Tensor:
+            if not grads:
+                return p.detach()
+            return torch.zeros_like(p) if p.grad is None else p.grad.detach()
+
+        tree = _tree_map(leaf, self.param_tree())
+        return tree if like is None else _params.convert(tree, like)
+
+    def l2_regularizer(self, weight: float = 5e-5, *, slow_weight: float = _regularizer.SLOW_WEIGHT) -> torch.Tensor:
+        """λ·R of the author's ``LnLoss`` over this module's parameters (see :func:`l2_partition`)."""
+        return _regularizer.l2_regularizer(dict(self.named_parameters()), weight, slow_weight=slow_weight)
+
+
+def _tree_map(fn: Any, tree: Any) -> Any:
+    if isinstance(tree, dict):
+        return {k: _tree_map(fn, v) for k, v in tree.items()}
+    if isinstance(tree, list):
+        return [_tree_map(fn, v) for v in tree]
+    return fn(tree)
+
+
+def _init(module: ParamModule, tree: Tree, device: Any, dtype: Any) -> None:
+    module._build(tree, device, _dtype(dtype))

@@ -1,0 +1,176 @@
+"""The Terminator network (spec §1.2, §5 Q1) as an ``nn.Module``: forward, loss, dropout, ``compile``."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any, ClassVar
+
+import array_api_compat.torch as _xp
+import torch
+
+import hyperzzw_core as _core
+
+from ... import internals as _internals
+from ... import params as _params
+from ...reference import TerminatorConfig
+from ._base import Tree, _dtype, _init
+from .block import SFNEBlock, _block_slow_parameters, _CachesSlowKernels
+from .layers import PointwiseLinear
+
+
+class Terminator(_CachesSlowKernels):
+    """The Terminator network of ``config`` (2D images or 1D sequences; spec §1.2, §5 Q1).
+
+    ``Terminator(config, seed=0)`` holds exactly ``reference.init_params(config, seed)`` (cast to
+    ``dtype``, default torch's default dtype). forward(x (B, *input_shape)) → logits (B, K);
+    ``loss(x, labels)`` is ``reference.terminator_loss``: in train mode label-smoothing CE +
+    slow loss with Dropout2d drawn from torch's RNG; in ``.eval()`` CE only, no dropout.
+    ``state_dict()`` keys are the flat parameter keys (``blocks.0.slow_g.filters.0.weight``, …).
+
+    Speed: in eval mode without gradients the input-independent slow-network outputs (every
+    block's K_g, K_c, K_cc, K_ss and MAGNet_L's input-independent prefix) are computed once per
+    parameter state and cached (:meth:`slow_kernels`, :class:`SlowKernelCache`);
+    :meth:`compile` runs the tensor program under ``torch.compile``.
+    """
+
+    _child_types: ClassVar[dict[str, type]] = {"blocks": SFNEBlock, "head": PointwiseLinear}
+
+    batch_namespace: Any = None
+    """The array namespace the forward runs on (None: ``array_api_compat.torch``). Set it to
+    :func:`global_batch_namespace` for multi-process training with global batch statistics."""
+
+    def __init__(self, config: TerminatorConfig, seed: int = 0, *, device: Any = None, dtype: Any = None) -> None:
+        super().__init__()
+        self._set_options(config=config)
+        host = _params.init_params(config, seed, dtype=str(_dtype(dtype)).rsplit(".", 1)[-1])
+        _init(self, host, device, dtype)
+
+    def _set_options(self, config: TerminatorConfig | None = None) -> None:
+        if not isinstance(config, TerminatorConfig):
+            raise TypeError(f"config: expected a TerminatorConfig, got {type(config).__name__}")
+        self.config = config
+
+    def _child_options(self, key: str) -> dict[str, Any]:
+        return {"config": self.config} if key == "blocks" else {}
+
+    @classmethod
+    def from_params(cls, params: Tree, config: TerminatorConfig | None = None, *, device: Any = None,
+                    dtype: Any = None) -> Terminator:
+        """Build from a parameter tree of any library (copied), checked against ``config``."""
+        if config is None:
+            raise TypeError("Terminator.from_params: pass the TerminatorConfig the parameters belong to")
+        _core.check_params_match(params, config)
+        return super().from_params(params, device=device, dtype=dtype, config=config)  # type: ignore[return-value]
+
+    # ----------------------------------------------------------------------------- running
+    def _check_input(self, x: torch.Tensor) -> None:
+        cfg = self.config
+        w = self.head.weight
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"x: expected a torch.Tensor, got {type(x).__name__}")
+        if tuple(x.shape[1:]) != tuple(cfg.input_shape) or x.ndim != cfg.data_dim + 2 or x.shape[0] < 1:
+            raise ValueError(f"x: expected (B, {', '.join(map(str, cfg.input_shape))}) for this config, "
+                             f"got {tuple(x.shape)}")
+        if x.dtype != w.dtype or x.device != w.device:
+            raise TypeError(f"x: expected {w.dtype} on {w.device} (the parameters'), got {x.dtype} on {x.device}")
+
+    def dropout_masks(self, batch: int) -> list[torch.Tensor | None]:
+        """Dropout2d masks (B, C_out) per block from torch's RNG: 0 w.p. p, else 1/(1−p); None
+        where p = 0 or in eval mode."""
+        if not self.training:
+            return [None] * self.config.num_blocks
+        w = self.head.weight
+        masks: list[torch.Tensor | None] = []
+        for p, c in zip(self.config.dropout, self.config.out_channels, strict=True):
+            if p == 0.0:
+                masks.append(None)
+                continue
+            keep = torch.rand((batch, c), device=w.device, dtype=w.dtype) >= p
+            masks.append(keep.to(w.dtype) * (1.0 / (1.0 - p)))
+        return masks
+
+    # ------------------------------------------------------------------------ fast paths
+    def _slow_parameters(self, tree: dict[str, Any]) -> list[torch.Tensor]:
+        out: list[torch.Tensor] = []
+        for block in tree["blocks"]:
+            _block_slow_parameters(block, out)
+        return out
+
+    def _compute_slow_kernels(self, tree: dict[str, Any]) -> list[dict[str, Any]]:
+        return _internals.network_slow_kernels(_xp, tree)
+
+    def _run(self, x: torch.Tensor, masks: list, kernels: list | None,
+             tree: dict[str, Any] | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The tensor program of the forward pass (what :meth:`compile` compiles)."""
+        xp = _xp if self.batch_namespace is None else self.batch_namespace
+        tree = self.param_tree() if tree is None else tree
+        return _internals.network_forward(xp, tree, x, self.config, self.training, masks, None, kernels)
+
+    def compile(self, *args: Any, **kwargs: Any) -> None:
+        """Run the forward's tensor program under ``torch.compile(*args, **kwargs)`` (Inductor by default).
+
+        Input checks, dropout masks and the eval-mode kernel cache stay eager: in train mode the
+        slow networks are compiled with the rest (one graph per step, backward included); in eval
+        mode the cached kernels are inputs of the compiled graph. The first call in each mode
+        compiles (minutes on a CPU). If compiling or running the compiled program fails, a
+        ``RuntimeWarning`` names the error and the module falls back to the eager path for good.
+        ``Module.compile``'s in-place semantics are kept; :meth:`uncompile` undoes it.
+        """
+        self.__dict__["_compiled_run"] = torch.compile(self._run, *args, **kwargs)
+
+    def uncompile(self) -> None:
+        """Return to the eager path."""
+        self.__dict__.pop("_compiled_run", None)
+
+    @property
+    def is_compiled(self) -> bool:
+        """Whether :meth:`compile` is in effect (it is dropped after a failure)."""
+        return self.__dict__.get("_compiled_run") is not None
+
+    def forward_with_kernels(self, x: torch.Tensor, dropout_masks: list | None = None
+                             ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """(logits (B, K), global kernels [(1, C_i, *S)]); masks default to :meth:`dropout_masks`."""
+        self._check_input(x)
+        masks = self.dropout_masks(x.shape[0]) if dropout_masks is None else list(dropout_masks)
+        tree = self.param_tree()
+        kernels = None if self.training else self.slow_kernels(tree)
+        run = self.__dict__.get("_compiled_run")
+        if run is not None and not torch.compiler.is_compiling():
+            try:
+                return run(x, masks, kernels)
+            except Exception as err:  # any compiler failure: fall back to eager
+                self.uncompile()
+                warnings.warn(f"Terminator.compile: the compiled forward failed ({type(err).__name__}: {err}); "
+                              "using the eager path from now on", RuntimeWarning, stacklevel=2)
+        return self._run(x, masks, kernels, tree)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_with_kernels(x)[0]
+
+    def loss(self, x: torch.Tensor, labels: torch.Tensor, dropout_masks: list | None = None, *,
+             check_labels: bool = True) -> torch.Tensor:
+        """``reference.terminator_loss`` with train = ``self.training`` (spec §2.12-2.13).
+
+        Labels must be integers in [0, num_classes); ``check_labels=False`` skips the range check
+        (one min/max read back per call) for hot loops whose labels were validated beforehand.
+        """
+        if (not isinstance(labels, torch.Tensor) or labels.shape != (x.shape[0],) or labels.is_floating_point()
+                or labels.is_complex() or labels.dtype == torch.bool):
+            raise ValueError(f"labels: expected an integer tensor of shape ({x.shape[0]},), got "
+                             f"{getattr(labels, 'dtype', type(labels).__name__)} {tuple(getattr(labels, 'shape', ()))}")
+        if check_labels:
+            _internals.check_label_range(_xp, labels, self.config.num_classes)
+        logits, kernels = self.forward_with_kernels(x, dropout_masks)
+        cfg = self.config
+        loss = _internals.label_smoothing_cross_entropy_unchecked(_xp, logits, labels, cfg.label_smoothing)
+        return loss + _internals.network_slow_loss(_xp, cfg, kernels) if self.training else loss
+
+
+def global_batch_namespace(group: Any = None) -> Any:
+    """The torch namespace whose batch-axis means span every process of ``group`` (default: the
+    world): assign it to ``Terminator.batch_namespace`` under ``torch.distributed`` so that batch
+    standardisation and MAGNet_L's batch mean use the global batch (see ``_distributed``)."""
+    from ._distributed import global_batch_namespace as make
+
+    return make(group)
+
