@@ -118,11 +118,11 @@ def peaks(quick: bool = False) -> dict[str, Any]:
             if lib == "torch":
                 a = torch.randn(n, n, dtype=getattr(torch, dt))
                 b = torch.randn(n, n, dtype=getattr(torch, dt))
-                fn = lambda: torch.mm(a, b)  # noqa: E731
+                fn = lambda a=a, b=b: torch.mm(a, b)  # noqa: E731
             else:
                 a = np.random.default_rng(0).standard_normal((n, n)).astype(dt)
                 b = np.random.default_rng(1).standard_normal((n, n)).astype(dt)
-                fn = lambda: a @ b  # noqa: E731
+                fn = lambda a=a, b=b: a @ b  # noqa: E731
             best, med = _best(fn, reps)
             out[f"{lib}_matmul_{dt}"] = 2.0 * n ** 3 / best
             out[f"{lib}_matmul_{dt}_median"] = 2.0 * n ** 3 / med

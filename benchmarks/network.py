@@ -45,7 +45,8 @@ def _worker_row(spec: dict[str, Any], peaks: dict[str, Any], log: Callable[[str]
            "profile": res.get("profile")}
     judge(row, peaks)
     log(f"  network {row['backend']:10s} {row['dtype']:7s} {row['kind']:7s} B={row['B']:<3d} H={row['H']:<4d} "
-        f"{row['median']:8.3f} s  peak +{row['peak_rss_delta'] / 2 ** 20:8.1f} MiB  roofline {row['roofline_frac']:.0%}")
+        f"{row['median']:8.3f} s  peak +{row['peak_rss_delta'] / 2 ** 20:8.1f} MiB  "
+        f"roofline {row['roofline_frac']:.0%}")
     return row
 
 
@@ -150,8 +151,6 @@ def run_in_worker(spec: dict[str, Any]) -> dict[str, Any]:
     import torch
 
     from hyperzzw_core.adapters.torch import Terminator
-
-    from .timing import measure_interleaved
 
     cfg = _cfg(spec["H"])
     b = spec["B"]

@@ -30,9 +30,18 @@ from typing import Any
 
 import array_api_compat
 
-from .backends import (FFT_MIN_KERNEL, FFT_MIN_SPATIAL, FFT_MIN_TAPS, ArrayAPIBackend, backend_for,
-                       backend_for_module, depthwise_conv_direct, depthwise_conv_fft, dtype_name,
-                       torch_depthwise_direct)
+from .backends import (
+    FFT_MIN_KERNEL,
+    FFT_MIN_SPATIAL,
+    FFT_MIN_TAPS,
+    ArrayAPIBackend,
+    backend_for,
+    backend_for_module,
+    depthwise_conv_direct,
+    depthwise_conv_fft,
+    dtype_name,
+    torch_depthwise_direct,
+)
 
 __all__ = ["FFT_MIN_KERNEL", "FFT_MIN_SPATIAL", "FFT_MIN_TAPS", "as_namespace", "backend", "batch_standardize",
            "cached", "clear_constants", "constant", "depthwise_conv", "depthwise_conv_direct",

@@ -6,7 +6,8 @@ from typing import Any
 
 from . import _backend as B
 from ._activations import _gelu
-from ._checks import as_float_array, check_finite as _check_finite, check_params, ns, shape_of
+from ._checks import as_float_array, check_params, ns, shape_of
+from ._checks import check_finite as _check_finite
 from ._hyperzzw import _hyperzzw_2e
 from ._linear import _pointwise_linear, check_linear_params
 from ._slow_net import _G_KEYS, _magnet_g, check_magnet

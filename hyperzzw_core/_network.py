@@ -13,7 +13,8 @@ import numpy as np
 from . import _backend as B
 from ._block import _forward as _block_forward
 from ._block import _slow_kernels as _block_slow_kernels
-from ._checks import as_float_array, check_finite as _check_finite, ns, shape_of
+from ._checks import as_float_array, ns, shape_of
+from ._checks import check_finite as _check_finite
 from ._losses import _slow_loss, label_smoothing_cross_entropy
 from .reference import TerminatorConfig, dropout_masks_for, match_param_keys
 

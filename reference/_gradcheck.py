@@ -140,7 +140,7 @@ def compare(analytic: dict[str, np.ndarray], f_of_leaf: Callable[[str, np.ndarra
 
 def _inner(out: Any, cot: Any) -> float:
     if isinstance(out, (tuple, list)):
-        return float(sum(_inner(o, c) for o, c in zip(out, cot) if c is not None))
+        return float(sum(_inner(o, c) for o, c in zip(out, cot, strict=True) if c is not None))
     return float(np.sum(np.asarray(out, dtype=np.float64) * cot))
 
 

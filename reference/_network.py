@@ -14,10 +14,10 @@ import numpy as np
 from . import _random
 from ._block import _backward as _block_backward
 from ._block import _forward as _block_forward
-from ._checks import as_float_array, check_finite as _check_finite
+from ._checks import as_float_array
+from ._checks import check_finite as _check_finite
 from ._config import TerminatorConfig, check_seed
-from ._losses import (label_smoothing_cross_entropy, label_smoothing_cross_entropy_vjp, slow_loss,
-                      slow_loss_vjp)
+from ._losses import label_smoothing_cross_entropy, label_smoothing_cross_entropy_vjp, slow_loss, slow_loss_vjp
 from ._slow_net import init_magnet_g, init_magnet_gc, init_magnet_l
 from ._tree import flatten, tree_map
 
@@ -129,7 +129,7 @@ def dropout_masks_for(config: TerminatorConfig, batch: int, rng: np.random.Gener
                       dtype: np.dtype) -> list[np.ndarray | None]:
     """Dropout2d masks (B, C_out) per block: 0 with probability p, else 1/(1−p); None where p = 0."""
     masks: list[np.ndarray | None] = []
-    for p, c in zip(config.dropout, config.out_channels):
+    for p, c in zip(config.dropout, config.out_channels, strict=True):
         if p == 0.0:
             masks.append(None)
             continue

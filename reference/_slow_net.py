@@ -30,7 +30,8 @@ import numpy as np
 
 from . import _random
 from ._activations import gelu, gelu_vjp
-from ._checks import as_float_array, check_finite as _check_finite, check_params
+from ._checks import as_float_array, check_params
+from ._checks import check_finite as _check_finite
 from ._conv import adaptive_avg_pool, adaptive_avg_pool_vjp
 from ._linear import pointwise_linear, pointwise_linear_vjp
 

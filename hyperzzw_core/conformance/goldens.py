@@ -64,7 +64,7 @@ def unpack(vec: np.ndarray, layout: dict | None) -> Any:
     if layout is None:
         return vec
     leaves, offset = {}, 0
-    for key, shape in zip(layout["keys"], layout["shapes"]):
+    for key, shape in zip(layout["keys"], layout["shapes"], strict=True):
         n = int(np.prod(shape))
         leaves[key] = vec[offset:offset + n].reshape(shape)
         offset += n

@@ -191,12 +191,12 @@ def _jax_vjp(fn: Callable[..., Any], args: tuple, kwargs: dict, cot: Any,
 
     def f(*primals: Any) -> Any:
         full = list(args)
-        for i, p in zip(wrt, primals):
+        for i, p in zip(wrt, primals, strict=True):
             full[i] = p
         return fn(*full, **kwargs)
 
     _, pullback = jax.vjp(f, *(args[i] for i in wrt))
-    grads = dict(zip(wrt, pullback(cot)))
+    grads = dict(zip(wrt, pullback(cot), strict=True))
     return tuple(grads.get(i) for i in differentiable)
 
 
@@ -228,7 +228,7 @@ def _torch_vjp(fn: Callable[..., Any], args: tuple, kwargs: dict, cot: Any,
             where.append((i, k))
     grads = torch.autograd.grad(outs, inputs, grad_outputs=cots, allow_unused=True)
     result: dict[int, dict] = {i: {} for i in differentiable}
-    for (i, k), g, v in zip(where, grads, inputs):
+    for (i, k), g, v in zip(where, grads, inputs, strict=True):
         result[i][k] = torch.zeros_like(v) if g is None else g
     out_t = []
     for i in differentiable:

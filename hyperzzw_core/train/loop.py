@@ -106,7 +106,8 @@ class TrainingDiverged(RuntimeError):
 
 
 RESUME_MUST_MATCH = ("dataset", "mode", "layout", "permute", "config", "optimizer", "lr", "betas", "weight_decay",
-                     "l2_reg", "batch_size", "warmup_epochs", "val_fraction", "seed", "dtype", "train_limit", "num_classes")
+                     "l2_reg", "batch_size", "warmup_epochs", "val_fraction", "seed", "dtype", "train_limit",
+                     "num_classes")
 """Settings that define the model, the data or the optimiser: ``--resume`` refuses to change them."""
 RESUME_MAY_CHANGE = ("data", "epochs", "eval_batch_size", "device")
 """Settings ``--resume`` applies and records (``data`` only as another path to identical arrays;
@@ -165,7 +166,8 @@ def validate_settings(s: TrainSettings) -> None:
     except (RuntimeError, TypeError) as exc:
         raise ValueError(f"--device: not a device, got {s.device!r} ({exc})") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {s.device}: CUDA is not available here (torch {torch.__version__}); use --device cpu")
+        raise ValueError(f"--device {s.device}: CUDA is not available here (torch {torch.__version__}); "
+                         "use --device cpu")
     if device.type not in ("cpu", "cuda"):
         raise ValueError(f"--device: expected cpu or cuda, got {s.device!r}")
 
@@ -207,7 +209,7 @@ def resume_settings(s: TrainSettings, stored: dict, given: set[str] | None) -> t
 
 def _same(a: Any, b: Any) -> bool:
     if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
     return a == b
 
 
