@@ -113,6 +113,7 @@ def namespace(named: Iterable[tuple[str, Any]]) -> Any:
             libs = ", ".join(f"{n} is {_library(a)}" for n, a in seen)
             raise TypeError(f"arrays from different libraries: {libs}; convert explicitly "
                             "(hyperzzw_core.params.convert or xp.from_dlpack)")
+        assert be is not None  # set together with first
         dev = be.device(x)
         if not be.same_device(dev, first[3]):
             raise ValueError(f"arrays on different devices: {first[0]} on {first[3]}, {name} on {dev}")

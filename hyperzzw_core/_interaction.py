@@ -77,7 +77,7 @@ def check_channel_kernel(xp: Any, params: dict, c: int, name: str) -> None:
     """Validate a MAGNet_GC on C channel positions (reference messages)."""
     if not isinstance(params, dict):
         check_params(name, params, _G_KEYS)
-    bias_p = params.get("bias_p")
+    bias_p: Any = params.get("bias_p")
     if getattr(bias_p, "ndim", 0) != 1:
         raise ValueError(f"{name}['bias_p']: MAGNet_GC runs on a 1-D grid, expected shape (C,), "
                          f"got {shape_of(bias_p) if hasattr(bias_p, 'shape') else ()}")

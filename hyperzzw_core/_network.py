@@ -79,7 +79,8 @@ def _forward(xp: Any, params: dict, x: Any, config: TerminatorConfig, train: boo
              frozen: list | None = None, slow_kernels: list | None = None) -> tuple[Any, list[Any]]:
     """The network on validated inputs; ``slow_kernels`` as ``_slow_kernels`` returns them, if
     already computed (else each block computes its own)."""
-    outs, kernels = [], []
+    outs: list[Any] = []
+    kernels: list[Any] = []
     h = x
     for i, bp in enumerate(params["blocks"]):
         n_pre = config.num_concat_pre[i]

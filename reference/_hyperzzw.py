@@ -30,6 +30,8 @@ def _as_matrices(x: np.ndarray, grid: tuple[int, int] | None) -> np.ndarray:
     """
     if x.ndim == 4:
         return x
+    if grid is None:
+        raise ValueError(f"grid: a sequence of shape {tuple(x.shape)} needs its (h, w) grid, got None")
     h, w = (int(v) for v in grid)
     pad = h * w - x.shape[-1]
     if pad:

@@ -25,6 +25,7 @@ The Chang et al. scaling √(1/N) of the output weight is applied at initialisat
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 
@@ -264,9 +265,10 @@ def magnet_gc(params: Params) -> np.ndarray:
 
     Spec §2.1, used by the hyper-channel and hyper interactions (§2.7, §2.8).
     """
-    if np.ndim(params.get("bias_p")) != 1:
+    bias_p: Any = params.get("bias_p")
+    if np.ndim(bias_p) != 1:
         raise ValueError(f"params['bias_p']: MAGNet_GC runs on a 1-D grid, expected shape (C,), "
-                         f"got {np.shape(params.get('bias_p'))}")
+                         f"got {np.shape(bias_p)}")
     return magnet_g(params)
 
 

@@ -61,6 +61,8 @@ def as_matrices(xp: Any, x: Any, grid: tuple[int, int] | None) -> Any:
     (h·w ≥ L; the reference's ``_as_matrices``, spec §5 Q1, docs/spec-1d.md)."""
     if x.ndim == 4:
         return x
+    if grid is None:
+        raise ValueError(f"grid: a sequence of shape {tuple(x.shape)} needs its (h, w) grid, got None")
     h, w = (int(g) for g in grid)
     lead, pad = tuple(x.shape[:-1]), h * w - int(x.shape[-1])
     if pad:

@@ -111,7 +111,7 @@ def coverage_of(public: Iterable[str], ops: list[str]) -> Coverage:
 # ------------------------------------------------------------------------------- judging
 
 
-def _leaves(value) -> dict[str, object]:
+def _leaves(value: Any) -> dict[str, Any]:
     if isinstance(value, (tuple, list, dict)):
         return flatten(list(value) if isinstance(value, tuple) else value)
     return {"": value}
@@ -196,7 +196,7 @@ def raise_site(exc: BaseException, port_file: str | None) -> str:
     frames = [f for f in traceback.extract_tb(exc.__traceback__)]
     own = [f for f in frames if port_file and Path(f.filename).resolve() == Path(port_file).resolve()]
     outside = [f for f in frames if not str(Path(f.filename).resolve()).startswith(_KIT_DIR)]
-    pick = (own or outside or frames or [None])[-1]
+    pick = (own or outside or frames)[-1] if frames else None
     return f"{pick.filename}:{pick.lineno} ({pick.name})" if pick is not None else ""
 
 
@@ -244,6 +244,8 @@ def run_case(impl: Implementation, case: GoldenCase, dtype: str, gradients: bool
     result carries the error.
     """
     fn = impl.op(case.op)
+    if fn is None:  # planned_cases lists only the port's operators
+        raise ValueError(f"{impl.name} does not define {case.op}")
     got, bad = _call(impl, case, dtype, "forward", lambda args: fn(*args, **case.kwargs))
     results = [bad or _judged(impl, case, dtype, "forward", got, case.output(), case.output(low=True))]
     diff = [i for i in case.differentiable if case.gradient(i) is not None]
