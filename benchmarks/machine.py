@@ -52,6 +52,7 @@ def describe() -> dict[str, Any]:
     import scipy
     import torch
 
+    affinity: int | None
     try:
         affinity = len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover
@@ -113,6 +114,8 @@ def peaks(quick: bool = False) -> dict[str, Any]:
     n = 1024 if quick else 2048
     reps = 3 if quick else 5
     out: dict[str, Any] = {"matmul_n": n}
+    a: Any
+    b: Any
     for lib in ("torch", "numpy"):
         for dt in ("float32", "float64"):
             if lib == "torch":
