@@ -71,21 +71,23 @@ def selected(path: str, folders: list[str]) -> bool:
     return not folders or any(path == f or path.startswith(f.rstrip("/") + "/") for f in folders)
 
 
-def run(folders: list[str], root: Path = ROOT, layout: Path = LAYOUT) -> int:
+def run(folders: list[str], root: Path = ROOT, cache_dir: Path | None = None) -> int:
     """Type-check ``root``'s package; print the errors inside ``folders``; return the exit status."""
-    _build_layout(root, layout)
-    top = sorted({name.split(".")[0] for name in source_map_names(root)})
+    layout = _build_layout(root, root / LAYOUT.relative_to(ROOT))
+    pairs = source_map(root)
+    top = sorted({installed.split("/")[0] for installed, _ in pairs})
     cmd = [sys.executable, "-m", "mypy", "--config-file", str(root / "pyproject.toml"),
-           "--cache-dir", str(root / ".mypy_cache"), "--no-error-summary", "--show-column-numbers",
+           "--cache-dir", str(cache_dir or root / ".mypy_cache"), "--no-error-summary", "--show-column-numbers",
            "--hide-error-context", "--no-pretty"]
     for name in top:
         cmd += ["-p", name]
     proc = subprocess.run(cmd, cwd=layout, capture_output=True, text=True, check=False)
+    if proc.stderr:  # mypy's own warnings (e.g. on the configuration) are shown, never swallowed
+        print(proc.stderr, file=sys.stderr, end="")
     if proc.returncode not in (0, 1) or (proc.returncode == 1 and not _LINE.search(proc.stdout)):
-        print(proc.stdout + proc.stderr, file=sys.stderr, end="")
+        print(proc.stdout, file=sys.stderr, end="")
         print(f"typecheck: mypy failed (exit status {proc.returncode})", file=sys.stderr)
         return 2
-    pairs = source_map(root)
     errors = other = 0
     for line in proc.stdout.splitlines():
         m = _LINE.match(line)
@@ -103,17 +105,13 @@ def run(folders: list[str], root: Path = ROOT, layout: Path = LAYOUT) -> int:
     return 1 if errors else 0
 
 
-def source_map_names(root: Path) -> list[str]:
-    """The installed package names of ``[tool.setuptools.package-dir]``."""
-    pyproject = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))
-    return list(pyproject["tool"]["setuptools"]["package-dir"])
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folders", nargs="*", help="checkout folders whose errors count (default: all)")
+    parser.add_argument("--root", type=Path, default=ROOT, help="the checkout to check (default: this one)")
+    parser.add_argument("--cache-dir", type=Path, default=None, help="mypy's cache (default: ROOT/.mypy_cache)")
     args = parser.parse_args(argv)
-    return run(args.folders)
+    return run(args.folders, args.root.resolve(), args.cache_dir)
 
 
 if __name__ == "__main__":
