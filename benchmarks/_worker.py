@@ -153,11 +153,14 @@ def main(spec: dict[str, Any]) -> dict[str, Any]:
         params = R.init_params(cfg, 0, dtype=np.dtype(dtype))
         if backend == "reference":
             if kind == "train":
-                fn = lambda: R.terminator_loss_and_grad(params, x_np, labels_np, cfg, rng=np.random.default_rng(0))  # noqa: E731
+                def fn() -> None:
+                    R.terminator_loss_and_grad(params, x_np, labels_np, cfg, rng=np.random.default_rng(0))
             else:
-                fn = lambda: R.terminator_forward(params, x_np, cfg, check_finite=False)  # noqa: E731
+                def fn() -> None:
+                    R.terminator_forward(params, x_np, cfg, check_finite=False)
         elif backend == "core-numpy" and kind == "forward":
-            fn = lambda: hz.terminator_forward(params, x_np, cfg, check_finite=False)  # noqa: E731
+            def fn() -> None:
+                hz.terminator_forward(params, x_np, cfg, check_finite=False)
         else:
             raise ValueError(f"no {kind} on {backend}")
         baseline = _rss_now()

@@ -120,7 +120,6 @@ def _compile_rows(quick: bool) -> dict[str, Any]:
 
 def cmd_all(args: argparse.Namespace) -> int:
     from . import convbench, network
-    from .report import render
     from .timing import load_average
 
     t0 = time.perf_counter()

@@ -28,7 +28,7 @@ def _pair(backend: str, dtype: str, b: int, c: int, h: int, k: int) -> dict[str,
 
         be = B.backend(xp)
         return {"direct": lambda: be.depthwise_direct(xp, y, w), "fft": lambda: B.depthwise_conv_fft(xp, y, w)}
-    import array_api_compat.torch as xp
+    import array_api_compat.torch as xpt
     import torch
 
     yt = torch.from_numpy(y).requires_grad_()
@@ -41,7 +41,7 @@ def _pair(backend: str, dtype: str, b: int, c: int, h: int, k: int) -> dict[str,
 
     def fft() -> None:
         yt.grad = wt.grad = None
-        B.depthwise_conv_fft(xp, yt, wt).backward(g)
+        B.depthwise_conv_fft(xpt, yt, wt).backward(g)
 
     return {"direct": direct, "fft": fft}
 
@@ -52,7 +52,7 @@ def sweep(quick: bool, log: Callable[[str], None] = print) -> dict[str, Any]:
     hs = [16] if quick else [8, 16, 32, 64]
     ks = [3, 13] if quick else [3, 5, 7, 9, 13, 17]
     reps = 2 if quick else 5
-    rows = []
+    rows: list[dict[str, Any]] = []
     for backend in ("torch-cpu", "numpy"):
         for dtype in ("float32", "float64"):
             for h in hs:

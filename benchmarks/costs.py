@@ -169,7 +169,11 @@ def block_costs(config: TerminatorConfig, i: int, batch: int, itemsize: int, tra
         npts *= v
     n = b * c * npts
     d = cfg.data_dim
-    h, w = (sp if d == 2 else tuple(cfg.grid))
+    if d == 2:
+        h, w = sp
+    else:
+        assert cfg.grid is not None, "a sequence config's costs need its (h, w) grid"
+        h, w = cfg.grid
     # slow kernels: K_g, K_c, K_cc, K_ss
     m.mfn(npts, d, cfg.global_hidden, cfg.global_layers[i], c)
     m.mfn(c, 1, cfg.channel_hidden, cfg.channel_layers, 1)

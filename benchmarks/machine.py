@@ -52,6 +52,7 @@ def describe() -> dict[str, Any]:
     import scipy
     import torch
 
+    affinity: int | None
     try:
         affinity = len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover
@@ -113,16 +114,18 @@ def peaks(quick: bool = False) -> dict[str, Any]:
     n = 1024 if quick else 2048
     reps = 3 if quick else 5
     out: dict[str, Any] = {"matmul_n": n}
+    a: Any
+    b: Any
     for lib in ("torch", "numpy"):
         for dt in ("float32", "float64"):
             if lib == "torch":
                 a = torch.randn(n, n, dtype=getattr(torch, dt))
                 b = torch.randn(n, n, dtype=getattr(torch, dt))
-                fn = lambda: torch.mm(a, b)  # noqa: E731
+                fn = lambda a=a, b=b: torch.mm(a, b)  # noqa: E731
             else:
                 a = np.random.default_rng(0).standard_normal((n, n)).astype(dt)
                 b = np.random.default_rng(1).standard_normal((n, n)).astype(dt)
-                fn = lambda: a @ b  # noqa: E731
+                fn = lambda a=a, b=b: a @ b  # noqa: E731
             best, med = _best(fn, reps)
             out[f"{lib}_matmul_{dt}"] = 2.0 * n ** 3 / best
             out[f"{lib}_matmul_{dt}_median"] = 2.0 * n ** 3 / med

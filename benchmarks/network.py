@@ -45,7 +45,8 @@ def _worker_row(spec: dict[str, Any], peaks: dict[str, Any], log: Callable[[str]
            "profile": res.get("profile")}
     judge(row, peaks)
     log(f"  network {row['backend']:10s} {row['dtype']:7s} {row['kind']:7s} B={row['B']:<3d} H={row['H']:<4d} "
-        f"{row['median']:8.3f} s  peak +{row['peak_rss_delta'] / 2 ** 20:8.1f} MiB  roofline {row['roofline_frac']:.0%}")
+        f"{row['median']:8.3f} s  peak +{row['peak_rss_delta'] / 2 ** 20:8.1f} MiB  "
+        f"roofline {row['roofline_frac']:.0%}")
     return row
 
 
@@ -79,7 +80,7 @@ def growth(peaks: dict[str, Any], quick: bool, log: Callable[[str], None] = prin
 
 def headline(peaks: dict[str, Any], quick: bool, log: Callable[[str], None] = print) -> dict[str, Any]:
     """The training step of cifar10() at batch 32 in float32 (fresh process: peak memory)."""
-    spec = {"backend": "torch-cpu", "dtype": "float32", "kind": "train", "B": 4 if quick else 32,
+    spec: dict[str, Any] = {"backend": "torch-cpu", "dtype": "float32", "kind": "train", "B": 4 if quick else 32,
             "H": 8 if quick else 32, "reps": 2 if quick else 5, "profile": True}
     row = _worker_row(spec, peaks, log)
     row["sweep"] = "B"
@@ -151,8 +152,6 @@ def run_in_worker(spec: dict[str, Any]) -> dict[str, Any]:
 
     from hyperzzw_core.adapters.torch import Terminator
 
-    from .timing import measure_interleaved
-
     cfg = _cfg(spec["H"])
     b = spec["B"]
     rng = np.random.default_rng(0)
@@ -178,7 +177,9 @@ def run_in_worker(spec: dict[str, Any]) -> dict[str, Any]:
                 model._compute_slow_kernels(model.param_tree())
 
         with torch.no_grad():
-            same = bool(torch.equal(model(x), (model.clear_kernel_cache(), model(x))[1]))
+            cached_logits = model(x)
+            model.clear_kernel_cache()
+            same = bool(torch.equal(cached_logits, model(x)))
         t = measure_interleaved({"cached": cached, "uncached": uncached, "kernels": kernels_only},
                                 reps=spec.get("reps", 7))
         un, ca, ke = t["uncached"].median, t["cached"].median, t["kernels"].median
@@ -190,20 +191,20 @@ def run_in_worker(spec: dict[str, Any]) -> dict[str, Any]:
     import hyperzzw_core as hz
 
     params = R.init_params(cfg, 0)
-    x = rng.standard_normal((b,) + cfg.input_shape)
+    x_np = rng.standard_normal((b,) + cfg.input_shape)
     model = Terminator.from_params(params, cfg).eval()
-    xt = torch.from_numpy(x)
+    xt = torch.from_numpy(x_np)
 
     def torch_fwd() -> None:
         with torch.no_grad():
             model(xt)
 
-    fns = {"reference": lambda: R.terminator_forward(params, x, cfg, check_finite=False),
-           "core-numpy": lambda: hz.terminator_forward(params, x, cfg, check_finite=False),
+    fns = {"reference": lambda: R.terminator_forward(params, x_np, cfg, check_finite=False),
+           "core-numpy": lambda: hz.terminator_forward(params, x_np, cfg, check_finite=False),
            "torch-cpu": torch_fwd}
     t = measure_interleaved(fns, reps=spec.get("reps", 5))
     with torch.no_grad():
-        diff = float(np.max(np.abs(model(xt).numpy() - R.terminator_forward(params, x, cfg)[0])))
+        diff = float(np.max(np.abs(model(xt).numpy() - R.terminator_forward(params, x_np, cfg)[0])))
     return {"B": b, "H": spec["H"], **{k: v.as_dict() for k, v in t.items()},
             "ratio": t["reference"].median / t["torch-cpu"].median, "max_abs_logit_diff": diff}
 

@@ -86,6 +86,23 @@ def _rgu_cost(m: Model, b: int, c: int, n: int) -> None:
     m.linear(b, c, c, n)
 
 
+def _global_cost(m: Model, b: int, c: int, h: int) -> None:
+    m.binary(b * c * h * h, c * h * h)
+    m.global_product(b, c, h, h)
+
+
+def _hci_cost(m: Model, b: int, c: int, h: int) -> None:
+    m.mfn(c, 1, 32, 2, 1)
+    m.mean(b * c * h * h, b * c)
+    m.binary(b * c * h * h, b * c)
+
+
+def _magnet_l_cost(m: Model, b: int, c: int, h: int) -> None:
+    m.linear(1, h, 9, b * c * h, cat="slow")
+    m.linear(1, h, 9, b * c * 9, cat="slow")
+    m.mfn(81, 2, 32, 2, c, ctx=True)
+
+
 def _local_cost(m: Model, b: int, c: int, n: int, k: int) -> None:
     m.depthwise(b, c, n, k * k)
     m.linear(b, c, c, n)
@@ -128,7 +145,7 @@ CASES: list[OpCase] = [
            lambda b, c, h, s: _cost(lambda m: m.unary(b * c * h * h, SILU), s)),
     OpCase("hyperzzw_global", "hyperzzw_global",
            lambda rng, b, c, h, dt: ((_x(rng, b, c, h, dt), 0.3 * _x(rng, 1, c, h, dt), _x(rng, b, c, h, dt)), {}),
-           lambda b, c, h, s: _cost(lambda m: (m.binary(b * c * h * h, c * h * h), m.global_product(b, c, h, h)), s)),
+           lambda b, c, h, s: _cost(lambda m: _global_cost(m, b, c, h), s)),
     OpCase("depthwise_conv k=3", "depthwise_conv",
            lambda rng, b, c, h, dt: ((_x(rng, b, c, h, dt), _normal(rng, (c, 1, 3, 3), dt)), {}),
            lambda b, c, h, s: _cost(lambda m: m.depthwise(b, c, h * h, 9), s)),
@@ -145,8 +162,7 @@ CASES: list[OpCase] = [
     OpCase("hyper_channel_interaction", "hyper_channel_interaction",
            lambda rng, b, c, h, dt: (({"channel": _cast(R.init_magnet_gc(rng, c, 32, 2), dt)},
                                       _x(rng, b, c, h, dt)), {}),
-           lambda b, c, h, s: _cost(lambda m: (m.mfn(c, 1, 32, 2, 1), m.mean(b * c * h * h, b * c),
-                                               m.binary(b * c * h * h, b * c)), s)),
+           lambda b, c, h, s: _cost(lambda m: _hci_cost(m, b, c, h), s)),
     OpCase("hyper_interaction", "hyper_interaction",
            lambda rng, b, c, h, dt: (({"channel": _cast(R.init_magnet_gc(rng, c, 16, 2), dt),
                                        "spatial": _cast(R.init_magnet_g(rng, (h, h), 64, 1, 2), dt)},
@@ -157,9 +173,7 @@ CASES: list[OpCase] = [
            lambda b, c, h, s: _cost(lambda m: m.mfn(h * h, 2, 64, 2, c), s)),
     OpCase("magnet_l k=9", "magnet_l",
            lambda rng, b, c, h, dt: ((_cast(R.init_magnet_l(rng, 9, 2, 32, c, 2), dt), _x(rng, b, c, h, dt)), {}),
-           lambda b, c, h, s: _cost(lambda m: (m.linear(1, h, 9, b * c * h, cat="slow"),
-                                               m.linear(1, h, 9, b * c * 9, cat="slow"),
-                                               m.mfn(81, 2, 32, 2, c, ctx=True)), s)),
+           lambda b, c, h, s: _cost(lambda m: _magnet_l_cost(m, b, c, h), s)),
     OpCase("sfne_block (block 0, bf 4)", "sfne_block", _sfne_build, _sfne_cost),
 ]
 
@@ -184,7 +198,7 @@ def available_backends() -> list[str]:
 
         cupy.zeros(1)
         out.append("cupy")
-    except Exception:  # noqa: BLE001 - any import or device failure: no CuPy backend
+    except Exception:  # broad on purpose: any import or device failure: no CuPy backend
         pass
     return out
 

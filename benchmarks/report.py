@@ -55,9 +55,11 @@ def _machine(res: dict[str, Any]) -> list[str]:
         "",
         "| | torch | NumPy |",
         "|---|---|---|",
-        f"| matmul float32 | {p['torch_matmul_float32'] / 1e9:.1f} GFLOP/s ({p['torch_matmul_float32_median'] / 1e9:.1f}) | "
+        f"| matmul float32 | {p['torch_matmul_float32'] / 1e9:.1f} GFLOP/s "
+        f"({p['torch_matmul_float32_median'] / 1e9:.1f}) | "
         f"{p['numpy_matmul_float32'] / 1e9:.1f} GFLOP/s ({p['numpy_matmul_float32_median'] / 1e9:.1f}) |",
-        f"| matmul float64 | {p['torch_matmul_float64'] / 1e9:.1f} GFLOP/s ({p['torch_matmul_float64_median'] / 1e9:.1f}) | "
+        f"| matmul float64 | {p['torch_matmul_float64'] / 1e9:.1f} GFLOP/s "
+        f"({p['torch_matmul_float64_median'] / 1e9:.1f}) | "
         f"{p['numpy_matmul_float64'] / 1e9:.1f} GFLOP/s ({p['numpy_matmul_float64_median'] / 1e9:.1f}) |",
         f"| memory copy | {p['torch_copy'] / 1e9:.1f} GB/s ({p['torch_copy_median'] / 1e9:.1f}) | "
         f"{p['numpy_copy'] / 1e9:.1f} GB/s ({p['numpy_copy_median'] / 1e9:.1f}) |",
@@ -79,7 +81,8 @@ def _headline(res: dict[str, Any]) -> list[str]:
         "|---|---|---|",
         f"| training step, `cifar10()`, batch {h['B']}, float32, torch CPU (loss + backward) | "
         f"{_ms(h['median'])} median of {h['reps']} (min {_ms(h['min'])}), {h['images_per_s']:.1f} images/s, "
-        f"peak memory +{_mib(h['peak_rss_delta'])} (peak RSS of a fresh process, reset after building the model and inputs, minus the RSS then; "
+        f"peak memory +{_mib(h['peak_rss_delta'])} (peak RSS of a fresh process, reset after building the model "
+        "and inputs, minus the RSS then; "
         f"{_mib(h['saved_bytes'])} saved for backward) | |",
         f"| … its fraction of the machine's limits | {h['gflops_per_s']:.1f} GFLOP/s = {_pct(h['flops_frac'])} of "
         f"matmul; {h['gbytes_per_s']:.1f} GB/s = {_pct(h['bytes_frac'])} of copy | |",
@@ -181,7 +184,7 @@ def _cost_section(res: dict[str, Any]) -> list[str]:
     tot = [0.0, 0.0, 0.0, 0.0]
     for cat, v in h["breakdown"].items():
         vals = [v["fwd_flops"], v["fwd_bytes"], v["bwd_flops"], v["bwd_bytes"]]
-        tot = [a + b for a, b in zip(tot, vals)]
+        tot = [a + b for a, b in zip(tot, vals, strict=True)]
         lines.append(f"| {cat} | " + " | ".join(_g(x) for x in vals) + " |")
     lines.append("| **total** | " + " | ".join(f"**{_g(x)}**" for x in tot) + " |")
     lines += ["", "Categories: gemm = point-wise linears (RGU, mixers, bottleneck, head); global = Ẑ @ Y; "
@@ -190,7 +193,8 @@ def _cost_section(res: dict[str, Any]) -> list[str]:
     if fc:
         lines += [f"Check against torch's `FlopCounterMode` on a B={fc['B']}, H={fc['H']} training step: forward "
                   f"batched products and convolutions {_g(fc['counter_fwd'])} GFLOP counted vs "
-                  f"{_g(fc['model_fwd'])} modelled (gemm + global + conv; ratio {fc['counter_fwd'] / fc['model_fwd']:.3f}); "
+                  f"{_g(fc['model_fwd'])} modelled (gemm + global + conv; "
+                  f"ratio {fc['counter_fwd'] / fc['model_fwd']:.3f}); "
                   f"backward batched products {_g(fc['counter_bwd'])} vs {_g(fc['model_bwd'])} (ratio "
                   f"{fc['counter_bwd'] / fc['model_bwd']:.3f}). The counter's remaining `mm` "
                   f"({_g(fc['counter_mm'])} GFLOP) are the slow networks and the head ({_g(fc['model_slow'])} GFLOP "
@@ -208,6 +212,7 @@ def _limits(res: dict[str, Any]) -> list[str]:
     p = res["peaks"]
     bd = h["breakdown"]
     gemm_flops = sum(bd[c]["fwd_flops"] + bd[c]["bwd_flops"] for c in ("gemm", "global"))
+    other_bytes = sum(bd[c]["fwd_bytes"] + bd[c]["bwd_bytes"] for c in bd if c not in ("gemm", "global"))
     t_gemm = prof["groups"]["gemm (linears, global product)"]
     scale = h["median"] / prof["total_self_s"] if prof["total_self_s"] else 1.0
     lines = ["## What limits the training step", "",
@@ -223,9 +228,9 @@ def _limits(res: dict[str, Any]) -> list[str]:
               "(they are many medium-sized batched GEMMs: K = C for the RGU and mixers, and the weight gradients "
               "of the expanded weights are B separate GEMMs summed afterwards). Everything else is memory-bound: "
               "the modelled traffic outside the products "
-              f"({_g(sum(bd[c]['fwd_bytes'] + bd[c]['bwd_bytes'] for c in bd if c not in ('gemm', 'global')))} GB) "
+              f"({_g(other_bytes)} GB) "
               "would take "
-              f"{_ms(sum(bd[c]['fwd_bytes'] + bd[c]['bwd_bytes'] for c in bd if c not in ('gemm', 'global')) / p['torch_copy'])}"
+              f"{_ms(other_bytes / p['torch_copy'])}"
               " at the copy bandwidth; on two cores the element-wise kernels, the fresh allocations they page-fault "
               "in and the copies (concatenation, layout changes) reach a fraction of it.", ""]
     return lines
@@ -307,7 +312,8 @@ def _ops(res: dict[str, Any]) -> list[str]:
         r0 = sel[0]
         vals = sorted({r[key] for r in sel})
         lines += [f"### Sweep over {title.format(**r0)}", "",
-                  "| operator | backend | dtype | pass | " + " | ".join(f"{key}={v}" for v in vals) + " | %roof (largest) |",
+                  "| operator | backend | dtype | pass | " + " | ".join(f"{key}={v}" for v in vals)
+                  + " | %roof (largest) |",
                   "|---|---|---|---|" + "---|" * (len(vals) + 1)]
         groups: dict[tuple, list[dict]] = {}
         for r in sel:
@@ -332,7 +338,8 @@ def _compile(res: dict[str, Any]) -> list[str]:
     lines = ["## torch.compile (Inductor) against eager", "",
              f"Measured by `python -m benchmarks compile` ({c['date']}, load {c['load'][0]:.2f}); each row a fresh "
              "process; first call = compilation (or warm-up for eager).", "",
-             "| pass | B | eager median | compiled median | speed-up | first call (compile) |", "|---|---|---|---|---|---|"]
+             "| pass | B | eager median | compiled median | speed-up | first call (compile) |",
+             "|---|---|---|---|---|---|"]
     for r in c["rows"]:
         lines.append(f"| {r['kind']} | {r['B']} | {_ms(r['eager'])} | {_ms(r['compiled'])} | "
                      f"{r['eager'] / r['compiled']:.2f}x | {_ms(r['first_call'])} |")
@@ -367,7 +374,7 @@ def plot(res: dict[str, Any], path: Path) -> None:
     fig, axes = plt.subplots(2, 3, figsize=(17, 10))
     # (1) per-op time vs H, torch-cpu float32 fwd+bwd
     for ax, (backend, dtype, mode) in zip(axes[0, :2], (("torch-cpu", "float32", "fwd+bwd"),
-                                                         ("reference", "float64", "fwd+bwd"))):
+                                                         ("reference", "float64", "fwd+bwd")), strict=True):
         sel = [r for r in res["ops"] if r["sweep"] == "H" and r["backend"] == backend and r["dtype"] == dtype
                and r["mode"] == mode and "median" in r]
         for j, op in enumerate(dict.fromkeys(r["op"] for r in sel)):
@@ -412,7 +419,8 @@ def plot(res: dict[str, Any], path: Path) -> None:
                 label=f"torch float32 {'eval forward (cached kernels)' if kind == 'forward' else kind}")
     for r in res["cache"]:
         ax.plot([r["B"]], [r["B"] / r["cached"]["median"]], marker="*", color="k", ms=10)
-    ax.set(xscale="log", xlabel="batch", ylabel="images / s", title="throughput vs batch (★: eval cached, interleaved with uncached)")
+    ax.set(xscale="log", xlabel="batch", ylabel="images / s",
+           title="throughput vs batch (★: eval cached, interleaved with uncached)")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7)
     # (5) roofline fractions

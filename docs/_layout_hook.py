@@ -13,7 +13,6 @@ from __future__ import annotations
 import shutil
 import tomllib
 from pathlib import Path
-from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 LAYOUT = ROOT / "build" / "api-layout"

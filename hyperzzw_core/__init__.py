@@ -59,28 +59,51 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # the same names, for type checkers and IDEs
-    from ._activations import gelu as gelu, si_glu as si_glu, sigmoid as sigmoid
-    from ._block import sfne_block as sfne_block, tile_channels as tile_channels
-    from ._conv import (adaptive_avg_pool as adaptive_avg_pool, depthwise_conv as depthwise_conv,
-                        depthwise_conv_fft as depthwise_conv_fft)
+    from ._activations import gelu as gelu
+    from ._activations import si_glu as si_glu
+    from ._activations import sigmoid as sigmoid
+    from ._block import sfne_block as sfne_block
+    from ._block import tile_channels as tile_channels
+    from ._conv import adaptive_avg_pool as adaptive_avg_pool
+    from ._conv import depthwise_conv as depthwise_conv
+    from ._conv import depthwise_conv_fft as depthwise_conv_fft
     from ._erf import erf_portable as erf_portable
-    from ._hyperzzw import (hyperzzw_2e as hyperzzw_2e, hyperzzw_global as hyperzzw_global,
-                            local_conv as local_conv)
-    from ._interaction import (hyper_channel_interaction as hyper_channel_interaction,
-                               hyper_interaction as hyper_interaction, rgu as rgu)
-    from ._linear import (bottleneck as bottleneck, channel_mixer as channel_mixer,
-                          pointwise_linear as pointwise_linear)
-    from ._losses import (label_smoothing_cross_entropy as label_smoothing_cross_entropy,
-                          slow_loss as slow_loss)
-    from ._network import (check_params_match as check_params_match,
-                           terminator_forward as terminator_forward, terminator_loss as terminator_loss)
-    from ._slow_net import (coordinate_grid as coordinate_grid, magnet_g as magnet_g, magnet_gc as magnet_gc,
-                            magnet_l as magnet_l)
-    from ._standardize import (batch_standardize as batch_standardize, g_ibs as g_ibs,
-                               instance_standardize as instance_standardize)
-    from .params import (convert as convert, init_params as init_params, load_params as load_params,
-                         save_params as save_params, to_numpy as to_numpy)
-    from .reference import (PRESETS as PRESETS, TerminatorConfig as TerminatorConfig, cifar10 as cifar10,
-                            cifar100 as cifar100, flatten as flatten, preset as preset, sequence as sequence,
-                            tiny as tiny, tiny_1d as tiny_1d, tree_map as tree_map, unflatten as unflatten)
-    from .regularizer import l2_partition as l2_partition, l2_regularizer as l2_regularizer
+    from ._hyperzzw import hyperzzw_2e as hyperzzw_2e
+    from ._hyperzzw import hyperzzw_global as hyperzzw_global
+    from ._hyperzzw import local_conv as local_conv
+    from ._interaction import hyper_channel_interaction as hyper_channel_interaction
+    from ._interaction import hyper_interaction as hyper_interaction
+    from ._interaction import rgu as rgu
+    from ._linear import bottleneck as bottleneck
+    from ._linear import channel_mixer as channel_mixer
+    from ._linear import pointwise_linear as pointwise_linear
+    from ._losses import label_smoothing_cross_entropy as label_smoothing_cross_entropy
+    from ._losses import slow_loss as slow_loss
+    from ._network import check_params_match as check_params_match
+    from ._network import terminator_forward as terminator_forward
+    from ._network import terminator_loss as terminator_loss
+    from ._slow_net import coordinate_grid as coordinate_grid
+    from ._slow_net import magnet_g as magnet_g
+    from ._slow_net import magnet_gc as magnet_gc
+    from ._slow_net import magnet_l as magnet_l
+    from ._standardize import batch_standardize as batch_standardize
+    from ._standardize import g_ibs as g_ibs
+    from ._standardize import instance_standardize as instance_standardize
+    from .params import convert as convert
+    from .params import init_params as init_params
+    from .params import load_params as load_params
+    from .params import save_params as save_params
+    from .params import to_numpy as to_numpy
+    from .reference import PRESETS as PRESETS
+    from .reference import TerminatorConfig as TerminatorConfig
+    from .reference import cifar10 as cifar10
+    from .reference import cifar100 as cifar100
+    from .reference import flatten as flatten
+    from .reference import preset as preset
+    from .reference import sequence as sequence
+    from .reference import tiny as tiny
+    from .reference import tiny_1d as tiny_1d
+    from .reference import tree_map as tree_map
+    from .reference import unflatten as unflatten
+    from .regularizer import l2_partition as l2_partition
+    from .regularizer import l2_regularizer as l2_regularizer

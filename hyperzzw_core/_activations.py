@@ -10,7 +10,8 @@ import math
 from typing import Any
 
 from . import _backend as B
-from ._checks import as_float_array, check_finite as _check_finite, ns
+from ._checks import as_float_array, ns
+from ._checks import check_finite as _check_finite
 
 _SQRT_HALF = math.sqrt(0.5)
 

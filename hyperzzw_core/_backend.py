@@ -30,9 +30,18 @@ from typing import Any
 
 import array_api_compat
 
-from .backends import (FFT_MIN_KERNEL, FFT_MIN_SPATIAL, FFT_MIN_TAPS, ArrayAPIBackend, backend_for,
-                       backend_for_module, depthwise_conv_direct, depthwise_conv_fft, dtype_name,
-                       torch_depthwise_direct)
+from .backends import (
+    FFT_MIN_KERNEL,
+    FFT_MIN_SPATIAL,
+    FFT_MIN_TAPS,
+    ArrayAPIBackend,
+    backend_for,
+    backend_for_module,
+    depthwise_conv_direct,
+    depthwise_conv_fft,
+    dtype_name,
+    torch_depthwise_direct,
+)
 
 __all__ = ["FFT_MIN_KERNEL", "FFT_MIN_SPATIAL", "FFT_MIN_TAPS", "as_namespace", "backend", "batch_standardize",
            "cached", "clear_constants", "constant", "depthwise_conv", "depthwise_conv_direct",
@@ -104,6 +113,7 @@ def namespace(named: Iterable[tuple[str, Any]]) -> Any:
             libs = ", ".join(f"{n} is {_library(a)}" for n, a in seen)
             raise TypeError(f"arrays from different libraries: {libs}; convert explicitly "
                             "(hyperzzw_core.params.convert or xp.from_dlpack)")
+        assert be is not None  # set together with first
         dev = be.device(x)
         if not be.same_device(dev, first[3]):
             raise ValueError(f"arrays on different devices: {first[0]} on {first[3]}, {name} on {dev}")

@@ -8,12 +8,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._activations import _gelu, _si_glu
-from ._checks import as_float_array, check_finite as _check_finite, check_params, ns, shape_of
 from . import _backend as B
+from ._activations import _gelu, _si_glu
+from ._checks import as_float_array, check_params, ns, shape_of
+from ._checks import check_finite as _check_finite
 from ._hyperzzw import _local_conv
-from ._interaction import (_channel_kernel, _hi_kernels, _hyper_channel_interaction, _hyper_interaction, _rgu,
-                           check_hci, check_hi, check_rgu)
+from ._interaction import (
+    _channel_kernel,
+    _hi_kernels,
+    _hyper_channel_interaction,
+    _hyper_interaction,
+    _rgu,
+    check_hci,
+    check_hi,
+    check_rgu,
+)
 from ._linear import _pointwise_linear, check_linear_params
 from ._slow_net import _G_KEYS, _L_KEYS, _magnet_g, _magnet_l, _magnet_l_static, check_magnet
 from ._standardize import _g_ibs, _instance_standardize, check_groups
@@ -77,7 +86,7 @@ def _forward(xp: Any, params: dict, z: Any, x_pre: Any, x_pre_pre: Any, groups: 
         t[name] = be.global_product(xp, z, k_g, t[y], grid, zhat=zhat)
     t["S"] = _si_glu(xp, t["G1"])
     t["HI"] = _hyper_interaction(xp, params["hi"], t["G1"], z, (kernels["k_cc"], kernels["k_ss"]))
-    for j, (role, p) in enumerate(zip(local_roles(len(params["local"])), params["local"])):
+    for j, (role, p) in enumerate(zip(local_roles(len(params["local"])), params["local"], strict=True)):
         ctx, inp = LOCAL_ROLES[role]
         kernel = _magnet_l(xp, p["slow_l"], t[ctx], None if frozen is None else frozen[role], kernels["local"][j])
         t[role] = _local_conv(xp, p["mixer"], t[inp], kernel, eps) + p["bias"]

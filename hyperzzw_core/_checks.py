@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from .reference import check_params, flatten, odd_kernel_size  # pure Python: reused as is
 from ._backend import backend, dtype_name, namespace
+from .reference import check_params, flatten, odd_kernel_size  # pure Python: reused as is
 
 __all__ = ["as_float_array", "check_finite", "check_params", "check_shape", "ns", "odd_kernel_size",
            "shape_of"]
@@ -63,7 +63,7 @@ def check_finite(xp: Any, name: str, x: Any) -> None:
 def check_shape(name: str, x: Any, expected: tuple[int | None, ...]) -> None:
     """Raise ``ValueError`` unless ``x.shape`` matches ``expected`` (``None`` matches any size)."""
     shape = shape_of(x)
-    ok = len(shape) == len(expected) and all(e is None or e == s for e, s in zip(expected, shape))
+    ok = len(shape) == len(expected) and all(e is None or e == s for e, s in zip(expected, shape, strict=True))
     if not ok:
         want = "(" + ", ".join("*" if e is None else str(e) for e in expected) + ")"
         raise ValueError(f"{name}: expected shape {want}, got {shape}")

@@ -10,7 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 from . import _backend as B
-from ._checks import as_float_array, check_finite as _check_finite, check_shape, ns, odd_kernel_size
+from ._checks import as_float_array, check_shape, ns, odd_kernel_size
+from ._checks import check_finite as _check_finite
 
 
 def _validate_conv(xp: Any, y: Any, k_l: Any, check_finite: bool) -> tuple[Any, Any]:
@@ -63,7 +64,7 @@ def _pool_matrix(n_in: int, n_out: int, transpose: bool) -> list[list[float]]:
         w = 1.0 / (end - start)
         rows.append([w if start <= j < end else 0.0 for j in range(n_in)])
     if transpose:
-        rows = [list(col) for col in zip(*rows)]
+        rows = [list(col) for col in zip(*rows, strict=True)]
     return rows
 
 

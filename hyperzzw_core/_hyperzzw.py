@@ -6,7 +6,8 @@ from typing import Any
 
 from . import _backend as B
 from ._activations import _gelu
-from ._checks import as_float_array, check_finite as _check_finite, ns, shape_of
+from ._checks import as_float_array, ns, shape_of
+from ._checks import check_finite as _check_finite
 from ._conv import _validate_conv
 from ._linear import _pointwise_linear, check_linear_params
 from ._standardize import _batch_standardize
@@ -18,7 +19,7 @@ def broadcast_shapes(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...]:
     n = max(len(a), len(b))
     a, b = (1,) * (n - len(a)) + tuple(a), (1,) * (n - len(b)) + tuple(b)
     out = []
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=True):
         if x != y and x != 1 and y != 1:
             raise ValueError(f"shapes {a} and {b} do not broadcast")
         out.append(y if x == 1 else x)

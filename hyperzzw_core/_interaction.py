@@ -6,7 +6,8 @@ from typing import Any
 
 from . import _backend as B
 from ._activations import _gelu
-from ._checks import as_float_array, check_finite as _check_finite, check_params, ns, shape_of
+from ._checks import as_float_array, check_params, ns, shape_of
+from ._checks import check_finite as _check_finite
 from ._hyperzzw import _hyperzzw_2e
 from ._linear import _pointwise_linear, check_linear_params
 from ._slow_net import _G_KEYS, _magnet_g, check_magnet
@@ -76,7 +77,7 @@ def check_channel_kernel(xp: Any, params: dict, c: int, name: str) -> None:
     """Validate a MAGNet_GC on C channel positions (reference messages)."""
     if not isinstance(params, dict):
         check_params(name, params, _G_KEYS)
-    bias_p = params.get("bias_p")
+    bias_p: Any = params.get("bias_p")
     if getattr(bias_p, "ndim", 0) != 1:
         raise ValueError(f"{name}['bias_p']: MAGNet_GC runs on a 1-D grid, expected shape (C,), "
                          f"got {shape_of(bias_p) if hasattr(bias_p, 'shape') else ()}")

@@ -6,7 +6,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from . import _backend as B
-from ._checks import as_float_array, check_finite as _check_finite, ns, shape_of
+from ._checks import as_float_array, ns, shape_of
+from ._checks import check_finite as _check_finite
 from .reference import SLOW_LOSS_KINDS
 from .reference import slow_loss_pairs as _pairs
 

@@ -13,7 +13,8 @@ import numpy as np
 from . import _backend as B
 from ._block import _forward as _block_forward
 from ._block import _slow_kernels as _block_slow_kernels
-from ._checks import as_float_array, check_finite as _check_finite, ns, shape_of
+from ._checks import as_float_array, ns, shape_of
+from ._checks import check_finite as _check_finite
 from ._losses import _slow_loss, label_smoothing_cross_entropy
 from .reference import TerminatorConfig, dropout_masks_for, match_param_keys
 
@@ -78,7 +79,8 @@ def _forward(xp: Any, params: dict, x: Any, config: TerminatorConfig, train: boo
              frozen: list | None = None, slow_kernels: list | None = None) -> tuple[Any, list[Any]]:
     """The network on validated inputs; ``slow_kernels`` as ``_slow_kernels`` returns them, if
     already computed (else each block computes its own)."""
-    outs, kernels = [], []
+    outs: list[Any] = []
+    kernels: list[Any] = []
     h = x
     for i, bp in enumerate(params["blocks"]):
         n_pre = config.num_concat_pre[i]

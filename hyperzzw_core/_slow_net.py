@@ -10,11 +10,12 @@ from __future__ import annotations
 from typing import Any
 
 from . import _backend as B
+from . import reference as _ref
 from ._activations import _gelu
-from ._checks import as_float_array, check_finite as _check_finite, check_params, ns, shape_of
+from ._checks import as_float_array, check_params, ns, shape_of
+from ._checks import check_finite as _check_finite
 from ._conv import _adaptive_avg_pool
 from ._linear import _dense, _pointwise_linear, check_linear_params
-from . import reference as _ref
 
 Params = dict
 RENORM_EPS = _ref.RENORM_EPS      # F.normalize's eps, 1e-12

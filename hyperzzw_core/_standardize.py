@@ -10,7 +10,8 @@ import numbers
 from typing import Any
 
 from . import _backend as B
-from ._checks import as_float_array, check_finite as _check_finite, ns, shape_of
+from ._checks import as_float_array, ns, shape_of
+from ._checks import check_finite as _check_finite
 
 
 def _standardize(xp: Any, x: Any, axes: tuple[int, ...], eps: float) -> Any:

@@ -17,7 +17,6 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-
 EXIT_PASS, EXIT_FAIL, EXIT_USAGE, EXIT_KIT = 0, 1, 2, 3
 """``hyperzzw verify`` exit codes: every check passed; a check failed (or a misspelt operator, or a
 missing one under ``--require-all``); the command could not run (bad arguments, unknown ``--ops``,
@@ -175,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args))
     except SystemExit:
         raise
-    except BaseException as exc:  # noqa: BLE001 - one readable line instead of a traceback
+    except BaseException as exc:  # broad on purpose: one readable line instead of a traceback
         if debug:
             raise
         code = exit_status(exc)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import array_api_compat
 import numpy as np
@@ -158,7 +158,7 @@ def save_params(path: str | os.PathLike, params: Any) -> None:
         if v.dtype.name not in _FLOAT_NAMES:
             raise TypeError(f"params['{k}']: expected float32 or float64, got {v.dtype}")
     with open(path, "wb") as f:
-        np.savez(f, **arrays)
+        np.savez(f, **cast(dict[str, Any], arrays))  # numpy's stubs match **kwds against allow_pickle: bool
 
 
 def load_params(path: str | os.PathLike, *, like: Any = None, device: Any = None, dtype: Any = None) -> Any:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import special
 
-from ._checks import as_float_array, check_finite as _check_finite
+from ._checks import as_float_array
+from ._checks import check_finite as _check_finite
 
 # Python floats, not NumPy scalars: NumPy 2 scalars would promote float32 arrays (NEP 50).
 _INV_SQRT_2PI = float(1.0 / np.sqrt(2.0 * np.pi))

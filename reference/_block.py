@@ -24,11 +24,17 @@ from __future__ import annotations
 import numpy as np
 
 from ._activations import gelu, gelu_vjp, si_glu, si_glu_vjp
-from ._checks import as_float_array, check_finite as _check_finite, check_params
-from ._hyperzzw import (check_global_grid, hyperzzw_global, hyperzzw_global_vjp, local_conv,
-                        local_conv_vjp, unbroadcast)
-from ._interaction import (hyper_channel_interaction, hyper_channel_interaction_vjp,
-                           hyper_interaction, hyper_interaction_vjp, rgu, rgu_vjp)
+from ._checks import as_float_array, check_params
+from ._checks import check_finite as _check_finite
+from ._hyperzzw import check_global_grid, hyperzzw_global, hyperzzw_global_vjp, local_conv, local_conv_vjp, unbroadcast
+from ._interaction import (
+    hyper_channel_interaction,
+    hyper_channel_interaction_vjp,
+    hyper_interaction,
+    hyper_interaction_vjp,
+    rgu,
+    rgu_vjp,
+)
 from ._linear import pointwise_linear, pointwise_linear_vjp
 from ._slow_net import _magnet_l_forward, magnet_g, magnet_g_vjp, magnet_l_vjp
 from ._standardize import g_ibs, g_ibs_vjp, instance_standardize, instance_standardize_vjp
@@ -92,7 +98,7 @@ def _forward(params: dict, z: np.ndarray, x_pre, x_pre_pre, groups: int, eps: fl
     t["S"] = si_glu(t["G1"], check_finite=False)
     t["HI"] = hyper_interaction(params["hi"], t["G1"], z, check_finite=False)
     kernels, stop_values = {}, {}
-    for role, p in zip(local_roles(len(params["local"])), params["local"]):
+    for role, p in zip(local_roles(len(params["local"])), params["local"], strict=True):
         ctx, inp = LOCAL_ROLES[role]
         kernels[role], stop_values[role] = _magnet_l_forward(p["slow_l"], t[ctx],
                                                              None if frozen is None else frozen[role])
@@ -135,7 +141,7 @@ def _backward(params: dict, cache: dict, g_out: np.ndarray, g_kg: np.ndarray | N
     gk_g = np.zeros_like(k_g) if g_kg is None else np.array(g_kg, dtype=z.dtype)
 
     grads["local"] = []
-    for role, p in zip(local_roles(len(params["local"])), params["local"]):
+    for role, p in zip(local_roles(len(params["local"])), params["local"], strict=True):
         ctx, inp = LOCAL_ROLES[role]
         gl = g[role]
         gmix, g_inp, gk_l = local_conv_vjp(p["mixer"], t[inp], cache["kernels"][role], gl, eps=eps)
@@ -191,7 +197,8 @@ def _validate(params, z, x_pre, x_pre_pre, grid, dropout_mask, check_finite):
     n_in = w_shape[1]
     n_branches = 6 + len(params["local"]) + (x_pre is not None) + (x_pre_pre is not None)
     if n_in != n_branches * z.shape[1]:
-        raise ValueError(f"params['bottleneck']['weight']: shape {w_shape} takes {n_in} input channels, but z ({z.shape[1]} "
+        raise ValueError(f"params['bottleneck']['weight']: shape {w_shape} takes {n_in} input channels, "
+                         f"but z ({z.shape[1]} "
                          f"channels) with {'x_pre' if x_pre is not None else 'no x_pre'} and "
                          f"{'x_pre_pre' if x_pre_pre is not None else 'no x_pre_pre'} makes {n_branches} branches "
                          f"= {n_branches * z.shape[1]} channels; is an x_pre / x_pre_pre input missing or extra?")

@@ -50,7 +50,7 @@ def check_finite(name: str, x: np.ndarray) -> None:
 
 def check_shape(name: str, x: np.ndarray, expected: tuple[int | None, ...]) -> None:
     """Raise ``ValueError`` unless ``x.shape`` matches ``expected`` (``None`` matches any size)."""
-    ok = x.ndim == len(expected) and all(e is None or e == s for e, s in zip(expected, x.shape))
+    ok = x.ndim == len(expected) and all(e is None or e == s for e, s in zip(expected, x.shape, strict=True))
     if not ok:
         want = "(" + ", ".join("*" if e is None else str(e) for e in expected) + ")"
         raise ValueError(f"{name}: expected shape {want}, got {x.shape}")

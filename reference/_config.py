@@ -111,7 +111,7 @@ class TerminatorConfig:
     @property
     def out_channels(self) -> tuple[int, ...]:
         """Output channels C_i·bf_i of each block."""
-        return tuple(c * bf for c, bf in zip(self.block_channels, self.bottleneck_factors))
+        return tuple(c * bf for c, bf in zip(self.block_channels, self.bottleneck_factors, strict=True))
 
     @property
     def num_branches(self) -> tuple[int, ...]:
@@ -133,12 +133,14 @@ class TerminatorConfig:
                 raise TypeError
             set_(self, "dropout", tuple(float(p) for p in self.dropout))
         except (TypeError, ValueError):
-            raise ValueError(f"TerminatorConfig.dropout: expected a sequence of numbers, got {self.dropout!r}") from None
+            raise ValueError("TerminatorConfig.dropout: expected a sequence of numbers, "
+                             f"got {self.dropout!r}") from None
         if self.grid is not None:
             try:
                 set_(self, "grid", _ints(self.grid))
             except (TypeError, ValueError) as err:
-                raise ValueError(f"TerminatorConfig.grid: expected (h, w) integers, got {self.grid!r} ({err})") from None
+                raise ValueError("TerminatorConfig.grid: expected (h, w) integers, "
+                                 f"got {self.grid!r} ({err})") from None
         for name in _FLOAT_FIELDS:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, numbers.Real):
@@ -186,8 +188,9 @@ class TerminatorConfig:
         for i, m in enumerate(self.num_concat_pre):
             if m not in (0, 1, 2):
                 self._fail("num_concat_pre", "entries must be 0, 1 or 2")
-            if m >= 1 and i < 2 or m == 2 and i < 3:
-                self._fail("num_concat_pre", f"block {i} cannot take out_(i-2) / out_(i-3): it has too few predecessors")
+            if (m >= 1 and i < 2) or (m == 2 and i < 3):
+                self._fail("num_concat_pre",
+                           f"block {i} cannot take out_(i-2) / out_(i-3): it has too few predecessors")
         if any(not 0.0 <= p < 1.0 for p in self.dropout):
             self._fail("dropout", "probabilities must lie in [0, 1)")
         if len(self.local_kernel_sizes) not in (3, 4):

@@ -12,7 +12,8 @@ from functools import lru_cache
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from ._checks import as_float_array, check_finite as _check_finite, check_shape, odd_kernel_size
+from ._checks import as_float_array, check_shape, odd_kernel_size
+from ._checks import check_finite as _check_finite
 
 
 def _lead_offsets(ksize: tuple[int, ...]):
@@ -22,7 +23,7 @@ def _lead_offsets(ksize: tuple[int, ...]):
 
 def _windows(yp: np.ndarray, off: tuple[int, ...], spatial: tuple[int, ...], k_last: int) -> np.ndarray:
     """View (B, C, *S, k_last): y_pad[b, c, p + (off, j)] for every output position p and last offset j."""
-    lead = tuple(slice(o, o + n) for o, n in zip(off, spatial[:-1]))
+    lead = tuple(slice(o, o + n) for o, n in zip(off, spatial[:-1], strict=True))
     return sliding_window_view(yp[(slice(None), slice(None)) + lead], k_last, axis=-1)
 
 
@@ -111,10 +112,10 @@ def adaptive_avg_pool(x: np.ndarray, size: tuple[int, ...]) -> np.ndarray:
     x = as_float_array("x", x, ndim=(3, 4))
     if len(size) != x.ndim - 2 or any(int(k) < 1 for k in size):
         raise ValueError(f"size: expected {x.ndim - 2} positive output sizes for input shape {x.shape}, got {size}")
-    return _apply_per_axis(x, [adaptive_pool_matrix(n, k) for n, k in zip(x.shape[2:], size)])
+    return _apply_per_axis(x, [adaptive_pool_matrix(n, k) for n, k in zip(x.shape[2:], size, strict=True)])
 
 
 def adaptive_avg_pool_vjp(x: np.ndarray, size: tuple[int, ...], g: np.ndarray) -> np.ndarray:
     """VJP of :func:`adaptive_avg_pool`: returns ``grad_x`` (only x's shape is used)."""
-    mats = [adaptive_pool_matrix(n, k).T for n, k in zip(x.shape[2:], size)]
+    mats = [adaptive_pool_matrix(n, k).T for n, k in zip(x.shape[2:], size, strict=True)]
     return _apply_per_axis(g, mats)

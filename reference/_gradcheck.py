@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -112,12 +113,12 @@ def compare(analytic: dict[str, np.ndarray], f_of_leaf: Callable[[str, np.ndarra
     roundoff = 0.0
     for key, leaf in leaves.items():
         picks[key] = _sample(np.shape(leaf), max_elements, rng)
-        numeric[key], noise = _central(lambda v, key=key: f_of_leaf(key, v), leaf, picks[key], rel_step, max_step)
+        numeric[key], noise = _central(partial(f_of_leaf, key), leaf, picks[key], rel_step, max_step)
         roundoff = max([roundoff] + list(noise))
     scale = max([float(np.abs(v).max()) for v in numeric.values() if v.size] + [0.0])
     atol_eff = max(rtol * scale, 10.0 * roundoff) if atol is None else atol
     floor = max(atol_eff / rtol if rtol else 0.0, np.finfo(np.float64).tiny)
-    worst = (0.0, "", (), 0.0, 0.0)
+    worst: tuple[float, str, tuple[int, ...], float, float] = (0.0, "", (), 0.0, 0.0)
     passed, checked, per_key = True, 0, {}
     for key in leaves:
         a_all = np.asarray(analytic[key], dtype=np.float64)
@@ -140,7 +141,7 @@ def compare(analytic: dict[str, np.ndarray], f_of_leaf: Callable[[str, np.ndarra
 
 def _inner(out: Any, cot: Any) -> float:
     if isinstance(out, (tuple, list)):
-        return float(sum(_inner(o, c) for o, c in zip(out, cot) if c is not None))
+        return float(sum(_inner(o, c) for o, c in zip(out, cot, strict=True) if c is not None))
     return float(np.sum(np.asarray(out, dtype=np.float64) * cot))
 
 

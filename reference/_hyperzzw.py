@@ -7,7 +7,8 @@ import math
 import numpy as np
 
 from ._activations import gelu, gelu_vjp
-from ._checks import as_float_array, check_finite as _check_finite
+from ._checks import as_float_array
+from ._checks import check_finite as _check_finite
 from ._conv import depthwise_conv, depthwise_conv_vjp
 from ._linear import pointwise_linear, pointwise_linear_vjp
 from ._standardize import batch_standardize, batch_standardize_vjp
@@ -17,7 +18,7 @@ def unbroadcast(g: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     """Sum ``g`` down to ``shape`` (the VJP of NumPy broadcasting)."""
     lead = g.ndim - len(shape)
     g = g.sum(axis=tuple(range(lead))) if lead else g
-    axes = tuple(i for i, (s, n) in enumerate(zip(shape, g.shape)) if s == 1 and n != 1)
+    axes = tuple(i for i, (s, n) in enumerate(zip(shape, g.shape, strict=True)) if s == 1 and n != 1)
     return g.sum(axis=axes, keepdims=True) if axes else g
 
 
@@ -29,6 +30,8 @@ def _as_matrices(x: np.ndarray, grid: tuple[int, int] | None) -> np.ndarray:
     """
     if x.ndim == 4:
         return x
+    if grid is None:
+        raise ValueError(f"grid: a sequence of shape {tuple(x.shape)} needs its (h, w) grid, got None")
     h, w = (int(v) for v in grid)
     pad = h * w - x.shape[-1]
     if pad:

@@ -8,7 +8,8 @@ import numpy as np
 from scipy.special import expit as sigmoid
 
 from ._activations import gelu, gelu_vjp
-from ._checks import as_float_array, check_finite as _check_finite, check_params
+from ._checks import as_float_array, check_params
+from ._checks import check_finite as _check_finite
 from ._hyperzzw import hyperzzw_2e, hyperzzw_2e_vjp
 from ._linear import pointwise_linear, pointwise_linear_vjp
 from ._slow_net import magnet_g, magnet_g_vjp, magnet_gc

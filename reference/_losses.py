@@ -7,7 +7,8 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import special
 
-from ._checks import as_float_array, check_finite as _check_finite
+from ._checks import as_float_array
+from ._checks import check_finite as _check_finite
 
 SLOW_LOSS_KINDS = ("tiled", "channel_sum")
 

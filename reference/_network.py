@@ -8,22 +8,24 @@ omitted (§5 Q6); B = 1 is handled (the author's ``squeeze`` dropped the batch a
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from . import _random
 from ._block import _backward as _block_backward
 from ._block import _forward as _block_forward
-from ._checks import as_float_array, check_finite as _check_finite
+from ._checks import as_float_array
+from ._checks import check_finite as _check_finite
 from ._config import TerminatorConfig, check_seed
-from ._losses import (label_smoothing_cross_entropy, label_smoothing_cross_entropy_vjp, slow_loss,
-                      slow_loss_vjp)
+from ._losses import label_smoothing_cross_entropy, label_smoothing_cross_entropy_vjp, slow_loss, slow_loss_vjp
 from ._slow_net import init_magnet_g, init_magnet_gc, init_magnet_l
 from ._tree import flatten, tree_map
 
 
 def _rgu_init(rng: np.random.Generator, c: int, spatial: tuple[int, ...]) -> dict:
-    p = {n: _random.kaiming_uniform_linear(rng, c, c) for n in ("w_k", "w_v", "w_q", "w_y")}
+    p: dict[str, Any] = {n: _random.kaiming_uniform_linear(rng, c, c) for n in ("w_k", "w_v", "w_q", "w_y")}
     p["bias_p"] = np.zeros(spatial)
     return p
 
@@ -126,10 +128,10 @@ def _validate_input(params: dict, x: object, config: TerminatorConfig, check_fin
 
 
 def dropout_masks_for(config: TerminatorConfig, batch: int, rng: np.random.Generator | None,
-                      dtype: np.dtype) -> list[np.ndarray | None]:
+                      dtype: npt.DTypeLike) -> list[np.ndarray | None]:
     """Dropout2d masks (B, C_out) per block: 0 with probability p, else 1/(1−p); None where p = 0."""
     masks: list[np.ndarray | None] = []
-    for p, c in zip(config.dropout, config.out_channels):
+    for p, c in zip(config.dropout, config.out_channels, strict=True):
         if p == 0.0:
             masks.append(None)
             continue
@@ -141,7 +143,9 @@ def dropout_masks_for(config: TerminatorConfig, batch: int, rng: np.random.Gener
 
 
 def _forward(params, x, config: TerminatorConfig, train: bool, masks, frozen=None):
-    outs, kernels, caches = [], [], []
+    outs: list[Any] = []
+    kernels: list[Any] = []
+    caches: list[Any] = []
     h = x
     for i, bp in enumerate(params["blocks"]):
         n_pre = config.num_concat_pre[i]
@@ -240,6 +244,7 @@ def terminator_loss_and_grad(params: dict, x: np.ndarray, labels: np.ndarray, co
     eps_ls = config.label_smoothing
     loss = label_smoothing_cross_entropy(logits, labels, eps_ls, check_finite=False)
     g_logits = label_smoothing_cross_entropy_vjp(logits, labels, 1.0, eps_ls)
+    g_kernels: list[np.ndarray | None]
     if train and config.slow_loss != "none":
         loss = loss + _slow(config, kernels)
         g_kernels = [config.slow_loss_weight * g for g in

@@ -25,12 +25,14 @@ The Chang et al. scaling √(1/N) of the output weight is applied at initialisat
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 
 from . import _random
 from ._activations import gelu, gelu_vjp
-from ._checks import as_float_array, check_finite as _check_finite, check_params
+from ._checks import as_float_array, check_params
+from ._checks import check_finite as _check_finite
 from ._conv import adaptive_avg_pool, adaptive_avg_pool_vjp
 from ._linear import pointwise_linear, pointwise_linear_vjp
 
@@ -263,9 +265,10 @@ def magnet_gc(params: Params) -> np.ndarray:
 
     Spec §2.1, used by the hyper-channel and hyper interactions (§2.7, §2.8).
     """
-    if np.ndim(params.get("bias_p")) != 1:
+    bias_p: Any = params.get("bias_p")
+    if np.ndim(bias_p) != 1:
         raise ValueError(f"params['bias_p']: MAGNet_GC runs on a 1-D grid, expected shape (C,), "
-                         f"got {np.shape(params.get('bias_p'))}")
+                         f"got {np.shape(bias_p)}")
     return magnet_g(params)
 
 

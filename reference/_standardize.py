@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._checks import as_float_array, check_finite as _check_finite
+from ._checks import as_float_array
+from ._checks import check_finite as _check_finite
 
 
 def _standardize(x: np.ndarray, axes: tuple[int, ...], eps: float) -> np.ndarray:

@@ -6,12 +6,13 @@ keys as a PyTorch ``state_dict`` of the matching module tree.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 
 def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
     """Flatten nested dicts/lists into ``{dotted.key: leaf}`` in a deterministic order."""
+    items: Iterable[tuple[Any, Any]]
     if isinstance(tree, dict):
         items = tree.items()
     elif isinstance(tree, (list, tuple)):

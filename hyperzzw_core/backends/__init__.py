@@ -20,17 +20,43 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._base import (FFT_MIN_KERNEL, FFT_MIN_SPATIAL, FFT_MIN_TAPS, ArrayAPIBackend, as_matrices, from_matrices,
-                    depthwise_conv_direct, depthwise_conv_fft, dtype_name)
+from ._base import (
+    FFT_MIN_KERNEL,
+    FFT_MIN_SPATIAL,
+    FFT_MIN_TAPS,
+    ArrayAPIBackend,
+    as_matrices,
+    depthwise_conv_direct,
+    depthwise_conv_fft,
+    dtype_name,
+    from_matrices,
+)
 from ._cupy import CuPyBackend
 from ._jax import JaxBackend
 from ._numpy import NumPyBackend, sliding_window_correlate
 from ._torch import TorchBackend, torch_depthwise_direct
 
-__all__ = ["FFT_MIN_KERNEL", "FFT_MIN_SPATIAL", "FFT_MIN_TAPS", "ArrayAPIBackend", "BACKENDS", "CuPyBackend",
-           "JaxBackend", "NumPyBackend", "TorchBackend", "as_matrices", "backend_for", "backend_for_module",
-           "cupy_kernels", "from_matrices", "depthwise_conv_direct", "depthwise_conv_fft", "dtype_name",
-           "sliding_window_correlate", "torch_depthwise_direct"]
+__all__ = [
+    "BACKENDS",
+    "FFT_MIN_KERNEL",
+    "FFT_MIN_SPATIAL",
+    "FFT_MIN_TAPS",
+    "ArrayAPIBackend",
+    "CuPyBackend",
+    "JaxBackend",
+    "NumPyBackend",
+    "TorchBackend",
+    "as_matrices",
+    "backend_for",
+    "backend_for_module",
+    "cupy_kernels",
+    "depthwise_conv_direct",
+    "depthwise_conv_fft",
+    "dtype_name",
+    "from_matrices",
+    "sliding_window_correlate",
+    "torch_depthwise_direct",
+]
 
 #: The library backends, tried in order; a namespace none of them serves gets ``ArrayAPIBackend``.
 BACKENDS: tuple[ArrayAPIBackend, ...] = (NumPyBackend(), TorchBackend(), CuPyBackend(), JaxBackend())

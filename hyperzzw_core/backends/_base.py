@@ -61,6 +61,8 @@ def as_matrices(xp: Any, x: Any, grid: tuple[int, int] | None) -> Any:
     (h·w ≥ L; the reference's ``_as_matrices``, spec §5 Q1, docs/spec-1d.md)."""
     if x.ndim == 4:
         return x
+    if grid is None:
+        raise ValueError(f"grid: a sequence of shape {tuple(x.shape)} needs its (h, w) grid, got None")
     h, w = (int(g) for g in grid)
     lead, pad = tuple(x.shape[:-1]), h * w - int(x.shape[-1])
     if pad:
@@ -103,7 +105,7 @@ def depthwise_conv_direct(xp: Any, y: Any, k_l: Any) -> Any:
     out = xp.zeros(tuple(y.shape), dtype=y.dtype, device=array_api_compat.device(y))
     for off in itertools.product(*(range(k) for k in ksize)):
         w = xp.reshape(k_l[(slice(None), 0) + off], wshape)
-        win = (slice(None), slice(None)) + tuple(slice(o, o + n) for o, n in zip(off, spatial))
+        win = (slice(None), slice(None)) + tuple(slice(o, o + n) for o, n in zip(off, spatial, strict=True))
         out = out + w * yp[win]
     return out
 
@@ -118,12 +120,12 @@ def depthwise_conv_fft(xp: Any, y: Any, k_l: Any) -> Any:
     axes = tuple(range(2, 2 + d))
     ksize = tuple(k_l.shape[2:])
     spatial = tuple(y.shape[2:])
-    full = tuple(n + k - 1 for n, k in zip(spatial, ksize))
+    full = tuple(n + k - 1 for n, k in zip(spatial, ksize, strict=True))
     kern = xp.flip(xp.reshape(k_l, (1, k_l.shape[0]) + ksize), axis=axes)
     prod = xp.fft.rfftn(y, s=full, axes=axes) * xp.fft.rfftn(kern, s=full, axes=axes)
     out = xp.fft.irfftn(prod, s=full, axes=axes)
     crop = (slice(None), slice(None)) + tuple(slice((k - 1) // 2, (k - 1) // 2 + n)
-                                              for k, n in zip(ksize, spatial))
+                                              for k, n in zip(ksize, spatial, strict=True))
     return xp.astype(out[crop], y.dtype)
 
 

@@ -18,7 +18,7 @@ This module imports CuPy at import time: import it only after checking that CuPy
 from __future__ import annotations
 
 import math
-from functools import lru_cache
+from functools import cache
 
 import cupy as cp
 
@@ -44,7 +44,8 @@ extern "C" __global__ void hzzw_global_T(const T* __restrict__ z, const T* __res
     for (int t = 0; t < (N + TILE - 1) / TILE; ++t) {
         const int acol = t * TILE + threadIdx.x;
         const int brow = t * TILE + threadIdx.y;
-        As[threadIdx.y][threadIdx.x] = (row < N && acol < N) ? zb[(long long)row * N + acol] * kc[(long long)row * N + acol] : (T)0;
+        As[threadIdx.y][threadIdx.x] = (row < N && acol < N)
+            ? zb[(long long)row * N + acol] * kc[(long long)row * N + acol] : (T)0;
         Bs[threadIdx.y][threadIdx.x] = (brow < N && col < N) ? yb[(long long)brow * N + col] : (T)0;
         __syncthreads();
         #pragma unroll
@@ -186,7 +187,7 @@ def _ctype(dtype) -> str:
     raise TypeError(f"the CuPy kernels take float32 or float64, got {dt}")
 
 
-@lru_cache(maxsize=None)
+@cache
 def _kernel(src: str, name: str, ctype: str) -> cp.RawKernel:
     """Compile ``name`` from ``src`` for one element type (T); kernels are suffixed with it."""
     code = f"typedef {ctype} T;\n#define TILE {TILE}\n#define THREADS {THREADS}\n" + src.replace("_T(", f"_{ctype}(")
@@ -316,7 +317,7 @@ def depthwise_conv(y: cp.ndarray, k_l: cp.ndarray) -> cp.ndarray:
     one_d = y.ndim == 3
     x = cp.ascontiguousarray(_as_2d(y))
     w = cp.ascontiguousarray(k_l[:, 0] if not one_d else k_l[:, 0][:, None, :])
-    b, c, h, wd = x.shape
+    _b, c, h, wd = x.shape
     kh, kw = w.shape[1:]
     out = cp.empty_like(x)
     total = x.size

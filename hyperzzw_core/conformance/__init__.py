@@ -8,4 +8,4 @@ from .goldens import KitError
 from .protocol import DIFFERENTIABLE, Implementation
 from .runner import CaseResult, Coverage, format_table, run
 
-__all__ = ["Implementation", "CaseResult", "Coverage", "KitError", "DIFFERENTIABLE", "run", "format_table"]
+__all__ = ["DIFFERENTIABLE", "CaseResult", "Coverage", "Implementation", "KitError", "format_table", "run"]

@@ -21,8 +21,18 @@ import scipy
 from .. import __version__
 from ..testing.registry import REGISTRY, OpSpec, Sample
 from .families import golden_samples
-from .goldens import (FORMAT_VERSION, GOLDEN_DIR, describe_arg, encode_args, manifest_digest, npz_bytes, pack,
-                      sha256, summarize, to_float32)
+from .goldens import (
+    FORMAT_VERSION,
+    GOLDEN_DIR,
+    describe_arg,
+    encode_args,
+    manifest_digest,
+    npz_bytes,
+    pack,
+    sha256,
+    summarize,
+    to_float32,
+)
 
 SEED = 0
 
@@ -63,7 +73,7 @@ def build_case(spec: OpSpec, sample: Sample) -> tuple[dict[str, np.ndarray], dic
         arrays.update(pack("cot", cot, layouts.get("out"))[0])
         grads = spec.vjp(sample.args, sample.kwargs, cot)
         grads32 = spec.vjp(args32, sample.kwargs, to_float32(cot))
-        for i, g, g32 in zip(spec.differentiable, grads, grads32):
+        for i, g, g32 in zip(spec.differentiable, grads, grads32, strict=True):
             if g is None:  # an absent optional input (e.g. x_pre of a block without one)
                 continue
             layout = layouts.get(f"arg{i}")

@@ -28,7 +28,7 @@ import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -64,7 +64,7 @@ def unpack(vec: np.ndarray, layout: dict | None) -> Any:
     if layout is None:
         return vec
     leaves, offset = {}, 0
-    for key, shape in zip(layout["keys"], layout["shapes"]):
+    for key, shape in zip(layout["keys"], layout["shapes"], strict=True):
         n = int(np.prod(shape))
         leaves[key] = vec[offset:offset + n].reshape(shape)
         offset += n
@@ -113,7 +113,7 @@ def encode_args(args: tuple, prefix: str = "arg") -> tuple[dict[str, np.ndarray]
 def decode_args(arrays: dict[str, np.ndarray], descs: list[dict], layouts: dict[str, dict],
                 prefix: str = "arg") -> tuple:
     """Rebuild the positional arguments from stored arrays, their descriptions and layouts."""
-    args = []
+    args: list[Any] = []
     for i, d in enumerate(descs):
         kind = d["kind"]
         if kind == "none":
@@ -144,7 +144,8 @@ def to_float32(tree: Any) -> Any:
 
 def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
     buf = io.BytesIO()
-    np.savez_compressed(buf, **arrays)
+    # (the cast: numpy's stubs match **kwds against allow_pickle: bool)
+    np.savez_compressed(buf, **cast(dict[str, Any], arrays))
     return buf.getvalue()
 
 

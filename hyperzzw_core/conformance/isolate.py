@@ -48,7 +48,7 @@ def _worker(conn, target: str, device: str | None, directory: str, ops: list[str
         impl = Implementation(target, device=device)
         cases = planned_cases(impl, ops, Path(directory))
         conn.send(("ready", impl.public_callables(), [c.entry["file"] for c in cases]))
-    except BaseException as exc:  # noqa: BLE001 - SystemExit at import too: reported, not obeyed
+    except BaseException as exc:  # broad on purpose: SystemExit at import too: reported, not obeyed
         conn.send(("load_error", f"{type(exc).__name__}: {exc}"))
         return
     by_file = {c.entry["file"]: c for c in cases}

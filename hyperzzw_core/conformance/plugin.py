@@ -84,7 +84,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         cases = planned_cases(impl, ops.split(",") if ops else None)
     except (KitError, ValueError) as exc:  # one clear line, not a collection traceback
         raise pytest.UsageError(f"hyperzzw conformance: {exc}") from None
-    params = [ConformanceCase(impl, c, d, not opt("--hyperzzw-no-grad")) for c in cases for d in dtypes]
+    params: list[Any] = [ConformanceCase(impl, c, d, not opt("--hyperzzw-no-grad")) for c in cases for d in dtypes]
     if not params:
         params = [pytest.param(None, marks=pytest.mark.skip(reason=f"{target} exposes no operator of the kit"))]
         metafunc.parametrize("hyperzzw_case", params)

@@ -164,10 +164,12 @@ class Implementation:
             g = hook(name, args, kwargs, cot, tuple(differentiable)) if _takes_wrt(hook) \
                 else hook(name, args, kwargs, cot)
             return g if isinstance(g, tuple) else (g,)
-        if self.autograd == "torch":
-            return _torch_vjp(self.op(name), args, kwargs, cot, differentiable)
-        if self.autograd == "jax":
-            return _jax_vjp(self.op(name), args, kwargs, cot, differentiable)
+        if self.autograd in ("torch", "jax"):
+            op = self.op(name)
+            if op is None:
+                raise NotImplementedError(f"{self.name} does not define {name}")
+            autodiff = _torch_vjp if self.autograd == "torch" else _jax_vjp
+            return autodiff(op, args, kwargs, cot, differentiable)
         raise NotImplementedError(f"{self.name} exposes no gradients for {name}")
 
 
@@ -191,12 +193,12 @@ def _jax_vjp(fn: Callable[..., Any], args: tuple, kwargs: dict, cot: Any,
 
     def f(*primals: Any) -> Any:
         full = list(args)
-        for i, p in zip(wrt, primals):
+        for i, p in zip(wrt, primals, strict=True):
             full[i] = p
         return fn(*full, **kwargs)
 
     _, pullback = jax.vjp(f, *(args[i] for i in wrt))
-    grads = dict(zip(wrt, pullback(cot)))
+    grads = dict(zip(wrt, pullback(cot), strict=True))
     return tuple(grads.get(i) for i in differentiable)
 
 
@@ -209,32 +211,32 @@ def _torch_vjp(fn: Callable[..., Any], args: tuple, kwargs: dict, cot: Any,
             return x.detach().clone().requires_grad_(True)
         return x
 
-    args = list(args)
+    full = list(args)
     for i in differentiable:
-        if args[i] is not None:
-            args[i] = tree_map(leaf, args[i]) if isinstance(args[i], (dict, list)) else leaf(args[i])
-    out = fn(*args, **kwargs)
+        if full[i] is not None:
+            full[i] = tree_map(leaf, full[i]) if isinstance(full[i], (dict, list)) else leaf(full[i])
+    out = fn(*full, **kwargs)
     outs = list(flatten(list(out) if isinstance(out, tuple) else out).values()) \
         if isinstance(out, (tuple, list, dict)) else [out]
     cots = list(flatten(list(cot) if isinstance(cot, tuple) else cot).values()) \
         if isinstance(cot, (tuple, list, dict)) else [cot]
     inputs, where = [], []
     for i in differentiable:
-        if args[i] is None:
+        if full[i] is None:
             continue
-        leaves = flatten(args[i]) if isinstance(args[i], (dict, list)) else {"": args[i]}
+        leaves = flatten(full[i]) if isinstance(full[i], (dict, list)) else {"": full[i]}
         for k, v in leaves.items():
             inputs.append(v)
             where.append((i, k))
     grads = torch.autograd.grad(outs, inputs, grad_outputs=cots, allow_unused=True)
     result: dict[int, dict] = {i: {} for i in differentiable}
-    for (i, k), g, v in zip(where, grads, inputs):
+    for (i, k), g, v in zip(where, grads, inputs, strict=True):
         result[i][k] = torch.zeros_like(v) if g is None else g
-    out_t = []
+    out_t: list[Any] = []
     for i in differentiable:
-        if args[i] is None:
+        if full[i] is None:
             out_t.append(None)
-        elif isinstance(args[i], (dict, list)):
+        elif isinstance(full[i], (dict, list)):
             from ..reference import unflatten
             out_t.append(unflatten(result[i]))
         else:

@@ -3,5 +3,13 @@
 from .registry import REGISTRY, ErrorSample, OpSpec, Sample
 from .tolerance import CloseResult, assert_close, check_close, to_numpy
 
-__all__ = ["REGISTRY", "OpSpec", "Sample", "ErrorSample", "CloseResult", "assert_close", "check_close",
-           "to_numpy"]
+__all__ = [
+           "REGISTRY",
+           "CloseResult",
+           "ErrorSample",
+           "OpSpec",
+           "Sample",
+           "assert_close",
+           "check_close",
+           "to_numpy",
+]

@@ -192,7 +192,8 @@ def _s_pool(rng, dt):
 
 
 def _s_tile(rng, dt):
-    return [Sample((_normal(rng, (2, 3, 4, 4), dt), 4), {}, "2d-x4"), Sample((_normal(rng, (2, 2, 6), dt), 3), {}, "1d-x3")]
+    return [Sample((_normal(rng, (2, 3, 4, 4), dt), 4), {}, "2d-x4"),
+            Sample((_normal(rng, (2, 2, 6), dt), 3), {}, "1d-x3")]
 
 
 def _block_sample(rng, dt, config, i, label):

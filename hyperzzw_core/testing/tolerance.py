@@ -20,6 +20,7 @@ round-off.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -49,7 +50,7 @@ class CloseResult:
                 f"expected {self.expected:.10g}")
 
 
-def _host(x: object) -> np.ndarray:
+def _host(x: Any) -> np.ndarray:
     """Explicit conversion to a float64 NumPy array (never an implicit device→host copy)."""
     if isinstance(x, np.ndarray):
         return x.astype(np.float64, copy=False)

@@ -85,7 +85,7 @@ def load(path: str | Path) -> dict[str, Any]:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"checkpoint {path}: refused; it is corrupted or holds objects other than tensors, "
                               f"numbers, strings, lists and dicts ({first[:160]})") from None
-    except Exception as exc:  # noqa: BLE001 - torch raises RuntimeError, EOFError, zip errors … for torn files
+    except Exception as exc:  # broad on purpose: torch raises RuntimeError, EOFError, zip errors … for torn files
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"checkpoint {path}: unreadable, truncated or corrupted "
                               f"({type(exc).__name__}: {first[:160]})") from None
@@ -100,7 +100,7 @@ def load(path: str | Path) -> dict[str, Any]:
                               f"computed {actual[:16]}…); the file is corrupted, refusing to use it")
     try:
         return torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - digest matched, so the payload was written this way
+    except Exception as exc:  # broad on purpose: digest matched, so the payload was written this way
         raise CheckpointError(f"checkpoint {path}: payload unreadable ({type(exc).__name__})") from None
 
 
@@ -138,7 +138,8 @@ def run_lock(folder: str | Path, argument: str = "--out") -> Iterator[list[str]]
         with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as exc:
-        raise RunFolderError(f"{argument} {folder}: not writable ({type(exc).__name__}: {exc.strerror or exc})") from None
+        raise RunFolderError(f"{argument} {folder}: not writable "
+                             f"({type(exc).__name__}: {exc.strerror or exc})") from None
     lock = FileLock(str(folder / LOCK_NAME), timeout=0)
     try:
         lock.acquire()

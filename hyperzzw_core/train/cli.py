@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
-
 
 # The defaults live in TrainSettings alone: every option below defaults to None ("not given"), so
 # that --resume can tell the settings named on the command line from those to take from the checkpoint.

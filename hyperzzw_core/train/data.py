@@ -99,12 +99,13 @@ def mnist1d_arrays() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     except ImportError:
         raise ValueError("--dataset mnist1d: needs the mnist1d package (pip install -e '.[train]')") from None
     # make_dataset seeds the global `random` and `np.random` generators: leave the caller's as they were
-    py_state, np_state = random.getstate(), np.random.get_state()
+    # (NPY002 asks for a Generator; the legacy global state is exactly what must be saved here)
+    py_state, np_state = random.getstate(), np.random.get_state()  # noqa: NPY002
     try:
         d = make_dataset(get_dataset_args())
     finally:
         random.setstate(py_state)
-        np.random.set_state(np_state)
+        np.random.set_state(np_state)  # noqa: NPY002 - restores the legacy global state, see above
     return (np.asarray(d["x"], np.float32)[:, None], np.asarray(d["y"], np.int64),
             np.asarray(d["x_test"], np.float32)[:, None], np.asarray(d["y_test"], np.int64))
 
@@ -127,7 +128,7 @@ def as_channels_first(x: np.ndarray, layout: str = "auto", name: str = "x_train"
             raise ValueError(f"--layout sequences: {name} of shape {x.shape} is (N, C, H, W), not (N, [C,] L)")
         return x, "images"
     if x.ndim == 3:
-        if layout == "images" or layout == "auto" and x.shape[1] == x.shape[2]:
+        if layout == "images" or (layout == "auto" and x.shape[1] == x.shape[2]):
             return x[:, None], "images"
         return x, "sequences"
     raise ValueError(f"{name}: expected sequences (N, L) or (N, C, L), or images (N, H, W) or (N, C, H, W), "
@@ -250,7 +251,7 @@ def split_validation(x: np.ndarray, y: np.ndarray, val_fraction: float, seed: in
     if not 0.0 < val_fraction < 1.0:
         raise DataError(f"--val-fraction: expected a number in (0, 1), got {val_fraction}")
     order = np.random.default_rng(seed).permutation(len(x))
-    n_val = int(round(val_fraction * len(x)))
+    n_val = round(val_fraction * len(x))
     if n_val == 0 or n_val == len(x):
         raise DataError(f"--val-fraction {val_fraction}: of {len(x)} training samples it leaves "
                         f"{n_val} for validation and {len(x) - n_val} for training; both must be non-empty")
@@ -271,7 +272,8 @@ def standardise(x_train: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
     if not (np.isfinite(mean).all() and np.isfinite(std).all()):
         raise DataError("data: the per-channel mean or standard deviation of x_train overflows float64")
     out = [((x.astype(np.float64) - mean) / std).astype(np.float32) for x in (x_train, *others)]
-    for name, x in zip(("x_train", "x_val", "x_test"), out):
+    # strict=False: the callers pass one to two `others`, named in this order
+    for name, x in zip(("x_train", "x_val", "x_test"), out, strict=False):
         check_finite_array(f"standardised {name}", x)
     return out
 

@@ -106,7 +106,8 @@ class TrainingDiverged(RuntimeError):
 
 
 RESUME_MUST_MATCH = ("dataset", "mode", "layout", "permute", "config", "optimizer", "lr", "betas", "weight_decay",
-                     "l2_reg", "batch_size", "warmup_epochs", "val_fraction", "seed", "dtype", "train_limit", "num_classes")
+                     "l2_reg", "batch_size", "warmup_epochs", "val_fraction", "seed", "dtype", "train_limit",
+                     "num_classes")
 """Settings that define the model, the data or the optimiser: ``--resume`` refuses to change them."""
 RESUME_MAY_CHANGE = ("data", "epochs", "eval_batch_size", "device")
 """Settings ``--resume`` applies and records (``data`` only as another path to identical arrays;
@@ -165,7 +166,8 @@ def validate_settings(s: TrainSettings) -> None:
     except (RuntimeError, TypeError) as exc:
         raise ValueError(f"--device: not a device, got {s.device!r} ({exc})") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {s.device}: CUDA is not available here (torch {torch.__version__}); use --device cpu")
+        raise ValueError(f"--device {s.device}: CUDA is not available here (torch {torch.__version__}); "
+                         "use --device cpu")
     if device.type not in ("cpu", "cuda"):
         raise ValueError(f"--device: expected cpu or cuda, got {s.device!r}")
 
@@ -207,7 +209,7 @@ def resume_settings(s: TrainSettings, stored: dict, given: set[str] | None) -> t
 
 def _same(a: Any, b: Any) -> bool:
     if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
     return a == b
 
 
@@ -325,7 +327,7 @@ def train(settings: TrainSettings, given: set[str] | None = None) -> dict:
     validate_settings(settings)
     dist = init_distributed(settings.device)
     out = Path(settings.out)
-    lock = ckpt.run_lock(out) if dist.main else contextlib.nullcontext([])
+    lock: contextlib.AbstractContextManager[list[str]] = ckpt.run_lock(out) if dist.main else contextlib.nullcontext([])
     with lock as notes:
         for note in notes:
             print(f"note: {note}", file=sys.stderr)
@@ -334,19 +336,22 @@ def train(settings: TrainSettings, given: set[str] | None = None) -> dict:
 
 def _train_locked(s: TrainSettings, given: set[str] | None, dist: Dist, out: Path) -> dict:
     path = out / "checkpoint.pt"
-    state, changed = None, {}
+    state: dict[str, Any] | None = None
+    changed: dict[str, Any] = {}
     if s.resume:
         state = ckpt.load(path)
         if not isinstance(state.get("settings"), dict):
             raise ckpt.CheckpointError(f"checkpoint {path}: records no run settings; cannot resume it")
         s, changed = resume_settings(s, state["settings"], given)
         validate_settings(s)
+        assert s.epochs is not None  # recorded resolved in the checkpoint, or given
         if int(state["epoch"]) + 1 > s.epochs:
             raise ValueError(f"--epochs {s.epochs}: the checkpoint has already completed {int(state['epoch']) + 1} "
                              f"epochs; pass --epochs >= {int(state['epoch']) + 1}")
     elif path.exists() and not s.overwrite:
         raise ValueError(f"--out {out}: already holds a run (checkpoint.pt); pass --resume to continue it, "
                          f"--overwrite to start over, or choose another --out")
+    assert s.epochs is not None  # train() resolves it (and the checkpoint records it resolved)
     if s.batch_size % dist.world:
         raise ValueError(f"--batch-size {s.batch_size} must be divisible by the {dist.world} processes")
     dtype = {"float32": torch.float32, "float64": torch.float64}[s.dtype]
@@ -367,8 +372,10 @@ def _train_locked(s: TrainSettings, given: set[str] | None, dist: Dist, out: Pat
         model.batch_namespace = global_batch_namespace(dist.group)
     n_params = sum(p.numel() for p in model.parameters())
     lr = s.resolved_lr()
+    opt: torch.optim.Optimizer
     if s.optimizer == "kar3":
-        opt = Kar3(model.parameters(), lr=lr, betas=tuple(s.betas))
+        beta1, beta2 = s.betas
+        opt = Kar3(model.parameters(), lr=lr, betas=(beta1, beta2))
     elif s.optimizer == "adamw":
         opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=s.weight_decay)
     else:
@@ -401,7 +408,7 @@ def _train_locked(s: TrainSettings, given: set[str] | None, dist: Dist, out: Pat
                   file=sys.stderr)
     record = {**_settings_dict(s), "data_sha256": dataset.fingerprint}
 
-    step = TrainStep(model)
+    step: torch.nn.Module = TrainStep(model)
     if dist.world > 1:
         from torch.nn.parallel import DistributedDataParallel
 

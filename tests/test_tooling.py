@@ -1,0 +1,89 @@
+"""Lint and types stay clean: ruff and the type check (tools/typecheck.py) over the clean folders.
+
+Each gate is also shown to fail: the same command over a temporary copy of the checkout with one
+planted finding must report it, at its checkout path (so a gate that checks nothing, or maps the
+paths wrongly, cannot pass). The folders grow as the rest of the tree is cleaned (adapters/,
+tests/).
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+#: the folders (and files) that are clean of ruff findings and of type errors
+LINT_CLEAN = ["reference", "hyperzzw_core", "benchmarks", "tools", "docs/_layout_hook.py"]
+TYPE_CLEAN = ["reference", "hyperzzw_core", "benchmarks"]
+
+
+def _run(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=600, check=False)
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the checkout's sources and configuration with one ruff finding and one type error planted."""
+    root = tmp_path_factory.mktemp("planted")
+    for name in ("reference", "hyperzzw_core", "adapters", "benchmarks", "tools"):
+        shutil.copytree(ROOT / name, root / name, ignore=shutil.ignore_patterns("__pycache__", "*.npz", "*.png"))
+    (root / "docs").mkdir()
+    shutil.copy2(ROOT / "docs" / "_layout_hook.py", root / "docs")
+    shutil.copy2(ROOT / "pyproject.toml", root)
+    tree = root / "reference" / "_tree.py"
+    tree.write_text(tree.read_text(encoding="utf-8")
+                    + "\n\ndef _planted() -> int:\n    import os\n    return 'not an int'\n", encoding="utf-8")
+    return root
+
+
+def _ruff(root: Path) -> subprocess.CompletedProcess:
+    return _run("-m", "ruff", "check", "--no-cache", "--output-format", "concise", *LINT_CLEAN, cwd=root)
+
+
+def _typecheck(root: Path) -> subprocess.CompletedProcess:
+    # the checkout's mypy cache: the libraries' analysis (torch, NumPy) is shared, our modules are rechecked
+    return _run(str(ROOT / "tools" / "typecheck.py"), "--root", str(root), "--cache-dir", str(ROOT / ".mypy_cache"),
+                *TYPE_CLEAN)
+
+
+def test_ruff_finds_nothing_in_the_clean_folders() -> None:
+    res = _ruff(ROOT)
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_ruff_reports_a_planted_unused_import(planted: Path) -> None:
+    res = _ruff(planted)
+    assert res.returncode == 1, res.stdout + res.stderr
+    findings = [line for line in res.stdout.splitlines() if line.startswith("reference/")]
+    assert len(findings) == 1 and "reference/_tree.py" in findings[0] and "F401" in findings[0], res.stdout
+
+
+def test_the_type_check_finds_nothing_in_the_clean_folders() -> None:
+    res = _typecheck(ROOT)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert f"0 error(s) in {', '.join(TYPE_CLEAN)}" in res.stderr
+
+
+def test_the_type_check_reports_a_planted_error_at_its_checkout_path(planted: Path) -> None:
+    res = _typecheck(planted)
+    assert res.returncode == 1, res.stdout + res.stderr
+    errors = [line for line in res.stdout.splitlines() if ": error: " in line]
+    # reported at reference/_tree.py (the checkout's path), not hyperzzw_core/reference/_tree.py
+    assert len(errors) == 1 and errors[0].startswith("reference/_tree.py:") and "[return-value]" in errors[0], \
+        res.stdout
+    assert "1 error(s) in reference, hyperzzw_core, benchmarks" in res.stderr
+
+
+def test_the_type_check_fails_loudly_when_mypy_cannot_run(planted: Path, tmp_path: Path) -> None:
+    """A blocking error (here: a module that does not parse) is exit status 2 with mypy's message,
+    never a pass with zero errors."""
+    broken = tmp_path / "broken"
+    shutil.copytree(planted, broken)
+    (broken / "reference" / "_tree.py").write_text("def broken(:\n", encoding="utf-8")
+    res = _typecheck(broken)
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert "mypy failed" in res.stderr and "_tree.py" in res.stdout + res.stderr
