@@ -2,23 +2,25 @@
 
 Each gate is also shown to fail: the same command over a temporary copy of the checkout with one
 planted finding must report it, at its checkout path (so a gate that checks nothing, or maps the
-paths wrongly, cannot pass). The folders grow as the rest of the tree is cleaned (adapters/,
-tests/).
+paths wrongly, cannot pass). Every floor is clean now; CI (.ci/run) and the pre-commit hooks run
+both gates over the whole tree (``ruff check .``, ``tools/typecheck.py`` without folders).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 #: the folders (and files) that are clean of ruff findings and of type errors
-LINT_CLEAN = ["reference", "hyperzzw_core", "benchmarks", "tools", "docs/_layout_hook.py"]
-TYPE_CLEAN = ["reference", "hyperzzw_core", "benchmarks"]
+LINT_CLEAN = ["reference", "hyperzzw_core", "adapters", "benchmarks", "tools", "tests", "docs/_layout_hook.py"]
+TYPE_CLEAN = ["reference", "hyperzzw_core", "adapters", "benchmarks"]
 
 
 def _run(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
@@ -29,7 +31,7 @@ def _run(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
 def planted(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A copy of the checkout's sources and configuration with one ruff finding and one type error planted."""
     root = tmp_path_factory.mktemp("planted")
-    for name in ("reference", "hyperzzw_core", "adapters", "benchmarks", "tools"):
+    for name in ("reference", "hyperzzw_core", "adapters", "benchmarks", "tools", "tests"):
         shutil.copytree(ROOT / name, root / name, ignore=shutil.ignore_patterns("__pycache__", "*.npz", "*.png"))
     (root / "docs").mkdir()
     shutil.copy2(ROOT / "docs" / "_layout_hook.py", root / "docs")
@@ -40,6 +42,15 @@ def planted(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+def _typecheck_module() -> types.ModuleType:
+    """tools/typecheck.py as a module (tools/ is not a package)."""
+    spec = importlib.util.spec_from_file_location("_typecheck", ROOT / "tools" / "typecheck.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def _ruff(root: Path) -> subprocess.CompletedProcess:
     return _run("-m", "ruff", "check", "--no-cache", "--output-format", "concise", *LINT_CLEAN, cwd=root)
 
@@ -48,6 +59,13 @@ def _typecheck(root: Path) -> subprocess.CompletedProcess:
     # the checkout's mypy cache: the libraries' analysis (torch, NumPy) is shared, our modules are rechecked
     return _run(str(ROOT / "tools" / "typecheck.py"), "--root", str(root), "--cache-dir", str(ROOT / ".mypy_cache"),
                 *TYPE_CLEAN)
+
+
+def test_every_installed_floor_is_type_clean() -> None:
+    """Each folder that pyproject.toml installs (``[tool.setuptools.package-dir]``) is in TYPE_CLEAN,
+    so a new floor cannot slip past the type-check test."""
+    installed = {folder for _, folder in _typecheck_module().source_map(ROOT)}
+    assert installed == {f + "/" for f in TYPE_CLEAN}, sorted(installed)
 
 
 def test_ruff_finds_nothing_in_the_clean_folders() -> None:
@@ -75,7 +93,7 @@ def test_the_type_check_reports_a_planted_error_at_its_checkout_path(planted: Pa
     # reported at reference/_tree.py (the checkout's path), not hyperzzw_core/reference/_tree.py
     assert len(errors) == 1 and errors[0].startswith("reference/_tree.py:") and "[return-value]" in errors[0], \
         res.stdout
-    assert "1 error(s) in reference, hyperzzw_core, benchmarks" in res.stderr
+    assert f"1 error(s) in {', '.join(TYPE_CLEAN)}" in res.stderr
 
 
 def test_the_type_check_fails_loudly_when_mypy_cannot_run(planted: Path, tmp_path: Path) -> None:

@@ -220,6 +220,20 @@ def test_from_params_validates_and_copies() -> None:
         T.Terminator.from_params(bad, cfg)
 
 
+def test_from_params_refuses_options_the_module_does_not_take() -> None:
+    """Options reach the module's own ``_set_options`` (ChannelMixer keeps eps); a module without
+    options (PointwiseLinear) and the Terminator (config only) refuse any other, naming it."""
+    cfg = R.tiny()
+    linear = {"weight": np.eye(3), "bias": np.zeros(3)}
+    assert T.ChannelMixer.from_params(linear, eps=1e-3).eps == 1e-3
+    with pytest.raises(TypeError, match=r"PointwiseLinear: unexpected options \['eps'\]"):
+        T.PointwiseLinear.from_params(linear, eps=1e-3)
+    with pytest.raises(TypeError, match=r"Terminator.from_params: unexpected options \['eps'\]"):
+        T.Terminator.from_params(P.init_params(cfg, 0), cfg, eps=1e-3)
+    with pytest.raises(TypeError, match="TerminatorConfig"):
+        T.Terminator.from_params(P.init_params(cfg, 0))
+
+
 # ------------------------------------------------------------------------ operator modules
 
 
@@ -339,6 +353,9 @@ def test_optimizer_arguments() -> None:
     p = [torch.nn.Parameter(torch.zeros(2))]
     assert T.Kar3(p).defaults == {"lr": 1e-4, "betas": (0.5, 0.95)}
     assert T.Kar2(p).defaults["betas"] == 0.95 and T.Kar2(p, betas=(0.9,)).defaults["betas"] == 0.9
+    assert T.Kar2(p, betas=[0.9]).defaults["betas"] == 0.9
+    with pytest.raises(ValueError, match="one β"):
+        T.Kar2(p, betas=(0.9, 0.99))
     with pytest.raises(ValueError, match="betas"):
         T.Kar3(p, betas=(0.5, 1.0))
     with pytest.raises(ValueError, match="lr"):

@@ -9,7 +9,7 @@ ways. The subclasses (layers, slow nets, blocks, the network) live in the siblin
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self, cast
 
 import numpy as np
 import torch
@@ -27,10 +27,10 @@ def _dtype(dtype: Any) -> torch.dtype:
     if dtype is None:
         return torch.get_default_dtype()
     if isinstance(dtype, torch.dtype):
-        out = dtype
+        out: object = dtype
     else:
         out = getattr(torch, np.dtype(dtype).name if not isinstance(dtype, str) else dtype, None)
-    if out not in (torch.float32, torch.float64):
+    if not isinstance(out, torch.dtype) or out not in (torch.float32, torch.float64):
         raise TypeError(f"dtype: expected torch.float32 or torch.float64, got {dtype!r}")
     return out
 
@@ -43,7 +43,7 @@ class ParamModule(nn.Module):
     key → class of the list items) and pass options to them with ``_child_options``.
     """
 
-    _child_types: ClassVar[dict[str, type]] = {}
+    _child_types: ClassVar[dict[str, type[ParamModule]]] = {}
 
     def _child_options(self, key: str) -> dict[str, Any]:
         return {}
@@ -67,19 +67,29 @@ class ParamModule(nn.Module):
         self._keys = tuple(keys)
 
     @classmethod
-    def _from_tree(cls, tree: Mapping[str, Any], device: Any, dtype: Any, **options: Any) -> ParamModule:
+    def _from_tree(cls, tree: Mapping[str, Any], device: Any, dtype: Any, **options: Any) -> Self:
         self = cls.__new__(cls)
         nn.Module.__init__(self)
         self._set_options(**options)
         self._build(tree, device, dtype)
         return self
 
-    def _set_options(self, **options: Any) -> None:
+    def _set_options(self, *args: Any, **options: Any) -> None:
+        """Store the module's non-shape options (eps, config, …); this base class takes none.
+
+        Subclasses override it with their own keywords (``_set_options(self, eps: float = 1e-5)``).
+        The ``(*args: Any, **options: Any)`` signature is what lets mypy accept those overrides
+        (it reads it as "any arguments", like ``Callable[..., None]``); it is only ever called
+        with keywords (from :meth:`_from_tree`).
+        """
+        if args:
+            raise TypeError(f"{type(self).__name__}._set_options: expected keyword options only, got {len(args)} "
+                            "positional argument(s)")
         if options:
             raise TypeError(f"{type(self).__name__}: unexpected options {sorted(options)}")
 
     @classmethod
-    def from_params(cls, params: Tree, *, device: Any = None, dtype: Any = None, **options: Any) -> ParamModule:
+    def from_params(cls, params: Tree, *, device: Any = None, dtype: Any = None, **options: Any) -> Self:
         """Build the module from a parameter tree of any library (copied; ``dtype``/``device``
         default to the source's). ``options`` are the constructor's non-shape keywords (eps, …)."""
         return cls._from_tree(params, device, None if dtype is None else _dtype(dtype), **options)
@@ -92,7 +102,8 @@ class ParamModule(nn.Module):
             # the registries first (nn.Module.__getattr__ is slow: this runs on every forward)
             v = params[key] if key in params else modules[key] if key in modules else getattr(self, key)
             if isinstance(v, nn.ModuleList):
-                out[key] = [m.param_tree() for m in v]
+                # _build fills every ModuleList with ParamModules (``_child_types``)
+                out[key] = [cast(ParamModule, m).param_tree() for m in v]
             elif isinstance(v, ParamModule):
                 out[key] = v.param_tree()
             else:

@@ -159,7 +159,7 @@ class SFNEBlock(_CachesSlowKernels):
     (:meth:`slow_kernels`, :class:`SlowKernelCache`).
     """
 
-    _child_types: ClassVar[dict[str, type]] = {
+    _child_types: ClassVar[dict[str, type[ParamModule]]] = {
         "slow_g": MAGNetG, "rgu_fast": RGU, "rgu_slow": RGU, "mixer": ChannelMixer, "hci": HyperChannelInteraction,
         "hi": HyperInteraction, "local": LocalBranch, "bottleneck": Bottleneck}
 

@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
+from torch import nn
 
 import hyperzzw_core as _core
 
@@ -22,7 +23,7 @@ from .slow_nets import MAGNetG, MAGNetGC, MAGNetL
 class RGU(ParamModule):
     """Recursive gated unit Y = W_Y(GELU(IS(W_K Z ⊙ W_Q(W_V Z))) + B) (spec §2.5)."""
 
-    _child_types: ClassVar[dict[str, type]] = {
+    _child_types: ClassVar[dict[str, type[ParamModule]]] = {
         "w_k": PointwiseLinear, "w_v": PointwiseLinear, "w_q": PointwiseLinear, "w_y": PointwiseLinear}
 
     def __init__(self, channels: int, spatial: Sequence[int], *, eps: float = 1e-5, seed: int = 0,
@@ -41,7 +42,7 @@ class RGU(ParamModule):
 class HyperChannelInteraction(ParamModule):
     """Z ⊙ σ(K_c ⊙ GAP(Z)²) with K_c = MAGNet_GC (spec §2.7)."""
 
-    _child_types: ClassVar[dict[str, type]] = {"channel": MAGNetGC}
+    _child_types: ClassVar[dict[str, type[ParamModule]]] = {"channel": MAGNetGC}
 
     def __init__(self, channels: int, hidden: int = 32, num_layers: int = 2, *, omega_0: float = 2000.0,
                  alpha: float = 6.0, beta: float = 1.0, seed: int = 0, device: Any = None,
@@ -59,7 +60,7 @@ class HyperChannelInteraction(ParamModule):
 class HyperInteraction(ParamModule):
     """X ⊙ σ((K_ss ⊙ mean_c(Y)²) ⊙ (K_cc ⊙ GAP(Y)²)) (spec §2.8). forward(y, x)."""
 
-    _child_types: ClassVar[dict[str, type]] = {"channel": MAGNetGC, "spatial": MAGNetG}
+    _child_types: ClassVar[dict[str, type[ParamModule]]] = {"channel": MAGNetGC, "spatial": MAGNetG}
 
     def __init__(self, channels: int, spatial: Sequence[int], channel_hidden: int = 16,
                  spatial_hidden: int = 64, num_layers: int = 2, *, omega_0: float = 2000.0,
@@ -82,7 +83,11 @@ class LocalBranch(ParamModule):
     forward(ctx, y) = LocalConv(MAGNet_L(ctx), y) + bias (spec §2.3, §1.3 step 12).
     """
 
-    _child_types: ClassVar[dict[str, type]] = {"slow_l": MAGNetL, "mixer": LocalConv}
+    _child_types: ClassVar[dict[str, type[ParamModule]]] = {"slow_l": MAGNetL, "mixer": LocalConv}
+    # registered by _build from the parameter tree
+    slow_l: MAGNetL
+    mixer: LocalConv
+    bias: nn.Parameter  # ()
 
     def __init__(self, kernel_size: int, data_dim: int, channels: int, hidden: int = 32, num_layers: int = 2,
                  *, eps: float = 1e-5, omega_0: float = 2000.0, alpha: float = 6.0, beta: float = 1.0,

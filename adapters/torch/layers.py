@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 import hyperzzw_core as _core
 
@@ -19,6 +20,9 @@ class PointwiseLinear(ParamModule):
     ``init``: "kaiming_normal" (mixers, bottleneck, head), "kaiming_uniform" (slow nets, RGU; bias
     ``bias``) or "default" (PyTorch's conv default: U(±1/√I) for both). Spec §2.
     """
+
+    weight: nn.Parameter  # (O, I), registered by _build
+    bias: nn.Parameter  # (O,)
 
     def __init__(self, in_channels: int, out_channels: int, *, init: str = "kaiming_normal",
                  bias: float = 0.0, seed: int = 0, device: Any = None, dtype: Any = None) -> None:

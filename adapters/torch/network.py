@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import warnings
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 import array_api_compat.torch as _xp
 import torch
+from torch import nn
 
 import hyperzzw_core as _core
 
 from ... import internals as _internals
 from ... import params as _params
 from ...reference import TerminatorConfig
-from ._base import Tree, _dtype, _init
+from ._base import ParamModule, Tree, _dtype, _init
 from .block import SFNEBlock, _block_slow_parameters, _CachesSlowKernels
 from .layers import PointwiseLinear
 
@@ -33,7 +34,10 @@ class Terminator(_CachesSlowKernels):
     :meth:`compile` runs the tensor program under ``torch.compile``.
     """
 
-    _child_types: ClassVar[dict[str, type]] = {"blocks": SFNEBlock, "head": PointwiseLinear}
+    _child_types: ClassVar[dict[str, type[ParamModule]]] = {"blocks": SFNEBlock, "head": PointwiseLinear}
+
+    head: PointwiseLinear  # registered by _build from the "head" sub-tree (_child_types)
+    blocks: nn.ModuleList  # of SFNEBlock
 
     batch_namespace: Any = None
     """The array namespace the forward runs on (None: ``array_api_compat.torch``). Set it to
@@ -55,12 +59,16 @@ class Terminator(_CachesSlowKernels):
 
     @classmethod
     def from_params(cls, params: Tree, config: TerminatorConfig | None = None, *, device: Any = None,
-                    dtype: Any = None) -> Terminator:
-        """Build from a parameter tree of any library (copied), checked against ``config``."""
+                    dtype: Any = None, **options: Any) -> Self:
+        """Build from a parameter tree of any library (copied), checked against ``config``.
+
+        ``config`` is the only option (``**options`` is there for the base signature and refused)."""
+        if options:
+            raise TypeError(f"Terminator.from_params: unexpected options {sorted(options)}")
         if config is None:
             raise TypeError("Terminator.from_params: pass the TerminatorConfig the parameters belong to")
         _core.check_params_match(params, config)
-        return super().from_params(params, device=device, dtype=dtype, config=config)  # type: ignore[return-value]
+        return super().from_params(params, device=device, dtype=dtype, config=config)
 
     # ----------------------------------------------------------------------------- running
     def _check_input(self, x: torch.Tensor) -> None:

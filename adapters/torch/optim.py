@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import Any
 
 import torch
@@ -63,7 +63,8 @@ class Kar2(torch.optim.Optimizer):
     sign(0) = 0, no bias correction, no weight decay. State key: ``m``.
     """
 
-    def __init__(self, params: Iterable[Any], lr: float = 1e-4, betas: float | Sequence[float] = 0.95) -> None:
+    def __init__(self, params: Iterable[Any], lr: float = 1e-4,
+                 betas: float | tuple[float] | list[float] = 0.95) -> None:
         if not lr >= 0.0:
             raise ValueError(f"lr: expected a non-negative learning rate, got {lr}")
         if isinstance(betas, (tuple, list)):

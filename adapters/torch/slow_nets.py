@@ -16,7 +16,7 @@ from .layers import PointwiseLinear
 
 
 class _MAGNetBase(ParamModule):
-    _child_types: ClassVar[dict[str, type]] = {
+    _child_types: ClassVar[dict[str, type[ParamModule]]] = {
         "filters": PointwiseLinear, "linears": PointwiseLinear, "output": PointwiseLinear, "reduce": PointwiseLinear,
         "fc1": PointwiseLinear, "linears_x": PointwiseLinear}
 
