@@ -36,8 +36,10 @@ def availability() -> tuple[bool, str]:
     try:
         import cupy
     except Exception as exc:  # any import failure means "not usable"
-        return False, (f"cupy is not importable ({type(exc).__name__}: {exc}); install the cupy-cuda12x "
-                       "or cupy-cuda13x extra on a machine with an NVIDIA driver")
+        return False, (
+            f"cupy is not importable ({type(exc).__name__}: {exc}); install the cupy-cuda12x "
+            "or cupy-cuda13x extra on a machine with an NVIDIA driver"
+        )
     try:
         if not cupy.is_available():
             return False, "cupy.is_available() is False: no CUDA driver or no CUDA device is visible"
@@ -71,8 +73,10 @@ def _check_cupy(args: tuple, kwargs: dict) -> None:
             foreign = hasattr(leaf, "__array_namespace__") and not isinstance(leaf, cp.ndarray)
             if isinstance(leaf, np.ndarray) or foreign:
                 name = f"argument {where}" + (f" [{key}]" if key else "")
-                raise TypeError(f"{name}: the CuPy adapter takes CuPy arrays, got {type(leaf).__module__}."
-                                f"{type(leaf).__name__}; convert with hyperzzw_core.adapters.cupy.from_numpy")
+                raise TypeError(
+                    f"{name}: the CuPy adapter takes CuPy arrays, got {type(leaf).__module__}."
+                    f"{type(leaf).__name__}; convert with hyperzzw_core.adapters.cupy.from_numpy"
+                )
 
 
 def _delegate(name: str) -> Callable[..., Any]:
@@ -87,11 +91,33 @@ def _delegate(name: str) -> Callable[..., Any]:
     return op
 
 
-OPERATORS = ("magnet_g", "magnet_gc", "magnet_l", "hyperzzw_global", "hyperzzw_2e", "depthwise_conv",
-             "local_conv", "rgu", "si_glu", "hyper_channel_interaction", "hyper_interaction",
-             "instance_standardize", "batch_standardize", "g_ibs", "gelu", "pointwise_linear",
-             "channel_mixer", "bottleneck", "adaptive_avg_pool", "tile_channels", "sfne_block", "slow_loss",
-             "label_smoothing_cross_entropy", "terminator_forward", "terminator_loss")
+OPERATORS = (
+    "magnet_g",
+    "magnet_gc",
+    "magnet_l",
+    "hyperzzw_global",
+    "hyperzzw_2e",
+    "depthwise_conv",
+    "local_conv",
+    "rgu",
+    "si_glu",
+    "hyper_channel_interaction",
+    "hyper_interaction",
+    "instance_standardize",
+    "batch_standardize",
+    "g_ibs",
+    "gelu",
+    "pointwise_linear",
+    "channel_mixer",
+    "bottleneck",
+    "adaptive_avg_pool",
+    "tile_channels",
+    "sfne_block",
+    "slow_loss",
+    "label_smoothing_cross_entropy",
+    "terminator_forward",
+    "terminator_loss",
+)
 
 magnet_g = _delegate("magnet_g")
 magnet_gc = _delegate("magnet_gc")
@@ -123,8 +149,9 @@ terminator_loss = _delegate("terminator_loss")
 # ----------------------------------------------------------------- VJPs of the fused kernels
 
 
-def hyperzzw_global_vjp(z: Any, k_g: Any, y: Any, g: Any, *,
-                        grid: tuple[int, int] | None = None) -> tuple[Any, Any, Any]:
+def hyperzzw_global_vjp(
+    z: Any, k_g: Any, y: Any, g: Any, *, grid: tuple[int, int] | None = None
+) -> tuple[Any, Any, Any]:
     """VJP of ``hyperzzw_global``: ``(grad_z, grad_k_g, grad_y)`` (reference convention)."""
     _check_cupy((z, k_g, y, g), {})
     cp, kern = _cupy(), _kernels()
@@ -132,8 +159,11 @@ def hyperzzw_global_vjp(z: Any, k_g: Any, y: Any, g: Any, *,
     as_m, from_m = _internals.as_matrices, _internals.from_matrices  # the 1D grid layout (docs/spec-1d.md)
     k_full = as_m(cp, cp.broadcast_to(k_g, shape)[0:1], grid)[0]  # (C, h, w), zero-padded in 1D
     gz, gk, gy = kern.global_product_vjp(as_m(cp, z, grid), k_full, as_m(cp, y, grid), as_m(cp, g, grid))
-    return (from_m(cp, gz, shape), unbroadcast(from_m(cp, gk[None], (1,) + shape[1:]), tuple(k_g.shape)),
-            from_m(cp, gy, shape))
+    return (
+        from_m(cp, gz, shape),
+        unbroadcast(from_m(cp, gk[None], (1,) + shape[1:]), tuple(k_g.shape)),
+        from_m(cp, gy, shape),
+    )
 
 
 def hyperzzw_2e_vjp(k: Any, z: Any, g: Any) -> tuple[Any, Any]:

@@ -50,15 +50,52 @@ def _maxrss() -> int:
 
 
 #: aten operators → what they are, for the profile of the headline step
-_KINDS = {"gemm (linears, global product)": ("bmm", "baddbmm", "mm", "addmm", "matmul"),
-          "depth-wise convolution": ("convolution", "mkldnn_convolution", "convolution_backward",
-                                     "fft_r2c", "fft_c2r", "_fft_r2c", "_fft_c2r"),
-          "copies (cat, layout, reshape)": ("copy_", "cat", "stack", "clone", "contiguous"),
-          "standardisation kernels": ("native_batch_norm", "native_batch_norm_backward", "batch_norm"),
-          "transcendental (gelu, sigmoid, sin)": ("gelu", "gelu_backward", "silu", "silu_backward", "sigmoid",
-                                                  "sigmoid_backward", "sin", "cos", "erf", "exp", "rsqrt"),
-          "element-wise and reductions": ("mul", "add", "sub", "div", "mul_", "add_", "sub_", "div_", "sum",
-                                          "mean", "neg", "addcmul", "where", "fill_", "zero_", "sqrt", "pow")}
+_KINDS = {
+    "gemm (linears, global product)": ("bmm", "baddbmm", "mm", "addmm", "matmul"),
+    "depth-wise convolution": (
+        "convolution",
+        "mkldnn_convolution",
+        "convolution_backward",
+        "fft_r2c",
+        "fft_c2r",
+        "_fft_r2c",
+        "_fft_c2r",
+    ),
+    "copies (cat, layout, reshape)": ("copy_", "cat", "stack", "clone", "contiguous"),
+    "standardisation kernels": ("native_batch_norm", "native_batch_norm_backward", "batch_norm"),
+    "transcendental (gelu, sigmoid, sin)": (
+        "gelu",
+        "gelu_backward",
+        "silu",
+        "silu_backward",
+        "sigmoid",
+        "sigmoid_backward",
+        "sin",
+        "cos",
+        "erf",
+        "exp",
+        "rsqrt",
+    ),
+    "element-wise and reductions": (
+        "mul",
+        "add",
+        "sub",
+        "div",
+        "mul_",
+        "add_",
+        "sub_",
+        "div_",
+        "sum",
+        "mean",
+        "neg",
+        "addcmul",
+        "where",
+        "fill_",
+        "zero_",
+        "sqrt",
+        "pow",
+    ),
+}
 
 
 def _profile(torch: Any, fn: Any) -> dict[str, Any]:
@@ -132,6 +169,7 @@ def main(spec: dict[str, Any]) -> dict[str, Any]:
                         model.clear_kernel_cache()
                     model(x)
                 sync()
+
         baseline = _rss_now()
         out["peak_reset"] = _reset_peak()
         t0 = time.perf_counter()
@@ -153,12 +191,15 @@ def main(spec: dict[str, Any]) -> dict[str, Any]:
         params = R.init_params(cfg, 0, dtype=np.dtype(dtype))
         if backend == "reference":
             if kind == "train":
+
                 def fn() -> None:
                     R.terminator_loss_and_grad(params, x_np, labels_np, cfg, rng=np.random.default_rng(0))
             else:
+
                 def fn() -> None:
                     R.terminator_forward(params, x_np, cfg, check_finite=False)
         elif backend == "core-numpy" and kind == "forward":
+
             def fn() -> None:
                 hz.terminator_forward(params, x_np, cfg, check_finite=False)
         else:
@@ -169,8 +210,16 @@ def main(spec: dict[str, Any]) -> dict[str, Any]:
         fn()
         out["first_call"] = time.perf_counter() - t0
         t = measure(fn, reps=reps, warmup=0, budget=budget)
-    out.update(median=t.median, min=t.min, max=t.max, reps=t.reps, times=t.times,
-               peak_rss=_maxrss(), baseline_rss=baseline, peak_delta=_maxrss() - baseline)
+    out.update(
+        median=t.median,
+        min=t.min,
+        max=t.max,
+        reps=t.reps,
+        times=t.times,
+        peak_rss=_maxrss(),
+        baseline_rss=baseline,
+        peak_delta=_maxrss() - baseline,
+    )
     return out
 
 

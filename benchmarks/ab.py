@@ -45,15 +45,17 @@ def repo_root(start: Path) -> Path:
     """The git work tree holding ``start``; :class:`ABError` if there is none."""
     proc = subprocess.run(["git", "-C", str(start), "rev-parse", "--show-toplevel"], capture_output=True, text=True)
     if proc.returncode != 0:
-        raise ABError(f"bench ab: {start} is not inside a git checkout (needed to export --rev): "
-                      f"{proc.stderr.strip()}")
+        raise ABError(f"bench ab: {start} is not inside a git checkout (needed to export --rev): {proc.stderr.strip()}")
     return Path(proc.stdout.strip())
 
 
 def resolve(root: Path, rev: str) -> str:
     """The full commit id of ``rev``; :class:`ABError` naming ``rev`` if git does not know it."""
-    proc = subprocess.run(["git", "-C", str(root), "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        ["git", "-C", str(root), "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"],
+        capture_output=True,
+        text=True,
+    )
     if proc.returncode != 0:
         raise ABError(f"bench ab: --rev {rev!r} is not a commit of {root}")
     return proc.stdout.strip()
@@ -63,17 +65,33 @@ def install_revision(root: Path, commit: str, dest: Path) -> Path:
     """Export ``commit`` of ``root`` and install it into ``dest/site``; return that folder."""
     src, site = dest / "src", dest / "site"
     src.mkdir(parents=True)
-    archive = subprocess.run(["git", "-C", str(root), "archive", "--format=tar", commit],
-                             capture_output=True, check=False)
+    archive = subprocess.run(
+        ["git", "-C", str(root), "archive", "--format=tar", commit], capture_output=True, check=False
+    )
     if archive.returncode != 0:
         raise ABError(f"bench ab: git archive {commit} failed: {archive.stderr.decode(errors='replace')[-500:]}")
     tar_path = dest / "src.tar"
     tar_path.write_bytes(archive.stdout)
     with tarfile.open(tar_path) as tar:
         tar.extractall(src, filter="data")
-    proc = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-                           "--disable-pip-version-check", "--no-input", "--target", str(site), str(src)],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--disable-pip-version-check",
+            "--no-input",
+            "--target",
+            str(site),
+            str(src),
+        ],
+        capture_output=True,
+        text=True,
+    )
     if proc.returncode != 0:
         raise ABError(f"bench ab: installing {commit[:12]} failed:\n{(proc.stdout + proc.stderr)[-2000:]}")
     return site
@@ -84,23 +102,46 @@ def _run(spec: dict[str, Any], site: Path | None, timeout: float) -> dict[str, A
     env = dict(os.environ)
     if site is not None:
         env["PYTHONPATH"] = os.pathsep.join([str(site), *filter(None, [env.get("PYTHONPATH")])])
-    code = ("import json, sys, hyperzzw_core; from hyperzzw_core.benchmarks._worker import main; "
-            "out = main(json.loads(sys.argv[1])); out['core_file'] = hyperzzw_core.__file__; print(json.dumps(out))")
-    proc = subprocess.run([sys.executable, "-c", code, json.dumps(spec)], capture_output=True, text=True,
-                          timeout=timeout, env=env, cwd=tempfile.gettempdir())
+    code = (
+        "import json, sys, hyperzzw_core; from hyperzzw_core.benchmarks._worker import main; "
+        "out = main(json.loads(sys.argv[1])); out['core_file'] = hyperzzw_core.__file__; print(json.dumps(out))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, json.dumps(spec)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd=tempfile.gettempdir(),
+    )
     if proc.returncode != 0:
         side = "A (the revision)" if site is not None else "B (this checkout)"
         raise ABError(f"bench ab: side {side} failed on {spec}:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def compare(cases: tuple[tuple[str, int], ...], site: Path, *, rounds: int, reps: int, config: str,
-            log: Callable[[str], None], timeout: float = 3000.0) -> list[dict[str, Any]]:
+def compare(
+    cases: tuple[tuple[str, int], ...],
+    site: Path,
+    *,
+    rounds: int,
+    reps: int,
+    config: str,
+    log: Callable[[str], None],
+    timeout: float = 3000.0,
+) -> list[dict[str, Any]]:
     """Interleave A (the revision at ``site``) and B (this code) for every case; one row per case."""
     rows = []
     for kind, b in cases:
-        spec = {"backend": "torch-cpu", "dtype": "float32", "kind": kind, "B": b, "reps": reps, "budget": 1e9,
-                "config": config}
+        spec = {
+            "backend": "torch-cpu",
+            "dtype": "float32",
+            "kind": kind,
+            "B": b,
+            "reps": reps,
+            "budget": 1e9,
+            "config": config,
+        }
         got: dict[str, list[dict[str, Any]]] = {"A": [], "B": []}
         for r in range(rounds):
             for side in ("A", "B"):
@@ -109,14 +150,20 @@ def compare(cases: tuple[tuple[str, int], ...], site: Path, *, rounds: int, reps
                 if inside != (side == "A"):
                     raise ABError(f"bench ab: side {side} imported {res['core_file']}, the other side's code")
                 got[side].append(res)
-            log(f"  {kind} B={b} round {r + 1}/{rounds}: A {got['A'][-1]['median']:.4f} s, "
-                f"B {got['B'][-1]['median']:.4f} s")
+            log(
+                f"  {kind} B={b} round {r + 1}/{rounds}: A {got['A'][-1]['median']:.4f} s, "
+                f"B {got['B'][-1]['median']:.4f} s"
+            )
         row: dict[str, Any] = {"kind": kind, "batch": b, "config": config}
         for side in ("A", "B"):
             times = [t for res in got[side] for t in res["times"]]
-            row[side] = {"median": statistics.median(times), "min": min(times), "n": len(times),
-                         "peak_delta": max(res["peak_delta"] for res in got[side]),
-                         "core_file": got[side][0]["core_file"]}
+            row[side] = {
+                "median": statistics.median(times),
+                "min": min(times),
+                "n": len(times),
+                "peak_delta": max(res["peak_delta"] for res in got[side]),
+                "core_file": got[side][0]["core_file"],
+            }
         row["time_ratio"] = row["B"]["median"] / row["A"]["median"]
         row["peak_ratio"] = row["B"]["peak_delta"] / max(row["A"]["peak_delta"], 1)
         rows.append(row)
@@ -125,23 +172,39 @@ def compare(cases: tuple[tuple[str, int], ...], site: Path, *, rounds: int, reps
 
 def render(res: dict[str, Any]) -> str:
     """A markdown report of :func:`compare`'s rows."""
-    lines = [f"## A/B: `{res['rev']}` ({res['commit'][:12]}) against this checkout", "",
-             f"`{res['command']}`, {res['date']}; {res['rounds']} rounds of fresh processes, interleaved "
-             f"A, B, A, B, …, {res['reps']} timed calls each; torch float32 on the CPU, "
-             f"`{res['config']}()`; load average before {res['load_before'][0]:.2f}, after "
-             f"{res['load_after'][0]:.2f}. B/A below 1: this checkout is faster or smaller.", "",
-             "| measurement | A median (min) | B median (min) | B/A time | A peak | B peak | B/A peak |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        f"## A/B: `{res['rev']}` ({res['commit'][:12]}) against this checkout",
+        "",
+        f"`{res['command']}`, {res['date']}; {res['rounds']} rounds of fresh processes, interleaved "
+        f"A, B, A, B, …, {res['reps']} timed calls each; torch float32 on the CPU, "
+        f"`{res['config']}()`; load average before {res['load_before'][0]:.2f}, after "
+        f"{res['load_after'][0]:.2f}. B/A below 1: this checkout is faster or smaller.",
+        "",
+        "| measurement | A median (min) | B median (min) | B/A time | A peak | B peak | B/A peak |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in res["rows"]:
         a, b = r["A"], r["B"]
-        lines.append(f"| {r['kind']} B={r['batch']} | {a['median']:.4f} s ({a['min']:.4f}) | {b['median']:.4f} s "
-                     f"({b['min']:.4f}) | {r['time_ratio']:.2f}x | {a['peak_delta'] / 2**20:.0f} MiB | "
-                     f"{b['peak_delta'] / 2**20:.0f} MiB | {r['peak_ratio']:.2f}x |")
+        lines.append(
+            f"| {r['kind']} B={r['batch']} | {a['median']:.4f} s ({a['min']:.4f}) | {b['median']:.4f} s "
+            f"({b['min']:.4f}) | {r['time_ratio']:.2f}x | {a['peak_delta'] / 2**20:.0f} MiB | "
+            f"{b['peak_delta'] / 2**20:.0f} MiB | {r['peak_ratio']:.2f}x |"
+        )
     return "\n".join(lines) + "\n"
 
 
-def run(rev: str, *, quick: bool, rounds: int | None, reps: int | None, config: str | None, out: Path | None,
-        command: str, now: str, log: Callable[[str], None]) -> dict[str, Any]:
+def run(
+    rev: str,
+    *,
+    quick: bool,
+    rounds: int | None,
+    reps: int | None,
+    config: str | None,
+    out: Path | None,
+    command: str,
+    now: str,
+    log: Callable[[str], None],
+) -> dict[str, Any]:
     """Build ``rev``, compare, write ``ab.json`` and ``ab.md`` to ``out`` (when given); return the result."""
     root = repo_root(Path(__file__).resolve().parent)
     commit = resolve(root, rev)
@@ -152,10 +215,19 @@ def run(rev: str, *, quick: bool, rounds: int | None, reps: int | None, config: 
     try:
         log(f"ab: installing {rev} ({commit[:12]}) into {tmp}")
         site = install_revision(root, commit, tmp)
-        res: dict[str, Any] = {"command": command, "date": now, "rev": rev, "commit": commit, "rounds": rounds,
-                               "reps": reps, "config": config, "load_before": load_average()}
-        res["rows"] = compare(QUICK_CASES if quick else DEFAULT_CASES, site, rounds=rounds, reps=reps,
-                              config=config, log=log)
+        res: dict[str, Any] = {
+            "command": command,
+            "date": now,
+            "rev": rev,
+            "commit": commit,
+            "rounds": rounds,
+            "reps": reps,
+            "config": config,
+            "load_before": load_average(),
+        }
+        res["rows"] = compare(
+            QUICK_CASES if quick else DEFAULT_CASES, site, rounds=rounds, reps=reps, config=config, log=log
+        )
         res["load_after"] = load_average()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

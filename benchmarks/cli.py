@@ -52,13 +52,16 @@ def _machine(quick: bool) -> tuple[dict[str, Any], dict[str, Any]]:
     _log("machine: measuring the matmul and copy limits")
     info = describe()
     pk = peaks(quick)
-    _log(f"  {info['cpu']}: torch matmul f32 {pk['torch_matmul_float32'] / 1e9:.1f} GFLOP/s, "
-         f"f64 {pk['torch_matmul_float64'] / 1e9:.1f} GFLOP/s, copy {pk['torch_copy'] / 1e9:.1f} GB/s")
+    _log(
+        f"  {info['cpu']}: torch matmul f32 {pk['torch_matmul_float32'] / 1e9:.1f} GFLOP/s, "
+        f"f64 {pk['torch_matmul_float64'] / 1e9:.1f} GFLOP/s, copy {pk['torch_copy'] / 1e9:.1f} GB/s"
+    )
     return info, pk
 
 
-def _ops(pk: dict[str, Any], quick: bool, backends: list[str] | None, dtypes: list[str] | None,
-         only: list[str] | None) -> list[dict[str, Any]]:
+def _ops(
+    pk: dict[str, Any], quick: bool, backends: list[str] | None, dtypes: list[str] | None, only: list[str] | None
+) -> list[dict[str, Any]]:
     from .ops import CASES, available_backends, run_sweep
 
     bks = backends or available_backends()
@@ -72,21 +75,42 @@ def _ops(pk: dict[str, Any], quick: bool, backends: list[str] | None, dtypes: li
         b, c, reps, budget, cutoff = 8, 24, 3, 2.0, 1.0
         hs, cs, bs = [8, 16, 32, 64, 128], [12, 48, 144], [1, 8, 32]
     _log("operators: sweep over H")
-    rows = run_sweep(backends=bks, dtypes=dts, sizes=[(b, c, h) for h in hs], cases=cases, peaks=pk, reps=reps,
-                     budget=budget, cutoff=cutoff, sweep="H", log=_log)
+    rows = run_sweep(
+        backends=bks,
+        dtypes=dts,
+        sizes=[(b, c, h) for h in hs],
+        cases=cases,
+        peaks=pk,
+        reps=reps,
+        budget=budget,
+        cutoff=cutoff,
+        sweep="H",
+        log=_log,
+    )
     sub_bk = [x for x in bks if x in ("reference", "torch-cpu")]
     h0 = 16 if quick else 32
     for sweep, sizes in (("C", [(b, cc, h0) for cc in cs]), ("B", [(bb, c, h0) for bb in bs])):
         _log(f"operators: sweep over {sweep}")
         for bk, dt in (("torch-cpu", "float32"), ("reference", "float64")):
             if bk in sub_bk and dt in dts:
-                rows += run_sweep(backends=[bk], dtypes=[dt], sizes=sizes, cases=subset, peaks=pk, reps=reps,
-                                  budget=budget, cutoff=cutoff * 3, sweep=sweep, log=_log)
+                rows += run_sweep(
+                    backends=[bk],
+                    dtypes=[dt],
+                    sizes=sizes,
+                    cases=subset,
+                    peaks=pk,
+                    reps=reps,
+                    budget=budget,
+                    cutoff=cutoff * 3,
+                    sweep=sweep,
+                    log=_log,
+                )
     return rows
 
 
 def compile_verdict(rows: list[dict[str, Any]]) -> str:
     """What the torch.compile measurement means for a user, from its rows."""
+
     def say(r: dict[str, Any]) -> str:
         return f"{r['kind']} at B={r['B']} {r['eager'] / r['compiled']:.2f}x"
 
@@ -107,14 +131,31 @@ def _compile_rows(quick: bool) -> dict[str, Any]:
     for kind, b in (("forward", 2 if quick else 8), ("train", 2 if quick else 32)):
         res = {}
         for compiled in (False, True):
-            spec = {"backend": "torch-cpu", "dtype": "float32", "kind": kind, "B": b, "H": 8 if quick else 32,
-                    "reps": 2 if quick else 5, "compile": compiled}
+            spec = {
+                "backend": "torch-cpu",
+                "dtype": "float32",
+                "kind": kind,
+                "B": b,
+                "H": 8 if quick else 32,
+                "reps": 2 if quick else 5,
+                "compile": compiled,
+            }
             _log(f"compile: {kind} B={b} {'compiled' if compiled else 'eager'}")
             res[compiled] = run_worker([json.dumps(spec)], timeout=3000)
-        rows.append({"kind": kind, "B": b, "eager": res[False]["median"], "compiled": res[True]["median"],
-                     "first_call": res[True]["first_call"], "still_compiled": res[True]["compiled"]})
-        _log(f"  {kind} B={b}: eager {res[False]['median']:.3f} s, compiled {res[True]['median']:.3f} s "
-             f"(first call {res[True]['first_call']:.0f} s)")
+        rows.append(
+            {
+                "kind": kind,
+                "B": b,
+                "eager": res[False]["median"],
+                "compiled": res[True]["median"],
+                "first_call": res[True]["first_call"],
+                "still_compiled": res[True]["compiled"],
+            }
+        )
+        _log(
+            f"  {kind} B={b}: eager {res[False]['median']:.3f} s, compiled {res[True]['median']:.3f} s "
+            f"(first call {res[True]['first_call']:.0f} s)"
+        )
     return {"date": _now(), "load": load_average(), "quick": quick, "rows": rows, "verdict": compile_verdict(rows)}
 
 
@@ -123,8 +164,12 @@ def cmd_all(args: argparse.Namespace) -> int:
     from .timing import load_average
 
     t0 = time.perf_counter()
-    res: dict[str, Any] = {"command": "python -m benchmarks " + " ".join(args.argv), "date": _now(),
-                           "quick": args.quick, "load_before": load_average()}
+    res: dict[str, Any] = {
+        "command": "python -m benchmarks " + " ".join(args.argv),
+        "date": _now(),
+        "quick": args.quick,
+        "load_before": load_average(),
+    }
     res["machine"], res["peaks"] = _machine(args.quick)
     _log("network: the training step (fresh process)")
     res["headline"] = network.headline(res["peaks"], args.quick, _log)
@@ -169,8 +214,9 @@ def _write(res: dict[str, Any], args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     out = _out_dir(args)
     if not (out / RESULTS_NAME).exists():
-        print(f"benchmarks report: no {out / RESULTS_NAME}; run the suite first (python -m benchmarks)",
-              file=sys.stderr)
+        print(
+            f"benchmarks report: no {out / RESULTS_NAME}; run the suite first (python -m benchmarks)", file=sys.stderr
+        )
         return 2
     res = json.loads((out / RESULTS_NAME).read_text())
     if (out / COMPILE_NAME).exists():
@@ -224,8 +270,9 @@ def cmd_ab(args: argparse.Namespace) -> int:
     from .ab import ABError, run
 
     if not args.rev:
-        print("benchmarks ab: --rev REV is required (the git revision to compare this checkout against)",
-              file=sys.stderr)
+        print(
+            "benchmarks ab: --rev REV is required (the git revision to compare this checkout against)", file=sys.stderr
+        )
         return 2
     for name in ("rounds", "reps"):
         value = getattr(args, name)
@@ -233,34 +280,62 @@ def cmd_ab(args: argparse.Namespace) -> int:
             print(f"benchmarks ab: --{name} must be a positive integer, got {value}", file=sys.stderr)
             return 2
     try:
-        run(args.rev, quick=args.quick, rounds=args.rounds, reps=args.reps, config=args.config,
-            out=Path(args.out) if args.out else None, command="hyperzzw bench " + " ".join(args.argv), now=_now(),
-            log=_log)
+        run(
+            args.rev,
+            quick=args.quick,
+            rounds=args.rounds,
+            reps=args.reps,
+            config=args.config,
+            out=Path(args.out) if args.out else None,
+            command="hyperzzw bench " + " ".join(args.argv),
+            now=_now(),
+            log=_log,
+        )
     except ABError as e:
         print(e, file=sys.stderr)
         return 1
     return 0
 
 
-COMMANDS = {"ab": cmd_ab, "all": cmd_all, "machine": cmd_machine, "ops": cmd_ops, "network": cmd_network,
-            "conv-threshold": cmd_conv, "compile": cmd_compile, "report": cmd_report}
+COMMANDS = {
+    "ab": cmd_ab,
+    "all": cmd_all,
+    "machine": cmd_machine,
+    "ops": cmd_ops,
+    "network": cmd_network,
+    "conv-threshold": cmd_conv,
+    "compile": cmd_compile,
+    "report": cmd_report,
+}
 
 
 def main(argv: list[str] | None = None, prog: str = "python -m benchmarks") -> int:
     """Entry point of ``python -m benchmarks`` (and of ``hyperzzw bench``). Returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
     p = argparse.ArgumentParser(prog=prog, description=__doc__)
-    p.add_argument("command", nargs="?", default="all", choices=sorted(COMMANDS),
-                   help="all (default): everything below except compile, then docs/benchmarks.{md,png}; "
-                        "machine: description and limits; ops: per-operator sweeps; network: whole network; "
-                        "conv-threshold: direct vs FFT; compile: torch.compile vs eager (slow: minutes of "
-                        "compilation; saved to benchmarks-compile.json and merged into the report); "
-                        "report: re-render benchmarks.md/.png from benchmarks.json; "
-                        "ab: this checkout against --rev, interleaved (see benchmarks/ab.py)")
-    p.add_argument("--quick", action="store_true", help="tiny sizes and few repetitions (smoke test); the report "
-                   "goes to $TMPDIR/hyperzzw-bench-quick unless --out is given")
-    p.add_argument("--out", help="directory for benchmarks.md / .png / .json (default: docs/ of a source "
-                   "checkout, else ./hyperzzw-benchmarks)")
+    p.add_argument(
+        "command",
+        nargs="?",
+        default="all",
+        choices=sorted(COMMANDS),
+        help="all (default): everything below except compile, then docs/benchmarks.{md,png}; "
+        "machine: description and limits; ops: per-operator sweeps; network: whole network; "
+        "conv-threshold: direct vs FFT; compile: torch.compile vs eager (slow: minutes of "
+        "compilation; saved to benchmarks-compile.json and merged into the report); "
+        "report: re-render benchmarks.md/.png from benchmarks.json; "
+        "ab: this checkout against --rev, interleaved (see benchmarks/ab.py)",
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="tiny sizes and few repetitions (smoke test); the report "
+        "goes to $TMPDIR/hyperzzw-bench-quick unless --out is given",
+    )
+    p.add_argument(
+        "--out",
+        help="directory for benchmarks.md / .png / .json (default: docs/ of a source "
+        "checkout, else ./hyperzzw-benchmarks)",
+    )
     p.add_argument("--backends", nargs="+", help="operator sweeps: backends (default: all available)")
     p.add_argument("--dtypes", nargs="+", choices=["float32", "float64"], help="operator sweeps: dtypes")
     p.add_argument("--ops", nargs="+", help="operator sweeps: only operators whose label contains one of these")

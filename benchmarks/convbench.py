@@ -60,11 +60,23 @@ def sweep(quick: bool, log: Callable[[str], None] = print) -> dict[str, Any]:
                     if k > 2 * h + 1:
                         continue
                     t = measure_interleaved(_pair(backend, dtype, b, c, h, k), reps=reps)
-                    rows.append({"backend": backend, "dtype": dtype, "B": b, "C": c, "H": h, "k": k,
-                                 "mode": "fwd+bwd" if backend == "torch-cpu" else "fwd",
-                                 "direct": t["direct"].median, "fft": t["fft"].median})
-                    log(f"  conv {backend:9s} {dtype:7s} H={h:<3d} k={k:<3d} direct {t['direct'].median * 1e3:8.2f} ms"
-                        f"  fft {t['fft'].median * 1e3:8.2f} ms")
+                    rows.append(
+                        {
+                            "backend": backend,
+                            "dtype": dtype,
+                            "B": b,
+                            "C": c,
+                            "H": h,
+                            "k": k,
+                            "mode": "fwd+bwd" if backend == "torch-cpu" else "fwd",
+                            "direct": t["direct"].median,
+                            "fft": t["fft"].median,
+                        }
+                    )
+                    log(
+                        f"  conv {backend:9s} {dtype:7s} H={h:<3d} k={k:<3d} direct {t['direct'].median * 1e3:8.2f} ms"
+                        f"  fft {t['fft'].median * 1e3:8.2f} ms"
+                    )
     derived = {}
     for backend in ("torch-cpu", "numpy"):
         for dtype in ("float32", "float64"):
@@ -75,6 +87,5 @@ def sweep(quick: bool, log: Callable[[str], None] = print) -> dict[str, Any]:
                     kmin = k
                     break
             key = "torch-cpu" if backend == "torch-cpu" else "numpy"
-            derived[f"{backend}/{dtype}"] = {"measured_min_k": kmin,
-                                            "in_code": B.FFT_MIN_KERNEL[(key, dtype)]}
+            derived[f"{backend}/{dtype}"] = {"measured_min_k": kmin, "in_code": B.FFT_MIN_KERNEL[(key, dtype)]}
     return {"rows": rows, "derived": derived, "min_spatial": B.FFT_MIN_SPATIAL}

@@ -96,8 +96,11 @@ class Model:
     def linear(self, b: int, i: int, o: int, n: int, cat: str = "gemm") -> None:
         s = self.s
         f = 2.0 * b * o * i * n + b * o * n
-        self.t.add(cat, Cost(f, s * (b * i * n + b * o * n + o * i + o)),
-                   Cost(2.0 * (2.0 * b * o * i * n) + b * o * n, s * (b * o * n + 2 * b * i * n + 2 * o * i + o)))
+        self.t.add(
+            cat,
+            Cost(f, s * (b * i * n + b * o * n + o * i + o)),
+            Cost(2.0 * (2.0 * b * o * i * n) + b * o * n, s * (b * o * n + 2 * b * i * n + 2 * o * i + o)),
+        )
 
     def dense(self, i: int, o: int, n: int, cat: str = "slow") -> None:
         """(O, I) @ (I, N) + bias: the slow networks' layers (no batch)."""
@@ -149,7 +152,7 @@ class Model:
             self.binary(hn, cat="slow")
             self.binary(hn, n_pts, product=False, cat="slow")
             if ctx:
-                self.unary(hn, 2 * ADD, "slow")      # norm
+                self.unary(hn, 2 * ADD, "slow")  # norm
                 self.binary(hn, hidden, cat="slow")  # u / ‖u‖ and the weighted sum
                 self.binary(hn, hidden, cat="slow")  # ⊙ X_i(g)
         self.dense(hidden, c_out, n_pts)
@@ -179,58 +182,58 @@ def block_costs(config: TerminatorConfig, i: int, batch: int, itemsize: int, tra
     m.mfn(c, 1, cfg.channel_hidden, cfg.channel_layers, 1)
     m.mfn(c, 1, cfg.hi_channel_hidden, cfg.hi_layers, 1)
     m.mfn(npts, d, cfg.hi_spatial_hidden, cfg.hi_layers, 1)
-    m.binary(n, c * npts)                                    # Ẑ = Z ⊙ K_g
-    for _ in range(2):                                       # RGU_slow(Ẑ), RGU_fast(Z)
+    m.binary(n, c * npts)  # Ẑ = Z ⊙ K_g
+    for _ in range(2):  # RGU_slow(Ẑ), RGU_fast(Z)
         for _ in range(3):
-            m.linear(b, c, c, npts)                          # W_K Z, W_V Z, W_Q(W_V Z)
-        m.binary(n)                                          # ⊙
+            m.linear(b, c, c, npts)  # W_K Z, W_V Z, W_Q(W_V Z)
+        m.binary(n)  # ⊙
         m.standardize(n)
         m.unary(n, GELU)
-        m.binary(n, npts, product=False)                     # + bias_p
-        m.linear(b, c, c, npts)                              # W_Y
-    m.binary(n, product=False)                               # RGU sum
-    m.standardize(n)                                         # fast = IS(·)
-    m.linear(b, c, c, npts)                                  # mixer
-    m.standardize(n)                                         # M = IS(·)
-    m.mean(n, b * c)                                         # HCI: GAP
-    m.binary(n, b * c)                                       # Z ⊙ σ(score)
-    m.standardize(n)                                         # Hc = IS(·)
+        m.binary(n, npts, product=False)  # + bias_p
+        m.linear(b, c, c, npts)  # W_Y
+    m.binary(n, product=False)  # RGU sum
+    m.standardize(n)  # fast = IS(·)
+    m.linear(b, c, c, npts)  # mixer
+    m.standardize(n)  # M = IS(·)
+    m.mean(n, b * c)  # HCI: GAP
+    m.binary(n, b * c)  # Z ⊙ σ(score)
+    m.standardize(n)  # Hc = IS(·)
     for _ in range(3):
-        m.global_product(b, c, h, w)                         # G1, G2, G3
-    m.unary(n, SILU)                                         # S
-    m.mean(n, b * c)                                         # HI: GAP(G1)
-    m.mean(n, b * npts)                                      # HI: channel mean
-    m.binary(n, b * npts)                                    # outer product of the scores
+        m.global_product(b, c, h, w)  # G1, G2, G3
+    m.unary(n, SILU)  # S
+    m.mean(n, b * c)  # HI: GAP(G1)
+    m.mean(n, b * npts)  # HI: channel mean
+    m.binary(n, b * npts)  # outer product of the scores
     m.unary(n, SIGMOID)
-    m.binary(n)                                              # X ⊙ σ
-    for k in cfg.local_kernel_sizes:                         # local branches
-        taps = k ** d
-        if d == 1:                                           # adaptive pooling: x @ P_Lᵀ
+    m.binary(n)  # X ⊙ σ
+    for k in cfg.local_kernel_sizes:  # local branches
+        taps = k**d
+        if d == 1:  # adaptive pooling: x @ P_Lᵀ
             m.linear(1, npts, k, b * c, cat="slow")
-        else:                                                # (P_H @ x) @ P_Wᵀ
+        else:  # (P_H @ x) @ P_Wᵀ
             m.linear(1, h, k, b * c * w, cat="slow")
             m.linear(1, w, k, b * c * k, cat="slow")
-        m.linear(b, c, cfg.local_hidden, taps, cat="slow")   # reduce
+        m.linear(b, c, cfg.local_hidden, taps, cat="slow")  # reduce
         m.mfn(taps, d, cfg.local_hidden, cfg.local_layers, c, ctx=True)
         m.depthwise(b, c, npts, taps)
-        m.linear(b, c, c, npts)                              # mixer
-        m.standardize(n)                                     # BS
+        m.linear(b, c, c, npts)  # mixer
+        m.standardize(n)  # BS
         m.unary(n, GELU)
-        m.binary(n, 1, product=False)                        # + b_i
+        m.binary(n, 1, product=False)  # + b_i
     n_pre = cfg.num_concat_pre[i]
-    for j in range(n_pre):                                   # tile(x_pre), tile(x_pre_pre)
+    for j in range(n_pre):  # tile(x_pre), tile(x_pre_pre)
         c_pre = cfg.out_channels[i - 2 - j]
         m.copy(b * c_pre * npts, n, reduce_back=True)
     n_br = cfg.num_branches[i]
-    m.copy(n_br * n, n_br * n)                               # concat
+    m.copy(n_br * n, n_br * n)  # concat
     out = cfg.out_channels[i]
     n_out = b * out * npts
-    m.linear(b, n_br * c, out, npts)                         # bottleneck
-    m.standardize(n_out)                                     # G-IBS
+    m.linear(b, n_br * c, out, npts)  # bottleneck
+    m.standardize(n_out)  # G-IBS
     m.unary(n_out, GELU)
-    m.binary(n_out, 1, product=False)                        # + b
+    m.binary(n_out, 1, product=False)  # + b
     if train and cfg.dropout[i] > 0:
-        m.binary(n_out, b * out)                             # Dropout2d mask
+        m.binary(n_out, b * out)  # Dropout2d mask
     return m.t
 
 
@@ -244,9 +247,9 @@ def network_costs(config: TerminatorConfig, batch: int, itemsize: int, train: bo
     for v in config.spatial_shape:
         npts *= v
     c_last = config.out_channels[-1]
-    m.mean(batch * c_last * npts, batch * c_last)            # GAP
-    m.linear(batch, c_last, config.num_classes, 1)           # head
-    m.unary(batch * config.num_classes, 3 * SIGMOID)         # log-softmax, CE
+    m.mean(batch * c_last * npts, batch * c_last)  # GAP
+    m.linear(batch, c_last, config.num_classes, 1)  # head
+    m.unary(batch * config.num_classes, 3 * SIGMOID)  # log-softmax, CE
     if train and config.slow_loss != "none":
         for i in range(1, config.num_blocks):
             for _ in range(i):

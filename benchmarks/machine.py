@@ -41,7 +41,7 @@ def mem_total_gib() -> float:
         with open("/proc/meminfo", encoding="utf-8") as f:
             for line in f:
                 if line.startswith("MemTotal"):
-                    return int(line.split()[1]) / 2 ** 20
+                    return int(line.split()[1]) / 2**20
     except OSError:
         pass
     return float("nan")
@@ -78,8 +78,11 @@ def describe() -> dict[str, Any]:
     try:
         import threadpoolctl
 
-        info["numpy_blas"] = [f"{p['internal_api']} ({p['num_threads']} threads)"
-                              for p in threadpoolctl.threadpool_info() if p.get("user_api") == "blas"]
+        info["numpy_blas"] = [
+            f"{p['internal_api']} ({p['num_threads']} threads)"
+            for p in threadpoolctl.threadpool_info()
+            if p.get("user_api") == "blas"
+        ]
     except ImportError:
         info["numpy_blas"] = []
     try:
@@ -127,9 +130,9 @@ def peaks(quick: bool = False) -> dict[str, Any]:
                 b = np.random.default_rng(1).standard_normal((n, n)).astype(dt)
                 fn = lambda a=a, b=b: a @ b  # noqa: E731
             best, med = _best(fn, reps)
-            out[f"{lib}_matmul_{dt}"] = 2.0 * n ** 3 / best
-            out[f"{lib}_matmul_{dt}_median"] = 2.0 * n ** 3 / med
-    nbytes = (64 if quick else 256) * 2 ** 20
+            out[f"{lib}_matmul_{dt}"] = 2.0 * n**3 / best
+            out[f"{lib}_matmul_{dt}_median"] = 2.0 * n**3 / med
+    nbytes = (64 if quick else 256) * 2**20
     src = torch.empty(nbytes // 4, dtype=torch.float32).normal_()
     dst = torch.empty_like(src)
     best, med = _best(lambda: dst.copy_(src), reps)

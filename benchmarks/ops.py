@@ -33,8 +33,10 @@ def _normal(rng: np.random.Generator, shape: tuple[int, ...], dt: str) -> np.nda
 
 
 def _lin(rng: np.random.Generator, o: int, i: int, dt: str) -> dict:
-    return {"weight": (rng.standard_normal((o, i)) / np.sqrt(i)).astype(dt),
-            "bias": (0.1 * rng.standard_normal((o,))).astype(dt)}
+    return {
+        "weight": (rng.standard_normal((o, i)) / np.sqrt(i)).astype(dt),
+        "bias": (0.1 * rng.standard_normal((o,))).astype(dt),
+    }
 
 
 def _cast(tree: Any, dt: str) -> Any:
@@ -122,58 +124,121 @@ def _hi_cost(m: Model, b: int, c: int, h: int) -> None:
 
 
 CASES: list[OpCase] = [
-    OpCase("pointwise_linear", "pointwise_linear",
-           lambda rng, b, c, h, dt: ((_lin(rng, c, c, dt), _x(rng, b, c, h, dt)), {}),
-           lambda b, c, h, s: _cost(lambda m: m.linear(b, c, c, h * h), s)),
-    OpCase("bottleneck (10C→2C)", "bottleneck",
-           lambda rng, b, c, h, dt: ((_lin(rng, 2 * c, 10 * c, dt), _x(rng, b, 10 * c, h, dt)), {}),
-           lambda b, c, h, s: _cost(lambda m: m.linear(b, 10 * c, 2 * c, h * h), s)),
-    OpCase("instance_standardize", "instance_standardize",
-           lambda rng, b, c, h, dt: ((_x(rng, b, c, h, dt),), {}),
-           lambda b, c, h, s: _cost(lambda m: m.standardize(b * c * h * h), s)),
-    OpCase("batch_standardize", "batch_standardize",
-           lambda rng, b, c, h, dt: ((_x(rng, b, c, h, dt),), {}),
-           lambda b, c, h, s: _cost(lambda m: m.standardize(b * c * h * h), s)),
-    OpCase("g_ibs", "g_ibs",
-           lambda rng, b, c, h, dt: ((_x(rng, b, c, h, dt),), {"groups": 12}),
-           lambda b, c, h, s: _cost(lambda m: m.standardize(b * c * h * h), s)),
-    OpCase("gelu", "gelu",
-           lambda rng, b, c, h, dt: ((_x(rng, b, c, h, dt),), {}),
-           lambda b, c, h, s: _cost(lambda m: m.unary(b * c * h * h, GELU), s)),
-    OpCase("si_glu", "si_glu",
-           lambda rng, b, c, h, dt: ((_x(rng, b, c, h, dt),), {}),
-           lambda b, c, h, s: _cost(lambda m: m.unary(b * c * h * h, SILU), s)),
-    OpCase("hyperzzw_global", "hyperzzw_global",
-           lambda rng, b, c, h, dt: ((_x(rng, b, c, h, dt), 0.3 * _x(rng, 1, c, h, dt), _x(rng, b, c, h, dt)), {}),
-           lambda b, c, h, s: _cost(lambda m: _global_cost(m, b, c, h), s)),
-    OpCase("depthwise_conv k=3", "depthwise_conv",
-           lambda rng, b, c, h, dt: ((_x(rng, b, c, h, dt), _normal(rng, (c, 1, 3, 3), dt)), {}),
-           lambda b, c, h, s: _cost(lambda m: m.depthwise(b, c, h * h, 9), s)),
-    OpCase("depthwise_conv k=9", "depthwise_conv",
-           lambda rng, b, c, h, dt: ((_x(rng, b, c, h, dt), _normal(rng, (c, 1, 9, 9), dt)), {}),
-           lambda b, c, h, s: _cost(lambda m: m.depthwise(b, c, h * h, 81), s)),
-    OpCase("local_conv k=9", "local_conv",
-           lambda rng, b, c, h, dt: ((_lin(rng, c, c, dt), _x(rng, b, c, h, dt), _normal(rng, (c, 1, 9, 9), dt)), {}),
-           lambda b, c, h, s: _cost(lambda m: _local_cost(m, b, c, h * h, 9), s)),
-    OpCase("rgu", "rgu",
-           lambda rng, b, c, h, dt: (({**{n: _lin(rng, c, c, dt) for n in ("w_k", "w_v", "w_q", "w_y")},
-                                       "bias_p": 0.1 * _normal(rng, (h, h), dt)}, _x(rng, b, c, h, dt)), {}),
-           lambda b, c, h, s: _cost(lambda m: _rgu_cost(m, b, c, h * h), s)),
-    OpCase("hyper_channel_interaction", "hyper_channel_interaction",
-           lambda rng, b, c, h, dt: (({"channel": _cast(R.init_magnet_gc(rng, c, 32, 2), dt)},
-                                      _x(rng, b, c, h, dt)), {}),
-           lambda b, c, h, s: _cost(lambda m: _hci_cost(m, b, c, h), s)),
-    OpCase("hyper_interaction", "hyper_interaction",
-           lambda rng, b, c, h, dt: (({"channel": _cast(R.init_magnet_gc(rng, c, 16, 2), dt),
-                                       "spatial": _cast(R.init_magnet_g(rng, (h, h), 64, 1, 2), dt)},
-                                      _x(rng, b, c, h, dt), _x(rng, b, c, h, dt)), {}),
-           lambda b, c, h, s: _cost(lambda m: _hi_cost(m, b, c, h), s)),
-    OpCase("magnet_g (K_g on H×H)", "magnet_g",
-           lambda rng, b, c, h, dt: ((_cast(R.init_magnet_g(rng, (h, h), 64, c, 2), dt),), {}),
-           lambda b, c, h, s: _cost(lambda m: m.mfn(h * h, 2, 64, 2, c), s)),
-    OpCase("magnet_l k=9", "magnet_l",
-           lambda rng, b, c, h, dt: ((_cast(R.init_magnet_l(rng, 9, 2, 32, c, 2), dt), _x(rng, b, c, h, dt)), {}),
-           lambda b, c, h, s: _cost(lambda m: _magnet_l_cost(m, b, c, h), s)),
+    OpCase(
+        "pointwise_linear",
+        "pointwise_linear",
+        lambda rng, b, c, h, dt: ((_lin(rng, c, c, dt), _x(rng, b, c, h, dt)), {}),
+        lambda b, c, h, s: _cost(lambda m: m.linear(b, c, c, h * h), s),
+    ),
+    OpCase(
+        "bottleneck (10C→2C)",
+        "bottleneck",
+        lambda rng, b, c, h, dt: ((_lin(rng, 2 * c, 10 * c, dt), _x(rng, b, 10 * c, h, dt)), {}),
+        lambda b, c, h, s: _cost(lambda m: m.linear(b, 10 * c, 2 * c, h * h), s),
+    ),
+    OpCase(
+        "instance_standardize",
+        "instance_standardize",
+        lambda rng, b, c, h, dt: ((_x(rng, b, c, h, dt),), {}),
+        lambda b, c, h, s: _cost(lambda m: m.standardize(b * c * h * h), s),
+    ),
+    OpCase(
+        "batch_standardize",
+        "batch_standardize",
+        lambda rng, b, c, h, dt: ((_x(rng, b, c, h, dt),), {}),
+        lambda b, c, h, s: _cost(lambda m: m.standardize(b * c * h * h), s),
+    ),
+    OpCase(
+        "g_ibs",
+        "g_ibs",
+        lambda rng, b, c, h, dt: ((_x(rng, b, c, h, dt),), {"groups": 12}),
+        lambda b, c, h, s: _cost(lambda m: m.standardize(b * c * h * h), s),
+    ),
+    OpCase(
+        "gelu",
+        "gelu",
+        lambda rng, b, c, h, dt: ((_x(rng, b, c, h, dt),), {}),
+        lambda b, c, h, s: _cost(lambda m: m.unary(b * c * h * h, GELU), s),
+    ),
+    OpCase(
+        "si_glu",
+        "si_glu",
+        lambda rng, b, c, h, dt: ((_x(rng, b, c, h, dt),), {}),
+        lambda b, c, h, s: _cost(lambda m: m.unary(b * c * h * h, SILU), s),
+    ),
+    OpCase(
+        "hyperzzw_global",
+        "hyperzzw_global",
+        lambda rng, b, c, h, dt: ((_x(rng, b, c, h, dt), 0.3 * _x(rng, 1, c, h, dt), _x(rng, b, c, h, dt)), {}),
+        lambda b, c, h, s: _cost(lambda m: _global_cost(m, b, c, h), s),
+    ),
+    OpCase(
+        "depthwise_conv k=3",
+        "depthwise_conv",
+        lambda rng, b, c, h, dt: ((_x(rng, b, c, h, dt), _normal(rng, (c, 1, 3, 3), dt)), {}),
+        lambda b, c, h, s: _cost(lambda m: m.depthwise(b, c, h * h, 9), s),
+    ),
+    OpCase(
+        "depthwise_conv k=9",
+        "depthwise_conv",
+        lambda rng, b, c, h, dt: ((_x(rng, b, c, h, dt), _normal(rng, (c, 1, 9, 9), dt)), {}),
+        lambda b, c, h, s: _cost(lambda m: m.depthwise(b, c, h * h, 81), s),
+    ),
+    OpCase(
+        "local_conv k=9",
+        "local_conv",
+        lambda rng, b, c, h, dt: ((_lin(rng, c, c, dt), _x(rng, b, c, h, dt), _normal(rng, (c, 1, 9, 9), dt)), {}),
+        lambda b, c, h, s: _cost(lambda m: _local_cost(m, b, c, h * h, 9), s),
+    ),
+    OpCase(
+        "rgu",
+        "rgu",
+        lambda rng, b, c, h, dt: (
+            (
+                {
+                    **{n: _lin(rng, c, c, dt) for n in ("w_k", "w_v", "w_q", "w_y")},
+                    "bias_p": 0.1 * _normal(rng, (h, h), dt),
+                },
+                _x(rng, b, c, h, dt),
+            ),
+            {},
+        ),
+        lambda b, c, h, s: _cost(lambda m: _rgu_cost(m, b, c, h * h), s),
+    ),
+    OpCase(
+        "hyper_channel_interaction",
+        "hyper_channel_interaction",
+        lambda rng, b, c, h, dt: (({"channel": _cast(R.init_magnet_gc(rng, c, 32, 2), dt)}, _x(rng, b, c, h, dt)), {}),
+        lambda b, c, h, s: _cost(lambda m: _hci_cost(m, b, c, h), s),
+    ),
+    OpCase(
+        "hyper_interaction",
+        "hyper_interaction",
+        lambda rng, b, c, h, dt: (
+            (
+                {
+                    "channel": _cast(R.init_magnet_gc(rng, c, 16, 2), dt),
+                    "spatial": _cast(R.init_magnet_g(rng, (h, h), 64, 1, 2), dt),
+                },
+                _x(rng, b, c, h, dt),
+                _x(rng, b, c, h, dt),
+            ),
+            {},
+        ),
+        lambda b, c, h, s: _cost(lambda m: _hi_cost(m, b, c, h), s),
+    ),
+    OpCase(
+        "magnet_g (K_g on H×H)",
+        "magnet_g",
+        lambda rng, b, c, h, dt: ((_cast(R.init_magnet_g(rng, (h, h), 64, c, 2), dt),), {}),
+        lambda b, c, h, s: _cost(lambda m: m.mfn(h * h, 2, 64, 2, c), s),
+    ),
+    OpCase(
+        "magnet_l k=9",
+        "magnet_l",
+        lambda rng, b, c, h, dt: ((_cast(R.init_magnet_l(rng, 9, 2, 32, c, 2), dt), _x(rng, b, c, h, dt)), {}),
+        lambda b, c, h, s: _cost(lambda m: _magnet_l_cost(m, b, c, h), s),
+    ),
     OpCase("sfne_block (block 0, bf 4)", "sfne_block", _sfne_build, _sfne_cost),
 ]
 
@@ -245,8 +310,9 @@ def saved_tensor_bytes(fn: Callable[[], Any]) -> int:
     return int(sum(seen.values()))
 
 
-def runners(backend: str, case: OpCase, args: tuple, kwargs: dict, dtype: str
-            ) -> tuple[Callable[[], Any], Callable[[], Any] | None, Callable[[], Any] | None]:
+def runners(
+    backend: str, case: OpCase, args: tuple, kwargs: dict, dtype: str
+) -> tuple[Callable[[], Any], Callable[[], Any] | None, Callable[[], Any] | None]:
     """(forward, forward + backward or None, what to call for the saved-tensor count or None)."""
     spec = REGISTRY[case.name]
     if backend == "reference":
@@ -254,8 +320,11 @@ def runners(backend: str, case: OpCase, args: tuple, kwargs: dict, dtype: str
         kw = dict(kwargs, check_finite=False) if _accepts_check_finite(fn) else dict(kwargs)
         out = fn(*args, **kw)
         rng = np.random.default_rng(1)
-        cot = (tuple(rng.standard_normal(np.shape(o)).astype(dtype) for o in out) if isinstance(out, tuple)
-               else rng.standard_normal(np.shape(out)).astype(dtype))
+        cot = (
+            tuple(rng.standard_normal(np.shape(o)).astype(dtype) for o in out)
+            if isinstance(out, tuple)
+            else rng.standard_normal(np.shape(out)).astype(dtype)
+        )
         if spec.vjp is None:
             return (lambda: fn(*args, **kw)), None, None
         return (lambda: fn(*args, **kw)), (lambda: (fn(*args, **kw), spec.vjp(args, kwargs, cot))), None
@@ -272,6 +341,7 @@ def runners(backend: str, case: OpCase, args: tuple, kwargs: dict, dtype: str
             out = core(*cargs, **kw)
             cupy.cuda.Device().synchronize()
             return out
+
         return fwd_cupy, None, None
     import torch
 
@@ -315,9 +385,19 @@ def runners(backend: str, case: OpCase, args: tuple, kwargs: dict, dtype: str
 # ------------------------------------------------------------------------------------- sweep
 
 
-def run_sweep(*, backends: list[str], dtypes: list[str], sizes: list[tuple[int, int, int]], cases: list[OpCase],
-              peaks: dict[str, Any], reps: int, budget: float, cutoff: float, sweep: str,
-              log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+def run_sweep(
+    *,
+    backends: list[str],
+    dtypes: list[str],
+    sizes: list[tuple[int, int, int]],
+    cases: list[OpCase],
+    peaks: dict[str, Any],
+    reps: int,
+    budget: float,
+    cutoff: float,
+    sweep: str,
+    log: Callable[[str], None] = print,
+) -> list[dict[str, Any]]:
     """Time every case × backend × dtype × size (B, C, H), forward and forward + backward.
 
     Along a sweep, a (case, backend, dtype, mode) whose median exceeded ``cutoff`` seconds is not
@@ -340,22 +420,39 @@ def run_sweep(*, backends: list[str], dtypes: list[str], sizes: list[tuple[int, 
                     for mode, fn, cost in (("fwd", fwd, cost_f), ("fwd+bwd", fwd_bwd, cost_f + cost_b)):
                         if fn is None:
                             continue
-                        row = {"sweep": sweep, "op": case.label, "backend": backend, "dtype": dtype, "mode": mode,
-                               "B": b, "C": c, "H": h, "flops": cost.flops, "bytes": cost.bytes}
+                        row = {
+                            "sweep": sweep,
+                            "op": case.label,
+                            "backend": backend,
+                            "dtype": dtype,
+                            "mode": mode,
+                            "B": b,
+                            "C": c,
+                            "H": h,
+                            "flops": cost.flops,
+                            "bytes": cost.bytes,
+                        }
                         if mode in stopped:
                             row["skipped"] = f"slower than {cutoff:g} s at a smaller size"
                             rows.append(row)
                             continue
                         t = measure(fn, reps=reps, budget=budget, min_reps=min(3, reps))
                         bound = max(cost.flops / pf, cost.bytes / pb)
-                        row.update(median=t.median, min=t.min, reps=t.reps,
-                                   flops_frac=cost.flops / t.median / pf, bytes_frac=cost.bytes / t.median / pb,
-                                   roofline_frac=bound / t.median)
+                        row.update(
+                            median=t.median,
+                            min=t.min,
+                            reps=t.reps,
+                            flops_frac=cost.flops / t.median / pf,
+                            bytes_frac=cost.bytes / t.median / pb,
+                            roofline_frac=bound / t.median,
+                        )
                         if mode == "fwd+bwd" and graph is not None:
                             row["saved_bytes"] = saved_tensor_bytes(graph)
                         rows.append(row)
                         if t.median > cutoff:
                             stopped.add(mode)
-                        log(f"  {case.label:28s} {backend:10s} {dtype:7s} {mode:7s} B={b:<3d} C={c:<4d} H={h:<4d} "
-                            f"{t.median * 1e3:9.2f} ms  roofline {row['roofline_frac']:.0%}")
+                        log(
+                            f"  {case.label:28s} {backend:10s} {dtype:7s} {mode:7s} B={b:<3d} C={c:<4d} H={h:<4d} "
+                            f"{t.median * 1e3:9.2f} ms  roofline {row['roofline_frac']:.0%}"
+                        )
     return rows

@@ -32,8 +32,9 @@ def _timing(times: list[float]) -> Timing:
     return Timing(statistics.median(times), min(times), max(times), len(times), times)
 
 
-def measure(fn: Callable[[], Any], *, reps: int = 5, warmup: int = 1, min_reps: int = 3,
-            budget: float = 10.0) -> Timing:
+def measure(
+    fn: Callable[[], Any], *, reps: int = 5, warmup: int = 1, min_reps: int = 3, budget: float = 10.0
+) -> Timing:
     """Time ``fn()``: ``warmup`` untimed calls, then up to ``reps`` timed ones, stopping early
     (after ``min_reps``) once ``budget`` seconds have been spent."""
     for _ in range(warmup):
@@ -84,8 +85,14 @@ def run_worker(args: list[str], timeout: float = 600.0) -> dict[str, Any]:
     package = __package__ or "benchmarks"  # "benchmarks" from a checkout, "hyperzzw_core.benchmarks" installed
     # the top-level package is importable from the checkout's root only
     cwd = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) if package == "benchmarks" else None
-    proc = subprocess.run([sys.executable, "-m", f"{package}._worker", *args], capture_output=True, text=True,
-                          timeout=timeout, env=dict(os.environ), cwd=cwd)
+    proc = subprocess.run(
+        [sys.executable, "-m", f"{package}._worker", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=dict(os.environ),
+        cwd=cwd,
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"benchmark worker {args} failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])

@@ -25,8 +25,11 @@ def build_layout(root: Path = ROOT, layout: Path = LAYOUT) -> Path:
     shutil.rmtree(layout, ignore_errors=True)
     # parents before children, so that each package's folder exists before its sub-packages
     for name in sorted(package_dir, key=lambda n: n.count(".")):
-        shutil.copytree(root / package_dir[name], layout.joinpath(*name.split(".")),
-                        ignore=shutil.ignore_patterns("__pycache__", "*.npz", "*.png", "*.json"))
+        shutil.copytree(
+            root / package_dir[name],
+            layout.joinpath(*name.split(".")),
+            ignore=shutil.ignore_patterns("__pycache__", "*.npz", "*.png", "*.json"),
+        )
     return layout
 
 

@@ -43,11 +43,33 @@ from .backends import (
     torch_depthwise_direct,
 )
 
-__all__ = ["FFT_MIN_KERNEL", "FFT_MIN_SPATIAL", "FFT_MIN_TAPS", "as_namespace", "backend", "batch_standardize",
-           "cached", "clear_constants", "constant", "depthwise_conv", "depthwise_conv_direct",
-           "depthwise_conv_fft", "depthwise_method", "device", "dtype_name", "erf", "gelu",
-           "instance_standardize", "is_lazy", "namespace", "pointwise_linear", "sigmoid", "silu",
-           "stop_gradient", "work_dtype"]
+__all__ = [
+    "FFT_MIN_KERNEL",
+    "FFT_MIN_SPATIAL",
+    "FFT_MIN_TAPS",
+    "as_namespace",
+    "backend",
+    "batch_standardize",
+    "cached",
+    "clear_constants",
+    "constant",
+    "depthwise_conv",
+    "depthwise_conv_direct",
+    "depthwise_conv_fft",
+    "depthwise_method",
+    "device",
+    "dtype_name",
+    "erf",
+    "gelu",
+    "instance_standardize",
+    "is_lazy",
+    "namespace",
+    "pointwise_linear",
+    "sigmoid",
+    "silu",
+    "stop_gradient",
+    "work_dtype",
+]
 
 _NS_BY_TYPE: dict[type, Any] = {}
 _SCALARS = (bool, int, float, complex)
@@ -84,8 +106,9 @@ def _namespace_of_one(name: str, x: Any) -> Any:
         try:
             ns = array_api_compat.array_namespace(x)
         except TypeError:
-            raise TypeError(f"{name}: expected an array (NumPy, torch, CuPy, JAX, array-api-strict, …), "
-                            f"got {_library(x)}") from None
+            raise TypeError(
+                f"{name}: expected an array (NumPy, torch, CuPy, JAX, array-api-strict, …), got {_library(x)}"
+            ) from None
     _NS_BY_TYPE[t] = ns
     return ns
 
@@ -111,8 +134,10 @@ def namespace(named: Iterable[tuple[str, Any]]) -> Any:
             continue
         if ns is not first[2]:
             libs = ", ".join(f"{n} is {_library(a)}" for n, a in seen)
-            raise TypeError(f"arrays from different libraries: {libs}; convert explicitly "
-                            "(hyperzzw_core.params.convert or xp.from_dlpack)")
+            raise TypeError(
+                f"arrays from different libraries: {libs}; convert explicitly "
+                "(hyperzzw_core.params.convert or xp.from_dlpack)"
+            )
         assert be is not None  # set together with first
         dev = be.device(x)
         if not be.same_device(dev, first[3]):

@@ -57,13 +57,28 @@ def _slow_kernels(xp: Any, params: dict) -> dict[str, Any]:
     (``_magnet_l_static``). They depend on the parameters only: compute them once per parameter
     update (and cache them between updates, as the torch adapter does in eval mode)."""
     k_cc, k_ss = _hi_kernels(xp, params["hi"])
-    return {"k_g": _magnet_g(xp, params["slow_g"]), "k_c": _channel_kernel(xp, params["hci"]["channel"]),
-            "k_cc": k_cc, "k_ss": k_ss, "local": [_magnet_l_static(xp, p["slow_l"]) for p in params["local"]]}
+    return {
+        "k_g": _magnet_g(xp, params["slow_g"]),
+        "k_c": _channel_kernel(xp, params["hci"]["channel"]),
+        "k_cc": k_cc,
+        "k_ss": k_ss,
+        "local": [_magnet_l_static(xp, p["slow_l"]) for p in params["local"]],
+    }
 
 
-def _forward(xp: Any, params: dict, z: Any, x_pre: Any, x_pre_pre: Any, groups: int, eps: float,
-             grid: Any, dropout_mask: Any, frozen: dict | None = None,
-             kernels: dict[str, Any] | None = None) -> tuple[Any, Any]:
+def _forward(
+    xp: Any,
+    params: dict,
+    z: Any,
+    x_pre: Any,
+    x_pre_pre: Any,
+    groups: int,
+    eps: float,
+    grid: Any,
+    dropout_mask: Any,
+    frozen: dict | None = None,
+    kernels: dict[str, Any] | None = None,
+) -> tuple[Any, Any]:
     """The block on validated inputs (no checks beyond static shapes).
 
     ``kernels``: the block's ``_slow_kernels`` if already computed (else computed here).
@@ -73,8 +88,10 @@ def _forward(xp: Any, params: dict, z: Any, x_pre: Any, x_pre_pre: Any, groups: 
         kernels = _slow_kernels(xp, params)
     k_g = kernels["k_g"]
     if shape_of(k_g)[1:] != shape_of(z)[1:]:
-        raise ValueError(f"params['slow_g']: K_g has shape {shape_of(k_g)}; expected (1,) + z.shape[1:] = "
-                         f"{(1,) + shape_of(z)[1:]} (kernel size follows the input size, §5 Q8)")
+        raise ValueError(
+            f"params['slow_g']: K_g has shape {shape_of(k_g)}; expected (1,) + z.shape[1:] = "
+            f"{(1,) + shape_of(z)[1:]} (kernel size follows the input size, §5 Q8)"
+        )
     zhat = z * k_g
     r_sum = _rgu(xp, params["rgu_slow"], zhat, eps) + _rgu(xp, params["rgu_fast"], z, eps)
     t = {"Z": z}
@@ -110,8 +127,10 @@ def check_block_params(xp: Any, params: dict, z: Any, n_pre: int, groups: int) -
     check_magnet(xp, params["slow_g"], _G_KEYS, "params['slow_g']")
     k_shape = (1, params["slow_g"]["output"]["weight"].shape[0]) + shape_of(params["slow_g"]["bias_p"])
     if k_shape[1:] != zs[1:]:
-        raise ValueError(f"params['slow_g']: K_g has shape {k_shape}; expected (1,) + z.shape[1:] = "
-                         f"{(1,) + zs[1:]} (kernel size follows the input size, §5 Q8)")
+        raise ValueError(
+            f"params['slow_g']: K_g has shape {k_shape}; expected (1,) + z.shape[1:] = "
+            f"{(1,) + zs[1:]} (kernel size follows the input size, §5 Q8)"
+        )
     check_rgu(xp, params["rgu_slow"], zs, dt, "params['rgu_slow']")
     check_rgu(xp, params["rgu_fast"], zs, dt, "params['rgu_fast']")
     check_linear_params(xp, params["mixer"], c, dt, "params['mixer']")
@@ -126,11 +145,15 @@ def check_block_params(xp: Any, params: dict, z: Any, n_pre: int, groups: int) -
         check_params(name, p, ("slow_l", "mixer", "bias"))
         check_magnet(xp, p["slow_l"], _L_KEYS, f"{name}['slow_l']")
         if p["slow_l"]["bias_p"].ndim != z.ndim - 2:
-            raise ValueError(f"{name}['slow_l']['bias_p']: expected a {z.ndim - 2}-D kernel grid, got shape "
-                             f"{shape_of(p['slow_l']['bias_p'])}")
+            raise ValueError(
+                f"{name}['slow_l']['bias_p']: expected a {z.ndim - 2}-D kernel grid, got shape "
+                f"{shape_of(p['slow_l']['bias_p'])}"
+            )
         if p["slow_l"]["output"]["weight"].shape[0] != c:
-            raise ValueError(f"{name}['slow_l']['output']['weight']: expected {c} outputs (one kernel per "
-                             f"channel), got shape {shape_of(p['slow_l']['output']['weight'])}")
+            raise ValueError(
+                f"{name}['slow_l']['output']['weight']: expected {c} outputs (one kernel per "
+                f"channel), got shape {shape_of(p['slow_l']['output']['weight'])}"
+            )
         hidden = check_linear_params(xp, p["slow_l"]["reduce"], c, dt, f"{name}['slow_l']['reduce']")
         check_linear_params(xp, p["slow_l"]["fc1"], hidden, dt, f"{name}['slow_l']['fc1']")
         check_linear_params(xp, p["mixer"], c, dt, f"{name}['mixer']")
@@ -138,16 +161,19 @@ def check_block_params(xp: Any, params: dict, z: Any, n_pre: int, groups: int) -
     n_branches = 6 + len(local) + n_pre
     w_shape = shape_of(params["bottleneck"]["weight"]) if hasattr(params["bottleneck"]["weight"], "shape") else ()
     if len(w_shape) == 2 and w_shape[1] != n_branches * c:
-        raise ValueError(f"params['bottleneck']['weight']: shape {w_shape} takes {w_shape[1]} input channels, but z "
-                         f"({c} channels) with {n_pre} previous-block input(s) makes {n_branches} branches = "
-                         f"{n_branches * c} channels; is an x_pre / x_pre_pre input missing or extra?")
+        raise ValueError(
+            f"params['bottleneck']['weight']: shape {w_shape} takes {w_shape[1]} input channels, but z "
+            f"({c} channels) with {n_pre} previous-block input(s) makes {n_branches} branches = "
+            f"{n_branches * c} channels; is an x_pre / x_pre_pre input missing or extra?"
+        )
     out_ch = check_linear_params(xp, params["bottleneck"], n_branches * c, dt, "params['bottleneck']")
     as_float_array(xp, "params['bias']", params["bias"], ndim=0, dtype=dt)
     check_groups((zs[0], out_ch) + zs[2:], groups)
 
 
-def _validate(xp: Any, params: dict, z: Any, x_pre: Any, x_pre_pre: Any, grid: Any, dropout_mask: Any,
-              check_finite: bool) -> tuple[Any, Any, Any, Any]:
+def _validate(
+    xp: Any, params: dict, z: Any, x_pre: Any, x_pre_pre: Any, grid: Any, dropout_mask: Any, check_finite: bool
+) -> tuple[Any, Any, Any, Any]:
     z = as_float_array(xp, "z", z, ndim=(3, 4))
     check_params("params", params, BLOCK_KEYS)
     check_global_grid("z", shape_of(z), grid)
@@ -158,8 +184,10 @@ def _validate(xp: Any, params: dict, z: Any, x_pre: Any, x_pre_pre: Any, grid: A
         if x is not None:
             x = as_float_array(xp, name, x, ndim=z.ndim, dtype=z.dtype)
             if x.shape[0] != z.shape[0] or shape_of(x)[2:] != shape_of(z)[2:]:
-                raise ValueError(f"{name}: expected (B, C_pre, *S) = ({z.shape[0]}, *, "
-                                 f"{', '.join(map(str, shape_of(z)[2:]))}), got {shape_of(x)}")
+                raise ValueError(
+                    f"{name}: expected (B, C_pre, *S) = ({z.shape[0]}, *, "
+                    f"{', '.join(map(str, shape_of(z)[2:]))}), got {shape_of(x)}"
+                )
             arrays[name] = x
     if dropout_mask is not None:
         dropout_mask = as_float_array(xp, "dropout_mask", dropout_mask, ndim=2, dtype=z.dtype)
@@ -169,9 +197,19 @@ def _validate(xp: Any, params: dict, z: Any, x_pre: Any, x_pre_pre: Any, grid: A
     return z, arrays.get("x_pre"), arrays.get("x_pre_pre"), dropout_mask
 
 
-def sfne_block(params: dict, z: Any, x_pre: Any = None, x_pre_pre: Any = None, *, groups: int = 12,
-               eps: float = 1e-5, grid: tuple[int, int] | None = None, dropout_mask: Any = None,
-               stop_gradient_values: dict | None = None, check_finite: bool = True) -> tuple[Any, Any]:
+def sfne_block(
+    params: dict,
+    z: Any,
+    x_pre: Any = None,
+    x_pre_pre: Any = None,
+    *,
+    groups: int = 12,
+    eps: float = 1e-5,
+    grid: tuple[int, int] | None = None,
+    dropout_mask: Any = None,
+    stop_gradient_values: dict | None = None,
+    check_finite: bool = True,
+) -> tuple[Any, Any]:
     """One SFNE block: returns ``(out, K_g)`` (spec §1.3, §2.11).
 
     K_g = MAGNet_G(); Ẑ = Z ⊙ K_g; fast = IS(RGU_slow(Ẑ) + RGU_fast(Z)); M = IS(mixer(Z));
@@ -183,18 +221,24 @@ def sfne_block(params: dict, z: Any, x_pre: Any = None, x_pre_pre: Any = None, *
     with C_pre dividing C are tiled to C channels. 1D inputs need ``grid`` (see hyperzzw_global).
     ``stop_gradient_values`` ({role: per-layer arrays}) freezes MAGNet_L's stop-gradient terms.
     """
-    xp, z, x_pre, x_pre_pre, dropout_mask = checked_inputs(params, z, x_pre, x_pre_pre, groups, grid, dropout_mask,
-                                                           check_finite)
+    xp, z, x_pre, x_pre_pre, dropout_mask = checked_inputs(
+        params, z, x_pre, x_pre_pre, groups, grid, dropout_mask, check_finite
+    )
     return _forward(xp, params, z, x_pre, x_pre_pre, groups, eps, grid, dropout_mask, stop_gradient_values)
 
 
-def checked_inputs(params: dict, z: Any, x_pre: Any, x_pre_pre: Any, groups: int, grid: Any, dropout_mask: Any,
-                   check_finite: bool) -> tuple[Any, Any, Any, Any, Any]:
+def checked_inputs(
+    params: dict, z: Any, x_pre: Any, x_pre_pre: Any, groups: int, grid: Any, dropout_mask: Any, check_finite: bool
+) -> tuple[Any, Any, Any, Any, Any]:
     """The block's namespace and validated inputs ``(xp, z, x_pre, x_pre_pre, dropout_mask)``, after
     checking every input and parameter (shared by :func:`sfne_block` and the torch adapter)."""
-    xp = ns(("z", z), ("x_pre", x_pre), ("x_pre_pre", x_pre_pre), ("dropout_mask", dropout_mask),
-            trees=(("params", params),))
-    z, x_pre, x_pre_pre, dropout_mask = _validate(xp, params, z, x_pre, x_pre_pre, grid, dropout_mask,
-                                                  check_finite)
+    xp = ns(
+        ("z", z),
+        ("x_pre", x_pre),
+        ("x_pre_pre", x_pre_pre),
+        ("dropout_mask", dropout_mask),
+        trees=(("params", params),),
+    )
+    z, x_pre, x_pre_pre, dropout_mask = _validate(xp, params, z, x_pre, x_pre_pre, grid, dropout_mask, check_finite)
     check_block_params(xp, params, z, (x_pre is not None) + (x_pre_pre is not None), groups)
     return xp, z, x_pre, x_pre_pre, dropout_mask

@@ -14,8 +14,7 @@ from typing import Any
 from ._backend import backend, dtype_name, namespace
 from .reference import check_params, flatten, odd_kernel_size  # pure Python: reused as is
 
-__all__ = ["as_float_array", "check_finite", "check_params", "check_shape", "ns", "odd_kernel_size",
-           "shape_of"]
+__all__ = ["as_float_array", "check_finite", "check_params", "check_shape", "ns", "odd_kernel_size", "shape_of"]
 
 
 def shape_of(x: Any) -> tuple[int, ...]:
@@ -32,8 +31,7 @@ def ns(*named: tuple[str, Any], trees: Sequence[tuple[str, Any]] = ()) -> Any:
     return namespace(items)
 
 
-def as_float_array(xp: Any, name: str, x: Any, *, ndim: int | Sequence[int] | None = None,
-                   dtype: Any = None) -> Any:
+def as_float_array(xp: Any, name: str, x: Any, *, ndim: int | Sequence[int] | None = None, dtype: Any = None) -> Any:
     """Return ``x`` unchanged if it is a float32/float64 array of an allowed rank and dtype.
 
     Raises the reference's ``TypeError``/``ValueError`` messages; nothing is cast silently.
@@ -43,8 +41,9 @@ def as_float_array(xp: Any, name: str, x: Any, *, ndim: int | Sequence[int] | No
     if x.dtype not in (xp.float32, xp.float64):
         raise TypeError(f"{name}: expected dtype float32 or float64, got {dtype_name(x.dtype)}")
     if dtype is not None and x.dtype != dtype:
-        raise TypeError(f"{name}: expected dtype {dtype_name(dtype)} (the dtype of the other inputs), "
-                        f"got {dtype_name(x.dtype)}")
+        raise TypeError(
+            f"{name}: expected dtype {dtype_name(dtype)} (the dtype of the other inputs), got {dtype_name(x.dtype)}"
+        )
     if ndim is not None:
         allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
         if x.ndim not in allowed:

@@ -70,9 +70,13 @@ def _pool_matrix(n_in: int, n_out: int, transpose: bool) -> list[list[float]]:
 
 def _pool_constant(xp: Any, n_in: int, n_out: int, transpose: bool, dtype: Any, dev: Any) -> Any:
     """The pooling matrix on ``dev`` in ``dtype``, built once per sizes, dtype and device."""
-    return B.cached(xp, ("pool", n_in, n_out, transpose),
-                    lambda: B.constant(xp, _pool_matrix(n_in, n_out, transpose), dtype=dtype, device=dev),
-                    dtype=dtype, device=dev)
+    return B.cached(
+        xp,
+        ("pool", n_in, n_out, transpose),
+        lambda: B.constant(xp, _pool_matrix(n_in, n_out, transpose), dtype=dtype, device=dev),
+        dtype=dtype,
+        device=dev,
+    )
 
 
 def _adaptive_avg_pool(xp: Any, x: Any, size: tuple[int, ...]) -> Any:
@@ -94,6 +98,7 @@ def adaptive_avg_pool(x: Any, size: tuple[int, ...]) -> Any:
     xp = ns(("x", x))
     x = as_float_array(xp, "x", x, ndim=(3, 4))
     if len(size) != x.ndim - 2 or any(int(k) < 1 for k in size):
-        raise ValueError(f"size: expected {x.ndim - 2} positive output sizes for input shape {tuple(x.shape)}, "
-                         f"got {size}")
+        raise ValueError(
+            f"size: expected {x.ndim - 2} positive output sizes for input shape {tuple(x.shape)}, got {size}"
+        )
     return _adaptive_avg_pool(xp, x, tuple(int(s) for s in size))

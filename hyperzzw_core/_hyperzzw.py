@@ -31,8 +31,7 @@ def _hyperzzw_global(xp: Any, z: Any, k_g: Any, y: Any, grid: tuple[int, int] | 
     return B.backend(xp).global_product(xp, z, k_g, y, grid)
 
 
-def hyperzzw_global(z: Any, k_g: Any, y: Any, *, grid: tuple[int, int] | None = None,
-                    check_finite: bool = True) -> Any:
+def hyperzzw_global(z: Any, k_g: Any, y: Any, *, grid: tuple[int, int] | None = None, check_finite: bool = True) -> Any:
     """Global HyperZ·Z·W: G = (Z ⊙ K_g) @ Y, a matrix product over the last two axes per (b, c).
 
     G[b,c,i,j] = Σ_m Z[b,c,i,m]·K_g[·,c,i,m]·Y[b,c,m,j]. Costs O(B·C·H·W²) (spec §2.2, §5 Q13).

@@ -40,8 +40,10 @@ def check_rgu(xp: Any, params: dict, z_shape: tuple[int, ...], dtype: Any, name:
     bias_p = params["bias_p"]
     if not hasattr(bias_p, "shape") or shape_of(bias_p) != tuple(z_shape[2:]):
         got = shape_of(bias_p) if hasattr(bias_p, "shape") else ()
-        raise ValueError(f"{name}['bias_p']: expected the spatial shape of z {tuple(z_shape[2:])}, "
-                         f"got {got} (derived from the input size, §5 Q8)")
+        raise ValueError(
+            f"{name}['bias_p']: expected the spatial shape of z {tuple(z_shape[2:])}, "
+            f"got {got} (derived from the input size, §5 Q8)"
+        )
     as_float_array(xp, f"{name}['bias_p']", bias_p, dtype=dtype)
     c = z_shape[1]
     for key in ("w_k", "w_v", "w_q", "w_y"):
@@ -79,12 +81,13 @@ def check_channel_kernel(xp: Any, params: dict, c: int, name: str) -> None:
         check_params(name, params, _G_KEYS)
     bias_p: Any = params.get("bias_p")
     if getattr(bias_p, "ndim", 0) != 1:
-        raise ValueError(f"{name}['bias_p']: MAGNet_GC runs on a 1-D grid, expected shape (C,), "
-                         f"got {shape_of(bias_p) if hasattr(bias_p, 'shape') else ()}")
+        raise ValueError(
+            f"{name}['bias_p']: MAGNet_GC runs on a 1-D grid, expected shape (C,), "
+            f"got {shape_of(bias_p) if hasattr(bias_p, 'shape') else ()}"
+        )
     check_magnet(xp, params, _G_KEYS, name)
     if bias_p.shape[0] != c:
-        raise ValueError(f"{name}: MAGNet_GC grid has {bias_p.shape[0]} positions, "
-                         f"the input has {c} channels")
+        raise ValueError(f"{name}: MAGNet_GC grid has {bias_p.shape[0]} positions, the input has {c} channels")
 
 
 def _channel_kernel(xp: Any, params: dict) -> Any:
@@ -126,11 +129,13 @@ def check_hi(xp: Any, params: dict, y_shape: tuple[int, ...], name: str = "param
     check_magnet(xp, params["spatial"], _G_KEYS, f"{name}['spatial']")
     sizes = shape_of(params["spatial"]["bias_p"])
     if sizes != tuple(y_shape[2:]):
-        raise ValueError(f"{name}['spatial']: MAGNet_G grid {sizes} must equal the spatial "
-                         f"shape of y {tuple(y_shape[2:])}")
+        raise ValueError(
+            f"{name}['spatial']: MAGNet_G grid {sizes} must equal the spatial shape of y {tuple(y_shape[2:])}"
+        )
     if params["spatial"]["output"]["weight"].shape[0] != 1:
-        raise ValueError(f"{name}['spatial']: expected one output map, got "
-                         f"{params['spatial']['output']['weight'].shape[0]}")
+        raise ValueError(
+            f"{name}['spatial']: expected one output map, got {params['spatial']['output']['weight'].shape[0]}"
+        )
 
 
 def _hi_kernels(xp: Any, params: dict) -> tuple[Any, Any]:

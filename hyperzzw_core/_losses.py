@@ -12,32 +12,37 @@ from .reference import SLOW_LOSS_KINDS
 from .reference import slow_loss_pairs as _pairs
 
 
-def _validate_kernels(xp: Any, kernels: Sequence[Any], factors: Sequence[int], kind: str,
-                      check_finite: bool) -> list[Any]:
+def _validate_kernels(
+    xp: Any, kernels: Sequence[Any], factors: Sequence[int], kind: str, check_finite: bool
+) -> list[Any]:
     if kind not in SLOW_LOSS_KINDS:
         raise ValueError(f"kind: expected one of {SLOW_LOSS_KINDS}, got {kind!r}")
     ks = [as_float_array(xp, f"kernels[{i}]", k) for i, k in enumerate(kernels)]
     if len(factors) < len(ks) - 1:
-        raise ValueError(f"factors: need at least {len(ks) - 1} bottleneck factors for {len(ks)} kernels, "
-                         f"got {len(factors)}")
+        raise ValueError(
+            f"factors: need at least {len(ks) - 1} bottleneck factors for {len(ks)} kernels, got {len(factors)}"
+        )
     for i, k in enumerate(ks):
         if k.ndim < 3 or k.shape[0] != 1:
             raise ValueError(f"kernels[{i}]: expected a global kernel (1, C, *S), got shape {shape_of(k)}")
         if k.dtype != ks[0].dtype or shape_of(k)[2:] != shape_of(ks[0])[2:]:
-            raise ValueError(f"kernels[{i}]: expected dtype {B.dtype_name(ks[0].dtype)} and spatial shape "
-                             f"{shape_of(ks[0])[2:]}, got {B.dtype_name(k.dtype)} and {shape_of(k)[2:]}")
+            raise ValueError(
+                f"kernels[{i}]: expected dtype {B.dtype_name(ks[0].dtype)} and spatial shape "
+                f"{shape_of(ks[0])[2:]}, got {B.dtype_name(k.dtype)} and {shape_of(k)[2:]}"
+            )
         if check_finite:
             _check_finite(xp, f"kernels[{i}]", k)
     if kind == "tiled":
         for i in range(1, len(ks)):
             if ks[i].shape[1] != ks[i - 1].shape[1] * int(factors[i - 1]):
-                raise ValueError(f"kernels[{i}]: {ks[i].shape[1]} channels, expected C_{i-1}·bf_{i-1} = "
-                                 f"{ks[i - 1].shape[1]}·{factors[i - 1]} for the tiled slow loss")
+                raise ValueError(
+                    f"kernels[{i}]: {ks[i].shape[1]} channels, expected C_{i - 1}·bf_{i - 1} = "
+                    f"{ks[i - 1].shape[1]}·{factors[i - 1]} for the tiled slow loss"
+                )
     return ks
 
 
-def slow_loss(kernels: Sequence[Any], factors: Sequence[int], *, kind: str = "tiled",
-              check_finite: bool = True) -> Any:
+def slow_loss(kernels: Sequence[Any], factors: Sequence[int], *, kind: str = "tiled", check_finite: bool = True) -> Any:
     """Slow neural loss over the blocks' global kernels K_0 … K_{n−1} (spec §2.12, §5 Q2).
 
     ``kind="tiled"`` (default, the author's final code):
@@ -89,14 +94,17 @@ def check_label_range(xp: Any, labels: Any, num_classes: int) -> None:
         raise ValueError(f"labels: expected class indices in [0, {num_classes}), got values in [{lo}, {hi}]")
 
 
-def _validate_ce(xp: Any, logits: Any, labels: Any, eps: float, check_finite: bool,
-                 check_labels: bool = True) -> tuple[Any, Any]:
+def _validate_ce(
+    xp: Any, logits: Any, labels: Any, eps: float, check_finite: bool, check_labels: bool = True
+) -> tuple[Any, Any]:
     logits = as_float_array(xp, "logits", logits, ndim=2)
     if not hasattr(labels, "dtype"):
         labels = xp.asarray(labels, device=B.device(logits))
     if shape_of(labels) != (logits.shape[0],) or not xp.isdtype(labels.dtype, "integral"):
-        raise ValueError(f"labels: expected integer class indices of shape ({logits.shape[0]},), "
-                         f"got {B.dtype_name(labels.dtype)} {shape_of(labels)}")
+        raise ValueError(
+            f"labels: expected integer class indices of shape ({logits.shape[0]},), "
+            f"got {B.dtype_name(labels.dtype)} {shape_of(labels)}"
+        )
     if not 0.0 <= eps <= 1.0:
         raise ValueError(f"eps: label smoothing must lie in [0, 1], got {eps}")
     if check_labels:
@@ -111,8 +119,9 @@ def _log_softmax(xp: Any, x: Any) -> Any:
     return shifted - xp.log(xp.sum(xp.exp(shifted), axis=1, keepdims=True))
 
 
-def label_smoothing_cross_entropy(logits: Any, labels: Any, eps: float = 0.09, *,
-                                  check_finite: bool = True, check_labels: bool = True) -> Any:
+def label_smoothing_cross_entropy(
+    logits: Any, labels: Any, eps: float = 0.09, *, check_finite: bool = True, check_labels: bool = True
+) -> Any:
     """Label-smoothing cross-entropy, mean over the batch (spec §2.13, §5 Q9).
 
     L = (ε/K)·mean_b Σ_k(−log p_{b,k}) + (1−ε)·mean_b(−log p_{b,y_b}), p = softmax(logits).

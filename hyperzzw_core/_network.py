@@ -45,8 +45,9 @@ def _validate_input(params: dict, x: Any, config: TerminatorConfig, check_finite
     xp = ns(("x", x), ("params['head']['weight']", params["head"]["weight"]))
     x = as_float_array(xp, "x", x, ndim=config.data_dim + 2, dtype=dtype)
     if shape_of(x)[1:] != tuple(config.input_shape):
-        raise ValueError(f"x: expected (B, {', '.join(map(str, config.input_shape))}) for this config, "
-                         f"got {shape_of(x)}")
+        raise ValueError(
+            f"x: expected (B, {', '.join(map(str, config.input_shape))}) for this config, got {shape_of(x)}"
+        )
     if x.shape[0] < 1:
         raise ValueError(f"x: expected a non-empty batch, got shape {shape_of(x)}")
     if check_finite:
@@ -54,17 +55,21 @@ def _validate_input(params: dict, x: Any, config: TerminatorConfig, check_finite
     return xp, x
 
 
-def _masks(xp: Any, config: TerminatorConfig, x: Any, train: bool, rng: np.random.Generator | None,
-           dropout_masks: list | None) -> list:
+def _masks(
+    xp: Any, config: TerminatorConfig, x: Any, train: bool, rng: np.random.Generator | None, dropout_masks: list | None
+) -> list:
     if not train:
         return [None] * config.num_blocks
     if dropout_masks is not None:
         if len(dropout_masks) != config.num_blocks:
-            raise ValueError(f"dropout_masks: expected {config.num_blocks} entries (None where p = 0), "
-                             f"got {len(dropout_masks)}")
+            raise ValueError(
+                f"dropout_masks: expected {config.num_blocks} entries (None where p = 0), got {len(dropout_masks)}"
+            )
         ns(("x", x), *((f"dropout_masks[{i}]", m) for i, m in enumerate(dropout_masks)))
-        return [None if m is None else as_float_array(xp, f"dropout_masks[{i}]", m, ndim=2, dtype=x.dtype)
-                for i, m in enumerate(dropout_masks)]
+        return [
+            None if m is None else as_float_array(xp, f"dropout_masks[{i}]", m, ndim=2, dtype=x.dtype)
+            for i, m in enumerate(dropout_masks)
+        ]
     # Same draws as the reference (NumPy's generator, on the host), uploaded explicitly.
     host = dropout_masks_for(config, x.shape[0], rng, np.float64)
     return [None if m is None else xp.asarray(m, dtype=x.dtype, device=B.device(x)) for m in host]
@@ -75,8 +80,16 @@ def _slow_kernels(xp: Any, params: dict) -> list[dict[str, Any]]:
     return [_block_slow_kernels(xp, bp) for bp in params["blocks"]]
 
 
-def _forward(xp: Any, params: dict, x: Any, config: TerminatorConfig, train: bool, masks: list,
-             frozen: list | None = None, slow_kernels: list | None = None) -> tuple[Any, list[Any]]:
+def _forward(
+    xp: Any,
+    params: dict,
+    x: Any,
+    config: TerminatorConfig,
+    train: bool,
+    masks: list,
+    frozen: list | None = None,
+    slow_kernels: list | None = None,
+) -> tuple[Any, list[Any]]:
     """The network on validated inputs; ``slow_kernels`` as ``_slow_kernels`` returns them, if
     already computed (else each block computes its own)."""
     outs: list[Any] = []
@@ -86,9 +99,19 @@ def _forward(xp: Any, params: dict, x: Any, config: TerminatorConfig, train: boo
         n_pre = config.num_concat_pre[i]
         x_pre = outs[i - 2] if n_pre >= 1 else None
         x_pp = outs[i - 3] if n_pre >= 2 else None
-        h, k_g = _block_forward(xp, bp, h, x_pre, x_pp, config.ibs_groups, config.eps, config.grid,
-                                masks[i] if train else None, None if frozen is None else frozen[i],
-                                None if slow_kernels is None else slow_kernels[i])
+        h, k_g = _block_forward(
+            xp,
+            bp,
+            h,
+            x_pre,
+            x_pp,
+            config.ibs_groups,
+            config.eps,
+            config.grid,
+            masks[i] if train else None,
+            None if frozen is None else frozen[i],
+            None if slow_kernels is None else slow_kernels[i],
+        )
         outs.append(h)
         kernels.append(k_g)
     feats = xp.mean(h, axis=tuple(range(2, h.ndim)))
@@ -97,10 +120,17 @@ def _forward(xp: Any, params: dict, x: Any, config: TerminatorConfig, train: boo
     return logits, kernels
 
 
-def terminator_forward(params: dict, x: Any, config: TerminatorConfig, train: bool = False, *,
-                       rng: np.random.Generator | None = None, dropout_masks: list | None = None,
-                       stop_gradient_values: list | None = None,
-                       check_finite: bool = True) -> tuple[Any, list[Any]]:
+def terminator_forward(
+    params: dict,
+    x: Any,
+    config: TerminatorConfig,
+    train: bool = False,
+    *,
+    rng: np.random.Generator | None = None,
+    dropout_masks: list | None = None,
+    stop_gradient_values: list | None = None,
+    check_finite: bool = True,
+) -> tuple[Any, list[Any]]:
     """Run the network: returns ``(logits, global_kernels)`` (spec §1.2).
 
     out_i, K_i = SFNE_i(out_{i−1}, x_pre = out_{i−2}, x_pre_pre = out_{i−3}) as ``num_concat_pre``
@@ -122,9 +152,18 @@ def _slow(xp: Any, config: TerminatorConfig, kernels: list[Any]) -> Any:
     return config.slow_loss_weight * _slow_loss(xp, kernels, config.bottleneck_factors, config.slow_loss)
 
 
-def terminator_loss(params: dict, x: Any, labels: Any, config: TerminatorConfig, train: bool = True, *,
-                    rng: np.random.Generator | None = None, dropout_masks: list | None = None,
-                    stop_gradient_values: list | None = None, check_finite: bool = True) -> Any:
+def terminator_loss(
+    params: dict,
+    x: Any,
+    labels: Any,
+    config: TerminatorConfig,
+    train: bool = True,
+    *,
+    rng: np.random.Generator | None = None,
+    dropout_masks: list | None = None,
+    stop_gradient_values: list | None = None,
+    check_finite: bool = True,
+) -> Any:
     """Training loss: CE_ls(logits, labels) + w·slow_loss(K_0…K_{n−1}) (spec §2.12-2.13).
 
     The slow loss is only added in train mode, as in the author's code. Returns a 0-D array.

@@ -18,9 +18,9 @@ from ._conv import _adaptive_avg_pool
 from ._linear import _dense, _pointwise_linear, check_linear_params
 
 Params = dict
-RENORM_EPS = _ref.RENORM_EPS      # F.normalize's eps, 1e-12
+RENORM_EPS = _ref.RENORM_EPS  # F.normalize's eps, 1e-12
 RENORM_ALPHA = _ref.RENORM_ALPHA  # 1.0, weight of the stop-gradient term
-RENORM_BETA = _ref.RENORM_BETA    # 0.1, weight of the normalised term
+RENORM_BETA = _ref.RENORM_BETA  # 0.1, weight of the normalised term
 
 _G_KEYS = ("filters", "linears", "output", "bias_p")
 _L_KEYS = _G_KEYS + ("reduce", "fc1", "linears_x")
@@ -61,8 +61,9 @@ def _grid(xp: Any, sizes: tuple[int, ...], dtype: Any, dev: Any) -> Any:
     return xp.stack(xp.meshgrid(*axes, indexing="ij"), axis=0)
 
 
-def coordinate_grid(sizes: tuple[int, ...] | list[int], *, xp: Any = None, device: Any = None,
-                    dtype: Any = None) -> Any:
+def coordinate_grid(
+    sizes: tuple[int, ...] | list[int], *, xp: Any = None, device: Any = None, dtype: Any = None
+) -> Any:
     """Normalised coordinates: ``linspace(-1, 1, k)`` per axis, meshgrid 'ij', stacked first.
 
     Shapes: sizes (k_1, …, k_d) → (d, k_1, …, k_d); channel a varies along spatial axis a.
@@ -81,8 +82,9 @@ def _points(xp: Any, sizes: tuple[int, ...], like: Any) -> Any:
     """The grid flattened to (d, N) in ``like``'s dtype and device, built once per size, dtype and
     device (``_backend.cached``; rebuilt inside torch.compile traces, where the graph owns it)."""
     dt, dev = like.dtype, B.device(like)
-    return B.cached(xp, ("grid", sizes), lambda: xp.reshape(_grid(xp, sizes, dt, dev), (len(sizes), -1)),
-                    dtype=dt, device=dev)
+    return B.cached(
+        xp, ("grid", sizes), lambda: xp.reshape(_grid(xp, sizes, dt, dev), (len(sizes), -1)), dtype=dt, device=dev
+    )
 
 
 # ----------------------------------------------------------------------------- validation
@@ -95,13 +97,13 @@ def check_magnet(xp: Any, params: Params, keys: tuple[str, ...], name: str) -> N
     dt, d = bias_p.dtype, bias_p.ndim
     n_layers = len(params["linears"])
     if len(params["filters"]) != n_layers + 1:
-        raise ValueError(f"{name}: expected len(filters) == len(linears) + 1, got "
-                         f"{len(params['filters'])} and {n_layers}")
+        raise ValueError(
+            f"{name}: expected len(filters) == len(linears) + 1, got {len(params['filters'])} and {n_layers}"
+        )
     for i, f in enumerate(params["filters"]):
         w = as_float_array(xp, f"{name}['filters'][{i}]['weight']", f["weight"], ndim=2, dtype=dt)
         if w.shape[1] != d:
-            raise ValueError(f"{name}['filters'][{i}]['weight']: expected (H, {d}) for a {d}-D grid, "
-                             f"got {shape_of(w)}")
+            raise ValueError(f"{name}['filters'][{i}]['weight']: expected (H, {d}) for a {d}-D grid, got {shape_of(w)}")
     for key in ("linears", "linears_x"):
         for i, lin in enumerate(params.get(key, [])):
             as_float_array(xp, f"{name}['{key}'][{i}]['weight']", lin["weight"], ndim=2, dtype=dt)
@@ -130,8 +132,9 @@ def _magnet_l_static(xp: Any, params: Params) -> dict[str, Any]:
     return out
 
 
-def _mfn_forward(xp: Any, params: Params, c: Any, ctx: Any | None, frozen: list | None = None,
-                 static: dict | None = None) -> Any:
+def _mfn_forward(
+    xp: Any, params: Params, c: Any, ctx: Any | None, frozen: list | None = None, static: dict | None = None
+) -> Any:
     """The MFN recursion; with ``ctx`` (MAGNet_L) each layer is s-renormalised and gated.
 
     ``frozen`` replaces the stop-gradient term's value per layer (see ``magnet_l``). ``static``
@@ -180,8 +183,10 @@ def magnet_gc(params: Params) -> Any:
     """
     bias_p = params.get("bias_p")
     if getattr(bias_p, "ndim", 0) != 1:
-        raise ValueError(f"params['bias_p']: MAGNet_GC runs on a 1-D grid, expected shape (C,), "
-                         f"got {shape_of(bias_p) if hasattr(bias_p, 'shape') else ()}")
+        raise ValueError(
+            f"params['bias_p']: MAGNet_GC runs on a 1-D grid, expected shape (C,), "
+            f"got {shape_of(bias_p) if hasattr(bias_p, 'shape') else ()}"
+        )
     return magnet_g(params)
 
 
@@ -215,8 +220,7 @@ def _magnet_l(xp: Any, params: Params, x: Any, frozen: list | None = None, stati
     return xp.reshape(out, (out.shape[0], 1) + k)
 
 
-def magnet_l(params: Params, x: Any, *, stop_gradient_values: list | None = None,
-             check_finite: bool = True) -> Any:
+def magnet_l(params: Params, x: Any, *, stop_gradient_values: list | None = None, check_finite: bool = True) -> Any:
     """MAGNet_L: a context-dependent local kernel (spec §2.1).
 
     g = GELU(fc1(mean_b(reduce(adaptive_avg_pool(x, k))))); h_1 = g_0(c);
@@ -231,8 +235,7 @@ def magnet_l(params: Params, x: Any, *, stop_gradient_values: list | None = None
     if not isinstance(params, dict):
         check_params("params", params, _L_KEYS)
     frozen = list(stop_gradient_values) if stop_gradient_values is not None else []
-    xp = ns(("x", x), *((f"stop_gradient_values[{i}]", v) for i, v in enumerate(frozen)),
-            trees=(("params", params),))
+    xp = ns(("x", x), *((f"stop_gradient_values[{i}]", v) for i, v in enumerate(frozen)), trees=(("params", params),))
     x = check_magnet_l(xp, params, x, check_finite)
     return _magnet_l(xp, params, x, stop_gradient_values)
 

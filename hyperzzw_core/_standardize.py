@@ -60,14 +60,15 @@ def _g_ibs(xp: Any, x: Any, groups: int, eps: float) -> Any:
     sp = tuple(x.shape[2:])
     parts = []
     if pairs:
-        head = x[:, :2 * pairs * size, ...] if groups % 2 else x
+        head = x[:, : 2 * pairs * size, ...] if groups % 2 else x
         x6 = xp.reshape(head, (b, pairs, 2, size) + sp)
         even = _batch_standardize_over(xp, x6[:, :, 0, ...], (0,) + tuple(range(3, 3 + len(sp))), eps)
         odd = _instance_standardize(xp, xp.reshape(x6[:, :, 1, ...], (b, pairs * size) + sp), eps)
-        parts.append(xp.reshape(xp.stack([even, xp.reshape(odd, (b, pairs, size) + sp)], axis=2),
-                                (b, 2 * pairs * size) + sp))
+        parts.append(
+            xp.reshape(xp.stack([even, xp.reshape(odd, (b, pairs, size) + sp)], axis=2), (b, 2 * pairs * size) + sp)
+        )
     if groups % 2:
-        parts.append(_batch_standardize_over(xp, x[:, 2 * pairs * size:, ...], _batch_axes(x.ndim), eps))
+        parts.append(_batch_standardize_over(xp, x[:, 2 * pairs * size :, ...], _batch_axes(x.ndim), eps))
     return parts[0] if len(parts) == 1 else xp.concat(parts, axis=1)
 
 
@@ -105,8 +106,10 @@ def check_groups(x_shape: tuple[int, ...], groups: Any) -> int:
         raise ValueError(f"groups: expected a positive integer, got {groups!r}")
     c = x_shape[1]
     if c % int(groups):
-        raise ValueError(f"x: G-IBS needs the channel count to be divisible by groups={int(groups)}, "
-                         f"got {c} channels (shape {tuple(x_shape)})")
+        raise ValueError(
+            f"x: G-IBS needs the channel count to be divisible by groups={int(groups)}, "
+            f"got {c} channels (shape {tuple(x_shape)})"
+        )
     return c // int(groups)
 
 

@@ -51,9 +51,16 @@ def _verify(a: argparse.Namespace) -> int:
     dtypes = list(DTYPES) if a.dtype == "all" else [a.dtype]
     ops = [o.strip() for o in a.ops.split(",") if o.strip()] if a.ops else None
     try:
-        run = run_isolated(a.impl, ops=ops, dtypes=dtypes, gradients=not a.no_grad, device=a.device,
-                           timeout=a.timeout, progress=None if a.quiet else progress_line,
-                           **({"directory": Path(a.goldens)} if a.goldens else {}))
+        run = run_isolated(
+            a.impl,
+            ops=ops,
+            dtypes=dtypes,
+            gradients=not a.no_grad,
+            device=a.device,
+            timeout=a.timeout,
+            progress=None if a.quiet else progress_line,
+            **({"directory": Path(a.goldens)} if a.goldens else {}),
+        )
     except KitError as exc:
         return fail(EXIT_KIT, f"kit error: {exc}")
     except LoadError as exc:
@@ -64,17 +71,23 @@ def _verify(a: argparse.Namespace) -> int:
     if ops:
         cov.missing = [o for o in cov.missing if o in ops]
     if not results:
-        return fail(EXIT_USAGE, f"{a.impl} exposes none of the operators{' selected' if ops else ''}; "
-                                "nothing was checked")
-    failed = any(r.status != "pass" for r in results) or bool(cov.near_misses) \
-        or (a.require_all and bool(cov.missing))
+        return fail(
+            EXIT_USAGE, f"{a.impl} exposes none of the operators{' selected' if ops else ''}; nothing was checked"
+        )
+    failed = any(r.status != "pass" for r in results) or bool(cov.near_misses) or (a.require_all and bool(cov.missing))
     n_grad = sum(r.kind != "forward" for r in results)
     if a.json:
-        report = {"implementation": a.impl, "dtypes": dtypes, "passed": not failed,
-                  "exit_code": EXIT_FAIL if failed else EXIT_PASS,
-                  "forward_checks": len(results) - n_grad, "gradient_checks": n_grad,
-                  "coverage": cov.to_dict(), "summary": summarize(results),
-                  "results": [r.to_dict() for r in results]}
+        report = {
+            "implementation": a.impl,
+            "dtypes": dtypes,
+            "passed": not failed,
+            "exit_code": EXIT_FAIL if failed else EXIT_PASS,
+            "forward_checks": len(results) - n_grad,
+            "gradient_checks": n_grad,
+            "coverage": cov.to_dict(),
+            "summary": summarize(results),
+            "results": [r.to_dict() for r in results],
+        }
         print(json.dumps(_strict_json(report), indent=1, allow_nan=False))
     else:
         print(f"hyperzzw verify: {a.impl} ({', '.join(dtypes)}{', device ' + a.device if a.device else ''})")
@@ -85,44 +98,63 @@ def _verify(a: argparse.Namespace) -> int:
 
 
 def _add_verify(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("verify", help="check an implementation against the reference's golden vectors",
-                       description="Run every golden case that the implementation covers, forward and "
-                                   "(where it exposes them) gradients, in a worker process with a per-case "
-                                   "timeout, and judge it under the tolerance policy. Exit codes: 0 all "
-                                   "passed; 1 a check failed (or a misspelt operator, or a missing one with "
-                                   "--require-all); 2 usage error (bad arguments, unknown --ops, the "
-                                   "implementation cannot be loaded or exposes no operator); 3 the kit's "
-                                   "goldens are missing or corrupted.")
-    p.add_argument("--impl", required=True,
-                   help="the implementation: a module (my_pkg.my_module), module:object, or path/to/file.py")
+    p = sub.add_parser(
+        "verify",
+        help="check an implementation against the reference's golden vectors",
+        description="Run every golden case that the implementation covers, forward and "
+        "(where it exposes them) gradients, in a worker process with a per-case "
+        "timeout, and judge it under the tolerance policy. Exit codes: 0 all "
+        "passed; 1 a check failed (or a misspelt operator, or a missing one with "
+        "--require-all); 2 usage error (bad arguments, unknown --ops, the "
+        "implementation cannot be loaded or exposes no operator); 3 the kit's "
+        "goldens are missing or corrupted.",
+    )
+    p.add_argument(
+        "--impl",
+        required=True,
+        help="the implementation: a module (my_pkg.my_module), module:object, or path/to/file.py",
+    )
     p.add_argument("--ops", help="comma-separated operator names (default: all it covers)")
     p.add_argument("--dtype", choices=["float64", "float32", "all"], default="float64")
     p.add_argument("--device", help="passed to the implementation's from_numpy (e.g. cuda)")
-    p.add_argument("--timeout", type=float, default=None,
-                   help="seconds per case (one golden case in one dtype, forward and gradients) before it "
-                        "is reported as a timeout and the run goes on (default 120)")
-    p.add_argument("--require-all", action="store_true",
-                   help="fail when the implementation lacks any kit operator")
-    p.add_argument("--json", action="store_true",
-                   help="machine-readable output on stdout (strict JSON: unknown or infinite errors are null)")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        help="seconds per case (one golden case in one dtype, forward and gradients) before it "
+        "is reported as a timeout and the run goes on (default 120)",
+    )
+    p.add_argument("--require-all", action="store_true", help="fail when the implementation lacks any kit operator")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="machine-readable output on stdout (strict JSON: unknown or infinite errors are null)",
+    )
     p.add_argument("--quiet", action="store_true", help="no per-operator progress lines on stderr")
     p.add_argument("--no-grad", action="store_true", help="forward values only")
-    p.add_argument("--goldens", help="a golden directory other than the packaged one (its manifest is checked "
-                                     "the same way)")
+    p.add_argument(
+        "--goldens", help="a golden directory other than the packaged one (its manifest is checked the same way)"
+    )
     p.set_defaults(func=_verify)
 
 
 def _lazy(module: str, adder: str) -> Callable[[argparse._SubParsersAction], None]:
     def add(sub: argparse._SubParsersAction) -> None:
         import importlib
+
         getattr(importlib.import_module(module, __package__), adder)(sub)
+
     return add
 
 
 def _add_bench(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("bench", help="the benchmark suite (same as python -m benchmarks; --help lists its commands)",
-                       description="Benchmarks of every operator and the whole Terminator; writes benchmarks.md, "
-                                   ".png and .json. Arguments are those of python -m benchmarks.", add_help=False)
+    p = sub.add_parser(
+        "bench",
+        help="the benchmark suite (same as python -m benchmarks; --help lists its commands)",
+        description="Benchmarks of every operator and the whole Terminator; writes benchmarks.md, "
+        ".png and .json. Arguments are those of python -m benchmarks.",
+        add_help=False,
+    )
     p.add_argument("args", nargs=argparse.REMAINDER)  # main() hands them to the suite before parsing
 
 
@@ -135,10 +167,13 @@ SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hyperzzw", description="HyperZ·Z·W / Terminator tools.",
-                                     epilog="--debug (anywhere): show the traceback of a failure. Exit status: 0 ok, "
-                                            "1 verify failed or an unexpected error, 2 usage or data error, "
-                                            "3 training diverged, 130 interrupted.")
+    parser = argparse.ArgumentParser(
+        prog="hyperzzw",
+        description="HyperZ·Z·W / Terminator tools.",
+        epilog="--debug (anywhere): show the traceback of a failure. Exit status: 0 ok, "
+        "1 verify failed or an unexpected error, 2 usage or data error, "
+        "3 training diverged, 130 interrupted.",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     for add in SUBCOMMANDS:
         add(sub)

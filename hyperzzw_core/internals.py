@@ -32,6 +32,17 @@ from ._network import _slow as network_slow_loss
 from ._network import _slow_kernels as network_slow_kernels
 from .backends import as_matrices, cupy_kernels, from_matrices
 
-__all__ = ["as_matrices", "backend", "block_checked_inputs", "block_forward", "block_slow_kernels",
-           "check_label_range", "cupy_kernels", "from_matrices", "label_smoothing_cross_entropy_unchecked",
-           "network_forward", "network_slow_kernels", "network_slow_loss"]
+__all__ = [
+    "as_matrices",
+    "backend",
+    "block_checked_inputs",
+    "block_forward",
+    "block_slow_kernels",
+    "check_label_range",
+    "cupy_kernels",
+    "from_matrices",
+    "label_smoothing_cross_entropy_unchecked",
+    "network_forward",
+    "network_slow_kernels",
+    "network_slow_loss",
+]

@@ -29,8 +29,16 @@ from . import _backend as B
 from .reference import TerminatorConfig, flatten, tree_map, unflatten
 from .reference import init_params as _reference_init_params
 
-__all__ = ["convert", "from_state_dict", "init_params", "load_params", "namespace_for", "save_params",
-           "to_numpy", "to_state_dict"]
+__all__ = [
+    "convert",
+    "from_state_dict",
+    "init_params",
+    "load_params",
+    "namespace_for",
+    "save_params",
+    "to_numpy",
+    "to_state_dict",
+]
 
 _FLOAT_NAMES = ("float32", "float64")
 
@@ -105,8 +113,7 @@ def _convert_leaf(x: Any, xp: Any, device: Any, dtype: Any, copy: bool) -> Any:
     return y
 
 
-def convert(params: Any, like: Any = None, *, device: Any = None, dtype: Any = None,
-            copy: bool = False) -> Any:
+def convert(params: Any, like: Any = None, *, device: Any = None, dtype: Any = None, copy: bool = False) -> Any:
     """Convert every leaf of a parameter tree to the library of ``like`` (None: NumPy).
 
     ``device`` and ``dtype`` (``"float32"``/``"float64"``, a NumPy dtype or the target library's
@@ -127,8 +134,9 @@ def to_numpy(params: Any) -> Any:
 # -------------------------------------------------------------------------------------- init
 
 
-def init_params(config: TerminatorConfig, seed: int = 0, *, like: Any = None, device: Any = None,
-                dtype: Any = None) -> dict:
+def init_params(
+    config: TerminatorConfig, seed: int = 0, *, like: Any = None, device: Any = None, dtype: Any = None
+) -> dict:
     """Terminator parameters for ``config``: the same values on every backend.
 
     The values are ``reference.init_params(config, seed)`` (float64, platform-independent draws),
@@ -188,8 +196,7 @@ def to_state_dict(params: Any, *, device: Any = None, dtype: Any = None) -> dict
     return dict(flatten(convert(params, torch, device=device, dtype=dtype)))
 
 
-def from_state_dict(state_dict: Mapping[str, Any], *, like: Any = None, device: Any = None,
-                    dtype: Any = None) -> Any:
+def from_state_dict(state_dict: Mapping[str, Any], *, like: Any = None, device: Any = None, dtype: Any = None) -> Any:
     """The parameter tree of a torch ``state_dict`` (tensors detached; converted if asked)."""
     tree = unflatten({k: (v.detach() if hasattr(v, "detach") else v) for k, v in state_dict.items()})
     if like is None and device is None and dtype is None:

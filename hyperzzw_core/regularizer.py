@@ -38,13 +38,17 @@ from .reference import flatten
 #: weight of the slow set (the author's hard-coded 1e-6)
 SLOW_WEIGHT = 1e-6
 
-_FAST = re.compile(r"^blocks\.\d+\.(mixer\.(weight|bias)|local\.\d+\.(mixer\.(weight|bias)|bias)|"
-                   r"bottleneck\.(weight|bias))$")
+_FAST = re.compile(
+    r"^blocks\.\d+\.(mixer\.(weight|bias)|local\.\d+\.(mixer\.(weight|bias)|bias)|"
+    r"bottleneck\.(weight|bias))$"
+)
 _MFN = r"(filters\.\d+|linears\.\d+|output)"
-_SLOW = re.compile(r"^blocks\.\d+\.("
-                   rf"slow_g\.{_MFN}|hi\.spatial\.{_MFN}|"
-                   rf"local\.\d+\.slow_l\.({_MFN[1:-1]}|reduce|fc1|linears_x\.\d+)|"
-                   r"rgu_(fast|slow)\.w_[kvqy])\.weight$")
+_SLOW = re.compile(
+    r"^blocks\.\d+\.("
+    rf"slow_g\.{_MFN}|hi\.spatial\.{_MFN}|"
+    rf"local\.\d+\.slow_l\.({_MFN[1:-1]}|reduce|fc1|linears_x\.\d+)|"
+    r"rgu_(fast|slow)\.w_[kvqy])\.weight$"
+)
 
 
 class L2Partition(NamedTuple):

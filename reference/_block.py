@@ -77,16 +77,28 @@ def _tile_to(name: str, x: np.ndarray, c: int) -> int:
     return c // x.shape[1]
 
 
-def _forward(params: dict, z: np.ndarray, x_pre, x_pre_pre, groups: int, eps: float,
-             grid, dropout_mask, frozen: dict | None = None):
+def _forward(
+    params: dict,
+    z: np.ndarray,
+    x_pre,
+    x_pre_pre,
+    groups: int,
+    eps: float,
+    grid,
+    dropout_mask,
+    frozen: dict | None = None,
+):
     c = z.shape[1]
     k_g = magnet_g(params["slow_g"])
     if k_g.shape[1:] != z.shape[1:]:
-        raise ValueError(f"params['slow_g']: K_g has shape {k_g.shape}; expected (1,) + z.shape[1:] = "
-                         f"{(1,) + z.shape[1:]} (kernel size follows the input size, §5 Q8)")
+        raise ValueError(
+            f"params['slow_g']: K_g has shape {k_g.shape}; expected (1,) + z.shape[1:] = "
+            f"{(1,) + z.shape[1:]} (kernel size follows the input size, §5 Q8)"
+        )
     zhat = z * k_g
-    r_sum = rgu(params["rgu_slow"], zhat, eps=eps, check_finite=False) + \
-        rgu(params["rgu_fast"], z, eps=eps, check_finite=False)
+    r_sum = rgu(params["rgu_slow"], zhat, eps=eps, check_finite=False) + rgu(
+        params["rgu_fast"], z, eps=eps, check_finite=False
+    )
     t = {"Z": z}
     t["fast"] = instance_standardize(r_sum, eps, check_finite=False)
     m_lin = pointwise_linear(params["mixer"], z, check_finite=False)
@@ -100,8 +112,9 @@ def _forward(params: dict, z: np.ndarray, x_pre, x_pre_pre, groups: int, eps: fl
     kernels, stop_values = {}, {}
     for role, p in zip(local_roles(len(params["local"])), params["local"], strict=True):
         ctx, inp = LOCAL_ROLES[role]
-        kernels[role], stop_values[role] = _magnet_l_forward(p["slow_l"], t[ctx],
-                                                             None if frozen is None else frozen[role])
+        kernels[role], stop_values[role] = _magnet_l_forward(
+            p["slow_l"], t[ctx], None if frozen is None else frozen[role]
+        )
         t[role] = local_conv(p["mixer"], t[inp], kernels[role], eps=eps, check_finite=False) + p["bias"]
     if x_pre is not None:
         t["x_pre"] = tile_channels(x_pre, _tile_to("x_pre", x_pre, c))
@@ -114,9 +127,26 @@ def _forward(params: dict, z: np.ndarray, x_pre, x_pre_pre, groups: int, eps: fl
     out = gelu(q, check_finite=False) + params["bias"]
     if dropout_mask is not None:
         out = out * dropout_mask.reshape(dropout_mask.shape + (1,) * (z.ndim - 2))
-    cache = dict(t=t, k_g=k_g, zhat=zhat, r_sum=r_sum, m_lin=m_lin, hci_raw=hci_raw, kernels=kernels,
-                 order=order, cat=cat, stop_values=stop_values, p_out=p_out, q=q, x_pre=x_pre, x_pre_pre=x_pre_pre,
-                 grid=grid, groups=groups, eps=eps, dropout_mask=dropout_mask)
+    cache = dict(
+        t=t,
+        k_g=k_g,
+        zhat=zhat,
+        r_sum=r_sum,
+        m_lin=m_lin,
+        hci_raw=hci_raw,
+        kernels=kernels,
+        order=order,
+        cat=cat,
+        stop_values=stop_values,
+        p_out=p_out,
+        q=q,
+        x_pre=x_pre,
+        x_pre_pre=x_pre_pre,
+        grid=grid,
+        groups=groups,
+        eps=eps,
+        dropout_mask=dropout_mask,
+    )
     return out, k_g, cache
 
 
@@ -134,7 +164,7 @@ def _backward(params: dict, cache: dict, g_out: np.ndarray, g_kg: np.ndarray | N
     offset = 0
     for name in cache["order"]:
         width = t[name].shape[1]
-        g[name] = gcat[:, offset:offset + width]
+        g[name] = gcat[:, offset : offset + width]
         offset += width
     for name in ("Z", "M", "Hc"):  # inputs of branches, not concatenated themselves
         g[name] = np.zeros_like(z)
@@ -158,10 +188,12 @@ def _backward(params: dict, cache: dict, g_out: np.ndarray, g_kg: np.ndarray | N
         gk_g = gk_g + gk_
         g[y] = g[y] + gy_
     grads["hci"], g_z = hyper_channel_interaction_vjp(
-        params["hci"], z, instance_standardize_vjp(cache["hci_raw"], g["Hc"], eps))
+        params["hci"], z, instance_standardize_vjp(cache["hci_raw"], g["Hc"], eps)
+    )
     g["Z"] = g["Z"] + g_z
-    grads["mixer"], g_z = pointwise_linear_vjp(params["mixer"], z,
-                                               instance_standardize_vjp(cache["m_lin"], g["M"], eps))
+    grads["mixer"], g_z = pointwise_linear_vjp(
+        params["mixer"], z, instance_standardize_vjp(cache["m_lin"], g["M"], eps)
+    )
     g["Z"] = g["Z"] + g_z
     g_r = instance_standardize_vjp(cache["r_sum"], g["fast"], eps)
     grads["rgu_slow"], g_zhat = rgu_vjp(params["rgu_slow"], cache["zhat"], g_r, eps=eps)
@@ -188,8 +220,10 @@ def _validate(params, z, x_pre, x_pre_pre, grid, dropout_mask, check_finite):
         if x is not None:
             x = as_float_array(name, x, ndim=z.ndim, dtype=z.dtype)
             if x.shape[0] != z.shape[0] or x.shape[2:] != z.shape[2:]:
-                raise ValueError(f"{name}: expected (B, C_pre, *S) = ({z.shape[0]}, *, "
-                                 f"{', '.join(map(str, z.shape[2:]))}), got {x.shape}")
+                raise ValueError(
+                    f"{name}: expected (B, C_pre, *S) = ({z.shape[0]}, *, "
+                    f"{', '.join(map(str, z.shape[2:]))}), got {x.shape}"
+                )
             arrays[name] = x
     if dropout_mask is not None:
         dropout_mask = as_float_array("dropout_mask", dropout_mask, ndim=2, dtype=z.dtype)
@@ -197,22 +231,32 @@ def _validate(params, z, x_pre, x_pre_pre, grid, dropout_mask, check_finite):
     n_in = w_shape[1]
     n_branches = 6 + len(params["local"]) + (x_pre is not None) + (x_pre_pre is not None)
     if n_in != n_branches * z.shape[1]:
-        raise ValueError(f"params['bottleneck']['weight']: shape {w_shape} takes {n_in} input channels, "
-                         f"but z ({z.shape[1]} "
-                         f"channels) with {'x_pre' if x_pre is not None else 'no x_pre'} and "
-                         f"{'x_pre_pre' if x_pre_pre is not None else 'no x_pre_pre'} makes {n_branches} branches "
-                         f"= {n_branches * z.shape[1]} channels; is an x_pre / x_pre_pre input missing or extra?")
+        raise ValueError(
+            f"params['bottleneck']['weight']: shape {w_shape} takes {n_in} input channels, "
+            f"but z ({z.shape[1]} "
+            f"channels) with {'x_pre' if x_pre is not None else 'no x_pre'} and "
+            f"{'x_pre_pre' if x_pre_pre is not None else 'no x_pre_pre'} makes {n_branches} branches "
+            f"= {n_branches * z.shape[1]} channels; is an x_pre / x_pre_pre input missing or extra?"
+        )
     if check_finite:
         for name, x in arrays.items():
             _check_finite(name, x)
     return z, arrays.get("x_pre"), arrays.get("x_pre_pre"), dropout_mask
 
 
-def sfne_block(params: dict, z: np.ndarray, x_pre: np.ndarray | None = None,
-               x_pre_pre: np.ndarray | None = None, *, groups: int = 12, eps: float = 1e-5,
-               grid: tuple[int, int] | None = None, dropout_mask: np.ndarray | None = None,
-               stop_gradient_values: dict | None = None,
-               check_finite: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def sfne_block(
+    params: dict,
+    z: np.ndarray,
+    x_pre: np.ndarray | None = None,
+    x_pre_pre: np.ndarray | None = None,
+    *,
+    groups: int = 12,
+    eps: float = 1e-5,
+    grid: tuple[int, int] | None = None,
+    dropout_mask: np.ndarray | None = None,
+    stop_gradient_values: dict | None = None,
+    check_finite: bool = True,
+) -> tuple[np.ndarray, np.ndarray]:
     """One SFNE block: returns ``(out, K_g)`` (spec §1.3, §2.11).
 
     K_g = MAGNet_G(); Ẑ = Z ⊙ K_g; fast = IS(RGU_slow(Ẑ) + RGU_fast(Z)); M = IS(mixer(Z));
@@ -225,26 +269,39 @@ def sfne_block(params: dict, z: np.ndarray, x_pre: np.ndarray | None = None,
     ``stop_gradient_values`` ({role: per-layer arrays}, from :func:`sfne_block_stop_gradient_values`)
     freezes MAGNet_L's stop-gradient terms for finite-difference checks (see ``magnet_l``).
     """
-    z, x_pre, x_pre_pre, dropout_mask = _validate(params, z, x_pre, x_pre_pre, grid, dropout_mask,
-                                                  check_finite)
-    out, k_g, _ = _forward(params, z, x_pre, x_pre_pre, groups, eps, grid, dropout_mask,
-                           stop_gradient_values)
+    z, x_pre, x_pre_pre, dropout_mask = _validate(params, z, x_pre, x_pre_pre, grid, dropout_mask, check_finite)
+    out, k_g, _ = _forward(params, z, x_pre, x_pre_pre, groups, eps, grid, dropout_mask, stop_gradient_values)
     return out, k_g
 
 
-def sfne_block_stop_gradient_values(params: dict, z: np.ndarray, x_pre: np.ndarray | None = None,
-                                    x_pre_pre: np.ndarray | None = None, *, groups: int = 12,
-                                    eps: float = 1e-5, grid: tuple[int, int] | None = None,
-                                    dropout_mask: np.ndarray | None = None) -> dict:
+def sfne_block_stop_gradient_values(
+    params: dict,
+    z: np.ndarray,
+    x_pre: np.ndarray | None = None,
+    x_pre_pre: np.ndarray | None = None,
+    *,
+    groups: int = 12,
+    eps: float = 1e-5,
+    grid: tuple[int, int] | None = None,
+    dropout_mask: np.ndarray | None = None,
+) -> dict:
     """The values of every MAGNet_L stop-gradient term of the block, {role: [(H, N) per layer]}."""
     z, x_pre, x_pre_pre, dropout_mask = _validate(params, z, x_pre, x_pre_pre, grid, dropout_mask, False)
     return _forward(params, z, x_pre, x_pre_pre, groups, eps, grid, dropout_mask)[2]["stop_values"]
 
 
-def sfne_block_vjp(params: dict, z: np.ndarray, x_pre: np.ndarray | None, x_pre_pre: np.ndarray | None,
-                   g: tuple[np.ndarray, np.ndarray | None], *, groups: int = 12,
-                   eps: float = 1e-5, grid: tuple[int, int] | None = None,
-                   dropout_mask: np.ndarray | None = None):
+def sfne_block_vjp(
+    params: dict,
+    z: np.ndarray,
+    x_pre: np.ndarray | None,
+    x_pre_pre: np.ndarray | None,
+    g: tuple[np.ndarray, np.ndarray | None],
+    *,
+    groups: int = 12,
+    eps: float = 1e-5,
+    grid: tuple[int, int] | None = None,
+    dropout_mask: np.ndarray | None = None,
+):
     """VJP of :func:`sfne_block` for the cotangent ``g = (g_out, g_kg)`` of its output ``(out, K_g)``.
 
     ``g_kg`` may be None (no gradient into K_g from outside the block). Returns

@@ -14,8 +14,9 @@ import numpy as np
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
-def as_float_array(name: str, x: object, *, ndim: int | Sequence[int] | None = None,
-                   dtype: np.dtype | None = None) -> np.ndarray:
+def as_float_array(
+    name: str, x: object, *, ndim: int | Sequence[int] | None = None, dtype: np.dtype | None = None
+) -> np.ndarray:
     """Return ``x`` as a floating ndarray, raising a clear error for a wrong rank or dtype.
 
     Only float32 and float64 are accepted; nothing is cast silently.
@@ -24,9 +25,11 @@ def as_float_array(name: str, x: object, *, ndim: int | Sequence[int] | None = N
         x = np.asarray(x)
     if not isinstance(x, np.ndarray):
         if hasattr(x, "__array_namespace__") or type(x).__module__.split(".")[0] in ("torch", "cupy"):
-            raise TypeError(f"{name}: the reference takes NumPy arrays, got {type(x).__module__}."
-                            f"{type(x).__name__}; use hyperzzw_core (the array-API core) for other "
-                            "libraries, or convert explicitly")
+            raise TypeError(
+                f"{name}: the reference takes NumPy arrays, got {type(x).__module__}."
+                f"{type(x).__name__}; use hyperzzw_core (the array-API core) for other "
+                "libraries, or convert explicitly"
+            )
         x = np.asarray(x)
     if x.dtype not in FLOAT_DTYPES:
         raise TypeError(f"{name}: expected dtype float32 or float64, got {x.dtype}")
@@ -44,8 +47,10 @@ def check_finite(name: str, x: np.ndarray) -> None:
     """Raise ``ValueError`` if ``x`` holds NaN or Inf (pass ``check_finite=False`` to skip)."""
     if not np.isfinite(x).all():
         bad = np.argwhere(~np.isfinite(x))[0]
-        raise ValueError(f"{name}: contains NaN or Inf (first at index {tuple(int(i) for i in bad)}, "
-                         f"value {x[tuple(bad)]}); pass check_finite=False to skip this check")
+        raise ValueError(
+            f"{name}: contains NaN or Inf (first at index {tuple(int(i) for i in bad)}, "
+            f"value {x[tuple(bad)]}); pass check_finite=False to skip this check"
+        )
 
 
 def check_shape(name: str, x: np.ndarray, expected: tuple[int | None, ...]) -> None:

@@ -13,8 +13,18 @@ from ._hyperzzw import square_grid
 
 SLOW_LOSSES = ("tiled", "channel_sum", "none")
 _FLOAT_FIELDS = ("omega_0", "alpha", "beta", "eps", "label_smoothing", "slow_loss_weight")
-_INT_FIELDS = ("num_classes", "global_hidden", "local_hidden", "local_layers", "channel_hidden", "channel_layers",
-               "hi_channel_hidden", "hi_spatial_hidden", "hi_layers", "ibs_groups")
+_INT_FIELDS = (
+    "num_classes",
+    "global_hidden",
+    "local_hidden",
+    "local_layers",
+    "channel_hidden",
+    "channel_layers",
+    "hi_channel_hidden",
+    "hi_spatial_hidden",
+    "hi_layers",
+    "ibs_groups",
+)
 
 
 def _is_int(x: Any) -> bool:
@@ -121,26 +131,28 @@ class TerminatorConfig:
     # -------------------------------------------------------------------------- validation
     def __post_init__(self) -> None:
         set_ = object.__setattr__
-        for name in ("input_shape", "bottleneck_factors", "num_concat_pre", "global_layers",
-                     "local_kernel_sizes"):
+        for name in ("input_shape", "bottleneck_factors", "num_concat_pre", "global_layers", "local_kernel_sizes"):
             try:
                 set_(self, name, _ints(getattr(self, name)))
             except (TypeError, ValueError) as err:
-                raise ValueError(f"TerminatorConfig.{name}: expected a sequence of integers, got "
-                                 f"{getattr(self, name)!r} ({err})") from None
+                raise ValueError(
+                    f"TerminatorConfig.{name}: expected a sequence of integers, got {getattr(self, name)!r} ({err})"
+                ) from None
         try:
             if any(isinstance(p, (bool, str)) for p in self.dropout):
                 raise TypeError
             set_(self, "dropout", tuple(float(p) for p in self.dropout))
         except (TypeError, ValueError):
-            raise ValueError("TerminatorConfig.dropout: expected a sequence of numbers, "
-                             f"got {self.dropout!r}") from None
+            raise ValueError(
+                f"TerminatorConfig.dropout: expected a sequence of numbers, got {self.dropout!r}"
+            ) from None
         if self.grid is not None:
             try:
                 set_(self, "grid", _ints(self.grid))
             except (TypeError, ValueError) as err:
-                raise ValueError("TerminatorConfig.grid: expected (h, w) integers, "
-                                 f"got {self.grid!r} ({err})") from None
+                raise ValueError(
+                    f"TerminatorConfig.grid: expected (h, w) integers, got {self.grid!r} ({err})"
+                ) from None
         for name in _FLOAT_FIELDS:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, numbers.Real):
@@ -173,8 +185,11 @@ class TerminatorConfig:
         if len(shape) == 2:
             g = self.grid
             if g is None or len(g) != 2 or g[0] * g[1] < shape[1] or g[0] != g[1]:
-                self._fail("grid", f"a 1D input of length {shape[1]} needs grid=(h, w) with h == w and "
-                                   f"h·w ≥ L, e.g. square_grid({shape[1]}) = {square_grid(shape[1])}")
+                self._fail(
+                    "grid",
+                    f"a 1D input of length {shape[1]} needs grid=(h, w) with h == w and "
+                    f"h·w ≥ L, e.g. square_grid({shape[1]}) = {square_grid(shape[1])}",
+                )
         if not isinstance(self.num_classes, int) or self.num_classes < 2:
             self._fail("num_classes", "expected an integer >= 2")
         n = self.num_blocks
@@ -189,16 +204,26 @@ class TerminatorConfig:
             if m not in (0, 1, 2):
                 self._fail("num_concat_pre", "entries must be 0, 1 or 2")
             if (m >= 1 and i < 2) or (m == 2 and i < 3):
-                self._fail("num_concat_pre",
-                           f"block {i} cannot take out_(i-2) / out_(i-3): it has too few predecessors")
+                self._fail(
+                    "num_concat_pre", f"block {i} cannot take out_(i-2) / out_(i-3): it has too few predecessors"
+                )
         if any(not 0.0 <= p < 1.0 for p in self.dropout):
             self._fail("dropout", "probabilities must lie in [0, 1)")
         if len(self.local_kernel_sizes) not in (3, 4):
             self._fail("local_kernel_sizes", "expected 4 sizes (L1..L4) or 3 (L2..L4)")
         if any(k < 1 or k % 2 == 0 for k in self.local_kernel_sizes):
             self._fail("local_kernel_sizes", "kernel sizes must be positive odd integers ('same' padding)")
-        for name in ("global_hidden", "local_hidden", "channel_hidden", "hi_channel_hidden",
-                     "hi_spatial_hidden", "local_layers", "channel_layers", "hi_layers", "ibs_groups"):
+        for name in (
+            "global_hidden",
+            "local_hidden",
+            "channel_hidden",
+            "hi_channel_hidden",
+            "hi_spatial_hidden",
+            "local_layers",
+            "channel_layers",
+            "hi_layers",
+            "ibs_groups",
+        ):
             v = getattr(self, name)
             if not isinstance(v, int) or v < 1:
                 self._fail(name, "expected a positive integer")
@@ -206,8 +231,10 @@ class TerminatorConfig:
             self._fail("global_layers", "expected positive integers")
         for i, c in enumerate(self.out_channels):
             if c % self.ibs_groups:
-                self._fail("ibs_groups", f"must divide every block's output channels; block {i} has {c} "
-                                         f"(outputs {self.out_channels})")
+                self._fail(
+                    "ibs_groups",
+                    f"must divide every block's output channels; block {i} has {c} (outputs {self.out_channels})",
+                )
         if self.slow_loss not in SLOW_LOSSES:
             self._fail("slow_loss", f"expected one of {SLOW_LOSSES}")
         for name in ("omega_0", "alpha", "beta", "eps"):
@@ -221,8 +248,9 @@ class TerminatorConfig:
     # ----------------------------------------------------------------------- (de)serialise
     def to_dict(self) -> dict[str, Any]:
         """Plain-Python form (lists for tuples), suitable for JSON or TOML."""
-        return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v)
-                for f in dataclasses.fields(self)}
+        return {
+            f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v) for f in dataclasses.fields(self)
+        }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TerminatorConfig:
@@ -258,10 +286,22 @@ def tiny(num_classes: int = 10) -> TerminatorConfig:
     local branches with the author's kernel sizes, no dropout (deterministic in train mode).
     """
     return TerminatorConfig(
-        input_shape=(1, 8, 8), num_classes=num_classes, bottleneck_factors=(2, 2, 2, 2),
-        num_concat_pre=(0, 0, 1, 2), dropout=(0.0, 0.0, 0.0, 0.0), global_hidden=8,
-        global_layers=(2, 1, 1, 1), local_hidden=4, local_layers=1, channel_hidden=4,
-        channel_layers=1, hi_channel_hidden=4, hi_spatial_hidden=8, hi_layers=1, ibs_groups=2)
+        input_shape=(1, 8, 8),
+        num_classes=num_classes,
+        bottleneck_factors=(2, 2, 2, 2),
+        num_concat_pre=(0, 0, 1, 2),
+        dropout=(0.0, 0.0, 0.0, 0.0),
+        global_hidden=8,
+        global_layers=(2, 1, 1, 1),
+        local_hidden=4,
+        local_layers=1,
+        channel_hidden=4,
+        channel_layers=1,
+        hi_channel_hidden=4,
+        hi_spatial_hidden=8,
+        hi_layers=1,
+        ibs_groups=2,
+    )
 
 
 def tiny_1d(num_classes: int = 10, length: int = 64, channels: int = 1) -> TerminatorConfig:
@@ -269,8 +309,9 @@ def tiny_1d(num_classes: int = 10, length: int = 64, channels: int = 1) -> Termi
     return tiny(num_classes).replace(input_shape=(channels, length), grid=square_grid(length))
 
 
-def sequence(length: int = 1024, channels: int = 1, num_classes: int = 10,
-             grid: tuple[int, int] | None = None) -> TerminatorConfig:
+def sequence(
+    length: int = 1024, channels: int = 1, num_classes: int = 10, grid: tuple[int, int] | None = None
+) -> TerminatorConfig:
     """The author's 5-block network for pixel sequences (B, channels, length) (spec §5 Q1).
 
     The first bottleneck factor is 12 // channels so that the widths from block 1 on are the
@@ -281,8 +322,12 @@ def sequence(length: int = 1024, channels: int = 1, num_classes: int = 10,
         grid = square_grid(length)
     if 12 % channels:
         raise ValueError(f"channels: the sequence preset needs 12 divisible by channels, got {channels}")
-    return TerminatorConfig(input_shape=(channels, length), num_classes=num_classes,
-                            bottleneck_factors=(12 // channels, 3, 2, 2, 2), grid=grid)
+    return TerminatorConfig(
+        input_shape=(channels, length),
+        num_classes=num_classes,
+        bottleneck_factors=(12 // channels, 3, 2, 2, 2),
+        grid=grid,
+    )
 
 
 def smnist() -> TerminatorConfig:
@@ -302,10 +347,21 @@ def digits(num_classes: int = 10) -> TerminatorConfig:
     x_pre_pre in block 3, the author's local kernel sizes and ω₀, narrower slow networks.
     """
     return TerminatorConfig(
-        input_shape=(1, 8, 8), num_classes=num_classes, bottleneck_factors=(12, 2, 2, 2),
-        num_concat_pre=(0, 0, 1, 2), dropout=(0.0, 0.05, 0.05, 0.05), global_hidden=32,
-        global_layers=(2, 2, 2, 2), local_hidden=16, local_layers=2, channel_hidden=16, channel_layers=2,
-        hi_channel_hidden=8, hi_spatial_hidden=32, hi_layers=2)
+        input_shape=(1, 8, 8),
+        num_classes=num_classes,
+        bottleneck_factors=(12, 2, 2, 2),
+        num_concat_pre=(0, 0, 1, 2),
+        dropout=(0.0, 0.05, 0.05, 0.05),
+        global_hidden=32,
+        global_layers=(2, 2, 2, 2),
+        local_hidden=16,
+        local_layers=2,
+        channel_hidden=16,
+        channel_layers=2,
+        hi_channel_hidden=8,
+        hi_spatial_hidden=32,
+        hi_layers=2,
+    )
 
 
 def digits_1d(num_classes: int = 10, length: int = 64, channels: int = 1) -> TerminatorConfig:
@@ -314,9 +370,17 @@ def digits_1d(num_classes: int = 10, length: int = 64, channels: int = 1) -> Ter
     return digits(num_classes).replace(input_shape=(channels, length), grid=square_grid(length))
 
 
-PRESETS = {"cifar10": cifar10, "cifar100": cifar100, "tiny": tiny, "tiny_1d": tiny_1d,
-           "sequence": sequence, "smnist": smnist, "scifar10": scifar10, "digits": digits,
-           "digits_1d": digits_1d}
+PRESETS = {
+    "cifar10": cifar10,
+    "cifar100": cifar100,
+    "tiny": tiny,
+    "tiny_1d": tiny_1d,
+    "sequence": sequence,
+    "smnist": smnist,
+    "scifar10": scifar10,
+    "digits": digits,
+    "digits_1d": digits_1d,
+}
 
 
 def preset(name: str) -> TerminatorConfig:
@@ -324,4 +388,3 @@ def preset(name: str) -> TerminatorConfig:
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
     return PRESETS[name]()
-

@@ -60,8 +60,9 @@ def _correlate(y: np.ndarray, kern: np.ndarray) -> np.ndarray:
     yp = _pad(y, ksize)
     out = np.zeros_like(y)
     for off in _lead_offsets(ksize):
-        out += np.einsum("bc...j,cj->bc...", _windows(yp, off, spatial, ksize[-1]),
-                         kern[(slice(None),) + off])  # no optimize: it would copy the strided view
+        out += np.einsum(
+            "bc...j,cj->bc...", _windows(yp, off, spatial, ksize[-1]), kern[(slice(None),) + off]
+        )  # no optimize: it would copy the strided view
     return out
 
 
@@ -75,7 +76,7 @@ def depthwise_conv_vjp(y: np.ndarray, k_l: np.ndarray, g: np.ndarray) -> tuple[n
     ksize, spatial = kern.shape[1:], y.shape[2:]
     yp = _pad(y, ksize)
     gk = np.zeros_like(kern)
-    sp = "xyz"[:len(spatial)]  # explicit spatial subscripts: NumPy's C einsum cannot sum an elided '...'
+    sp = "xyz"[: len(spatial)]  # explicit spatial subscripts: NumPy's C einsum cannot sum an elided '...'
     for off in _lead_offsets(ksize):
         gk[(slice(None),) + off] = np.einsum(f"bc{sp},bc{sp}j->cj", g, _windows(yp, off, spatial, ksize[-1]))
     flipped = kern[(slice(None),) + (slice(None, None, -1),) * len(ksize)]

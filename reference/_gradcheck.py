@@ -46,17 +46,20 @@ class GradCheckResult:
     def __str__(self) -> str:
         status = "passed" if self.passed else "FAILED"
         where = f"{self.worst_key}{list(self.worst_index)}" if self.worst_key else str(list(self.worst_index))
-        return (f"gradient check {status}: {self.checked} elements, worst relative error "
-                f"{self.max_rel_error:.3e} at {where}: analytic {self.analytic:.12g}, numeric "
-                f"{self.numeric:.12g} (rtol {self.rtol:g}, atol {self.atol:g})")
+        return (
+            f"gradient check {status}: {self.checked} elements, worst relative error "
+            f"{self.max_rel_error:.3e} at {where}: analytic {self.analytic:.12g}, numeric "
+            f"{self.numeric:.12g} (rtol {self.rtol:g}, atol {self.atol:g})"
+        )
 
 
 def _step(x: float, rel_step: float, max_step: float) -> float:
     return min(rel_step * max(abs(x), 1.0), max_step)
 
 
-def _central(f: Callable[[np.ndarray], float], x: np.ndarray, idx: list[tuple[int, ...]], rel_step: float,
-             max_step: float) -> tuple[np.ndarray, np.ndarray]:
+def _central(
+    f: Callable[[np.ndarray], float], x: np.ndarray, idx: list[tuple[int, ...]], rel_step: float, max_step: float
+) -> tuple[np.ndarray, np.ndarray]:
     """4th-order stencil values and their round-off estimates, 18·eps·max|f| / (12h), per element."""
     x = np.array(x, dtype=np.float64)
     out, noise = np.empty(len(idx)), np.empty(len(idx))
@@ -74,9 +77,14 @@ def _central(f: Callable[[np.ndarray], float], x: np.ndarray, idx: list[tuple[in
     return out, noise
 
 
-def numerical_gradient(f: Callable[[np.ndarray], float], x: np.ndarray, *,
-                       indices: Sequence[tuple[int, ...]] | None = None, rel_step: float = DEFAULT_REL_STEP,
-                       max_step: float = DEFAULT_MAX_STEP) -> np.ndarray:
+def numerical_gradient(
+    f: Callable[[np.ndarray], float],
+    x: np.ndarray,
+    *,
+    indices: Sequence[tuple[int, ...]] | None = None,
+    rel_step: float = DEFAULT_REL_STEP,
+    max_step: float = DEFAULT_MAX_STEP,
+) -> np.ndarray:
     """∂f/∂x at ``indices`` (all elements if None) by the 4th-order central stencil.
 
     ``f`` maps an array shaped like ``x`` to a scalar. ``x`` is not modified. Returns an array of
@@ -96,10 +104,18 @@ def _sample(shape: tuple[int, ...], max_elements: int | None, rng: np.random.Gen
     return idx
 
 
-def compare(analytic: dict[str, np.ndarray], f_of_leaf: Callable[[str, np.ndarray], float],
-            leaves: dict[str, np.ndarray], *, max_elements: int | None = None, rtol: float = 1e-6,
-            atol: float | None = None, seed: int = 0, rel_step: float = DEFAULT_REL_STEP,
-            max_step: float = DEFAULT_MAX_STEP) -> GradCheckResult:
+def compare(
+    analytic: dict[str, np.ndarray],
+    f_of_leaf: Callable[[str, np.ndarray], float],
+    leaves: dict[str, np.ndarray],
+    *,
+    max_elements: int | None = None,
+    rtol: float = 1e-6,
+    atol: float | None = None,
+    seed: int = 0,
+    rel_step: float = DEFAULT_REL_STEP,
+    max_step: float = DEFAULT_MAX_STEP,
+) -> GradCheckResult:
     """Compare analytic gradients of named leaves with finite differences.
 
     An element passes when |a − n| ≤ rtol·|n| + atol; the default atol is rtol times the largest
@@ -123,8 +139,9 @@ def compare(analytic: dict[str, np.ndarray], f_of_leaf: Callable[[str, np.ndarra
     for key in leaves:
         a_all = np.asarray(analytic[key], dtype=np.float64)
         if a_all.shape != np.shape(leaves[key]):
-            raise ValueError(f"analytic gradient for {key or 'x'} has shape {a_all.shape}, "
-                             f"expected {np.shape(leaves[key])}")
+            raise ValueError(
+                f"analytic gradient for {key or 'x'} has shape {a_all.shape}, expected {np.shape(leaves[key])}"
+            )
         a = np.array([a_all[i] for i in picks[key]])
         n = numeric[key]
         err = np.abs(a - n)
@@ -135,8 +152,18 @@ def compare(analytic: dict[str, np.ndarray], f_of_leaf: Callable[[str, np.ndarra
         if rel.size and rel.max() >= worst[0]:
             j = int(rel.argmax())
             worst = (float(rel[j]), key, picks[key][j], float(a[j]), float(n[j]))
-    return GradCheckResult(passed, worst[0], worst[1], tuple(int(i) for i in worst[2]), worst[3], worst[4],
-                           checked, rtol, atol_eff, per_key)
+    return GradCheckResult(
+        passed,
+        worst[0],
+        worst[1],
+        tuple(int(i) for i in worst[2]),
+        worst[3],
+        worst[4],
+        checked,
+        rtol,
+        atol_eff,
+        per_key,
+    )
 
 
 def _inner(out: Any, cot: Any) -> float:
@@ -151,10 +178,21 @@ def _random_like(out: Any, rng: np.random.Generator) -> Any:
     return rng.standard_normal(np.shape(out))
 
 
-def check_vjp(fn: Callable[..., Any], args: Sequence[Any], vjp: Callable[..., Any], *, wrt: int = 0,
-              kwargs: dict | None = None, cotangent: Any = None, max_elements: int | None = None,
-              rtol: float = 1e-6, atol: float | None = None, seed: int = 0,
-              rel_step: float = DEFAULT_REL_STEP, max_step: float = DEFAULT_MAX_STEP) -> GradCheckResult:
+def check_vjp(
+    fn: Callable[..., Any],
+    args: Sequence[Any],
+    vjp: Callable[..., Any],
+    *,
+    wrt: int = 0,
+    kwargs: dict | None = None,
+    cotangent: Any = None,
+    max_elements: int | None = None,
+    rtol: float = 1e-6,
+    atol: float | None = None,
+    seed: int = 0,
+    rel_step: float = DEFAULT_REL_STEP,
+    max_step: float = DEFAULT_MAX_STEP,
+) -> GradCheckResult:
     """Check ``vjp`` of ``fn`` with respect to positional argument ``wrt`` by finite differences.
 
     ``fn(*args, **kwargs)`` returns an array (or a tuple of arrays); ``vjp(*args, g, **kwargs)``
@@ -185,5 +223,14 @@ def check_vjp(fn: Callable[..., Any], args: Sequence[Any], vjp: Callable[..., An
         new_args[wrt] = new_target
         return _inner(fn(*new_args, **kwargs), cotangent)
 
-    return compare(analytic, f_of_leaf, leaves, max_elements=max_elements, rtol=rtol, atol=atol,
-                   seed=seed, rel_step=rel_step, max_step=max_step)
+    return compare(
+        analytic,
+        f_of_leaf,
+        leaves,
+        max_elements=max_elements,
+        rtol=rtol,
+        atol=atol,
+        seed=seed,
+        rel_step=rel_step,
+        max_step=max_step,
+    )

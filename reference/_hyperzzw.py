@@ -43,7 +43,7 @@ def _from_matrices(m: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     """Inverse of :func:`_as_matrices`: back to ``shape``, dropping the padded positions (1D)."""
     if len(shape) == 4:
         return m
-    return m.reshape(m.shape[:-2] + (-1,))[..., :shape[-1]]
+    return m.reshape(m.shape[:-2] + (-1,))[..., : shape[-1]]
 
 
 def square_grid(length: int) -> tuple[int, int]:
@@ -67,13 +67,16 @@ def check_global_grid(name: str, shape: tuple[int, ...], grid: tuple[int, int] |
         if grid is not None:
             raise ValueError(f"grid: only for 1-D inputs (B, C, L); {name} has shape {shape}")
         if shape[2] != shape[3]:
-            raise ValueError(f"{name}: the global product Ẑ @ Y needs H == W, got shape {shape} "
-                             f"(H={shape[2]}, W={shape[3]})")
+            raise ValueError(
+                f"{name}: the global product Ẑ @ Y needs H == W, got shape {shape} (H={shape[2]}, W={shape[3]})"
+            )
     elif len(shape) == 3:
         if grid is None:
-            raise ValueError(f"grid: a 1-D input {name} of shape {shape} needs grid=(h, w) with "
-                             f"h·w ≥ L and h == w, e.g. square_grid({shape[2]}) = {square_grid(shape[2])} "
-                             "(spec §5 Q1)")
+            raise ValueError(
+                f"grid: a 1-D input {name} of shape {shape} needs grid=(h, w) with "
+                f"h·w ≥ L and h == w, e.g. square_grid({shape[2]}) = {square_grid(shape[2])} "
+                "(spec §5 Q1)"
+            )
         if len(tuple(grid)) != 2:
             raise ValueError(f"grid: expected (h, w) with h·w ≥ L = {shape[2]} and h == w, got {tuple(grid)}")
         h, w = (int(v) for v in grid)
@@ -83,8 +86,9 @@ def check_global_grid(name: str, shape: tuple[int, ...], grid: tuple[int, int] |
         raise ValueError(f"{name}: expected (B, C, H, W) or (B, C, L), got shape {shape}")
 
 
-def hyperzzw_global(z: np.ndarray, k_g: np.ndarray, y: np.ndarray, *,
-                    grid: tuple[int, int] | None = None, check_finite: bool = True) -> np.ndarray:
+def hyperzzw_global(
+    z: np.ndarray, k_g: np.ndarray, y: np.ndarray, *, grid: tuple[int, int] | None = None, check_finite: bool = True
+) -> np.ndarray:
     """Global HyperZ·Z·W: G = (Z ⊙ K_g) @ Y, a matrix product over the last two axes per (b, c).
 
     G[b,c,i,j] = Σ_m Z[b,c,i,m]·K_g[·,c,i,m]·Y[b,c,m,j]. Costs O(B·C·H·W²) (spec §2.2, §5 Q13).
@@ -110,8 +114,9 @@ def hyperzzw_global(z: np.ndarray, k_g: np.ndarray, y: np.ndarray, *,
     return _from_matrices(zhat @ _as_matrices(y, grid), z.shape)
 
 
-def hyperzzw_global_vjp(z: np.ndarray, k_g: np.ndarray, y: np.ndarray, g: np.ndarray, *,
-                        grid: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def hyperzzw_global_vjp(
+    z: np.ndarray, k_g: np.ndarray, y: np.ndarray, g: np.ndarray, *, grid: tuple[int, int] | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """VJP of :func:`hyperzzw_global`: returns ``(grad_z, grad_k_g, grad_y)``.
 
     gẐ = g @ Yᵀ, gY = Ẑᵀ @ g, gZ = gẐ ⊙ K_g, gK_g = Σ_broadcast gẐ ⊙ Z. In 1D the products run on
@@ -143,20 +148,23 @@ def hyperzzw_2e_vjp(k: np.ndarray, z: np.ndarray, g: np.ndarray) -> tuple[np.nda
     return unbroadcast(g * z * z, k.shape), unbroadcast(2.0 * g * k * z, z.shape)
 
 
-def local_conv(params: dict, y: np.ndarray, k_l: np.ndarray, *, eps: float = 1e-5,
-               check_finite: bool = True) -> np.ndarray:
+def local_conv(
+    params: dict, y: np.ndarray, k_l: np.ndarray, *, eps: float = 1e-5, check_finite: bool = True
+) -> np.ndarray:
     """Local branch LocalConv(K_l, Y) = GELU(BS(Mixer(depthwise_conv(Y, K_l)))) (spec §2.3).
 
     ``params`` is the mixer {"weight": (C, C), "bias": (C,)}. The SFNE block adds a scalar bias
     after this. Shapes: y (B, C, *S), k_l (C, 1, k, …) → (B, C, *S).
     """
     d = depthwise_conv(y, k_l, check_finite=check_finite)
-    return gelu(batch_standardize(pointwise_linear(params, d, check_finite=False), eps,
-                                  check_finite=False), check_finite=False)
+    return gelu(
+        batch_standardize(pointwise_linear(params, d, check_finite=False), eps, check_finite=False), check_finite=False
+    )
 
 
-def local_conv_vjp(params: dict, y: np.ndarray, k_l: np.ndarray, g: np.ndarray, *,
-                   eps: float = 1e-5) -> tuple[dict, np.ndarray, np.ndarray]:
+def local_conv_vjp(
+    params: dict, y: np.ndarray, k_l: np.ndarray, g: np.ndarray, *, eps: float = 1e-5
+) -> tuple[dict, np.ndarray, np.ndarray]:
     """VJP of :func:`local_conv`: returns ``(grad_params, grad_y, grad_k_l)``."""
     d = depthwise_conv(y, k_l, check_finite=False)
     m = pointwise_linear(params, d, check_finite=False)

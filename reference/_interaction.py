@@ -48,8 +48,10 @@ def rgu(params: dict, z: np.ndarray, *, eps: float = 1e-5, check_finite: bool = 
     z = _input("z", z, check_finite)
     check_params("params", params, RGU_KEYS)
     if np.shape(params["bias_p"]) != z.shape[2:]:
-        raise ValueError(f"params['bias_p']: expected the spatial shape of z {z.shape[2:]}, "
-                         f"got {np.shape(params['bias_p'])} (derived from the input size, §5 Q8)")
+        raise ValueError(
+            f"params['bias_p']: expected the spatial shape of z {z.shape[2:]}, "
+            f"got {np.shape(params['bias_p'])} (derived from the input size, §5 Q8)"
+        )
     return _rgu_forward(params, z, eps)[0]
 
 
@@ -69,8 +71,7 @@ def rgu_vjp(params: dict, z: np.ndarray, g: np.ndarray, *, eps: float = 1e-5) ->
 def _channel_kernel(params: dict, c: int) -> np.ndarray:
     k = magnet_gc(params)[0, 0]
     if k.shape != (c,):
-        raise ValueError(f"params['channel']: MAGNet_GC grid has {k.shape[0]} positions, "
-                         f"the input has {c} channels")
+        raise ValueError(f"params['channel']: MAGNet_GC grid has {k.shape[0]} positions, the input has {c} channels")
     return k
 
 
@@ -107,8 +108,9 @@ def _hi_scores(params: dict, y: np.ndarray):
     k_cc = _channel_kernel(params["channel"], y.shape[1])
     k_ss = magnet_g(params["spatial"])[0, 0]
     if k_ss.shape != y.shape[2:]:
-        raise ValueError(f"params['spatial']: MAGNet_G grid {k_ss.shape} must equal the spatial "
-                         f"shape of y {y.shape[2:]}")
+        raise ValueError(
+            f"params['spatial']: MAGNet_G grid {k_ss.shape} must equal the spatial shape of y {y.shape[2:]}"
+        )
     s_c = y.mean(axis=axes)
     s_s = y.mean(axis=1)
     score_c = hyperzzw_2e(k_cc, s_c, check_finite=False)
@@ -133,8 +135,9 @@ def hyper_interaction(params: dict, y: np.ndarray, x: np.ndarray, *, check_finit
     return x * _hi_scores(params, y)[0]
 
 
-def hyper_interaction_vjp(params: dict, y: np.ndarray, x: np.ndarray,
-                          g: np.ndarray) -> tuple[dict, np.ndarray, np.ndarray]:
+def hyper_interaction_vjp(
+    params: dict, y: np.ndarray, x: np.ndarray, g: np.ndarray
+) -> tuple[dict, np.ndarray, np.ndarray]:
     """VJP of :func:`hyper_interaction`: returns ``(grad_params, grad_y, grad_x)``."""
     score, (k_cc, k_ss, s_c, s_s, score_c, score_s) = _hi_scores(params, y)
     axes = _spatial_axes(y)
@@ -146,6 +149,8 @@ def hyper_interaction_vjp(params: dict, y: np.ndarray, x: np.ndarray,
     gk_ss, gs_s = hyperzzw_2e_vjp(k_ss, s_s, g_score_s)
     n = math.prod(y.shape[2:])
     gy = (gs_c / n)[expand] + gs_s[:, None] / y.shape[1]
-    grads = {"channel": magnet_g_vjp(params["channel"], gk_cc.reshape(1, 1, -1)),
-             "spatial": magnet_g_vjp(params["spatial"], gk_ss.reshape((1, 1) + k_ss.shape))}
+    grads = {
+        "channel": magnet_g_vjp(params["channel"], gk_cc.reshape(1, 1, -1)),
+        "spatial": magnet_g_vjp(params["spatial"], gk_ss.reshape((1, 1) + k_ss.shape)),
+    }
     return grads, np.broadcast_to(gy, y.shape).copy(), g * score

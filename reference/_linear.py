@@ -60,18 +60,15 @@ def pointwise_linear_vjp(params: Params, x: np.ndarray, g: np.ndarray) -> tuple[
     return {"weight": gw, "bias": gb}, gx
 
 
-def channel_mixer(params: Params, z: np.ndarray, *, eps: float = 1e-5,
-                  check_finite: bool = True) -> np.ndarray:
+def channel_mixer(params: Params, z: np.ndarray, *, eps: float = 1e-5, check_finite: bool = True) -> np.ndarray:
     """Channel mixer M = IS(Linear2d_{C→C}(Z)) (spec §2.10, step 4 of §1.3).
 
     Shapes: z (B, C, *S) → (B, C, *S).
     """
-    return instance_standardize(pointwise_linear(params, z, check_finite=check_finite), eps=eps,
-                                check_finite=False)
+    return instance_standardize(pointwise_linear(params, z, check_finite=check_finite), eps=eps, check_finite=False)
 
 
-def channel_mixer_vjp(params: Params, z: np.ndarray, g: np.ndarray, *,
-                      eps: float = 1e-5) -> tuple[Params, np.ndarray]:
+def channel_mixer_vjp(params: Params, z: np.ndarray, g: np.ndarray, *, eps: float = 1e-5) -> tuple[Params, np.ndarray]:
     """VJP of :func:`channel_mixer`: returns ``(grad_params, grad_z)``."""
     m = pointwise_linear(params, z, check_finite=False)
     return pointwise_linear_vjp(params, z, instance_standardize_vjp(m, g, eps=eps))

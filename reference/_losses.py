@@ -18,21 +18,26 @@ def _validate_kernels(kernels: Sequence[np.ndarray], factors: Sequence[int], kin
         raise ValueError(f"kind: expected one of {SLOW_LOSS_KINDS}, got {kind!r}")
     ks = [as_float_array(f"kernels[{i}]", k) for i, k in enumerate(kernels)]
     if len(factors) < len(ks) - 1:
-        raise ValueError(f"factors: need at least {len(ks) - 1} bottleneck factors for {len(ks)} kernels, "
-                         f"got {len(factors)}")
+        raise ValueError(
+            f"factors: need at least {len(ks) - 1} bottleneck factors for {len(ks)} kernels, got {len(factors)}"
+        )
     for i, k in enumerate(ks):
         if k.ndim < 3 or k.shape[0] != 1:
             raise ValueError(f"kernels[{i}]: expected a global kernel (1, C, *S), got shape {k.shape}")
         if k.dtype != ks[0].dtype or k.shape[2:] != ks[0].shape[2:]:
-            raise ValueError(f"kernels[{i}]: expected dtype {ks[0].dtype} and spatial shape {ks[0].shape[2:]}, "
-                             f"got {k.dtype} and {k.shape[2:]}")
+            raise ValueError(
+                f"kernels[{i}]: expected dtype {ks[0].dtype} and spatial shape {ks[0].shape[2:]}, "
+                f"got {k.dtype} and {k.shape[2:]}"
+            )
         if check_finite:
             _check_finite(f"kernels[{i}]", k)
     if kind == "tiled":
         for i in range(1, len(ks)):
             if ks[i].shape[1] != ks[i - 1].shape[1] * int(factors[i - 1]):
-                raise ValueError(f"kernels[{i}]: {ks[i].shape[1]} channels, expected C_{i-1}·bf_{i-1} = "
-                                 f"{ks[i - 1].shape[1]}·{factors[i - 1]} for the tiled slow loss")
+                raise ValueError(
+                    f"kernels[{i}]: {ks[i].shape[1]} channels, expected C_{i - 1}·bf_{i - 1} = "
+                    f"{ks[i - 1].shape[1]}·{factors[i - 1]} for the tiled slow loss"
+                )
     return ks
 
 
@@ -41,8 +46,9 @@ def _pairs(n: int):
     return [(i, j) for i in range(n - 1, 0, -1) for j in range(i)]
 
 
-def slow_loss(kernels: Sequence[np.ndarray], factors: Sequence[int], *, kind: str = "tiled",
-              check_finite: bool = True) -> np.ndarray:
+def slow_loss(
+    kernels: Sequence[np.ndarray], factors: Sequence[int], *, kind: str = "tiled", check_finite: bool = True
+) -> np.ndarray:
     """Slow neural loss over the blocks' global kernels K_0 … K_{n−1} (spec §2.12, §5 Q2).
 
     ``kind="tiled"`` (default, the author's final code):
@@ -65,8 +71,9 @@ def slow_loss(kernels: Sequence[np.ndarray], factors: Sequence[int], *, kind: st
     return total
 
 
-def slow_loss_vjp(kernels: Sequence[np.ndarray], factors: Sequence[int], g: float | np.ndarray = 1.0, *,
-                  kind: str = "tiled") -> list[np.ndarray]:
+def slow_loss_vjp(
+    kernels: Sequence[np.ndarray], factors: Sequence[int], g: float | np.ndarray = 1.0, *, kind: str = "tiled"
+) -> list[np.ndarray]:
     """VJP of :func:`slow_loss`: returns one gradient per kernel (same shapes)."""
     ks = _validate_kernels(kernels, factors, kind, False)
     grads = [np.zeros_like(k) for k in ks]
@@ -90,11 +97,13 @@ def _validate_ce(logits: object, labels: object, eps: float, check_finite: bool)
     logits = as_float_array("logits", logits, ndim=2)
     labels = np.asarray(labels)
     if labels.shape != (logits.shape[0],) or not np.issubdtype(labels.dtype, np.integer):
-        raise ValueError(f"labels: expected integer class indices of shape ({logits.shape[0]},), "
-                         f"got {labels.dtype} {labels.shape}")
+        raise ValueError(
+            f"labels: expected integer class indices of shape ({logits.shape[0]},), got {labels.dtype} {labels.shape}"
+        )
     if labels.size and (labels.min() < 0 or labels.max() >= logits.shape[1]):
-        raise ValueError(f"labels: expected values in [0, {logits.shape[1]}), got range "
-                         f"[{labels.min()}, {labels.max()}]")
+        raise ValueError(
+            f"labels: expected values in [0, {logits.shape[1]}), got range [{labels.min()}, {labels.max()}]"
+        )
     if not 0.0 <= eps <= 1.0:
         raise ValueError(f"eps: label smoothing must lie in [0, 1], got {eps}")
     if check_finite:
@@ -102,8 +111,9 @@ def _validate_ce(logits: object, labels: object, eps: float, check_finite: bool)
     return logits, labels
 
 
-def label_smoothing_cross_entropy(logits: np.ndarray, labels: np.ndarray, eps: float = 0.09, *,
-                                  check_finite: bool = True) -> np.ndarray:
+def label_smoothing_cross_entropy(
+    logits: np.ndarray, labels: np.ndarray, eps: float = 0.09, *, check_finite: bool = True
+) -> np.ndarray:
     """Label-smoothing cross-entropy, mean over the batch (spec §2.13, §5 Q9).
 
     L = (ε/K)·mean_b Σ_k(−log p_{b,k}) + (1−ε)·mean_b(−log p_{b,y_b}), p = softmax(logits).
@@ -117,8 +127,9 @@ def label_smoothing_cross_entropy(logits: np.ndarray, labels: np.ndarray, eps: f
     return np.asarray(smooth + (1.0 - eps) * nll, dtype=logits.dtype)
 
 
-def label_smoothing_cross_entropy_vjp(logits: np.ndarray, labels: np.ndarray, g: float | np.ndarray = 1.0,
-                                      eps: float = 0.09) -> np.ndarray:
+def label_smoothing_cross_entropy_vjp(
+    logits: np.ndarray, labels: np.ndarray, g: float | np.ndarray = 1.0, eps: float = 0.09
+) -> np.ndarray:
     """VJP of :func:`label_smoothing_cross_entropy`: g·(p − ε/K − (1−ε)·onehot(y)) / B."""
     logits, labels = _validate_ce(logits, labels, eps, False)
     b, k = logits.shape

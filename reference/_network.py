@@ -41,11 +41,18 @@ def init_block(rng: np.random.Generator, config: TerminatorConfig, i: int) -> di
     p["rgu_slow"] = _rgu_init(rng, c, spatial)
     p["mixer"] = _random.kaiming_normal(rng, c, c)
     p["hci"] = {"channel": init_magnet_gc(rng, c, cfg.channel_hidden, cfg.channel_layers, **mag)}
-    p["hi"] = {"channel": init_magnet_gc(rng, c, cfg.hi_channel_hidden, cfg.hi_layers, **mag),
-               "spatial": init_magnet_g(rng, spatial, cfg.hi_spatial_hidden, 1, cfg.hi_layers, **mag)}
-    p["local"] = [{"slow_l": init_magnet_l(rng, k, d, cfg.local_hidden, c, cfg.local_layers, **mag),
-                   "mixer": _random.kaiming_normal(rng, c, c),
-                   "bias": np.zeros(())} for k in cfg.local_kernel_sizes]
+    p["hi"] = {
+        "channel": init_magnet_gc(rng, c, cfg.hi_channel_hidden, cfg.hi_layers, **mag),
+        "spatial": init_magnet_g(rng, spatial, cfg.hi_spatial_hidden, 1, cfg.hi_layers, **mag),
+    }
+    p["local"] = [
+        {
+            "slow_l": init_magnet_l(rng, k, d, cfg.local_hidden, c, cfg.local_layers, **mag),
+            "mixer": _random.kaiming_normal(rng, c, c),
+            "bias": np.zeros(()),
+        }
+        for k in cfg.local_kernel_sizes
+    ]
     p["bottleneck"] = _random.kaiming_normal(rng, cfg.out_channels[i], cfg.num_branches[i] * c)
     p["bias"] = np.zeros(())
     return p
@@ -63,8 +70,10 @@ def init_params(config: TerminatorConfig, seed: int = 0, dtype: type | np.dtype 
     if dtype not in (np.float32, np.float64):
         raise TypeError(f"dtype: expected float32 or float64, got {dtype}")
     rng = np.random.default_rng(check_seed("seed", seed))
-    params = {"blocks": [init_block(rng, config, i) for i in range(config.num_blocks)],
-              "head": _random.kaiming_normal(rng, config.num_classes, config.out_channels[-1])}
+    params = {
+        "blocks": [init_block(rng, config, i) for i in range(config.num_blocks)],
+        "head": _random.kaiming_normal(rng, config.num_classes, config.out_channels[-1]),
+    }
     return tree_map(lambda a: np.asarray(a, dtype=dtype), params)
 
 
@@ -92,8 +101,10 @@ def match_param_keys(params: dict, config: TerminatorConfig) -> tuple[dict, dict
     missing = sorted(set(want) - set(flat))
     unknown = sorted(set(flat) - set(want))
     if missing or unknown:
-        raise KeyError(f"params: do not match the config; missing {missing[:5]}{'…' if len(missing) > 5 else ''}, "
-                       f"unknown {unknown[:5]}{'…' if len(unknown) > 5 else ''}")
+        raise KeyError(
+            f"params: do not match the config; missing {missing[:5]}{'…' if len(missing) > 5 else ''}, "
+            f"unknown {unknown[:5]}{'…' if len(unknown) > 5 else ''}"
+        )
     return flat, want
 
 
@@ -118,8 +129,7 @@ def _validate_input(params: dict, x: object, config: TerminatorConfig, check_fin
     dtype = check_params_match(params, config)
     x = as_float_array("x", x, ndim=config.data_dim + 2, dtype=dtype)
     if x.shape[1:] != config.input_shape:
-        raise ValueError(f"x: expected (B, {', '.join(map(str, config.input_shape))}) for this config, "
-                         f"got {x.shape}")
+        raise ValueError(f"x: expected (B, {', '.join(map(str, config.input_shape))}) for this config, got {x.shape}")
     if x.shape[0] < 1:
         raise ValueError(f"x: expected a non-empty batch, got shape {x.shape}")
     if check_finite:
@@ -127,8 +137,9 @@ def _validate_input(params: dict, x: object, config: TerminatorConfig, check_fin
     return x
 
 
-def dropout_masks_for(config: TerminatorConfig, batch: int, rng: np.random.Generator | None,
-                      dtype: npt.DTypeLike) -> list[np.ndarray | None]:
+def dropout_masks_for(
+    config: TerminatorConfig, batch: int, rng: np.random.Generator | None, dtype: npt.DTypeLike
+) -> list[np.ndarray | None]:
     """Dropout2d masks (B, C_out) per block: 0 with probability p, else 1/(1−p); None where p = 0."""
     masks: list[np.ndarray | None] = []
     for p, c in zip(config.dropout, config.out_channels, strict=True):
@@ -136,8 +147,10 @@ def dropout_masks_for(config: TerminatorConfig, batch: int, rng: np.random.Gener
             masks.append(None)
             continue
         if rng is None:
-            raise ValueError("rng: this config has dropout in train mode; pass rng=np.random.default_rng(seed), "
-                             "explicit dropout_masks, or train=False")
+            raise ValueError(
+                "rng: this config has dropout in train mode; pass rng=np.random.default_rng(seed), "
+                "explicit dropout_masks, or train=False"
+            )
         masks.append(((rng.random((batch, c)) >= p) / (1.0 - p)).astype(dtype))
     return masks
 
@@ -151,8 +164,17 @@ def _forward(params, x, config: TerminatorConfig, train: bool, masks, frozen=Non
         n_pre = config.num_concat_pre[i]
         x_pre = outs[i - 2] if n_pre >= 1 else None
         x_pp = outs[i - 3] if n_pre >= 2 else None
-        h, k_g, cache = _block_forward(bp, h, x_pre, x_pp, config.ibs_groups, config.eps, config.grid,
-                                       masks[i] if train else None, None if frozen is None else frozen[i])
+        h, k_g, cache = _block_forward(
+            bp,
+            h,
+            x_pre,
+            x_pp,
+            config.ibs_groups,
+            config.eps,
+            config.grid,
+            masks[i] if train else None,
+            None if frozen is None else frozen[i],
+        )
         outs.append(h)
         kernels.append(k_g)
         caches.append(cache)
@@ -162,10 +184,17 @@ def _forward(params, x, config: TerminatorConfig, train: bool, masks, frozen=Non
     return logits, kernels, (outs, caches, feats)
 
 
-def terminator_forward(params: dict, x: np.ndarray, config: TerminatorConfig, train: bool = False, *,
-                       rng: np.random.Generator | None = None, dropout_masks: list | None = None,
-                       stop_gradient_values: list | None = None,
-                       check_finite: bool = True) -> tuple[np.ndarray, list[np.ndarray]]:
+def terminator_forward(
+    params: dict,
+    x: np.ndarray,
+    config: TerminatorConfig,
+    train: bool = False,
+    *,
+    rng: np.random.Generator | None = None,
+    dropout_masks: list | None = None,
+    stop_gradient_values: list | None = None,
+    check_finite: bool = True,
+) -> tuple[np.ndarray, list[np.ndarray]]:
     """Run the network: returns ``(logits, global_kernels)`` (spec §1.2).
 
     out_i, K_i = SFNE_i(out_{i−1}, x_pre = out_{i−2}, x_pre_pre = out_{i−3}) as ``num_concat_pre``
@@ -182,9 +211,15 @@ def terminator_forward(params: dict, x: np.ndarray, config: TerminatorConfig, tr
     return logits, kernels
 
 
-def terminator_stop_gradient_values(params: dict, x: np.ndarray, config: TerminatorConfig,
-                                    train: bool = True, *, rng: np.random.Generator | None = None,
-                                    dropout_masks: list | None = None) -> list[dict]:
+def terminator_stop_gradient_values(
+    params: dict,
+    x: np.ndarray,
+    config: TerminatorConfig,
+    train: bool = True,
+    *,
+    rng: np.random.Generator | None = None,
+    dropout_masks: list | None = None,
+) -> list[dict]:
     """Every MAGNet_L stop-gradient value of the network at (params, x): one {role: [...]} per block.
 
     Passing them back as ``stop_gradient_values`` gives a function with the same value at this
@@ -200,24 +235,36 @@ def _masks(config, x, train, rng, dropout_masks):
         return [None] * config.num_blocks
     if dropout_masks is not None:
         if len(dropout_masks) != config.num_blocks:
-            raise ValueError(f"dropout_masks: expected {config.num_blocks} entries (None where p = 0), "
-                             f"got {len(dropout_masks)}")
-        return [None if m is None else as_float_array(f"dropout_masks[{i}]", m, ndim=2, dtype=x.dtype)
-                for i, m in enumerate(dropout_masks)]
+            raise ValueError(
+                f"dropout_masks: expected {config.num_blocks} entries (None where p = 0), got {len(dropout_masks)}"
+            )
+        return [
+            None if m is None else as_float_array(f"dropout_masks[{i}]", m, ndim=2, dtype=x.dtype)
+            for i, m in enumerate(dropout_masks)
+        ]
     return dropout_masks_for(config, x.shape[0], rng, x.dtype)
 
 
 def _slow(config: TerminatorConfig, kernels: list[np.ndarray]) -> np.ndarray:
     if config.slow_loss == "none":
         return np.zeros((), dtype=kernels[0].dtype)
-    return config.slow_loss_weight * slow_loss(kernels, config.bottleneck_factors, kind=config.slow_loss,
-                                               check_finite=False)
+    return config.slow_loss_weight * slow_loss(
+        kernels, config.bottleneck_factors, kind=config.slow_loss, check_finite=False
+    )
 
 
-def terminator_loss(params: dict, x: np.ndarray, labels: np.ndarray, config: TerminatorConfig,
-                    train: bool = True, *, rng: np.random.Generator | None = None,
-                    dropout_masks: list | None = None, stop_gradient_values: list | None = None,
-                    check_finite: bool = True) -> np.ndarray:
+def terminator_loss(
+    params: dict,
+    x: np.ndarray,
+    labels: np.ndarray,
+    config: TerminatorConfig,
+    train: bool = True,
+    *,
+    rng: np.random.Generator | None = None,
+    dropout_masks: list | None = None,
+    stop_gradient_values: list | None = None,
+    check_finite: bool = True,
+) -> np.ndarray:
     """Training loss: CE_ls(logits, labels) + w·slow_loss(K_0…K_{n−1}) (spec §2.12-2.13).
 
     The slow loss is only added in train mode, as in the author's code. Returns a 0-D array.
@@ -229,10 +276,17 @@ def terminator_loss(params: dict, x: np.ndarray, labels: np.ndarray, config: Ter
     return loss + _slow(config, kernels) if train else loss
 
 
-def terminator_loss_and_grad(params: dict, x: np.ndarray, labels: np.ndarray, config: TerminatorConfig,
-                             train: bool = True, *, rng: np.random.Generator | None = None,
-                             dropout_masks: list | None = None,
-                             check_finite: bool = True) -> tuple[np.ndarray, dict]:
+def terminator_loss_and_grad(
+    params: dict,
+    x: np.ndarray,
+    labels: np.ndarray,
+    config: TerminatorConfig,
+    train: bool = True,
+    *,
+    rng: np.random.Generator | None = None,
+    dropout_masks: list | None = None,
+    check_finite: bool = True,
+) -> tuple[np.ndarray, dict]:
     """``terminator_loss`` and its gradient with respect to every parameter, by hand-written backprop.
 
     Returns ``(loss, grads)`` where ``grads`` has exactly the structure of ``params``. No automatic
@@ -247,8 +301,10 @@ def terminator_loss_and_grad(params: dict, x: np.ndarray, labels: np.ndarray, co
     g_kernels: list[np.ndarray | None]
     if train and config.slow_loss != "none":
         loss = loss + _slow(config, kernels)
-        g_kernels = [config.slow_loss_weight * g for g in
-                     slow_loss_vjp(kernels, config.bottleneck_factors, 1.0, kind=config.slow_loss)]
+        g_kernels = [
+            config.slow_loss_weight * g
+            for g in slow_loss_vjp(kernels, config.bottleneck_factors, 1.0, kind=config.slow_loss)
+        ]
     else:
         g_kernels = [None] * len(kernels)
     head = params["head"]

@@ -26,8 +26,7 @@ def normal(rng: np.random.Generator, shape: tuple[int, ...], std: float) -> np.n
     return special.ndtri(u) * std
 
 
-def gamma(rng: np.random.Generator, shape: tuple[int, ...], concentration: float,
-          rate: float = 1.0) -> np.ndarray:
+def gamma(rng: np.random.Generator, shape: tuple[int, ...], concentration: float, rate: float = 1.0) -> np.ndarray:
     """Gamma(concentration, rate) by inverse CDF of uniforms (float64)."""
     u = rng.random(shape)
     return special.gammaincinv(concentration, u) / rate
@@ -39,14 +38,13 @@ def conv_default(rng: np.random.Generator, out_ch: int, in_ch: int) -> dict[str,
     return {"weight": uniform(rng, (out_ch, in_ch), bound), "bias": uniform(rng, (out_ch,), bound)}
 
 
-def kaiming_uniform_linear(rng: np.random.Generator, out_ch: int, in_ch: int,
-                           bias: float = 0.0) -> dict[str, np.ndarray]:
+def kaiming_uniform_linear(
+    rng: np.random.Generator, out_ch: int, in_ch: int, bias: float = 0.0
+) -> dict[str, np.ndarray]:
     """``kaiming_uniform_(nonlinearity='linear')``: U(±√(3/fan_in)); bias filled with ``bias``."""
-    return {"weight": uniform(rng, (out_ch, in_ch), np.sqrt(3.0 / in_ch)),
-            "bias": np.full((out_ch,), float(bias))}
+    return {"weight": uniform(rng, (out_ch, in_ch), np.sqrt(3.0 / in_ch)), "bias": np.full((out_ch,), float(bias))}
 
 
 def kaiming_normal(rng: np.random.Generator, out_ch: int, in_ch: int) -> dict[str, np.ndarray]:
     """``kaiming_normal_()`` (fan_in, gain √2): N(0, 2/fan_in); bias 0."""
-    return {"weight": normal(rng, (out_ch, in_ch), np.sqrt(2.0 / in_ch)),
-            "bias": np.zeros((out_ch,))}
+    return {"weight": normal(rng, (out_ch, in_ch), np.sqrt(2.0 / in_ch)), "bias": np.zeros((out_ch,))}

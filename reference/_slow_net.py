@@ -39,7 +39,7 @@ from ._linear import pointwise_linear, pointwise_linear_vjp
 Params = dict
 RENORM_EPS = 1e-12  # F.normalize's eps
 RENORM_ALPHA = 1.0  # weight of the stop-gradient term (constant, unregistered in the author's code)
-RENORM_BETA = 0.1   # weight of the normalised term
+RENORM_BETA = 0.1  # weight of the normalised term
 
 
 @lru_cache(maxsize=64)
@@ -78,9 +78,17 @@ def _init_filters(rng, d, hidden, num_layers, omega_0, alpha, beta):
     return filters
 
 
-def init_magnet_g(rng: np.random.Generator, sizes: tuple[int, ...], hidden: int, out_channels: int,
-                  num_layers: int, *, omega_0: float = 2000.0, alpha: float = 6.0,
-                  beta: float = 1.0) -> Params:
+def init_magnet_g(
+    rng: np.random.Generator,
+    sizes: tuple[int, ...],
+    hidden: int,
+    out_channels: int,
+    num_layers: int,
+    *,
+    omega_0: float = 2000.0,
+    alpha: float = 6.0,
+    beta: float = 1.0,
+) -> Params:
     """Initialise MAGNet_G on a grid of ``sizes`` (spec §2.1).
 
     Filters: W ~ U(±1/√d)·2π·ω₀·γ, γ ~ Gamma(α/(l+1), β), b = 0; linears: kaiming_uniform(linear),
@@ -95,26 +103,43 @@ def init_magnet_g(rng: np.random.Generator, sizes: tuple[int, ...], hidden: int,
     return {"filters": filters, "linears": linears, "output": output, "bias_p": np.zeros(sizes)}
 
 
-def init_magnet_gc(rng: np.random.Generator, channels: int, hidden: int, num_layers: int, *,
-                   omega_0: float = 2000.0, alpha: float = 6.0, beta: float = 1.0) -> Params:
+def init_magnet_gc(
+    rng: np.random.Generator,
+    channels: int,
+    hidden: int,
+    num_layers: int,
+    *,
+    omega_0: float = 2000.0,
+    alpha: float = 6.0,
+    beta: float = 1.0,
+) -> Params:
     """Initialise MAGNet_GC: MAGNet_G with d = 1 over ``channels`` positions, one output channel."""
     return init_magnet_g(rng, (channels,), hidden, 1, num_layers, omega_0=omega_0, alpha=alpha, beta=beta)
 
 
-def init_magnet_l(rng: np.random.Generator, kernel_size: int, data_dim: int, hidden: int,
-                  out_channels: int, num_layers: int, *, omega_0: float = 2000.0, alpha: float = 6.0,
-                  beta: float = 1.0) -> Params:
+def init_magnet_l(
+    rng: np.random.Generator,
+    kernel_size: int,
+    data_dim: int,
+    hidden: int,
+    out_channels: int,
+    num_layers: int,
+    *,
+    omega_0: float = 2000.0,
+    alpha: float = 6.0,
+    beta: float = 1.0,
+) -> Params:
     """Initialise MAGNet_L for a (C_out, 1, k, …, k) local kernel (spec §2.1).
 
     As MAGNet_G, plus the context path: ``reduce`` and ``fc1`` with PyTorch's default conv init,
     ``linears_x`` with kaiming_uniform(linear) and bias 1.
     """
-    p = init_magnet_g(rng, (kernel_size,) * data_dim, hidden, out_channels, num_layers,
-                      omega_0=omega_0, alpha=alpha, beta=beta)
+    p = init_magnet_g(
+        rng, (kernel_size,) * data_dim, hidden, out_channels, num_layers, omega_0=omega_0, alpha=alpha, beta=beta
+    )
     p["reduce"] = _random.conv_default(rng, hidden, out_channels)
     p["fc1"] = _random.conv_default(rng, hidden, hidden)
-    p["linears_x"] = [_random.kaiming_uniform_linear(rng, hidden, hidden, bias=1.0)
-                      for _ in range(num_layers)]
+    p["linears_x"] = [_random.kaiming_uniform_linear(rng, hidden, hidden, bias=1.0) for _ in range(num_layers)]
     return p
 
 
@@ -134,13 +159,13 @@ def _validate(params: Params, keys: tuple[str, ...], name: str) -> None:
     dt, d = bias_p.dtype, bias_p.ndim
     n_layers = len(params["linears"])
     if len(params["filters"]) != n_layers + 1:
-        raise ValueError(f"{name}: expected len(filters) == len(linears) + 1, got "
-                         f"{len(params['filters'])} and {n_layers}")
+        raise ValueError(
+            f"{name}: expected len(filters) == len(linears) + 1, got {len(params['filters'])} and {n_layers}"
+        )
     for i, f in enumerate(params["filters"]):
         w = as_float_array(f"{name}['filters'][{i}]['weight']", f["weight"], ndim=2, dtype=dt)
         if w.shape[1] != d:
-            raise ValueError(f"{name}['filters'][{i}]['weight']: expected (H, {d}) for a {d}-D grid, "
-                             f"got {w.shape}")
+            raise ValueError(f"{name}['filters'][{i}]['weight']: expected (H, {d}) for a {d}-D grid, got {w.shape}")
     for key in ("linears", "linears_x"):
         for i, lin in enumerate(params.get(key, [])):
             as_float_array(f"{name}['{key}'][{i}]['weight']", lin["weight"], ndim=2, dtype=dt)
@@ -212,8 +237,7 @@ def _normalize_vjp(u: np.ndarray, norm: np.ndarray, g: np.ndarray) -> np.ndarray
 
 
 def _mfn_backward(params: Params, c: np.ndarray, ctx: np.ndarray | None, cache, g_out: np.ndarray):
-    grads: Params = {"filters": [None] * len(params["filters"]),
-                     "linears": [None] * len(params["linears"])}
+    grads: Params = {"filters": [None] * len(params["filters"]), "linears": [None] * len(params["linears"])}
     grads["output"], gh = _dense_vjp(params["output"], cache["h"][-1], g_out)
     g_bias_p = np.zeros(params["bias_p"].size, dtype=g_out.dtype)
     g_ctx = None
@@ -267,8 +291,7 @@ def magnet_gc(params: Params) -> np.ndarray:
     """
     bias_p: Any = params.get("bias_p")
     if np.ndim(bias_p) != 1:
-        raise ValueError(f"params['bias_p']: MAGNet_GC runs on a 1-D grid, expected shape (C,), "
-                         f"got {np.shape(bias_p)}")
+        raise ValueError(f"params['bias_p']: MAGNet_GC runs on a 1-D grid, expected shape (C,), got {np.shape(bias_p)}")
     return magnet_g(params)
 
 
@@ -295,8 +318,9 @@ def _validate_l(params: Params, x: object, check_finite: bool) -> np.ndarray:
     return x
 
 
-def magnet_l(params: Params, x: np.ndarray, *, stop_gradient_values: list | None = None,
-             check_finite: bool = True) -> np.ndarray:
+def magnet_l(
+    params: Params, x: np.ndarray, *, stop_gradient_values: list | None = None, check_finite: bool = True
+) -> np.ndarray:
     """MAGNet_L: a context-dependent local kernel (spec §2.1).
 
     g = GELU(fc1(mean_b(reduce(adaptive_avg_pool(x, k))))); h_1 = g_0(c);

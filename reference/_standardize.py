@@ -77,8 +77,9 @@ def _groups(x: np.ndarray, groups: int) -> int:
         raise ValueError(f"groups: expected a positive integer, got {groups!r}")
     c = x.shape[1]
     if c % groups:
-        raise ValueError(f"x: G-IBS needs the channel count to be divisible by groups={groups}, "
-                         f"got {c} channels (shape {x.shape})")
+        raise ValueError(
+            f"x: G-IBS needs the channel count to be divisible by groups={groups}, got {c} channels (shape {x.shape})"
+        )
     return c // groups
 
 

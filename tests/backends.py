@@ -97,8 +97,13 @@ def _strict(device_name: str | None = None) -> Backend:
     dev = None if device_name is None else xs.Device(device_name)
     xs.asarray(np.zeros(3, np.float32), device=dev)  # allocation probe
     name = "array_api_strict" if device_name is None else f"array_api_strict:{device_name}"
-    return Backend(name, "array_api_strict", lambda a: xs.asarray(np.array(a, copy=True), device=dev), device=dev,
-                   float64=device_name != "no_float64")
+    return Backend(
+        name,
+        "array_api_strict",
+        lambda a: xs.asarray(np.array(a, copy=True), device=dev),
+        device=dev,
+        float64=device_name != "no_float64",
+    )
 
 
 def _torch(device: str) -> Backend:
@@ -106,9 +111,14 @@ def _torch(device: str) -> Backend:
 
     dev = torch.device(device)
     torch.empty(3, device=dev)  # allocation probe: set_default_device("cuda") alone proves nothing
-    return Backend("torch" if device == "cpu" else f"torch:{device}", "torch",
-                   lambda a: torch.from_numpy(np.array(a, copy=True)).to(dev), device=dev, autodiff=True,
-                   gpu=device != "cpu")
+    return Backend(
+        "torch" if device == "cpu" else f"torch:{device}",
+        "torch",
+        lambda a: torch.from_numpy(np.array(a, copy=True)).to(dev),
+        device=dev,
+        autodiff=True,
+        gpu=device != "cpu",
+    )
 
 
 def _cupy() -> Backend:
@@ -141,8 +151,10 @@ def _torch_cuda() -> Backend:
     import torch
 
     if not torch.cuda.is_available():
-        raise RuntimeError("no CUDA device (torch.cuda.is_available() is False"
-                           f"{'; torch is a CPU build' if torch.version.cuda is None else ''})")
+        raise RuntimeError(
+            "no CUDA device (torch.cuda.is_available() is False"
+            f"{'; torch is a CPU build' if torch.version.cuda is None else ''})"
+        )
     torch.backends.cuda.matmul.allow_tf32 = False  # TF32 would break float32 comparisons
     torch.backends.cudnn.allow_tf32 = False
     return _torch("cuda")
@@ -167,8 +179,7 @@ def _selected() -> set[str] | None:
     names = {n.strip() for n in env.split(",") if n.strip()}
     unknown = names - {c[0] for c in _CANDIDATES}
     if unknown:
-        raise ValueError(f"HYPERZZW_BACKENDS: unknown backends {sorted(unknown)}; "
-                         f"known: {[c[0] for c in _CANDIDATES]}")
+        raise ValueError(f"HYPERZZW_BACKENDS: unknown backends {sorted(unknown)}; known: {[c[0] for c in _CANDIDATES]}")
     return names
 
 

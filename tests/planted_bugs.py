@@ -77,8 +77,9 @@ def _conv_off_by_one(y, k_l, *, check_finite=True):
 # 7. float32 accumulation where float64 is needed (the slow loss summed in float32)
 def _slow_loss_f32(kernels, factors, *, kind="tiled", check_finite=True):
     low = [np.asarray(k, dtype=np.float32) for k in kernels]
-    return np.asarray(R.slow_loss(low, factors, kind=kind, check_finite=check_finite),
-                      dtype=np.asarray(kernels[0]).dtype)
+    return np.asarray(
+        R.slow_loss(low, factors, kind=kind, check_finite=check_finite), dtype=np.asarray(kernels[0]).dtype
+    )
 
 
 # 8. bias_p doubled in MAGNet_G (passes on init trees, where bias_p = 0)
@@ -200,7 +201,7 @@ def _g_ibs_swapped(x, groups=12, eps=1e-5, *, check_finite=True):
 # 26. the tanh approximation of GELU
 def _gelu_tanh(x, **kw):
     c = np.asarray(np.sqrt(2.0 / np.pi), dtype=x.dtype)
-    return 0.5 * x * (1.0 + np.tanh(c * (x + 0.044715 * x ** 3)))
+    return 0.5 * x * (1.0 + np.tanh(c * (x + 0.044715 * x**3)))
 
 
 # 27. the point-wise linear's bias ignored
@@ -227,6 +228,7 @@ def _pool_floor_bins(x, size):
             a, b = (i * n) // k, max((i + 1) * n // k, (i * n) // k + 1)
             m[i, a:b] = 1.0 / (b - a)
         return m
+
     with mock.patch.object(_conv, "adaptive_pool_matrix", wrong):
         return R.adaptive_avg_pool(x, size)
 
@@ -244,6 +246,7 @@ def _slow_loss_kind_ignored(kernels, factors, *, kind="tiled", check_finite=True
 # 33. label smoothing spread over the K−1 wrong classes instead of all K
 def _ce_smoothing_km1(logits, labels, eps=0.09, *, check_finite=True):
     from scipy.special import log_softmax
+
     logp = log_softmax(logits, axis=1)
     b, k = logits.shape
     target = np.full_like(logp, eps / (k - 1))
@@ -267,8 +270,11 @@ def _forward_swapped(*args, **kwargs):
 # 35. the training loss without label smoothing (eps = 0 inside the loss)
 def _loss_no_smoothing(*args, **kwargs):
     original = _network.label_smoothing_cross_entropy
-    with mock.patch.object(_network, "label_smoothing_cross_entropy",
-                           lambda logits, labels, eps=0.09, **kw: original(logits, labels, 0.0, **kw)):
+    with mock.patch.object(
+        _network,
+        "label_smoothing_cross_entropy",
+        lambda logits, labels, eps=0.09, **kw: original(logits, labels, 0.0, **kw),
+    ):
         return R.terminator_loss(*args, **kwargs)
 
 
@@ -312,10 +318,11 @@ PLANTED = {
     "bias_p doubled in magnet_g": ("magnet_g", _impl(magnet_g=_magnet_g_bias_p_doubled)),
     "bias_p ignored in magnet_g": ("magnet_g", _impl(magnet_g=_magnet_g_bias_p_ignored)),
     "linear biases hard-coded to 1 in magnet_gc": ("magnet_gc", _impl(magnet_gc=_magnet_gc_bias_one)),
-    "one-pass variance in instance_standardize": ("instance_standardize",
-                                                  _impl(instance_standardize=_is_one_pass)),
-    "unstable softmax in label_smoothing_cross_entropy": ("label_smoothing_cross_entropy",
-                                                          _impl(label_smoothing_cross_entropy=_ce_unstable)),
+    "one-pass variance in instance_standardize": ("instance_standardize", _impl(instance_standardize=_is_one_pass)),
+    "unstable softmax in label_smoothing_cross_entropy": (
+        "label_smoothing_cross_entropy",
+        _impl(label_smoothing_cross_entropy=_ce_unstable),
+    ),
     "naive sigmoid in si_glu": ("si_glu", _impl(si_glu=_si_glu_naive)),
     "bias_p ignored in rgu": ("rgu", _impl(rgu=_rgu_no_bias_p)),
     "bias_p gradient dropped in magnet_g_vjp": ("magnet_g", _impl(magnet_g_vjp=_magnet_g_vjp_no_bias_p)),
@@ -325,8 +332,10 @@ PLANTED = {
     "mixer before the convolution in local_conv": ("local_conv", _impl(local_conv=_local_conv_mix_first)),
     "input cotangent doubled in rgu_vjp": ("rgu", _impl(rgu_vjp=_rgu_vjp_doubled)),
     "missing term in si_glu_vjp": ("si_glu", _impl(si_glu_vjp=_si_glu_vjp_partial)),
-    "1e-6 scale error in hyper_channel_interaction": ("hyper_channel_interaction",
-                                                      _impl(hyper_channel_interaction=_hci_scaled)),
+    "1e-6 scale error in hyper_channel_interaction": (
+        "hyper_channel_interaction",
+        _impl(hyper_channel_interaction=_hci_scaled),
+    ),
     "y and x swapped in hyper_interaction": ("hyper_interaction", _impl(hyper_interaction=_hi_swapped)),
     "unbiased variance in batch_standardize": ("batch_standardize", _impl(batch_standardize=_bs_unbiased)),
     "IS/BS alternation swapped in g_ibs": ("g_ibs", _impl(g_ibs=_g_ibs_swapped)),
@@ -338,15 +347,20 @@ PLANTED = {
     "repeat instead of tile in tile_channels": ("tile_channels", _impl(tile_channels=_tile_repeat)),
     "kind ignored in slow_loss": ("slow_loss", _impl(slow_loss=_slow_loss_kind_ignored)),
     "smoothing over K-1 classes in label_smoothing_cross_entropy": (
-        "label_smoothing_cross_entropy", _impl(label_smoothing_cross_entropy=_ce_smoothing_km1)),
-    "concat order swapped inside terminator_forward": ("terminator_forward",
-                                                       _impl(terminator_forward=_forward_swapped)),
+        "label_smoothing_cross_entropy",
+        _impl(label_smoothing_cross_entropy=_ce_smoothing_km1),
+    ),
+    "concat order swapped inside terminator_forward": (
+        "terminator_forward",
+        _impl(terminator_forward=_forward_swapped),
+    ),
     "no label smoothing inside terminator_loss": ("terminator_loss", _impl(terminator_loss=_loss_no_smoothing)),
-    "filter bias gradients dropped in magnet_gc_vjp": ("magnet_gc",
-                                                       _impl(magnet_gc_vjp=_magnet_gc_vjp_no_filter_bias)),
+    "filter bias gradients dropped in magnet_gc_vjp": ("magnet_gc", _impl(magnet_gc_vjp=_magnet_gc_vjp_no_filter_bias)),
     "grid ignored in 1d hyperzzw_global": ("hyperzzw_global", _impl(hyperzzw_global=_global_no_grid)),
     "front padding of a non-square sequence in hyperzzw_global": (
-        "hyperzzw_global", _impl(hyperzzw_global=_global_front_padding)),
+        "hyperzzw_global",
+        _impl(hyperzzw_global=_global_front_padding),
+    ),
 }
 """description → (the operator the bug lives in, the implementation)."""
 

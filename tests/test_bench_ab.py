@@ -27,10 +27,13 @@ def test_unknown_revision_is_refused_by_name() -> None:
 
 
 def test_cli_refuses_missing_rev_and_bad_rounds() -> None:
-    for argv, msg in ((["ab"], "--rev REV is required"), (["ab", "--rev", "HEAD", "--rounds", "0"],
-                                                          "--rounds must be a positive integer, got 0")):
-        proc = subprocess.run([sys.executable, "-m", "hyperzzw_core.cli", "bench", *argv], capture_output=True,
-                              text=True, timeout=120)
+    for argv, msg in (
+        (["ab"], "--rev REV is required"),
+        (["ab", "--rev", "HEAD", "--rounds", "0"], "--rounds must be a positive integer, got 0"),
+    ):
+        proc = subprocess.run(
+            [sys.executable, "-m", "hyperzzw_core.cli", "bench", *argv], capture_output=True, text=True, timeout=120
+        )
         assert proc.returncode == 2 and msg in proc.stderr, proc.stderr
 
 

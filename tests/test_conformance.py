@@ -46,7 +46,7 @@ def test_reference_still_reproduces_goldens(entry):
             # float32 round-off depends on summation order (BLAS, reordering); the stored float32
             # values are the baseline of the float32 policy, so the fresh float32 reference must
             # pass that policy against the float64 truth.
-            truth = stored["out" if key == "out32" else "grad" + key[len("grad32_"):]]
+            truth = stored["out" if key == "out32" else "grad" + key[len("grad32_") :]]
             assert_close(fresh[key], truth, dtype="float32", ref_low=value, name=key)
         else:
             assert_close(fresh[key], value, dtype="float64", name=key)
@@ -138,7 +138,7 @@ def test_every_operator_has_hard_cases_and_edge_shapes_exist():
         base = {s.label for s in spec.samples("float64", seed=0)}
         assert labels[op] - base, f"{op}: only registry samples"
     shapes = [tuple(a["shape"]) for e in MANIFEST["cases"] for k, a in e["arrays"].items() if k == "arg0"]
-    assert any(len(s) >= 2 and s[0] == 1 and s[1] == 1 for s in shapes)          # B=1, C=1
+    assert any(len(s) >= 2 and s[0] == 1 and s[1] == 1 for s in shapes)  # B=1, C=1
     assert any(e["op"] == "depthwise_conv" and "k1" in e["label"] for e in MANIFEST["cases"])
     assert any(e["op"] == "adaptive_avg_pool" and "11to3" in e["label"] for e in MANIFEST["cases"])
     assert any(e["label"].endswith("offset1e3") for e in MANIFEST["cases"] if e["op"] == "instance_standardize")
@@ -146,8 +146,9 @@ def test_every_operator_has_hard_cases_and_edge_shapes_exist():
 
 
 def _cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "hyperzzw_core.cli", *args], capture_output=True, text=True,
-                          cwd=cwd, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "hyperzzw_core.cli", *args], capture_output=True, text=True, cwd=cwd, timeout=300
+    )
 
 
 def test_cli_verify_file_impl_table_and_exit_code(tmp_path):
@@ -157,7 +158,8 @@ def test_cli_verify_file_impl_table_and_exit_code(tmp_path):
     assert res.returncode == 0, res.stdout + res.stderr
     assert "hyperzzw_2e" in res.stdout and "PASS" in res.stdout and "gelu" in res.stdout
     bad = tmp_path / "bad_impl.py"
-    bad.write_text(textwrap.dedent("""
+    bad.write_text(
+        textwrap.dedent("""
         import numpy as np
         from hyperzzw_core.reference import hyperzzw_2e_vjp
         def hyperzzw_2e(k, z):          # a bug: K ⊙ Z instead of K ⊙ Z²
@@ -168,7 +170,8 @@ def test_cli_verify_file_impl_table_and_exit_code(tmp_path):
             return g1[..., :1]
         def sigmoid_unused(x):
             return x
-    """))
+    """)
+    )
     res = _cli("verify", "--impl", str(bad), "--json")
     assert res.returncode == 1
     report = json.loads(res.stdout)
@@ -182,13 +185,15 @@ def test_cli_verify_file_impl_table_and_exit_code(tmp_path):
 
 def test_cli_reports_nan_and_wrong_dtype(tmp_path):
     impl = tmp_path / "odd_impl.py"
-    impl.write_text(textwrap.dedent("""
+    impl.write_text(
+        textwrap.dedent("""
         import numpy as np
         def gelu(x):
             return np.full_like(x, np.nan)
         def si_glu(g1):
             return (g1 / (1 + np.exp(-g1))).astype(np.float32)
-    """))
+    """)
+    )
     res = _cli("verify", "--impl", str(impl), "--json", "--ops", "gelu,si_glu")
     report = json.loads(res.stdout)
     msgs = {r["op"]: r["message"] for r in report["results"]}
@@ -208,29 +213,56 @@ def test_cli_clear_errors(tmp_path):
 
 
 def test_pytest_plugin_from_outside_the_repository(tmp_path):
-    (tmp_path / "test_port.py").write_text(textwrap.dedent("""
+    (tmp_path / "test_port.py").write_text(
+        textwrap.dedent("""
         hyperzzw_impl = "my_port.py"
 
         def test_hyperzzw(hyperzzw_case):
             hyperzzw_case.check()
-    """))
-    (tmp_path / "my_port.py").write_text(textwrap.dedent("""
+    """)
+    )
+    (tmp_path / "my_port.py").write_text(
+        textwrap.dedent("""
         from hyperzzw_core.reference import gelu, gelu_vjp
         def hyperzzw_2e(k, z):
             return k * z * z * 1.001          # a 0.1% error
-    """))
+    """)
+    )
     env = {**os.environ, "PYTHONPATH": str(tmp_path)}
-    res = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_port.py"],
-                         cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300)
+    res = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_port.py"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     out = res.stdout
     n_cases = {op: sum(e["op"] == op for e in MANIFEST["cases"]) for op in ("hyperzzw_2e", "gelu")}
     assert f"{n_cases['hyperzzw_2e']} failed, {n_cases['gelu']} passed" in out, out
     assert "test_hyperzzw[hyperzzw_2e-" in out and "OUTSIDE tolerance" in out
     # the packaged suite, one option and no test file of one's own
-    res = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--pyargs",
-                          "hyperzzw_core.conformance.suite", "--hyperzzw-impl", str(tmp_path / "my_port.py"),
-                          "--hyperzzw-ops", "gelu"], cwd=tmp_path, capture_output=True, text=True, env=env,
-                         timeout=300)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "--pyargs",
+            "hyperzzw_core.conformance.suite",
+            "--hyperzzw-impl",
+            str(tmp_path / "my_port.py"),
+            "--hyperzzw-ops",
+            "gelu",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert f"{n_cases['gelu']} passed" in res.stdout, res.stdout + res.stderr
 
 

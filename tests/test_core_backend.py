@@ -113,8 +113,9 @@ def test_magnet_l_stop_gradient_values(backend: Backend) -> None:
     p = R.init_magnet_l(rng, 3, 2, 4, 2, 2)
     x = rng.standard_normal((2, 2, 6, 6))
     frozen = R.magnet_l_stop_gradient_values(p, x)
-    out = h.magnet_l(backend.convert(p), backend.from_numpy(x),
-                     stop_gradient_values=[backend.from_numpy(f) for f in frozen])
+    out = h.magnet_l(
+        backend.convert(p), backend.from_numpy(x), stop_gradient_values=[backend.from_numpy(f) for f in frozen]
+    )
     xp_assert_close(out, R.magnet_l(p, x), backend=backend, dtype="float64", name="magnet_l with frozen values")
 
 
@@ -124,8 +125,9 @@ def test_dropout_from_numpy_rng_matches_reference(backend: Backend) -> None:
     cfg = R.tiny().replace(dropout=(0.3, 0.3, 0.3, 0.3))
     p = R.init_params(cfg, 0)
     x = np.random.default_rng(0).standard_normal((2,) + cfg.input_shape)
-    got = h.terminator_forward(backend.convert(p), backend.from_numpy(x), cfg, train=True,
-                               rng=np.random.default_rng(9))[0]
+    got = h.terminator_forward(
+        backend.convert(p), backend.from_numpy(x), cfg, train=True, rng=np.random.default_rng(9)
+    )[0]
     want = R.terminator_forward(p, x, cfg, train=True, rng=np.random.default_rng(9))[0]
     xp_assert_close(got, want, backend=backend, dtype="float64", name="logits with dropout")
 
@@ -137,8 +139,9 @@ def test_regularizer_is_portable(backend: Backend) -> None:
     p = R.init_params(R.tiny(), 0)
     flat = R.flatten(p)
     part = l2_partition(p)
-    direct = 1e-3 * (sum(np.linalg.norm(flat[k]) for k in part.fast)
-                     + 1e-6 * sum(np.linalg.norm(flat[k]) for k in part.slow))
+    direct = 1e-3 * (
+        sum(np.linalg.norm(flat[k]) for k in part.fast) + 1e-6 * sum(np.linalg.norm(flat[k]) for k in part.slow)
+    )
     got = l2_regularizer(backend.convert(p), 1e-3)
     assert backend.owns(got)
     assert abs(float(to_numpy(got)) - direct) <= 1e-12 * direct
@@ -172,14 +175,19 @@ def test_no_library_branches_outside_the_backend_classes() -> None:
 
     core = Path(h.__file__).parent
     pattern = re.compile(r"\bis_(torch|numpy|cupy|jax)\b|\bfused\(|_cupy_kernels\b|_torch_functions\b")
-    offenders = [f"{path.relative_to(core)}:{i}: {line.strip()}"
-                 for path in sorted(core.rglob("*.py")) if "backends" not in path.relative_to(core).parts
-                 for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1) if pattern.search(line)]
+    offenders = [
+        f"{path.relative_to(core)}:{i}: {line.strip()}"
+        for path in sorted(core.rglob("*.py"))
+        if "backends" not in path.relative_to(core).parts
+        for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if pattern.search(line)
+    ]
     assert offenders == [], "\n".join(offenders)
 
 
-@pytest.mark.parametrize("shape, k", [((1, 1, 5), 1), ((2, 3, 11), 9), ((1, 1, 4, 4), 1), ((2, 3, 7, 6), 5),
-                                      ((1, 2, 9, 9), 9)])
+@pytest.mark.parametrize(
+    "shape, k", [((1, 1, 5), 1), ((2, 3, 11), 9), ((1, 1, 4, 4), 1), ((2, 3, 7, 6), 5), ((1, 2, 9, 9), 9)]
+)
 def test_numpy_sliding_window_conv_equals_the_portable_shifted_slices(shape: tuple, k: int) -> None:
     """The NumPy backend's direct convolution (one contraction over a windowed view) against the
     portable sum of shifted slices run on array-api-strict: two independent formulations."""

@@ -112,9 +112,11 @@ def test_state_dict_round_trip() -> None:
 
 
 def test_import_does_not_import_torch() -> None:
-    code = ("import sys, hyperzzw_core, hyperzzw_core.params, hyperzzw_core.regularizer; "
-            "bad = [m for m in ('torch', 'cupy', 'jax') if m in sys.modules]; "
-            "assert not bad, bad; print('ok')")
+    code = (
+        "import sys, hyperzzw_core, hyperzzw_core.params, hyperzzw_core.regularizer; "
+        "bad = [m for m in ('torch', 'cupy', 'jax') if m in sys.modules]; "
+        "assert not bad, bad; print('ok')"
+    )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0 and res.stdout.strip() == "ok", res.stderr
 

@@ -50,8 +50,11 @@ network comes near."""
 def _elements(dtype: str) -> st.SearchStrategy[float]:
     """0, or a magnitude in [TINY, BOUND] of either sign (the extremes and simple values included)."""
     dt = getattr(np, dtype)
-    return st.one_of(st.just(0.0), xps.from_dtype(dt, min_value=TINY, max_value=BOUND),
-                     xps.from_dtype(dt, min_value=-BOUND, max_value=-TINY))
+    return st.one_of(
+        st.just(0.0),
+        xps.from_dtype(dt, min_value=TINY, max_value=BOUND),
+        xps.from_dtype(dt, min_value=-BOUND, max_value=-TINY),
+    )
 
 
 def _array(data: st.DataObject, shape: tuple[int, ...], dtype: str) -> np.ndarray:
@@ -121,12 +124,16 @@ TAIL = "float32 GELU's negative tail is outside the policy (test_gelu_float32_ne
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("ndim", [1, 2])
 @pytest.mark.parametrize("name", sorted(OPS))
-@settings(max_examples=MAX_EXAMPLES, deadline=None,
-          # the backend fixture is an immutable description, the same for every example
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=MAX_EXAMPLES,
+    deadline=None,
+    # the backend fixture is an immutable description, the same for every example
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(data=st.data())
-def test_core_matches_reference_on_drawn_inputs(backend: Backend, name: str, ndim: int, dtype: str,
-                                                data: st.DataObject) -> None:
+def test_core_matches_reference_on_drawn_inputs(
+    backend: Backend, name: str, ndim: int, dtype: str, data: st.DataObject
+) -> None:
     args, kwargs = OPS[name](data, ndim, dtype)
     out = getattr(h, name)(*backend.convert(args), **kwargs)
     ref = getattr(R, name)
@@ -136,14 +143,22 @@ def test_core_matches_reference_on_drawn_inputs(backend: Backend, name: str, ndi
 
 
 @pytest.mark.xfail_backend("torch", reason="torch's native float32 gelu: 1e-5 to 1e-4 relative error (ref32: 1e-6)")
-@pytest.mark.xfail_backend(*STRICT, x=-2.75,
-                           reason="erf_portable in float32: 3e-5 relative error at x = -2.75 (ref32: 3e-6)")
-@pytest.mark.xfail_backend("jax", x=-2.625,
-                           reason="JAX's float32 erf: 1.3e-5 relative error at x = -2.625 (ref32: 1e-6)")
+@pytest.mark.xfail_backend(
+    *STRICT, x=-2.75, reason="erf_portable in float32: 3e-5 relative error at x = -2.75 (ref32: 3e-6)"
+)
+@pytest.mark.xfail_backend(
+    "jax", x=-2.625, reason="JAX's float32 erf: 1.3e-5 relative error at x = -2.625 (ref32: 1e-6)"
+)
 @pytest.mark.parametrize("x", [-2.625, -2.75, -3.0])
 def test_gelu_float32_negative_tail(backend: Backend, x: float) -> None:
     """The inputs the property test above found, fixed: a constant float32 input on GELU's negative
     tail, where max|e| is the tail value itself and the policy's floor does not hide the error."""
     v = np.full((1, 1, 4), x, dtype=np.float32)
-    xp_assert_close(h.gelu(backend.from_numpy(v)), R.gelu(v.astype(np.float64)), backend=backend, dtype="float32",
-                    ref_low=R.gelu(v), name=f"gelu({x})")
+    xp_assert_close(
+        h.gelu(backend.from_numpy(v)),
+        R.gelu(v.astype(np.float64)),
+        backend=backend,
+        dtype="float32",
+        ref_low=R.gelu(v),
+        name=f"gelu({x})",
+    )

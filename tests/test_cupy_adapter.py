@@ -36,8 +36,11 @@ def test_without_gpu_the_package_imports_and_use_raises_one_clear_error():
         cupy_adapter.gelu(np.zeros(3))
     assert REASON in str(info.value)
     a = np.zeros((1, 1, 3, 3))
-    for name, args in (("hyperzzw_global_vjp", (a, a, a, a)), ("batch_standardize_vjp", (a, a)),
-                       ("depthwise_conv_vjp", (a, a, a))):
+    for name, args in (
+        ("hyperzzw_global_vjp", (a, a, a, a)),
+        ("batch_standardize_vjp", (a, a)),
+        ("depthwise_conv_vjp", (a, a, a)),
+    ):
         with pytest.raises(cupy_adapter.GPUUnavailableError):
             getattr(cupy_adapter, name)(*args)
     with pytest.raises(cupy_adapter.GPUUnavailableError):
@@ -45,8 +48,9 @@ def test_without_gpu_the_package_imports_and_use_raises_one_clear_error():
 
 
 def test_importing_the_package_and_adapter_does_not_import_cupy():
-    code = ("import sys, hyperzzw_core, hyperzzw_core.adapters.cupy; "
-            "print('cupy' in sys.modules, 'torch' in sys.modules)")
+    code = (
+        "import sys, hyperzzw_core, hyperzzw_core.adapters.cupy; print('cupy' in sys.modules, 'torch' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["False", "False"]
 
@@ -57,8 +61,14 @@ def test_adapter_exposes_every_registered_operator_and_the_fused_vjps():
     assert set(REGISTRY) <= set(cupy_adapter.OPERATORS)
     for name in REGISTRY:
         assert callable(getattr(cupy_adapter, name))
-    for name in ("hyperzzw_global", "hyperzzw_2e", "instance_standardize", "batch_standardize", "g_ibs",
-                 "depthwise_conv"):
+    for name in (
+        "hyperzzw_global",
+        "hyperzzw_2e",
+        "instance_standardize",
+        "batch_standardize",
+        "g_ibs",
+        "depthwise_conv",
+    ):
         assert callable(getattr(cupy_adapter, f"{name}_vjp"))
 
 

@@ -51,8 +51,10 @@ def _cast_floats(obj: Any, dtype: Any) -> Any:
 def _samples(spec: Any, dtype: str) -> list[Any]:
     """The registry's samples with every float array in ``dtype`` (a sample built as
     ``float32_array / np.sqrt(n)`` is float64 under NumPy 2's promotion rules)."""
-    return [dataclasses.replace(s, args=_cast_floats(s.args, dtype), kwargs=_cast_floats(s.kwargs, dtype))
-            for s in spec.samples(dtype)]
+    return [
+        dataclasses.replace(s, args=_cast_floats(s.args, dtype), kwargs=_cast_floats(s.kwargs, dtype))
+        for s in spec.samples(dtype)
+    ]
 
 
 def _leaves(out: Any) -> dict[str, Any]:
@@ -90,8 +92,9 @@ def test_forward_matches_reference(backend: Backend, name: str, dtype: str) -> N
         before = [to_numpy(v) for v in flatten(list(args)).values() if hasattr(v, "shape")]
         out = _core(name)(*args, **kwargs)
         after = [to_numpy(v) for v in flatten(list(args)).values() if hasattr(v, "shape")]
-        assert all(np.array_equal(x, y, equal_nan=True) for x, y in zip(before, after, strict=True)), \
+        assert all(np.array_equal(x, y, equal_nan=True) for x, y in zip(before, after, strict=True)), (
             f"{name}/{sample.label} on {backend}: an input was modified in place"
+        )
         expected, ref_low = _reference_pair(spec, sample.args, sample.kwargs, dtype)
         _check_outputs(f"{name}/{sample.label}", backend, dtype, out, expected, ref_low)
 
@@ -145,8 +148,15 @@ def test_autograd_matches_reference_vjp(torch_backend: Backend, name: str, dtype
         assert list(grads) == list(want), f"{name}: gradient structure {list(grads)} != {list(want)}"
         scale = _scale(want)
         for k, g in grads.items():
-            xp_assert_close(g, want[k], backend=torch_backend, dtype=dtype, ref_low=low.get(k), scale=scale,
-                            name=f"grad {name}/{sample.label} {k}")
+            xp_assert_close(
+                g,
+                want[k],
+                backend=torch_backend,
+                dtype=dtype,
+                ref_low=low.get(k),
+                scale=scale,
+                name=f"grad {name}/{sample.label} {k}",
+            )
 
 
 @pytest.mark.skip_backend("array_api_strict:no_float64", reason="a float32-only device; the error inputs are float64")
@@ -160,17 +170,40 @@ def test_error_inputs_raise(backend: Backend, name: str) -> None:
 
 def test_registry_covers_the_core() -> None:
     """Every operator of the task's list is registered and exported by the core."""
-    required = {"magnet_g", "magnet_gc", "magnet_l", "hyperzzw_global", "hyperzzw_2e", "depthwise_conv",
-                "local_conv", "rgu", "si_glu", "hyper_channel_interaction", "hyper_interaction",
-                "instance_standardize", "batch_standardize", "g_ibs", "gelu", "pointwise_linear",
-                "channel_mixer", "bottleneck", "sfne_block", "slow_loss", "label_smoothing_cross_entropy",
-                "adaptive_avg_pool", "tile_channels", "terminator_forward", "terminator_loss"}
+    required = {
+        "magnet_g",
+        "magnet_gc",
+        "magnet_l",
+        "hyperzzw_global",
+        "hyperzzw_2e",
+        "depthwise_conv",
+        "local_conv",
+        "rgu",
+        "si_glu",
+        "hyper_channel_interaction",
+        "hyper_interaction",
+        "instance_standardize",
+        "batch_standardize",
+        "g_ibs",
+        "gelu",
+        "pointwise_linear",
+        "channel_mixer",
+        "bottleneck",
+        "sfne_block",
+        "slow_loss",
+        "label_smoothing_cross_entropy",
+        "adaptive_avg_pool",
+        "tile_channels",
+        "terminator_forward",
+        "terminator_loss",
+    }
     assert required <= set(REGISTRY), f"not registered: {sorted(required - set(REGISTRY))}"
     assert all(callable(getattr(hyperzzw_core, n, None)) for n in required)
 
 
 def test_numpy_differential_test_catches_a_bug_planted_in_the_reference_correlate(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """The core's NumPy convolution is its own (a sliding-window view over every spatial axis, one
     contraction), not the reference's ``_correlate``: with a convolution (flipped kernel) planted
     in the reference, the NumPy forward test above must fail, and the core must not move."""

@@ -35,14 +35,18 @@ SCANNED_FILES = ("README.md", "CONTRIBUTING.md", "mkdocs.yml", "pyproject.toml",
 # the section numbers of the notes the spec was written from, which every citation uses
 EXPECTED_SECTIONS = (
     ["1", "2", "3", "4", "5", "B"]
-    + [f"1.{i}" for i in range(1, 5)] + [f"2.{i}" for i in range(1, 16)]
-    + [f"3.{i}" for i in range(1, 4)] + [f"4.{i}" for i in range(1, 4)]
+    + [f"1.{i}" for i in range(1, 5)]
+    + [f"2.{i}" for i in range(1, 16)]
+    + [f"3.{i}" for i in range(1, 4)]
+    + [f"4.{i}" for i in range(1, 4)]
     + [f"5 Q{i}" for i in range(1, 15)]
 )
 
-_CITATION = re.compile(r"§\s?(\d+(?:\.\d+)?|[A-E]\d*(?!\w))"      # §2.1, §2, §B
-                       r"(?:\s?[-–]\s?(\d+\.\d+))?"                # a range: §2.12-2.13
-                       r"((?:(?:\s|,\s?)Q\d+)*)")                   # questions: §5 Q1, Q8
+_CITATION = re.compile(
+    r"§\s?(\d+(?:\.\d+)?|[A-E]\d*(?!\w))"  # §2.1, §2, §B
+    r"(?:\s?[-–]\s?(\d+\.\d+))?"  # a range: §2.12-2.13
+    r"((?:(?:\s|,\s?)Q\d+)*)"
+)  # questions: §5 Q1, Q8
 _HEADING = re.compile(r"^#{2,4}\s+(?:(\d+(?:\.\d+)?|[A-Z])\.?\s|Q(\d+)\.\s)")
 
 
@@ -91,10 +95,22 @@ def _scanned_files() -> list[Path]:
 
 def test_citation_parser_on_known_forms():
     """The parser reads every form used in the code, and a made-up section is not in the spec."""
-    text = ("(§2.1) §2.12-2.13, §5 Q1, Q8; §5 Q10. §2 \"Conventions\" §2.9. spec §B): "
-            "§2.2-2.4 and §1.3 step 12")
-    assert cited_sections(text) == {"2.1", "2.12", "2.13", "5 Q1", "5 Q8", "5 Q10", "2", "2.9", "B",
-                                    "2.2", "2.3", "2.4", "1.3"}
+    text = '(§2.1) §2.12-2.13, §5 Q1, Q8; §5 Q10. §2 "Conventions" §2.9. spec §B): §2.2-2.4 and §1.3 step 12'
+    assert cited_sections(text) == {
+        "2.1",
+        "2.12",
+        "2.13",
+        "5 Q1",
+        "5 Q8",
+        "5 Q10",
+        "2",
+        "2.9",
+        "B",
+        "2.2",
+        "2.3",
+        "2.4",
+        "1.3",
+    }
     headings = "## 5. Open\n### Q3. omega\n## 2. Operators\n### 2.10 Mixer\n#### not a section\n## B. Tests"
     assert spec_sections(headings) == ["5", "5 Q3", "2", "2.10", "B"]
     known = set(spec_sections(SPEC.read_text(encoding="utf-8")))
@@ -132,14 +148,19 @@ def test_registry_sections_exist_in_the_spec():
 
 def test_nothing_points_outside_the_repository():
     outside = re.compile(r"shared/spec|paper-notes|engineering-notes", re.I)
-    hits = [f"{p.relative_to(ROOT)}:{i}" for p in _scanned_files()
-            for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1) if outside.search(line)]
+    hits = [
+        f"{p.relative_to(ROOT)}:{i}"
+        for p in _scanned_files()
+        for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1)
+        if outside.search(line)
+    ]
     assert not hits, f"references to the notes outside the repository (use docs/spec.md): {hits}"
 
 
 # ----------------------------------------------------------------------------------------------
 # The API reference (mkdocs + mkdocstrings; `mkdocs build --strict` runs in .ci/run) lists every
 # public name of the two namespaces whose members are re-exported, so it cannot fall behind them.
+
 
 def _api_members(page: str, module: str) -> list[str]:
     """The names listed under ``members:`` of the ``::: module`` block of docs/api/<page>."""
@@ -155,13 +176,13 @@ def _public_names(module: object) -> set[str]:
     return {n for n in names if not isinstance(getattr(module, n), types.ModuleType)}
 
 
-@pytest.mark.parametrize("page, module", [("reference.md", "hyperzzw_core.reference"),
-                                          ("core.md", "hyperzzw_core")])
+@pytest.mark.parametrize("page, module", [("reference.md", "hyperzzw_core.reference"), ("core.md", "hyperzzw_core")])
 def test_api_page_lists_every_public_name(page, module):
     import importlib
 
     listed = _api_members(page, module)
     assert len(listed) == len(set(listed)), f"docs/api/{page}: names listed twice"
     public = _public_names(importlib.import_module(module))
-    assert set(listed) == public, (f"docs/api/{page}: missing {sorted(public - set(listed))}, "
-                                   f"not public {sorted(set(listed) - public)}")
+    assert set(listed) == public, (
+        f"docs/api/{page}: missing {sorted(public - set(listed))}, not public {sorted(set(listed) - public)}"
+    )

@@ -31,16 +31,26 @@ def _stage(dest: Path) -> Path:
     """Copy the package's Python files into ``dest`` in the installed layout (package-dir mapping)."""
     mapping = PYPROJECT["tool"]["setuptools"]["package-dir"]
     for package, folder in sorted(mapping.items()):  # parents before children
-        shutil.copytree(ROOT / folder, dest / package.replace(".", "/"), dirs_exist_ok=True,
-                        ignore=shutil.ignore_patterns("__pycache__", "*.npz", "*.json", "*.md", "py.typed"))
+        shutil.copytree(
+            ROOT / folder,
+            dest / package.replace(".", "/"),
+            dirs_exist_ok=True,
+            ignore=shutil.ignore_patterns("__pycache__", "*.npz", "*.json", "*.md", "py.typed"),
+        )
     shutil.copy(ROOT / "pyproject.toml", dest / "pyproject.toml")
     return dest
 
 
 def _lint(staged: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(staged), "COLUMNS": "400"}  # no wrapped lines
-    return subprocess.run([str(LINT_IMPORTS), "pyproject.toml", "--no-cache"], cwd=staged, env=env,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [str(LINT_IMPORTS), "pyproject.toml", "--no-cache"],
+        cwd=staged,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def _plant(staged: Path, module: str, line: str) -> None:
@@ -65,11 +75,17 @@ PLANTS = {
     # an upward import: the core importing an adapter
     "core->adapters": ("hyperzzw_core._losses", "from .adapters import cupy", "Floors"),
     # the core calling a private function of the reference
-    "core->reference private": ("hyperzzw_core._losses", "from .reference._losses import _pairs",
-                                "The reference is used through its public API only"),
+    "core->reference private": (
+        "hyperzzw_core._losses",
+        "from .reference._losses import _pairs",
+        "The reference is used through its public API only",
+    ),
     # an adapter calling a private core module
-    "adapter->core private": ("hyperzzw_core.adapters.cupy", "from .. import _block",
-                              "The adapters use the core's public names"),
+    "adapter->core private": (
+        "hyperzzw_core.adapters.cupy",
+        "from .. import _block",
+        "The adapters use the core's public names",
+    ),
 }
 
 
@@ -89,13 +105,14 @@ def test_a_planted_violation_breaks_its_contract(tmp_path: Path, plant: str) -> 
 
 def _run(code: str, cwd: Path) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    return subprocess.run([sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run([sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
 
 
 def test_importing_the_reference_loads_numpy_scipy_and_the_reference_only(tmp_path: Path) -> None:
-    code = ("import json, sys\nbefore = set(sys.modules)\nimport hyperzzw_core.reference\n"
-            "print(json.dumps(sorted(set(sys.modules) - before)))")
+    code = (
+        "import json, sys\nbefore = set(sys.modules)\nimport hyperzzw_core.reference\n"
+        "print(json.dumps(sorted(set(sys.modules) - before)))"
+    )
     result = _run(code, tmp_path)  # not the checkout's root: the installed package
     assert result.returncode == 0, result.stderr
     loaded = json.loads(result.stdout)
@@ -105,9 +122,12 @@ def test_importing_the_reference_loads_numpy_scipy_and_the_reference_only(tmp_pa
     # charset_normalizer where it is installed) is theirs, not ours: import the same NumPy/SciPy
     # modules alone in a fresh process and allow what that loads.
     theirs = [m for m in loaded if m.split(".")[0] in ("numpy", "scipy")]
-    base = _run("import importlib, json, sys\nbefore = set(sys.modules)\n"
-                f"for m in {theirs!r}:\n    importlib.import_module(m)\n"
-                "print(json.dumps(sorted(set(sys.modules) - before)))", tmp_path)
+    base = _run(
+        "import importlib, json, sys\nbefore = set(sys.modules)\n"
+        f"for m in {theirs!r}:\n    importlib.import_module(m)\n"
+        "print(json.dumps(sorted(set(sys.modules) - before)))",
+        tmp_path,
+    )
     assert base.returncode == 0, base.stderr
     allowed = set(sys.stdlib_module_names) | {"numpy", "scipy", "hyperzzw_core", "cython_runtime"}
     allowed |= {m.split(".")[0] for m in json.loads(base.stdout)}
@@ -116,8 +136,9 @@ def test_importing_the_reference_loads_numpy_scipy_and_the_reference_only(tmp_pa
     assert others == [], f"import hyperzzw_core.reference also loaded {others}"
 
 
-@pytest.mark.parametrize("name, proper", [("reference", "hyperzzw_core.reference"),
-                                          ("adapters", "hyperzzw_core.adapters")])
+@pytest.mark.parametrize(
+    "name, proper", [("reference", "hyperzzw_core.reference"), ("adapters", "hyperzzw_core.adapters")]
+)
 def test_no_second_copy_is_importable_from_the_checkout_root(name: str, proper: str) -> None:
     result = _run(f"import {name}", ROOT)
     assert result.returncode != 0, f"import {name} succeeded from {ROOT}"
@@ -146,9 +167,12 @@ def test_no_private_name_of_the_reference_is_reached_through_an_attribute() -> N
     pattern = re.compile(r"(?<![`\w.])(R|_ref|reference)\._[A-Za-z]")  # not ``reference._x`` in prose
     mapping = PYPROJECT["tool"]["setuptools"]["package-dir"]
     folders = [ROOT / f for p, f in mapping.items() if p != "hyperzzw_core.reference"]
-    offenders = [f"{path.relative_to(ROOT)}:{i}: {line.strip()}"
-                 for folder in folders for path in sorted(folder.rglob("*.py"))
-                 if "reference" not in path.relative_to(ROOT).parts[:1]
-                 for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
-                 if pattern.search(line) and not line.lstrip().startswith("#")]
+    offenders = [
+        f"{path.relative_to(ROOT)}:{i}: {line.strip()}"
+        for folder in folders
+        for path in sorted(folder.rglob("*.py"))
+        if "reference" not in path.relative_to(ROOT).parts[:1]
+        for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if pattern.search(line) and not line.lstrip().startswith("#")
+    ]
     assert offenders == [], "\n".join(offenders)

@@ -100,9 +100,18 @@ class CachedLoss:
             n_pre = cfg.num_concat_pre[i]
             x_pre = outs[i - 2] if n_pre >= 1 else None
             x_pp = outs[i - 3] if n_pre >= 2 else None
-            h, k_g = R.sfne_block(params["blocks"][i], h, x_pre, x_pp, groups=cfg.ibs_groups, eps=cfg.eps,
-                                  grid=cfg.grid, dropout_mask=self.masks[i] if self.train else None,
-                                  stop_gradient_values=self.frozen[i], check_finite=False)
+            h, k_g = R.sfne_block(
+                params["blocks"][i],
+                h,
+                x_pre,
+                x_pp,
+                groups=cfg.ibs_groups,
+                eps=cfg.eps,
+                grid=cfg.grid,
+                dropout_mask=self.masks[i] if self.train else None,
+                stop_gradient_values=self.frozen[i],
+                check_finite=False,
+            )
             outs.append(h)
             kernels.append(k_g)
         return outs, kernels
@@ -125,6 +134,7 @@ class CachedLoss:
 
         def f(value):
             return self.loss(_with_leaf(params, parts, np.asarray(value, dtype=np.float64)), start)
+
         return f
 
 
@@ -161,8 +171,7 @@ PART_IDS = [(name, part) for name, make in CONFIGS.items() for part in _parts(ma
 
 def _directional(f, v0: np.ndarray, direction: np.ndarray) -> float:
     """d/dt f(v0 + t·direction) at t = 0 by the checker's 4th-order stencil (step STEP)."""
-    return float(R.numerical_gradient(lambda t: f(v0 + t[0] * direction), np.zeros(1),
-                                      rel_step=STEP, max_step=STEP)[0])
+    return float(R.numerical_gradient(lambda t: f(v0 + t[0] * direction), np.zeros(1), rel_step=STEP, max_step=STEP)[0])
 
 
 def _unit(rng: np.random.Generator, shape) -> np.ndarray:
@@ -174,8 +183,10 @@ def _direction_failure(key, analytic, numeric, scale):
     tol = RTOL * max(abs(numeric), scale) + FLOOR
     if abs(analytic - numeric) <= tol:
         return None
-    return (f"{key}: analytic {analytic:.12g} vs finite differences {numeric:.12g} "
-            f"(|diff| {abs(analytic - numeric):.3g} > tol {tol:.3g})")
+    return (
+        f"{key}: analytic {analytic:.12g} vs finite differences {numeric:.12g} "
+        f"(|diff| {abs(analytic - numeric):.3g} > tol {tol:.3g})"
+    )
 
 
 def _element_failures(key, analytic: np.ndarray, numeric: np.ndarray, indices):
@@ -184,15 +195,16 @@ def _element_failures(key, analytic: np.ndarray, numeric: np.ndarray, indices):
     for a, n, idx in zip(analytic, numeric, indices, strict=True):
         tol = RTOL * max(abs(n), scale) + FLOOR
         if abs(a - n) > tol:
-            out.append(f"{key}{list(idx)}: analytic {a:.12g} vs finite differences {n:.12g} "
-                       f"(|diff| {abs(a - n):.3g} > tol {tol:.3g})")
+            out.append(
+                f"{key}{list(idx)}: analytic {a:.12g} vs finite differences {n:.12g} "
+                f"(|diff| {abs(a - n):.3g} > tol {tol:.3g})"
+            )
     return out
 
 
 def _check_elements(s: Setup, key: str, indices) -> list[str]:
     v0 = s.flat_params[key]
-    numeric = R.numerical_gradient(s.cached.of_leaf(s.params, key), v0, indices=indices,
-                                   rel_step=STEP, max_step=STEP)
+    numeric = R.numerical_gradient(s.cached.of_leaf(s.params, key), v0, indices=indices, rel_step=STEP, max_step=STEP)
     analytic = np.array([s.flat_grads[key][i] for i in indices])
     return _element_failures(key, analytic, numeric, indices)
 
@@ -220,8 +232,9 @@ def test_cached_composition_equals_terminator_loss(name):
     # and the frozen function really is a different function away from the point
     key = "blocks.1.local.0.slow_l.linears.0.weight"
     bumped = _with_leaf(s.params, key.split("."), s.flat_params[key] * 1.1)
-    assert (float(R.terminator_loss(bumped, s.x, s.labels, s.config, stop_gradient_values=s.frozen))
-            != float(R.terminator_loss(bumped, s.x, s.labels, s.config)))
+    assert float(R.terminator_loss(bumped, s.x, s.labels, s.config, stop_gradient_values=s.frozen)) != float(
+        R.terminator_loss(bumped, s.x, s.labels, s.config)
+    )
 
 
 def _assert_same_structure(grads, params, path="params"):
@@ -328,16 +341,27 @@ VARIANTS = {
     "plain": {},
     "dropout": {"dropout": (0.0, 0.5, 0.3, 0.5)},
     # the paper's 9-branch block (3 local branches), the earlier slow loss, other weights
-    "nine_branch": {"local_kernel_sizes": (9, 5, 7), "slow_loss": "channel_sum", "slow_loss_weight": 2.0,
-                    "label_smoothing": 0.1},
+    "nine_branch": {
+        "local_kernel_sizes": (9, 5, 7),
+        "slow_loss": "channel_sum",
+        "slow_loss_weight": 2.0,
+        "label_smoothing": 0.1,
+    },
 }
 
 
-@pytest.mark.parametrize(("name", "batch", "train", "variant"),
-                         [("tiny_2d", 1, True, "plain"), ("tiny_2d", 3, False, "plain"),
-                          ("tiny_2d", 2, True, "dropout"), ("tiny_1d", 1, True, "dropout"),
-                          ("tiny_1d", 3, False, "plain"), ("tiny_2d", 2, True, "nine_branch"),
-                          ("tiny_1d", 2, True, "nine_branch")])
+@pytest.mark.parametrize(
+    ("name", "batch", "train", "variant"),
+    [
+        ("tiny_2d", 1, True, "plain"),
+        ("tiny_2d", 3, False, "plain"),
+        ("tiny_2d", 2, True, "dropout"),
+        ("tiny_1d", 1, True, "dropout"),
+        ("tiny_1d", 3, False, "plain"),
+        ("tiny_2d", 2, True, "nine_branch"),
+        ("tiny_1d", 2, True, "nine_branch"),
+    ],
+)
 def test_whole_parameter_vector_directional(name, batch, train, variant):
     """Other batch sizes, eval mode (no slow loss), Dropout2d masks, the 9-branch block and the
     channel-sum slow loss: the FD slope of the loss along one random unit direction in the space of
@@ -357,8 +381,11 @@ def test_whole_parameter_vector_directional(name, batch, train, variant):
 
     def f(t):
         moved = R.unflatten({k: np.asarray(flat_p[k] + t[0] * dirs[k]) for k in flat_p})
-        return float(R.terminator_loss(moved, x, labels, config, train, dropout_masks=masks,
-                                       stop_gradient_values=frozen, check_finite=False))
+        return float(
+            R.terminator_loss(
+                moved, x, labels, config, train, dropout_masks=masks, stop_gradient_values=frozen, check_finite=False
+            )
+        )
 
     numeric = float(R.numerical_gradient(f, np.zeros(1), rel_step=STEP, max_step=STEP)[0])
     analytic = sum(float(np.sum(flat_g[k] * dirs[k])) for k in flat_p)

@@ -63,12 +63,23 @@ def assert_vjp(fn, args, vjp, wrt, *, kwargs=None, max_elements=None, seed=0, co
     seed = int(np.random.default_rng([seed, 1]).integers(2**32))
     if cotangent is None:
         cotangent = _random_like(fn(*args, **(kwargs or {})), np.random.default_rng([seed, 2]))
-    res = R.check_vjp(fn, args, vjp, wrt=wrt, kwargs=kwargs, max_elements=max_elements, rtol=RTOL,
-                      seed=seed, cotangent=cotangent)
+    res = R.check_vjp(
+        fn, args, vjp, wrt=wrt, kwargs=kwargs, max_elements=max_elements, rtol=RTOL, seed=seed, cotangent=cotangent
+    )
     floor = fd_floor(fn, args, kwargs, cotangent)
     if not res.passed and res.atol < floor:
-        res = R.check_vjp(fn, args, vjp, wrt=wrt, kwargs=kwargs, max_elements=max_elements, rtol=RTOL,
-                          seed=seed, cotangent=cotangent, atol=floor)
+        res = R.check_vjp(
+            fn,
+            args,
+            vjp,
+            wrt=wrt,
+            kwargs=kwargs,
+            max_elements=max_elements,
+            rtol=RTOL,
+            seed=seed,
+            cotangent=cotangent,
+            atol=floor,
+        )
     assert res.passed, str(res)
     assert res.checked > 0
     return res
@@ -101,11 +112,13 @@ def draw_bcs(data, *, dims=None, c_hi=6, lo=1, hi=8, min_points=1) -> tuple[int,
 def generic(tree, rng: np.random.Generator, scale: float = 0.1):
     """Add N(0, scale²) noise to every leaf (zero-initialised biases and bias maps move off zero),
     except leaves above 10 in magnitude (the slow nets' ~1e4 filter weights, already random)."""
+
     def move(a):
         a = np.asarray(a, dtype=np.float64)
         if a.size and np.abs(a).max() > 10:
             return a
         return np.asarray(a + scale * rng.standard_normal(a.shape))
+
     return R.tree_map(move, tree)
 
 
@@ -171,6 +184,7 @@ def _magnet_l_case(data):
 
     def fn(p, x_):
         return R.magnet_l(p, x_, stop_gradient_values=frozen)
+
     return fn, (params, x), seed
 
 
@@ -243,8 +257,7 @@ def _conv_case(data, min_points=1):
 @given(data=st.data(), wrt=st.sampled_from([0, 1]))
 def test_depthwise_conv(data, wrt):
     _, seed, y, k_l = _conv_case(data)
-    assert_vjp(R.depthwise_conv, (y, k_l), R.depthwise_conv_vjp, wrt, max_elements=40 if wrt == 0 else None,
-               seed=seed)
+    assert_vjp(R.depthwise_conv, (y, k_l), R.depthwise_conv_vjp, wrt, max_elements=40 if wrt == 0 else None, seed=seed)
 
 
 @given(data=st.data(), wrt=st.sampled_from([0, 1, 2]))
@@ -258,10 +271,12 @@ def test_local_conv(data, wrt):
 def test_adaptive_avg_pool(data):
     rng, seed = draw_rng(data)
     shape = draw_bcs(data)
-    size = tuple(data.draw(st.lists(st.integers(1, 9), min_size=len(shape) - 2, max_size=len(shape) - 2),
-                           label="output size"))
-    assert_vjp(R.adaptive_avg_pool, (rng.standard_normal(shape), size), R.adaptive_avg_pool_vjp, 0,
-               max_elements=40, seed=seed)
+    size = tuple(
+        data.draw(st.lists(st.integers(1, 9), min_size=len(shape) - 2, max_size=len(shape) - 2), label="output size")
+    )
+    assert_vjp(
+        R.adaptive_avg_pool, (rng.standard_normal(shape), size), R.adaptive_avg_pool_vjp, 0, max_elements=40, seed=seed
+    )
 
 
 @given(data=st.data())
@@ -269,8 +284,7 @@ def test_tile_channels(data):
     rng, seed = draw_rng(data)
     shape = draw_bcs(data, c_hi=3)
     reps = data.draw(st.integers(1, 4), label="reps")
-    assert_vjp(R.tile_channels, (rng.standard_normal(shape), reps), R.tile_channels_vjp, 0,
-               max_elements=40, seed=seed)
+    assert_vjp(R.tile_channels, (rng.standard_normal(shape), reps), R.tile_channels_vjp, 0, max_elements=40, seed=seed)
 
 
 # ------------------------------------------------------------------------------ interactions
@@ -291,22 +305,31 @@ def test_hyper_channel_interaction(data, wrt):
     params = {"channel": magnet_g_params(data, rng, (shape[1],), 1, "channel")}
     params["channel"]["output"]["weight"] *= 10.0  # kernels of O(1): a non-trivial gate
     z = 1.0 + rng.standard_normal(shape)  # non-zero channel means: GAP(Z)² matters
-    assert_vjp(R.hyper_channel_interaction, (params, z), R.hyper_channel_interaction_vjp, wrt,
-               max_elements=6 if wrt == 0 else 40, seed=seed)
+    assert_vjp(
+        R.hyper_channel_interaction,
+        (params, z),
+        R.hyper_channel_interaction_vjp,
+        wrt,
+        max_elements=6 if wrt == 0 else 40,
+        seed=seed,
+    )
 
 
 @given(data=st.data(), wrt=st.sampled_from([0, 1, 2]))
 def test_hyper_interaction(data, wrt):
     rng, seed = draw_rng(data)
     shape = draw_bcs(data)
-    params = {"channel": magnet_g_params(data, rng, (shape[1],), 1, "channel"),
-              "spatial": magnet_g_params(data, rng, shape[2:], 1, "spatial")}
+    params = {
+        "channel": magnet_g_params(data, rng, (shape[1],), 1, "channel"),
+        "spatial": magnet_g_params(data, rng, shape[2:], 1, "spatial"),
+    }
     for p in params.values():
         p["output"]["weight"] *= 10.0
     y = 1.0 + rng.standard_normal(shape)
     x = rng.standard_normal(shape)
-    assert_vjp(R.hyper_interaction, (params, y, x), R.hyper_interaction_vjp, wrt,
-               max_elements=5 if wrt == 0 else 40, seed=seed)
+    assert_vjp(
+        R.hyper_interaction, (params, y, x), R.hyper_interaction_vjp, wrt, max_elements=5 if wrt == 0 else 40, seed=seed
+    )
 
 
 # ------------------------------------------------------------------------------ element-wise
@@ -331,8 +354,10 @@ def test_standardize(data, op):
     shape = draw_bcs(data, min_points=3)
     eps = data.draw(st.sampled_from([1e-5, 1e-2]), label="eps")
     x = rng.standard_normal(shape) * data.draw(st.sampled_from([0.01, 1.0, 10.0]), label="scale")
-    fn, vjp = {"instance": (R.instance_standardize, R.instance_standardize_vjp),
-               "batch": (R.batch_standardize, R.batch_standardize_vjp)}[op]
+    fn, vjp = {
+        "instance": (R.instance_standardize, R.instance_standardize_vjp),
+        "batch": (R.batch_standardize, R.batch_standardize_vjp),
+    }[op]
     assert_vjp(fn, (x,), vjp, 0, kwargs={"eps": eps}, max_elements=40, seed=seed)
 
 
@@ -343,23 +368,27 @@ def test_g_ibs(data):
     per_group = data.draw(st.integers(1, 2), label="channels per group")
     b = data.draw(st.integers(1, 4), label="batch")
     shape = (b, groups * per_group) + draw_spatial(data, min_points=3)
-    assert_vjp(R.g_ibs, (rng.standard_normal(shape),), R.g_ibs_vjp, 0, kwargs={"groups": groups},
-               max_elements=40, seed=seed)
+    assert_vjp(
+        R.g_ibs, (rng.standard_normal(shape),), R.g_ibs_vjp, 0, kwargs={"groups": groups}, max_elements=40, seed=seed
+    )
 
 
 # ------------------------------------------------------------------------------ linear layers
 
 
-@given(data=st.data(), op=st.sampled_from(["pointwise_linear", "bottleneck", "channel_mixer"]),
-       wrt=st.sampled_from([0, 1]))
+@given(
+    data=st.data(), op=st.sampled_from(["pointwise_linear", "bottleneck", "channel_mixer"]), wrt=st.sampled_from([0, 1])
+)
 def test_linear_layers(data, op, wrt):
     rng, seed = draw_rng(data)
     shape = draw_bcs(data, min_points=3 if op == "channel_mixer" else 1)
     out = shape[1] if op == "channel_mixer" else data.draw(st.integers(1, 6), label="out channels")
     params = linear_params(rng, out, shape[1])
-    fn, vjp = {"pointwise_linear": (R.pointwise_linear, R.pointwise_linear_vjp),
-               "bottleneck": (R.bottleneck, R.bottleneck_vjp),
-               "channel_mixer": (R.channel_mixer, R.channel_mixer_vjp)}[op]
+    fn, vjp = {
+        "pointwise_linear": (R.pointwise_linear, R.pointwise_linear_vjp),
+        "bottleneck": (R.bottleneck, R.bottleneck_vjp),
+        "channel_mixer": (R.channel_mixer, R.channel_mixer_vjp),
+    }[op]
     assert_vjp(fn, (params, rng.standard_normal(shape)), vjp, wrt, max_elements=40, seed=seed)
 
 
@@ -379,8 +408,7 @@ def test_slow_loss(data, kind):
     else:
         chans = data.draw(st.lists(st.integers(1, 6), min_size=n, max_size=n), label="channels")
     kernels = [0.1 * rng.standard_normal((1, c) + spatial) for c in chans]
-    assert_vjp(R.slow_loss, (kernels, factors), R.slow_loss_vjp, 0, kwargs={"kind": kind},
-               max_elements=20, seed=seed)
+    assert_vjp(R.slow_loss, (kernels, factors), R.slow_loss_vjp, 0, kwargs={"kind": kind}, max_elements=20, seed=seed)
 
 
 @given(data=st.data())
@@ -391,8 +419,14 @@ def test_label_smoothing_cross_entropy(data):
     eps = data.draw(st.sampled_from([0.0, 0.09, 0.1, 0.5, 1.0]), label="eps")
     logits = 3.0 * rng.standard_normal((b, k))
     labels = rng.integers(0, k, size=b)
-    assert_vjp(R.label_smoothing_cross_entropy, (logits, labels), R.label_smoothing_cross_entropy_vjp, 0,
-               kwargs={"eps": eps}, seed=seed)
+    assert_vjp(
+        R.label_smoothing_cross_entropy,
+        (logits, labels),
+        R.label_smoothing_cross_entropy_vjp,
+        0,
+        kwargs={"eps": eps},
+        seed=seed,
+    )
 
 
 # ------------------------------------------------------------------------------ SFNE block
@@ -427,6 +461,7 @@ def _block_case(data):
 
     def fn(p, z_, xp, xpp, **kw):
         return R.sfne_block(p, z_, xp, xpp, stop_gradient_values=frozen, **kw)
+
     # cotangent for both outputs (out, K_g), or None for K_g (the block-internal path only)
     out, k_g = R.sfne_block(params, z, x_pre, x_pp, **kwargs)
     g_kg = rng.standard_normal(k_g.shape) if data.draw(st.booleans(), label="K_g cotangent") else None
@@ -460,10 +495,18 @@ def test_sfne_block_wrt_params(data):
         out, k_g = fn(moved, *args[1:], **kwargs)
         return float(np.sum(out * cot[0]) + (0.0 if cot[1] is None else np.sum(k_g * cot[1])))
 
-    res = compare({k: flat_g[k] for k in keys}, f_of_leaf, {k: flat_p[k] for k in keys},
-                  max_elements=1, rtol=RTOL, seed=seed + 1)
+    res = compare(
+        {k: flat_g[k] for k in keys}, f_of_leaf, {k: flat_p[k] for k in keys}, max_elements=1, rtol=RTOL, seed=seed + 1
+    )
     floor = fd_floor(fn, args, kwargs, cot)
     if not res.passed and res.atol < floor:  # see assert_vjp
-        res = compare({k: flat_g[k] for k in keys}, f_of_leaf, {k: flat_p[k] for k in keys},
-                      max_elements=1, rtol=RTOL, seed=seed + 1, atol=floor)
+        res = compare(
+            {k: flat_g[k] for k in keys},
+            f_of_leaf,
+            {k: flat_p[k] for k in keys},
+            max_elements=1,
+            rtol=RTOL,
+            seed=seed + 1,
+            atol=floor,
+        )
     assert res.passed, str(res)

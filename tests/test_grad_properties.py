@@ -79,8 +79,10 @@ def test_slow_loss_gradient_flows_only_into_slow_g(make, kind):
 
     def f_of_leaf(key, value):
         i = int(key.split(".")[1])
-        moved = [R.unflatten({**R.flatten(p), key.split(".", 3)[3]: value}) if j == i else p
-                 for j, p in enumerate(slow_params)]
+        moved = [
+            R.unflatten({**R.flatten(p), key.split(".", 3)[3]: value}) if j == i else p
+            for j, p in enumerate(slow_params)
+        ]
         return slow_of(moved)
 
     res = compare({k: diff[k] for k in leaves}, f_of_leaf, leaves, max_elements=3, rtol=1e-6, seed=1)
@@ -92,16 +94,19 @@ def test_slow_loss_gradient_flows_only_into_slow_g(make, kind):
     for i, p in enumerate(slow_params):
         expected = R.flatten(R.magnet_g_vjp(p, g_k[i]))
         for k, v in expected.items():
-            np.testing.assert_allclose(diff[f"blocks.{i}.slow_g.{k}"], v, rtol=1e-8, atol=1e-12 * scale,
-                                       err_msg=f"blocks.{i}.slow_g.{k}")
+            np.testing.assert_allclose(
+                diff[f"blocks.{i}.slow_g.{k}"], v, rtol=1e-8, atol=1e-12 * scale, err_msg=f"blocks.{i}.slow_g.{k}"
+            )
 
 
 def test_slow_loss_weight_scales_only_the_slow_g_gradient_linearly():
     config = R.tiny()
     params, rng = _generic_params(config, 8)
     x, labels = _inputs(config, rng)
-    grads = {w: R.flatten(R.terminator_loss_and_grad(params, x, labels, config.replace(slow_loss_weight=w))[1])
-             for w in (0.0, 1.0, 2.5)}
+    grads = {
+        w: R.flatten(R.terminator_loss_and_grad(params, x, labels, config.replace(slow_loss_weight=w))[1])
+        for w in (0.0, 1.0, 2.5)
+    }
     for k in grads[0.0]:
         d1 = grads[1.0][k] - grads[0.0][k]
         d25 = grads[2.5][k] - grads[0.0][k]
@@ -137,11 +142,17 @@ def test_magnet_l_vjp_is_the_derivative_of_the_frozen_forward_not_the_plain_one(
     frozen = R.magnet_l_stop_gradient_values(params, x)
     np.testing.assert_array_equal(R.magnet_l(params, x, stop_gradient_values=frozen), R.magnet_l(params, x))
     for wrt in (0, 1):
-        ok = R.check_vjp(lambda p, x_: R.magnet_l(p, x_, stop_gradient_values=frozen), (params, x),
-                         R.magnet_l_vjp, wrt=wrt, cotangent=cot, max_elements=3, rtol=1e-6)
+        ok = R.check_vjp(
+            lambda p, x_: R.magnet_l(p, x_, stop_gradient_values=frozen),
+            (params, x),
+            R.magnet_l_vjp,
+            wrt=wrt,
+            cotangent=cot,
+            max_elements=3,
+            rtol=1e-6,
+        )
         assert ok.passed, str(ok)
-        plain = R.check_vjp(R.magnet_l, (params, x), R.magnet_l_vjp, wrt=wrt, cotangent=cot,
-                            max_elements=3, rtol=1e-6)
+        plain = R.check_vjp(R.magnet_l, (params, x), R.magnet_l_vjp, wrt=wrt, cotangent=cot, max_elements=3, rtol=1e-6)
         assert not plain.passed
         assert plain.max_rel_error > 1e-2, str(plain)  # a measurable difference, not round-off
 
@@ -173,14 +184,14 @@ def test_first_term_passes_no_gradient_euler_identity(seed, d, k, layers):
 
     def along(t, forward):
         p = R.tree_map(lambda a: a, params)
-        p["linears"][i] = {"weight": params["linears"][i]["weight"].copy(),
-                           "bias": params["linears"][i]["bias"].copy()}
+        p["linears"][i] = {"weight": params["linears"][i]["weight"].copy(), "bias": params["linears"][i]["bias"].copy()}
         p["linears"][i]["weight"][j] *= 1.0 + t[0]
         p["linears"][i]["bias"][j] *= 1.0 + t[0]
         return float(np.sum(forward(p) * cot))
 
-    fd_frozen = R.numerical_gradient(lambda t: along(t, lambda p: R.magnet_l(p, x, stop_gradient_values=frozen)),
-                                     np.zeros(1))[0]
+    fd_frozen = R.numerical_gradient(
+        lambda t: along(t, lambda p: R.magnet_l(p, x, stop_gradient_values=frozen)), np.zeros(1)
+    )[0]
     fd_plain = R.numerical_gradient(lambda t: along(t, lambda p: R.magnet_l(p, x)), np.zeros(1))[0]
     row_scale = _euler_sums(params, grads, i)[1][j]
     assert abs(fd_frozen) <= 1e-6 * row_scale + 1e-9
@@ -221,6 +232,7 @@ def test_batch_standardize_couples_samples_instance_does_not(seed, batch, c, d):
             xx = x.copy()
             xx[0] = x0
             return float(np.sum(op(xx) * g))
+
         return R.numerical_gradient(f, x[0])
 
     g_bs = R.batch_standardize_vjp(x, g)
@@ -240,7 +252,7 @@ def test_g_ibs_couples_samples_only_in_its_bs_groups():
     g[2] = rng.standard_normal(x.shape[1:])
     gx = R.g_ibs_vjp(x, g, groups=groups)
     for j in range(groups):
-        block = gx[0, j * per:(j + 1) * per]
+        block = gx[0, j * per : (j + 1) * per]
         if j % 2 == 0:  # even groups: BS
             assert np.abs(block).max() > 1e-3, j
         else:  # odd groups: IS
@@ -260,6 +272,7 @@ def test_local_conv_couples_samples_through_its_bs():
         yy = y.copy()
         yy[0] = y0
         return float(np.sum(R.local_conv(params, yy, k_l) * g))
+
     fd = R.numerical_gradient(f, y[0])
     assert np.abs(fd).max() > 1e-3
     np.testing.assert_allclose(gy[0], fd, rtol=1e-6, atol=1e-9 * np.abs(fd).max())
@@ -285,8 +298,9 @@ def _cases():
     z = rng.standard_normal((2, 4, 5, 5))
     seq = rng.standard_normal((2, 4, 9))
     lin = {"weight": rng.standard_normal((4, 4)), "bias": rng.standard_normal(4)}
-    rgu_p = {n: {"weight": rng.standard_normal((4, 4)), "bias": rng.standard_normal(4)}
-             for n in ("w_k", "w_v", "w_q", "w_y")}
+    rgu_p = {
+        n: {"weight": rng.standard_normal((4, 4)), "bias": rng.standard_normal(4)} for n in ("w_k", "w_v", "w_q", "w_y")
+    }
     rgu_p["bias_p"] = rng.standard_normal((5, 5))
     mg = R.init_magnet_g(rng, (5, 5), 4, 4, 2)
     mgc = R.init_magnet_gc(rng, 4, 4, 1)
@@ -310,8 +324,12 @@ def _cases():
         "rgu": (R.rgu, R.rgu_vjp, (rgu_p, z), {}),
         "si_glu": (R.si_glu, R.si_glu_vjp, (z,), {}),
         "gelu": (R.gelu, R.gelu_vjp, (z,), {}),
-        "hyper_channel_interaction": (R.hyper_channel_interaction, R.hyper_channel_interaction_vjp,
-                                      ({"channel": mgc}, z), {}),
+        "hyper_channel_interaction": (
+            R.hyper_channel_interaction,
+            R.hyper_channel_interaction_vjp,
+            ({"channel": mgc}, z),
+            {},
+        ),
         "hyper_interaction": (R.hyper_interaction, R.hyper_interaction_vjp, (hi, z, z), {}),
         "instance_standardize": (R.instance_standardize, R.instance_standardize_vjp, (z,), {}),
         "batch_standardize": (R.batch_standardize, R.batch_standardize_vjp, (z,), {}),
@@ -320,12 +338,15 @@ def _cases():
         "channel_mixer": (R.channel_mixer, R.channel_mixer_vjp, (lin, z), {}),
         "bottleneck": (R.bottleneck, R.bottleneck_vjp, (lin, z), {}),
         "slow_loss": (R.slow_loss, R.slow_loss_vjp, (kernels, (2,)), {}),
-        "label_smoothing_cross_entropy": (R.label_smoothing_cross_entropy, R.label_smoothing_cross_entropy_vjp,
-                                          (logits, labels), {}),
+        "label_smoothing_cross_entropy": (
+            R.label_smoothing_cross_entropy,
+            R.label_smoothing_cross_entropy_vjp,
+            (logits, labels),
+            {},
+        ),
         "tile_channels": (R.tile_channels, R.tile_channels_vjp, (z, 3), {}),
         "adaptive_avg_pool": (R.adaptive_avg_pool, R.adaptive_avg_pool_vjp, (z, (3, 2)), {}),
-        "sfne_block": (R.sfne_block, R.sfne_block_vjp, (block, zb, None, None),
-                       {"groups": cfg.ibs_groups}),
+        "sfne_block": (R.sfne_block, R.sfne_block_vjp, (block, zb, None, None), {"groups": cfg.ibs_groups}),
     }
 
 
@@ -379,8 +400,10 @@ def test_bias_removed_by_a_standardisation_has_zero_gradient(op):
         fwd = lambda p: R.local_conv(p, z, k_l)  # noqa: E731
         grads = R.local_conv_vjp(params, z, k_l, g)[0]
     else:
+
         def fwd(p):
             return R.g_ibs(R.bottleneck(p, z), groups=2)
+
         gp = R.g_ibs_vjp(R.bottleneck(params, z), g, groups=2)
         grads = R.bottleneck_vjp(params, z, gp)[0]
     np.testing.assert_allclose(fwd(moved), fwd(params), rtol=0, atol=1e-12)

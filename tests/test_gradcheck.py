@@ -40,8 +40,10 @@ def _vjp(params, x, g):
 
 def _case(seed):
     rng = np.random.default_rng(seed)
-    params = {"lin": {"w": rng.standard_normal((3, 3)) / 2, "b": rng.standard_normal(3)},
-              "extra": [np.asarray(1.0 + rng.random())]}
+    params = {
+        "lin": {"w": rng.standard_normal((3, 3)) / 2, "b": rng.standard_normal(3)},
+        "extra": [np.asarray(1.0 + rng.random())],
+    }
     return params, rng.standard_normal((3, 4))
 
 
@@ -57,6 +59,7 @@ def _wrong(vjp, mutate):
         gx = gx.copy()
         mutate(grads, gx)
         return grads, gx
+
     return bad
 
 
@@ -82,6 +85,7 @@ def test_sign_flip_of_one_input_element_fails_and_is_named(seed, row, col):
 
     def flip(grads, gx):
         gx[row, col] = -gx[row, col]
+
     res = R.check_vjp(_fn, (params, x), _wrong(_vjp, flip), wrt=1, cotangent=_cot(seed))
     assert not res.passed
     assert res.worst_key == "" and res.worst_index == (row, col)
@@ -99,6 +103,7 @@ def test_sign_flip_in_a_parameter_tree_names_the_leaf_and_index(key, index):
             grads["extra"][0] = -grads["extra"][0]
         else:
             leaf[index] = -leaf[index]
+
     res = R.check_vjp(_fn, (params, x), _wrong(_vjp, flip), wrt=0, cotangent=_cot(3))
     assert not res.passed
     assert res.worst_key == key and res.worst_index == index
@@ -112,6 +117,7 @@ def test_scaled_gradient_fails(factor):
 
     def scale(grads, gx):
         gx *= factor
+
     res = R.check_vjp(_fn, (params, x), _wrong(_vjp, scale), wrt=1, rtol=1e-6, cotangent=_cot(5))
     assert not res.passed
     assert res.max_rel_error == pytest.approx(abs(1.0 - factor), rel=1e-2)
@@ -123,6 +129,7 @@ def test_rtol_is_the_threshold():
 
     def scale(grads, gx):
         gx *= 1.0 + 1e-5
+
     bad = _wrong(_vjp, scale)
     assert not R.check_vjp(_fn, (params, x), bad, wrt=1, rtol=1e-6).passed
     assert R.check_vjp(_fn, (params, x), bad, wrt=1, rtol=1e-4).passed
@@ -140,10 +147,10 @@ def test_tuple_outputs_and_a_none_cotangent():
     x = rng.standard_normal(5)
 
     def fn(x_):
-        return np.sin(x_), np.sum(x_ ** 3)
+        return np.sin(x_), np.sum(x_**3)
 
     def vjp(x_, g):
-        return g[0] * np.cos(x_) + (0.0 if g[1] is None else 3.0 * g[1] * x_ ** 2)
+        return g[0] * np.cos(x_) + (0.0 if g[1] is None else 3.0 * g[1] * x_**2)
 
     def vjp_ignoring_second(x_, g):
         return g[0] * np.cos(x_)
@@ -204,17 +211,17 @@ def test_numerical_gradient_of_square_and_sin(seed, scale):
 
 def test_numerical_gradient_on_given_indices():
     x = np.arange(12.0).reshape(3, 4) / 10
-    out = R.numerical_gradient(lambda v: float(np.sum(v ** 3)), x, indices=[(0, 1), (2, 3)])
+    out = R.numerical_gradient(lambda v: float(np.sum(v**3)), x, indices=[(0, 1), (2, 3)])
     np.testing.assert_allclose(out, [3 * x[0, 1] ** 2, 3 * x[2, 3] ** 2], rtol=1e-9, atol=1e-9)
     assert out.shape == (2,)
 
 
-@pytest.mark.parametrize(("x0", "rel_step", "max_step", "h"),
-                         [(1.0, 0.1, 0.1, 0.1), (10.0, 0.01, 1.0, 0.1), (10.0, 0.01, 0.05, 0.05),
-                          (0.2, 0.1, 1.0, 0.1)])
+@pytest.mark.parametrize(
+    ("x0", "rel_step", "max_step", "h"),
+    [(1.0, 0.1, 0.1, 0.1), (10.0, 0.01, 1.0, 0.1), (10.0, 0.01, 0.05, 0.05), (0.2, 0.1, 1.0, 0.1)],
+)
 def test_numerical_gradient_is_the_fourth_order_stencil(x0, rel_step, max_step, h):
     """(−f(x+2h) + 8f(x+h) − 8f(x−h) + f(x−2h))/(12h) on f = x⁵ is 5x⁴ − 4h⁴ exactly, with
     h = min(rel_step·max(|x|, 1), max_step): a 2nd-order central difference would give 5x⁴ + 10x²h²."""
-    got = R.numerical_gradient(lambda v: float(v[0] ** 5), np.array([x0]), rel_step=rel_step,
-                               max_step=max_step)[0]
-    assert got == pytest.approx(5 * x0 ** 4 - 4 * h ** 4, rel=1e-12, abs=1e-12)
+    got = R.numerical_gradient(lambda v: float(v[0] ** 5), np.array([x0]), rel_step=rel_step, max_step=max_step)[0]
+    assert got == pytest.approx(5 * x0**4 - 4 * h**4, rel=1e-12, abs=1e-12)

@@ -87,8 +87,13 @@ def test_helper_knows_each_backend_namespace_and_device(backend: Backend) -> Non
     on a converted input matches them (so the refusals above are not refusals of everything)."""
     x = backend.from_numpy(np.linspace(-2.0, 2.0, 6, dtype=np.float32).reshape(1, 1, 6))
     got = h.gelu(x)
-    xp_assert_close(got, R.gelu(np.linspace(-2.0, 2.0, 6).reshape(1, 1, 6)), backend=backend, dtype="float32",
-                    ref_low=R.gelu(np.linspace(-2.0, 2.0, 6, dtype=np.float32).reshape(1, 1, 6)))
+    xp_assert_close(
+        got,
+        R.gelu(np.linspace(-2.0, 2.0, 6).reshape(1, 1, 6)),
+        backend=backend,
+        dtype="float32",
+        ref_low=R.gelu(np.linspace(-2.0, 2.0, 6, dtype=np.float32).reshape(1, 1, 6)),
+    )
     assert backend.owns(got)
 
 
@@ -126,16 +131,23 @@ def test_backend_marks_apply_only_where_named() -> None:
     assert xf.name == "xfail" and xf.kwargs["strict"] is True
 
 
-@pytest.mark.parametrize("marker, params, match", [
-    (pytest.mark.skip_backend("nunpy", reason="r"), {"backend": "numpy"}, r"unknown backends \['nunpy'\]"),
-    (pytest.mark.skip_backend("numpy"), {"backend": "numpy"}, "reason= is required"),
-    (pytest.mark.xfail_backend(reason="r"), {"backend": "numpy"}, "name at least one backend"),
-    (pytest.mark.skip_backend("numpy", reason="r"), {"dtype": "float64"}, "uses no backend fixture"),
-    (pytest.mark.skip_backend("numpy", dtpye="float64", reason="r"), {"backend": "numpy"},
-     r"conditions on \['dtpye'\]"),
-])
-def test_backend_marks_refuse_a_marker_that_could_never_apply(marker: pytest.MarkDecorator, params: dict,
-                                                              match: str) -> None:
+@pytest.mark.parametrize(
+    "marker, params, match",
+    [
+        (pytest.mark.skip_backend("nunpy", reason="r"), {"backend": "numpy"}, r"unknown backends \['nunpy'\]"),
+        (pytest.mark.skip_backend("numpy"), {"backend": "numpy"}, "reason= is required"),
+        (pytest.mark.xfail_backend(reason="r"), {"backend": "numpy"}, "name at least one backend"),
+        (pytest.mark.skip_backend("numpy", reason="r"), {"dtype": "float64"}, "uses no backend fixture"),
+        (
+            pytest.mark.skip_backend("numpy", dtpye="float64", reason="r"),
+            {"backend": "numpy"},
+            r"conditions on \['dtpye'\]",
+        ),
+    ],
+)
+def test_backend_marks_refuse_a_marker_that_could_never_apply(
+    marker: pytest.MarkDecorator, params: dict, match: str
+) -> None:
     params = {k: (_numpy() if v == "numpy" else v) for k, v in params.items()}
     with pytest.raises(pytest.UsageError, match=match):
         _marks(marker, **params)

@@ -111,8 +111,12 @@ def test_init_params_like_jax_gives_the_reference_values_as_jax_arrays(like: str
 
 
 def _libraries() -> list:
-    libs = [("numpy", lambda m: m.zeros(1)), ("jax", lambda m: m.numpy.zeros(1)),
-            ("torch", lambda m: m.zeros(1)), ("array_api_strict", lambda m: m.zeros(1))]
+    libs = [
+        ("numpy", lambda m: m.zeros(1)),
+        ("jax", lambda m: m.numpy.zeros(1)),
+        ("torch", lambda m: m.zeros(1)),
+        ("array_api_strict", lambda m: m.zeros(1)),
+    ]
     return [pytest.param(name, make, id=name) for name, make in libs]
 
 

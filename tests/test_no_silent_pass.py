@@ -20,23 +20,26 @@ from hyperzzw_core.reference._config import check_seed
 # ------------------------------------------------------------------------------ config
 
 
-@pytest.mark.parametrize("field, value", [
-    ("bottleneck_factors", (2.9, 2, 2, 2)),
-    ("bottleneck_factors", (2.0, 2, 2, 2)),
-    ("global_layers", (2, 1, 1.5, 1)),
-    ("local_kernel_sizes", (3, 9, "5", 7)),
-    ("num_concat_pre", (0, 0, True, 2)),
-    ("num_classes", 2.5),
-    ("ibs_groups", 2.0),
-    ("hi_layers", True),
-    ("omega_0", math.inf),
-    ("alpha", -math.inf),
-    ("slow_loss_weight", math.nan),
-    ("label_smoothing", math.nan),
-    ("eps", math.nan),
-    ("dropout", (0.0, math.nan, 0.0, 0.0)),
-    ("grid", (8.5, 8)),
-])
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("bottleneck_factors", (2.9, 2, 2, 2)),
+        ("bottleneck_factors", (2.0, 2, 2, 2)),
+        ("global_layers", (2, 1, 1.5, 1)),
+        ("local_kernel_sizes", (3, 9, "5", 7)),
+        ("num_concat_pre", (0, 0, True, 2)),
+        ("num_classes", 2.5),
+        ("ibs_groups", 2.0),
+        ("hi_layers", True),
+        ("omega_0", math.inf),
+        ("alpha", -math.inf),
+        ("slow_loss_weight", math.nan),
+        ("label_smoothing", math.nan),
+        ("eps", math.nan),
+        ("dropout", (0.0, math.nan, 0.0, 0.0)),
+        ("grid", (8.5, 8)),
+    ],
+)
 def test_config_fields_refuse_non_integers_and_non_finite_numbers(field, value):
     with pytest.raises(ValueError, match=f"TerminatorConfig.{field}"):
         R.tiny().replace(**{field: value})
@@ -47,20 +50,26 @@ def test_integer_fields_accept_numpy_integers_unchanged():
     assert c == R.tiny() and all(type(b) is int for b in c.bottleneck_factors) and type(c.ibs_groups) is int
 
 
-@pytest.mark.parametrize("line, field", [
-    ("bottleneck_factors = [2.9, 2, 2, 2]", "bottleneck_factors"),
-    ("slow_loss_weight = nan", "slow_loss_weight"),
-    ("omega_0 = inf", "omega_0"),
-    ("ibs_groups = 2.0", "ibs_groups"),
-])
+@pytest.mark.parametrize(
+    "line, field",
+    [
+        ("bottleneck_factors = [2.9, 2, 2, 2]", "bottleneck_factors"),
+        ("slow_loss_weight = nan", "slow_loss_weight"),
+        ("omega_0 = inf", "omega_0"),
+        ("ibs_groups = 2.0", "ibs_groups"),
+    ],
+)
 def test_toml_configs_are_checked_the_same_way(tmp_path, line, field):
     pytest.importorskip("torch")
     from hyperzzw_core.train.loop import load_config
 
     toml = tmp_path / "c.toml"
     base = {k: v for k, v in R.tiny().to_dict().items() if v is not None and k != field}
-    toml.write_text("".join(f"{k} = {v!r}\n".replace("'", '"').replace("(", "[").replace(")", "]")
-                            for k, v in base.items()) + line + "\n")
+    toml.write_text(
+        "".join(f"{k} = {v!r}\n".replace("'", '"').replace("(", "[").replace(")", "]") for k, v in base.items())
+        + line
+        + "\n"
+    )
     with pytest.raises(ValueError, match=f"TerminatorConfig.{field}"):
         load_config(str(toml), "2d")
 
@@ -138,10 +147,12 @@ def test_large_magnitude_float32_data_does_not_standardise_to_zeros():
         v = x[:, c].astype(np.float64).ravel()
         mean = math.fsum(v) / len(v)
         std = math.sqrt(math.fsum((v - mean) ** 2) / len(v))
-        np.testing.assert_allclose(got_tr[:, c], (x[:, c].astype(np.float64) - mean) / (std + 1e-6),
-                                   rtol=1e-5, atol=1e-5)
-        np.testing.assert_allclose(got_te[:, c], (x_te[:, c].astype(np.float64) - mean) / (std + 1e-6),
-                                   rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(
+            got_tr[:, c], (x[:, c].astype(np.float64) - mean) / (std + 1e-6), rtol=1e-5, atol=1e-5
+        )
+        np.testing.assert_allclose(
+            got_te[:, c], (x_te[:, c].astype(np.float64) - mean) / (std + 1e-6), rtol=1e-5, atol=1e-5
+        )
     assert abs(float(got_tr.std()) - 1.0) < 1e-3
 
 
@@ -169,7 +180,8 @@ def test_bench_failures_are_one_line(monkeypatch, capsys):
     monkeypatch.setattr(bench, "main", broken)
     assert cli.main(["bench", "run"]) == 2
     assert capsys.readouterr().err.strip().splitlines() == [
-        "hyperzzw bench: --repeat: expected a positive integer, got 0"]
+        "hyperzzw bench: --repeat: expected a positive integer, got 0"
+    ]
 
 
 def test_verify_of_a_missing_implementation_is_one_line_with_exit_2(capsys):

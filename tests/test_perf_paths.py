@@ -45,8 +45,7 @@ def _tiny_eval() -> tuple[T.Terminator, torch.Tensor]:
 
 def _fresh_logits(model: T.Terminator, x: torch.Tensor) -> torch.Tensor:
     """What a new model holding ``model``'s current parameters computes (no cache involved)."""
-    fresh = T.Terminator.from_params(model.to_params(like=np), model.config,
-                                     dtype=model.head.weight.dtype).eval()
+    fresh = T.Terminator.from_params(model.to_params(like=np), model.config, dtype=model.head.weight.dtype).eval()
     fresh.load_state_dict(model.state_dict())
     return _eval_logits(fresh, x)
 
@@ -82,13 +81,17 @@ def test_cache_invalidated_by_optimizer_step() -> None:
     model.train()
     opt.zero_grad()
     model.loss(x, labels).backward()
-    opt.step()                # changes the parameters again, while the cache holds the old kernels
-    model.eval()              # (eval() clears too; the in-place test below checks the version key alone)
+    opt.step()  # changes the parameters again, while the cache holds the old kernels
+    model.eval()  # (eval() clears too; the in-place test below checks the version key alone)
     after = _eval_logits(model, x)
     assert not torch.equal(before, after)
     assert torch.equal(after, _fresh_logits(model, x))
-    assert_close(after, R.terminator_forward(model.to_params(like=np), x.numpy(), cfg)[0], dtype="float64",
-                 name="logits after two steps")
+    assert_close(
+        after,
+        R.terminator_forward(model.to_params(like=np), x.numpy(), cfg)[0],
+        dtype="float64",
+        name="logits after two steps",
+    )
 
 
 def test_cache_invalidated_by_in_place_edit_without_mode_switch() -> None:
@@ -96,8 +99,8 @@ def test_cache_invalidated_by_in_place_edit_without_mode_switch() -> None:
     model, x = _tiny_eval()
     before = _eval_logits(model, x)
     with torch.no_grad():
-        model.blocks[1].slow_g.output.weight.mul_(3.0)      # K_g
-        model.blocks[2].hi.spatial.output.bias.add_(0.5)    # K_ss
+        model.blocks[1].slow_g.output.weight.mul_(3.0)  # K_g
+        model.blocks[2].hi.spatial.output.bias.add_(0.5)  # K_ss
         model.blocks[0].hci.channel.linears[0].weight.mul_(-1.0)  # K_c
         model.blocks[3].local[1].slow_l.filters[0].weight.mul_(1.5)  # MAGNet_L's static prefix
     after = _eval_logits(model, x)
@@ -129,8 +132,8 @@ def test_cache_invalidated_by_to_and_replaced_parameters() -> None:
     out64 = _eval_logits(model, x64)
     assert out64.dtype == torch.float64 and torch.equal(out64, _fresh_logits(model, x64))
     with torch.no_grad():
-        model.blocks[0].slow_g.output.weight.mul_(2.0)   # changed in float64 ...
-    model.float()                                        # ... then back to float32 (fresh tensors)
+        model.blocks[0].slow_g.output.weight.mul_(2.0)  # changed in float64 ...
+    model.float()  # ... then back to float32 (fresh tensors)
     assert torch.equal(_eval_logits(model, x32), _fresh_logits(model, x32))
     assert not torch.equal(_eval_logits(model, x32), out32)
     lin = model.blocks[1].slow_g.output
@@ -169,8 +172,11 @@ def test_no_cache_when_gradients_are_needed() -> None:
     got = R.flatten(model.to_params(grads=True, like=np))
     want = R.flatten(ref_grads)
     scale = max(float(np.abs(v).max()) for v in want.values())
-    for k in ("blocks.0.slow_g.output.weight", "blocks.1.hi.spatial.output.weight",
-              "blocks.2.hci.channel.output.weight"):
+    for k in (
+        "blocks.0.slow_g.output.weight",
+        "blocks.1.hi.spatial.output.weight",
+        "blocks.2.hci.channel.output.weight",
+    ):
         assert np.any(got[k]), k
         assert_close(got[k], want[k], dtype="float64", scale=scale, name=k)
 
@@ -309,8 +315,10 @@ def test_g_ibs_reshaped_matches_reference(groups: int) -> None:
 
 @pytest.mark.parametrize("kind", ["instance", "batch"])
 def test_torch_standardize_values_and_gradients(kind: str) -> None:
-    ref = {"instance": (R.instance_standardize, R.instance_standardize_vjp),
-           "batch": (R.batch_standardize, R.batch_standardize_vjp)}[kind]
+    ref = {
+        "instance": (R.instance_standardize, R.instance_standardize_vjp),
+        "batch": (R.batch_standardize, R.batch_standardize_vjp),
+    }[kind]
     rng = np.random.default_rng(0)
     for shape in ((3, 4, 5, 6), (2, 3, 9), (1, 3, 1), (4, 2, 1, 1)):  # incl. one value per statistic
         x = rng.standard_normal(shape) * 2.0 - 0.5
@@ -335,8 +343,9 @@ def test_torch_pointwise_linear_values_and_gradients(dtype: str) -> None:
     out.backward(torch.from_numpy(g.astype(dtype)))
     p_low = {k: v.astype(dtype) for k, v in params.items()}
     low = R.pointwise_linear(p_low, x.astype(dtype)) if dtype == "float32" else None
-    want = R.pointwise_linear({k: v.astype(dtype).astype(np.float64) for k, v in params.items()},
-                              x.astype(dtype).astype(np.float64))
+    want = R.pointwise_linear(
+        {k: v.astype(dtype).astype(np.float64) for k, v in params.items()}, x.astype(dtype).astype(np.float64)
+    )
     assert_close(out, want, dtype=dtype, ref_low=low, name="linear")
     gp, gx = R.pointwise_linear_vjp(params, x, g)
     if dtype == "float64":
@@ -363,9 +372,11 @@ def test_torch_depthwise_paths_values_and_gradients(dtype: str, d: int) -> None:
         want = R.depthwise_conv(y64, w64)
         gy_want, gw_want = R.depthwise_conv_vjp(y64, w64, g64)
         low = R.depthwise_conv(y, w) if dtype == "float32" else None
-        for name, fn in (("direct", lambda a, b: B._torch_depthwise_direct(torch, a, b)),
-                         ("fft", lambda a, b: B.depthwise_conv_fft(xt, a, b)),
-                         ("dispatch", lambda a, b: B.depthwise_conv(xt, a, b))):
+        for name, fn in (
+            ("direct", lambda a, b: B._torch_depthwise_direct(torch, a, b)),
+            ("fft", lambda a, b: B.depthwise_conv_fft(xt, a, b)),
+            ("dispatch", lambda a, b: B.depthwise_conv(xt, a, b)),
+        ):
             ty = torch.from_numpy(y).requires_grad_()
             tw = torch.from_numpy(w).requires_grad_()
             out = fn(ty, tw)
@@ -411,8 +422,14 @@ def test_depthwise_method_follows_the_measured_thresholds() -> None:
 def test_network_float32_with_every_fast_path_meets_the_policy() -> None:
     """The whole cifar10-shaped block stack at a size where the FFT and oneDNN paths are taken
     (H = 16, float32 and float64), against the reference."""
-    cfg = R.cifar10().replace(input_shape=(3, 16, 16), bottleneck_factors=(4, 3, 2), num_concat_pre=(0, 0, 1),
-                              dropout=(0.0, 0.0, 0.0), global_layers=(2, 2, 2), local_kernel_sizes=(3, 13, 5, 7))
+    cfg = R.cifar10().replace(
+        input_shape=(3, 16, 16),
+        bottleneck_factors=(4, 3, 2),
+        num_concat_pre=(0, 0, 1),
+        dropout=(0.0, 0.0, 0.0),
+        global_layers=(2, 2, 2),
+        local_kernel_sizes=(3, 13, 5, 7),
+    )
     params = P.init_params(cfg, 0)
     x = _batch(cfg, b=2)[0]
     want = R.terminator_forward(params, x, cfg)[0]
@@ -420,11 +437,17 @@ def test_network_float32_with_every_fast_path_meets_the_policy() -> None:
     assert_close(_eval_logits(m64, torch.from_numpy(x)), want, dtype="float64", name="float64 logits")
     p32 = R.tree_map(lambda a: a.astype(np.float32), params)
     low = R.terminator_forward(p32, x.astype(np.float32), cfg)[0]
-    want32 = R.terminator_forward(R.tree_map(lambda a: a.astype(np.float64), p32),
-                                  x.astype(np.float32).astype(np.float64), cfg)[0]
+    want32 = R.terminator_forward(
+        R.tree_map(lambda a: a.astype(np.float64), p32), x.astype(np.float32).astype(np.float64), cfg
+    )[0]
     m32 = T.Terminator.from_params(p32, cfg).eval()
-    assert_close(_eval_logits(m32, torch.from_numpy(x.astype(np.float32))), want32, dtype="float32", ref_low=low,
-                 name="float32 logits")
+    assert_close(
+        _eval_logits(m32, torch.from_numpy(x.astype(np.float32))),
+        want32,
+        dtype="float32",
+        ref_low=low,
+        name="float32 logits",
+    )
 
 
 # ------------------------------------------------------------------------- the cost model
@@ -436,6 +459,7 @@ def test_cost_model_matches_torch_flop_counter() -> None:
     from torch.utils.flop_counter import FlopCounterMode
 
     from hyperzzw_core.benchmarks.costs import network_costs
+
     for cfg in (R.tiny(), R.cifar10().replace(input_shape=(3, 8, 8))):
         model = T.Terminator(cfg, 0).train()
         x = torch.randn((3,) + cfg.input_shape)

@@ -79,11 +79,13 @@ def _planted(method: Any) -> Any:
     def wrong(self: Any, *args: Any, **kwargs: Any) -> Any:
         out = method(self, *args, **kwargs)
         return None if out is None else out * (1 + 1e-6)
+
     return wrong
 
 
-@pytest.mark.parametrize("cls, method, names, library", FAST_PATHS,
-                         ids=[f"{lib}-{cls.__name__}.{m}" for cls, m, _, lib in FAST_PATHS])
+@pytest.mark.parametrize(
+    "cls, method, names, library", FAST_PATHS, ids=[f"{lib}-{cls.__name__}.{m}" for cls, m, _, lib in FAST_PATHS]
+)
 def test_a_bug_planted_in_a_fast_path_fails_the_differential_comparison(monkeypatch, cls, method, names, library):
     assert method in vars(cls), f"{cls.__name__} no longer defines {method}: update FAST_PATHS"
     assert _mismatches(names, library) == [], "the core must agree with the reference before the bug is planted"
@@ -93,8 +95,21 @@ def test_a_bug_planted_in_a_fast_path_fails_the_differential_comparison(monkeypa
 
 
 #: backend methods that choose or move things but compute no operator values
-PLUMBING = {"standard_namespace", "device", "same_device", "is_lazy", "all_finite", "owns_host_arrays", "work_dtype",
-            "cache_key", "freeze", "stop_gradient", "depthwise_method", "__init__", "__repr__"}
+PLUMBING = {
+    "standard_namespace",
+    "device",
+    "same_device",
+    "is_lazy",
+    "all_finite",
+    "owns_host_arrays",
+    "work_dtype",
+    "cache_key",
+    "freeze",
+    "stop_gradient",
+    "depthwise_method",
+    "__init__",
+    "__repr__",
+}
 
 
 @pytest.mark.parametrize("cls", [backends.NumPyBackend, backends.TorchBackend])

@@ -58,8 +58,9 @@ def _scipy_conv(y: np.ndarray, k_l: np.ndarray) -> np.ndarray:
     out = np.empty(y.shape)
     for b in range(y.shape[0]):
         for c in range(y.shape[1]):
-            out[b, c] = scipy.signal.correlate(y[b, c].astype(np.float64), k_l[c, 0].astype(np.float64),
-                                               mode="same", method="direct")
+            out[b, c] = scipy.signal.correlate(
+                y[b, c].astype(np.float64), k_l[c, 0].astype(np.float64), mode="same", method="direct"
+            )
     return out
 
 
@@ -83,8 +84,9 @@ def test_depthwise_conv_matches_scipy_correlate_same(ndim, data):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("ndim, spatial, k", [(1, (2,), 9), (1, (1,), 7), (2, (3, 2), 9), (2, (1, 1), 5),
-                                              (2, (4, 4), 7)])
+@pytest.mark.parametrize(
+    "ndim, spatial, k", [(1, (2,), 9), (1, (1,), 7), (2, (3, 2), 9), (2, (1, 1), 5), (2, (4, 4), 7)]
+)
 def test_depthwise_conv_kernel_bigger_than_input(dtype, ndim, spatial, k):
     rng = np.random.default_rng(7)
     y = rng.standard_normal((2, 3) + spatial).astype(dtype)
@@ -137,16 +139,19 @@ def test_adaptive_avg_pool_matches_torch(ndim, data):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("in_size, out_size", [
-    ((5,), (3,)),            # non-divisible, overlapping bins
-    ((3,), (7,)),            # output bigger than input
-    ((7,), (7,)),            # identity
-    ((10,), (1,)),           # global average
-    ((7, 5), (3, 9)),        # mixed: shrink one axis, grow the other
-    ((12, 12), (9, 9)),      # the MAGNet_L k=9 pooling of a 12x12 map
-    ((2, 3), (5, 4)),        # output bigger than input on both axes
-    ((8, 8), (3, 3)),
-])
+@pytest.mark.parametrize(
+    "in_size, out_size",
+    [
+        ((5,), (3,)),  # non-divisible, overlapping bins
+        ((3,), (7,)),  # output bigger than input
+        ((7,), (7,)),  # identity
+        ((10,), (1,)),  # global average
+        ((7, 5), (3, 9)),  # mixed: shrink one axis, grow the other
+        ((12, 12), (9, 9)),  # the MAGNet_L k=9 pooling of a 12x12 map
+        ((2, 3), (5, 4)),  # output bigger than input on both axes
+        ((8, 8), (3, 3)),
+    ],
+)
 def test_adaptive_avg_pool_edge_sizes(dtype, in_size, out_size):
     x = np.random.default_rng(11).standard_normal((2, 3) + in_size).astype(dtype)
     out = adaptive_avg_pool(x, out_size)

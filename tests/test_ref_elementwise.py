@@ -61,8 +61,9 @@ def test_gelu_matches_math_erf_loop_and_torch(data):
 
 def test_gelu_is_the_exact_erf_form_not_tanh():
     # At x = 1 the exact GELU is Φ(1) = 0.841344746068543; the tanh approximation gives 0.841191990.
-    np.testing.assert_allclose(gelu(np.array([1.0, -1.0, 0.0])),
-                               [0.8413447460685429, -0.15865525393145707, 0.0], rtol=1e-15, atol=0)
+    np.testing.assert_allclose(
+        gelu(np.array([1.0, -1.0, 0.0])), [0.8413447460685429, -0.15865525393145707, 0.0], rtol=1e-15, atol=0
+    )
 
 
 @given(data=st.data())
@@ -107,13 +108,16 @@ def test_sigmoid_no_overflow_at_large_magnitude(dtype):
 # --------------------------------------------------------------------------------- HyperZZW_2E
 
 
-@pytest.mark.parametrize("k_shape, z_shape", [
-    ((2, 3, 4, 4), (2, 3, 4, 4)),
-    ((1, 3, 4, 4), (2, 3, 4, 4)),
-    ((1, 1, 5), (4, 1, 5)),        # the channel kernel (1,1,C) against GAP scores (B,1,C)
-    ((5,), (3, 5)),
-    ((1, 1, 4, 4), (2, 1, 4, 4)),  # the spatial kernel against channel means
-])
+@pytest.mark.parametrize(
+    "k_shape, z_shape",
+    [
+        ((2, 3, 4, 4), (2, 3, 4, 4)),
+        ((1, 3, 4, 4), (2, 3, 4, 4)),
+        ((1, 1, 5), (4, 1, 5)),  # the channel kernel (1,1,C) against GAP scores (B,1,C)
+        ((5,), (3, 5)),
+        ((1, 1, 4, 4), (2, 1, 4, 4)),  # the spatial kernel against channel means
+    ],
+)
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_hyperzzw_2e_is_k_times_z_squared(k_shape, z_shape, dtype):
     k = _randn(1, k_shape, dtype)
@@ -184,8 +188,7 @@ def test_hyperzzw_global_1d_on_grid_matches_einsum(data):
     np.testing.assert_allclose(out, want, **_tol(dtype))
     # Element by element: G[b,c,i·h+j] = Σ_m Z[b,c,i·h+m]·K[c,i·h+m]·Y[b,c,m·h+j].
     i, j = h - 1, 0
-    direct = sum(float(z[0, 0, i * h + m]) * float(kb[0, 0, i * h + m]) * float(y[0, 0, m * h + j])
-                 for m in range(h))
+    direct = sum(float(z[0, 0, i * h + m]) * float(kb[0, 0, i * h + m]) * float(y[0, 0, m * h + j]) for m in range(h))
     np.testing.assert_allclose(out[0, 0, i * h + j], direct, **_tol(dtype))
 
 
@@ -195,8 +198,10 @@ def test_hyperzzw_global_hand_computed():
     y = np.array([[[[1.0, 1.0], [0.0, 2.0]]]])
     # Ẑ = [[1, 0], [6, 4]]; Ẑ @ Y = [[1, 1], [6, 14]] (no channel mixing, rows × columns).
     np.testing.assert_array_equal(hyperzzw_global(z, k, y), [[[[1.0, 1.0], [6.0, 14.0]]]])
-    np.testing.assert_array_equal(hyperzzw_global(z.reshape(1, 1, 4), k.reshape(1, 1, 4), y.reshape(1, 1, 4),
-                                                  grid=(2, 2)), [[[1.0, 1.0, 6.0, 14.0]]])
+    np.testing.assert_array_equal(
+        hyperzzw_global(z.reshape(1, 1, 4), k.reshape(1, 1, 4), y.reshape(1, 1, 4), grid=(2, 2)),
+        [[[1.0, 1.0, 6.0, 14.0]]],
+    )
 
 
 def test_hyperzzw_global_does_not_mix_channels():
@@ -271,5 +276,4 @@ def test_channel_mixer_matches_torch_conv_then_instance_norm(data):
 def test_pointwise_linear_hand_computed():
     params = {"weight": np.array([[1.0, 2.0], [0.0, -1.0], [3.0, 0.5]]), "bias": np.array([0.5, 0.0, -1.0])}
     x = np.array([[[1.0, 4.0], [2.0, -2.0]]])  # (B=1, I=2, L=2)
-    np.testing.assert_array_equal(pointwise_linear(params, x),
-                                  [[[5.5, 0.5], [-2.0, 2.0], [3.0, 10.0]]])
+    np.testing.assert_array_equal(pointwise_linear(params, x), [[[5.5, 0.5], [-2.0, 2.0], [3.0, 10.0]]])

@@ -96,8 +96,9 @@ def _torch_rgu(params: dict, z: np.ndarray, eps: float = 1e-5) -> np.ndarray:
 @given(data=st.data())
 def test_rgu_matches_torch(data):
     b, c, spatial, dtype, rng = _draw_common(data)
-    params = {n: {"weight": rng.standard_normal((c, c)), "bias": rng.standard_normal(c)}
-              for n in ("w_k", "w_v", "w_q", "w_y")}
+    params = {
+        n: {"weight": rng.standard_normal((c, c)), "bias": rng.standard_normal(c)} for n in ("w_k", "w_v", "w_q", "w_y")
+    }
     params["bias_p"] = rng.standard_normal(spatial)
     params = _cast(params, dtype)
     z = rng.standard_normal((b, c) + spatial).astype(dtype)
@@ -110,14 +111,14 @@ def test_rgu_value_path_acts_on_z_not_on_w_k_z():
     # W_Q(W_V Z), not W_Q(W_V(W_K Z)): with W_K a scaling by 2, the wrong reading would differ.
     rng = np.random.default_rng(0)
     c, spatial = 3, (4, 4)
-    params = {n: {"weight": rng.standard_normal((c, c)), "bias": rng.standard_normal(c)}
-              for n in ("w_v", "w_q", "w_y")}
+    params = {n: {"weight": rng.standard_normal((c, c)), "bias": rng.standard_normal(c)} for n in ("w_v", "w_q", "w_y")}
     params["w_k"] = {"weight": 2.0 * np.eye(c), "bias": np.zeros(c)}
     params["bias_p"] = rng.standard_normal(spatial)
     z = rng.standard_normal((2, c) + spatial)
     np.testing.assert_allclose(rgu(params, z), _torch_rgu(params, z), rtol=1e-10, atol=1e-10)
-    wrong = dict(params, w_v={"weight": params["w_v"]["weight"] @ params["w_k"]["weight"],
-                              "bias": params["w_v"]["bias"]})
+    wrong = dict(
+        params, w_v={"weight": params["w_v"]["weight"] @ params["w_k"]["weight"], "bias": params["w_v"]["bias"]}
+    )
     assert np.abs(_torch_rgu(wrong, z) - rgu(params, z)).max() > 1e-3
 
 
@@ -154,8 +155,7 @@ def test_hyper_interaction_matches_loop(data):
     b, c, spatial, dtype, rng = _draw_common(data)
     hidden = data.draw(st.integers(1, 5), label="hidden")
     randomize = data.draw(st.booleans(), label="randomize kernel parameters")
-    params = {"channel": init_magnet_gc(rng, c, hidden, 2),
-              "spatial": init_magnet_g(rng, spatial, hidden + 1, 1, 2)}
+    params = {"channel": init_magnet_gc(rng, c, hidden, 2), "spatial": init_magnet_g(rng, spatial, hidden + 1, 1, 2)}
     if randomize:
         params = _random_tree(params, rng)
     params = _cast(params, dtype)
@@ -163,16 +163,16 @@ def test_hyper_interaction_matches_loop(data):
     x = rng.standard_normal((b, c) + spatial).astype(dtype)
     out = hyper_interaction(params, y, x)
     assert out.dtype == np.dtype(dtype) and out.shape == x.shape
-    k_cc = _mfn_kernel(params["channel"])[0]       # (C,)
-    k_ss = _mfn_kernel(params["spatial"])[0]       # (*S)
+    k_cc = _mfn_kernel(params["channel"])[0]  # (C,)
+    k_ss = _mfn_kernel(params["spatial"])[0]  # (*S)
     y64, x64 = y.astype(np.float64), x.astype(np.float64)
     want = np.empty(x.shape)
     for bi in range(b):
-        s_s = y64[bi].mean(axis=0)                  # mean over channels, (*S)
-        score_s = k_ss * s_s ** 2
+        s_s = y64[bi].mean(axis=0)  # mean over channels, (*S)
+        score_s = k_ss * s_s**2
         for ci in range(c):
-            s_c = float(y64[bi, ci].mean())         # GAP
-            score_c = k_cc[ci] * s_c ** 2
+            s_c = float(y64[bi, ci].mean())  # GAP
+            score_c = k_cc[ci] * s_c**2
             e = score_s * score_c
             want[bi, ci] = x64[bi, ci] * np.vectorize(_sigma)(e)
     np.testing.assert_allclose(out, want, **_tol(dtype))
@@ -180,8 +180,9 @@ def test_hyper_interaction_matches_loop(data):
 
 def test_hyper_interaction_gates_x_by_scores_of_y_only():
     rng = np.random.default_rng(3)
-    params = _random_tree({"channel": init_magnet_gc(rng, 3, 4, 2),
-                           "spatial": init_magnet_g(rng, (4, 4), 4, 1, 2)}, rng)
+    params = _random_tree(
+        {"channel": init_magnet_gc(rng, 3, 4, 2), "spatial": init_magnet_g(rng, (4, 4), 4, 1, 2)}, rng
+    )
     y = rng.standard_normal((2, 3, 4, 4)) + 1.0
     x1 = rng.standard_normal((2, 3, 4, 4))
     # The gate σ(·) ∈ [0, 1] depends on y alone: out / x is the same for any x.

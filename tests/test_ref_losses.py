@@ -132,8 +132,9 @@ def test_label_smoothing_ce_matches_torch_and_loop(data):
     out = label_smoothing_cross_entropy(logits, labels, eps)
     assert out.shape == () and out.dtype == np.dtype(dtype)
     tol = 1e-12 if dtype == np.float64 else 1e-5
-    want_torch = F.cross_entropy(torch.from_numpy(logits.astype(np.float64)), torch.from_numpy(labels),
-                                 label_smoothing=eps).item()
+    want_torch = F.cross_entropy(
+        torch.from_numpy(logits.astype(np.float64)), torch.from_numpy(labels), label_smoothing=eps
+    ).item()
     np.testing.assert_allclose(out, want_torch, rtol=tol, atol=tol)
     np.testing.assert_allclose(out, _loop_ce(logits, labels, eps), rtol=tol, atol=tol)
 

@@ -73,7 +73,12 @@ def test_cifar10_bottlenecks_are_the_largest_item():
     params = init_params(cifar10(), 0)
     assert sum(_n_params(b["bottleneck"]) for b in params["blocks"]) == 645_456
     assert [b["bottleneck"]["weight"].shape for b in params["blocks"]] == [
-        (12, 30), (36, 120), (72, 396), (144, 792), (288, 1728)]
+        (12, 30),
+        (36, 120),
+        (72, 396),
+        (144, 792),
+        (288, 1728),
+    ]
 
 
 # -------------------------------------------------------- the network rebuilt from its blocks
@@ -192,7 +197,7 @@ def _square(x: torch.Tensor, grid) -> torch.Tensor:
 
 
 def _unsquare(m: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    return m if m.shape == like.shape else m.reshape(like.shape[:2] + (-1,))[..., :like.shape[-1]]
+    return m if m.shape == like.shape else m.reshape(like.shape[:2] + (-1,))[..., : like.shape[-1]]
 
 
 def _local_conv(p: dict, k_l: np.ndarray, y: torch.Tensor) -> torch.Tensor:
@@ -206,18 +211,18 @@ def _local_conv(p: dict, k_l: np.ndarray, y: torch.Tensor) -> torch.Tensor:
 def _transcribed_block(bp, z, x_pre, x_pre_pre, groups, grid=None, mask=None):
     zt = _t(z)
     c = z.shape[1]
-    k_g = magnet_g(bp["slow_g"])                                    # step 1
-    zhat = zt * _t(k_g)                                             # step 2
+    k_g = magnet_g(bp["slow_g"])  # step 1
+    zhat = zt * _t(k_g)  # step 2
     fast = _is(_t(rgu(bp["rgu_slow"], zhat.numpy())) + _t(rgu(bp["rgu_fast"], z)))  # step 3
-    m = _is(_conv1x1(zt, bp["mixer"]))                              # step 4
-    hc = _is(_t(hyper_channel_interaction(bp["hci"], z)))           # step 5
+    m = _is(_conv1x1(zt, bp["mixer"]))  # step 4
+    hc = _is(_t(hyper_channel_interaction(bp["hci"], z)))  # step 5
 
-    def glob(y):                                                    # steps 6-8: Ẑ @ Y
+    def glob(y):  # steps 6-8: Ẑ @ Y
         return _unsquare(torch.matmul(_square(zhat, grid), _square(y, grid)), zt)
 
     g1, g2, g3 = glob(fast), glob(m), glob(hc)
-    s = torch.sigmoid(g1) * g1                                      # step 9
-    hi = _t(hyper_interaction(bp["hi"], g1.numpy(), z))             # step 10
+    s = torch.sigmoid(g1) * g1  # step 9
+    hi = _t(hyper_interaction(bp["hi"], g1.numpy(), z))  # step 10
     # steps 11-12: L1 = LC(K(Z), Hc), L2 = LC(K(Hc), Z), L3 = LC(K(M), Z), L4 = LC(K(Z), M).
     lp = bp["local"]
     l1 = _local_conv(lp[0], magnet_l(lp[0]["slow_l"], z), hc)
@@ -231,8 +236,8 @@ def _transcribed_block(bp, z, x_pre, x_pre_pre, groups, grid=None, mask=None):
     if x_pre_pre is not None:
         parts.append(_t(x_pre_pre).repeat((1, c // x_pre_pre.shape[1]) + (1,) * (z.ndim - 2)))
     parts.append(hi)
-    p_out = _conv1x1(torch.cat(parts, dim=1), bp["bottleneck"])    # steps 13-14
-    size = p_out.shape[1] // groups                                 # step 15: G-IBS → GELU → + b
+    p_out = _conv1x1(torch.cat(parts, dim=1), bp["bottleneck"])  # steps 13-14
+    size = p_out.shape[1] // groups  # step 15: G-IBS → GELU → + b
     q = torch.cat([_bs(g) if j % 2 == 0 else _is(g) for j, g in enumerate(torch.split(p_out, size, dim=1))], dim=1)
     out = F.gelu(q) + float(bp["bias"])
     if mask is not None:
@@ -243,8 +248,20 @@ def _transcribed_block(bp, z, x_pre, x_pre_pre, groups, grid=None, mask=None):
 def test_concat_order_matches_section_1_3():
     assert concat_order(4, False, False) == ["G1", "L2", "fast", "G2", "L1", "S", "L3", "G3", "L4", "HI"]
     assert concat_order(4, True, False) == ["G1", "L2", "x_pre", "fast", "G2", "L1", "S", "L3", "G3", "L4", "HI"]
-    assert concat_order(4, True, True) == ["G1", "L2", "x_pre", "fast", "G2", "L1", "S", "L3", "G3", "L4",
-                                           "x_pre_pre", "HI"]
+    assert concat_order(4, True, True) == [
+        "G1",
+        "L2",
+        "x_pre",
+        "fast",
+        "G2",
+        "L1",
+        "S",
+        "L3",
+        "G3",
+        "L4",
+        "x_pre_pre",
+        "HI",
+    ]
 
 
 @pytest.mark.parametrize("config_fn", [tiny, tiny_1d, lambda: tiny_1d(length=23)], ids=["2d", "1d", "1d-L23"])
@@ -260,8 +277,7 @@ def test_sfne_block_matches_transcription_with_x_pre_and_x_pre_pre(config_fn, us
     x_pre = rng.standard_normal((3, 4) + spatial)
     x_pre_pre = 2.0 + rng.standard_normal((3, 2) + spatial)
     mask = ((rng.random((3, 16)) >= 0.5) / 0.5) if use_mask else None
-    out, k_g = sfne_block(bp, z, x_pre, x_pre_pre, groups=config.ibs_groups, grid=config.grid,
-                          dropout_mask=mask)
+    out, k_g = sfne_block(bp, z, x_pre, x_pre_pre, groups=config.ibs_groups, grid=config.grid, dropout_mask=mask)
     want, want_k = _transcribed_block(bp, z, x_pre, x_pre_pre, config.ibs_groups, config.grid, mask)
     assert out.shape == (3, 16) + spatial and k_g.shape == (1, 8) + spatial
     np.testing.assert_allclose(k_g, want_k, rtol=1e-12, atol=1e-14)
@@ -277,8 +293,13 @@ def test_sfne_block_order_is_observable():
     z, x_pre = rng.standard_normal((2, 4, 8, 8)), rng.standard_normal((2, 2, 8, 8))
     out, _ = sfne_block(bp, z, x_pre, groups=2)
     w = bp["bottleneck"]["weight"]  # (8, 11·4): slot 2 holds tile(x_pre)
-    moved = dict(bp, bottleneck={"weight": np.concatenate([w[:, :8], w[:, 12:], w[:, 8:12]], axis=1),
-                                 "bias": bp["bottleneck"]["bias"]})
+    moved = dict(
+        bp,
+        bottleneck={
+            "weight": np.concatenate([w[:, :8], w[:, 12:], w[:, 8:12]], axis=1),
+            "bias": bp["bottleneck"]["bias"],
+        },
+    )
     assert np.abs(sfne_block(moved, z, x_pre, groups=2)[0] - out).max() > 1e-3
 
 

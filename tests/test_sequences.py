@@ -48,8 +48,8 @@ def test_config_accepts_square_grids_that_hold_the_sequence() -> None:
     assert R.tiny_1d(length=23).grid == (5, 5) and R.tiny_1d(length=23).input_shape == (1, 23)
     assert R.digits_1d(length=40).grid == (7, 7)
     assert R.sequence(40).grid == (7, 7) and R.sequence(784).grid == (28, 28)
-    assert R.tiny().replace(input_shape=(1, 23), grid=(6, 6)).grid == (6, 6)   # a user's larger grid
-    for grid in [(4, 4), (5, 6), (3, 9), None]:                                  # too small / not square
+    assert R.tiny().replace(input_shape=(1, 23), grid=(6, 6)).grid == (6, 6)  # a user's larger grid
+    for grid in [(4, 4), (5, 6), (3, 9), None]:  # too small / not square
         with pytest.raises(ValueError, match=r"TerminatorConfig\.grid.*square_grid\(23\) = \(5, 5\)"):
             R.tiny().replace(input_shape=(1, 23), grid=grid)
     with pytest.raises(ValueError, match=r"grid: expected \(h, w\) with h·w ≥ L = 23"):
@@ -92,10 +92,17 @@ def test_global_product_on_a_padded_grid_matches_a_loop(length: int, extra: int,
 @pytest.mark.parametrize("wrt", [0, 1, 2])
 def test_global_product_vjp_against_finite_differences(length: int, grid: tuple, wrt: int) -> None:
     rng = np.random.default_rng(length)
-    args = (rng.standard_normal((2, 2, length)), rng.standard_normal((1, 2, length)),
-            rng.standard_normal((2, 2, length)))
-    res = R.check_vjp(lambda *a: R.hyperzzw_global(*a, grid=grid), args,
-                      lambda *a: R.hyperzzw_global_vjp(*a[:3], a[3], grid=grid), wrt=wrt)
+    args = (
+        rng.standard_normal((2, 2, length)),
+        rng.standard_normal((1, 2, length)),
+        rng.standard_normal((2, 2, length)),
+    )
+    res = R.check_vjp(
+        lambda *a: R.hyperzzw_global(*a, grid=grid),
+        args,
+        lambda *a: R.hyperzzw_global_vjp(*a[:3], a[3], grid=grid),
+        wrt=wrt,
+    )
     assert res.passed, str(res)
 
 
@@ -104,8 +111,9 @@ def test_torch_autograd_through_the_core_matches_the_reference_vjp() -> None:
     z, k, y, g = (rng.standard_normal(s) for s in ((3, 2, 40), (1, 2, 40), (3, 2, 40), (3, 2, 40)))
     tz, tk, ty = (torch.from_numpy(a).requires_grad_() for a in (z, k, y))
     hz.hyperzzw_global(tz, tk, ty, grid=(7, 7)).backward(torch.from_numpy(g))
-    for name, got, want in zip("zky", (tz.grad, tk.grad, ty.grad), R.hyperzzw_global_vjp(z, k, y, g, grid=(7, 7)),
-                               strict=True):
+    for name, got, want in zip(
+        "zky", (tz.grad, tk.grad, ty.grad), R.hyperzzw_global_vjp(z, k, y, g, grid=(7, 7)), strict=True
+    ):
         assert_close(got, want, dtype="float64", name=f"grad {name}")
 
 
@@ -155,8 +163,9 @@ def test_core_block_autograd_matches_reference_vjp_non_square() -> None:
     scale = max(float(np.abs(v).max()) for v in flat_r.values())
     for key, want in flat_r.items():
         got = flat_t[key].grad
-        assert_close(torch.zeros_like(flat_t[key]) if got is None else got, want, dtype="float64", scale=scale,
-                     name=key)
+        assert_close(
+            torch.zeros_like(flat_t[key]) if got is None else got, want, dtype="float64", scale=scale, name=key
+        )
 
 
 def _front_padded_global(z, k_g, y, *, grid=None, check_finite=True):
@@ -165,8 +174,11 @@ def _front_padded_global(z, k_g, y, *, grid=None, check_finite=True):
         return R.hyperzzw_global(z, k_g, y, grid=grid, check_finite=check_finite)
     pad = grid[0] * grid[1] - z.shape[-1]
     flip = lambda a: np.flip(a, -1)  # noqa: E731 - flipping in, flipping out moves the zeros to the front
-    return flip(R.hyperzzw_global(flip(z), flip(np.broadcast_to(k_g, z.shape)), flip(y), grid=grid)) \
-        if pad else R.hyperzzw_global(z, k_g, y, grid=grid)
+    return (
+        flip(R.hyperzzw_global(flip(z), flip(np.broadcast_to(k_g, z.shape)), flip(y), grid=grid))
+        if pad
+        else R.hyperzzw_global(z, k_g, y, grid=grid)
+    )
 
 
 def test_a_front_padded_port_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -197,8 +209,13 @@ def test_kernel_images_leave_the_padding_blank() -> None:
 
 
 def _npz(path, x_tr, x_te, rng, classes=3):
-    np.savez(path, x_train=x_tr, y_train=rng.integers(0, classes, len(x_tr)), x_test=x_te,
-             y_test=rng.integers(0, classes, len(x_te)))
+    np.savez(
+        path,
+        x_train=x_tr,
+        y_train=rng.integers(0, classes, len(x_tr)),
+        x_test=x_te,
+        y_test=rng.integers(0, classes, len(x_te)),
+    )
     return path
 
 
@@ -217,7 +234,7 @@ def test_loader_on_n_l_and_n_c_l_arrays(tmp_path) -> None:
     x3 = rng.standard_normal((40, 3, 10)) * np.array([1.0, 5.0, 0.1])[:, None]
     d3 = data.load(data=_npz(tmp_path / "ncl.npz", x3, x3[:10], rng), mode="1d", val_fraction=0.25)
     assert d3.x_train.shape == (30, 3, 10) and d3.grid == (4, 4)
-    np.testing.assert_allclose(d3.x_train.std(axis=(0, 2)), 1.0, rtol=1e-4)   # per channel
+    np.testing.assert_allclose(d3.x_train.std(axis=(0, 2)), 1.0, rtol=1e-4)  # per channel
     p = data.load(data=tmp_path / "ncl.npz", mode="1d", val_fraction=0.25, permute=5)
     np.testing.assert_array_equal(p.x_test, d3.x_test[:, :, np.random.default_rng(5).permutation(10)])
 
@@ -298,8 +315,23 @@ def test_train_on_sequences_end_to_end(tmp_path) -> None:
     path = tmp_path / "sig.npz"
     np.savez(path, x_train=x[:40], y_train=y[:40], x_test=x[40:], y_test=y[40:])
     out = tmp_path / "run"
-    rc = main(["train", "--data", str(path), "--mode", "1d", "--config", "tiny_1d", "--epochs", "1",
-               "--batch-size", "8", "--out", str(out)])
+    rc = main(
+        [
+            "train",
+            "--data",
+            str(path),
+            "--mode",
+            "1d",
+            "--config",
+            "tiny_1d",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "8",
+            "--out",
+            str(out),
+        ]
+    )
     assert rc == 0
     m = json.loads((out / "metrics.json").read_text())
     assert m["config"]["input_shape"] == [2, 11] and m["config"]["grid"] == [4, 4]

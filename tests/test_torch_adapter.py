@@ -67,8 +67,12 @@ def test_terminator_eval_mode_is_reference_without_train() -> None:
     model = T.Terminator.from_params(params, cfg).eval()
     loss = model.loss(torch.from_numpy(x), torch.from_numpy(labels))
     assert_close(loss, R.terminator_loss(params, x, labels, cfg, train=False), dtype="float64", name="eval loss")
-    assert_close(model(torch.from_numpy(x)), R.terminator_forward(params, x, cfg, train=False)[0],
-                 dtype="float64", name="eval logits")
+    assert_close(
+        model(torch.from_numpy(x)),
+        R.terminator_forward(params, x, cfg, train=False)[0],
+        dtype="float64",
+        name="eval logits",
+    )
 
 
 def test_train_mode_dropout_uses_torch_rng() -> None:
@@ -83,8 +87,9 @@ def test_train_mode_dropout_uses_torch_rng() -> None:
     torch.manual_seed(0)
     assert torch.equal(model(x), a)
     assert all(set(torch.unique(m).tolist()) <= {0.0, 2.0} for m in masks)
-    ref = R.terminator_forward(P.init_params(cfg, 0), x.numpy(), cfg, train=True,
-                               dropout_masks=[m.numpy() for m in masks])[0]
+    ref = R.terminator_forward(
+        P.init_params(cfg, 0), x.numpy(), cfg, train=True, dropout_masks=[m.numpy() for m in masks]
+    )[0]
     assert_close(a, ref, dtype="float64", name="logits with torch-drawn masks")
 
 
@@ -105,8 +110,9 @@ def test_terminator_float32() -> None:
     low_loss, low_grads = R.terminator_loss_and_grad(p32, x32, labels, cfg)
     assert loss.dtype == torch.float32
     assert_close(loss, ref_loss, dtype="float32", ref_low=low_loss, name="float32 loss")
-    _assert_tree_close(model.to_params(grads=True, like=np), ref_grads, "float32", "float32 gradients",
-                       ref_low=low_grads)
+    _assert_tree_close(
+        model.to_params(grads=True, like=np), ref_grads, "float32", "float32 gradients", ref_low=low_grads
+    )
 
 
 def test_terminator_on_each_torch_device(torch_backend: Backend) -> None:
@@ -181,8 +187,10 @@ def test_to_params_structure_and_grads() -> None:
     x, labels = _batch(cfg)
     model.loss(torch.from_numpy(x), torch.from_numpy(labels)).backward()
     grads = flatten(model.to_params(grads=True, like=np))
-    assert all(isinstance(g, np.ndarray) and g.shape == np.shape(params_leaf)
-               for g, params_leaf in zip(grads.values(), flatten(params).values(), strict=True))
+    assert all(
+        isinstance(g, np.ndarray) and g.shape == np.shape(params_leaf)
+        for g, params_leaf in zip(grads.values(), flatten(params).values(), strict=True)
+    )
     assert np.any(grads["head.weight"])
 
 
@@ -244,33 +252,38 @@ def _case(name: str):
     return s.args, s.kwargs
 
 
-@pytest.mark.parametrize("name, build, call", [
-    ("magnet_g", lambda a, k: T.MAGNetG.from_params(a[0]), lambda m, a: m()),
-    ("magnet_gc", lambda a, k: T.MAGNetGC.from_params(a[0]), lambda m, a: m()),
-    ("magnet_l", lambda a, k: T.MAGNetL.from_params(a[0]), lambda m, a: m(a[1])),
-    ("rgu", lambda a, k: T.RGU.from_params(a[0]), lambda m, a: m(a[1])),
-    ("pointwise_linear", lambda a, k: T.PointwiseLinear.from_params(a[0]), lambda m, a: m(a[1])),
-    ("channel_mixer", lambda a, k: T.ChannelMixer.from_params(a[0]), lambda m, a: m(a[1])),
-    ("bottleneck", lambda a, k: T.Bottleneck.from_params(a[0]), lambda m, a: m(a[1])),
-    ("local_conv", lambda a, k: T.LocalConv.from_params(a[0]), lambda m, a: m(a[1], a[2])),
-    ("hyper_channel_interaction", lambda a, k: T.HyperChannelInteraction.from_params(a[0]),
-     lambda m, a: m(a[1])),
-    ("hyper_interaction", lambda a, k: T.HyperInteraction.from_params(a[0]), lambda m, a: m(a[1], a[2])),
-    ("sfne_block", lambda a, k: T.SFNEBlock.from_params(a[0], groups=k["groups"], grid=k["grid"]),
-     lambda m, a: m(*a[1:])),
-    ("hyperzzw_global", lambda a, k: T.HyperZZWGlobal(k.get("grid")), lambda m, a: m(*a)),
-    ("hyperzzw_2e", lambda a, k: T.HyperZZW2E(), lambda m, a: m(*a)),
-    ("depthwise_conv", lambda a, k: T.DepthwiseConv(), lambda m, a: m(*a)),
-    ("gelu", lambda a, k: T.GELU(), lambda m, a: m(*a)),
-    ("si_glu", lambda a, k: T.SiGLU(), lambda m, a: m(*a)),
-    ("instance_standardize", lambda a, k: T.InstanceStandardize(), lambda m, a: m(*a)),
-    ("batch_standardize", lambda a, k: T.BatchStandardize(), lambda m, a: m(*a)),
-    ("g_ibs", lambda a, k: T.GIBS(k["groups"]), lambda m, a: m(*a)),
-    ("adaptive_avg_pool", lambda a, k: T.AdaptiveAvgPool(a[1]), lambda m, a: m(a[0])),
-    ("tile_channels", lambda a, k: T.TileChannels(a[1]), lambda m, a: m(a[0])),
-    ("slow_loss", lambda a, k: T.SlowLoss(a[1], k["kind"]), lambda m, a: m(a[0])),
-    ("label_smoothing_cross_entropy", lambda a, k: T.LabelSmoothingCrossEntropy(k["eps"]), lambda m, a: m(*a)),
-])
+@pytest.mark.parametrize(
+    "name, build, call",
+    [
+        ("magnet_g", lambda a, k: T.MAGNetG.from_params(a[0]), lambda m, a: m()),
+        ("magnet_gc", lambda a, k: T.MAGNetGC.from_params(a[0]), lambda m, a: m()),
+        ("magnet_l", lambda a, k: T.MAGNetL.from_params(a[0]), lambda m, a: m(a[1])),
+        ("rgu", lambda a, k: T.RGU.from_params(a[0]), lambda m, a: m(a[1])),
+        ("pointwise_linear", lambda a, k: T.PointwiseLinear.from_params(a[0]), lambda m, a: m(a[1])),
+        ("channel_mixer", lambda a, k: T.ChannelMixer.from_params(a[0]), lambda m, a: m(a[1])),
+        ("bottleneck", lambda a, k: T.Bottleneck.from_params(a[0]), lambda m, a: m(a[1])),
+        ("local_conv", lambda a, k: T.LocalConv.from_params(a[0]), lambda m, a: m(a[1], a[2])),
+        ("hyper_channel_interaction", lambda a, k: T.HyperChannelInteraction.from_params(a[0]), lambda m, a: m(a[1])),
+        ("hyper_interaction", lambda a, k: T.HyperInteraction.from_params(a[0]), lambda m, a: m(a[1], a[2])),
+        (
+            "sfne_block",
+            lambda a, k: T.SFNEBlock.from_params(a[0], groups=k["groups"], grid=k["grid"]),
+            lambda m, a: m(*a[1:]),
+        ),
+        ("hyperzzw_global", lambda a, k: T.HyperZZWGlobal(k.get("grid")), lambda m, a: m(*a)),
+        ("hyperzzw_2e", lambda a, k: T.HyperZZW2E(), lambda m, a: m(*a)),
+        ("depthwise_conv", lambda a, k: T.DepthwiseConv(), lambda m, a: m(*a)),
+        ("gelu", lambda a, k: T.GELU(), lambda m, a: m(*a)),
+        ("si_glu", lambda a, k: T.SiGLU(), lambda m, a: m(*a)),
+        ("instance_standardize", lambda a, k: T.InstanceStandardize(), lambda m, a: m(*a)),
+        ("batch_standardize", lambda a, k: T.BatchStandardize(), lambda m, a: m(*a)),
+        ("g_ibs", lambda a, k: T.GIBS(k["groups"]), lambda m, a: m(*a)),
+        ("adaptive_avg_pool", lambda a, k: T.AdaptiveAvgPool(a[1]), lambda m, a: m(a[0])),
+        ("tile_channels", lambda a, k: T.TileChannels(a[1]), lambda m, a: m(a[0])),
+        ("slow_loss", lambda a, k: T.SlowLoss(a[1], k["kind"]), lambda m, a: m(a[0])),
+        ("label_smoothing_cross_entropy", lambda a, k: T.LabelSmoothingCrossEntropy(k["eps"]), lambda m, a: m(*a)),
+    ],
+)
 def test_operator_modules_match_reference(name, build, call) -> None:
     from hyperzzw_core.testing import REGISTRY
 
@@ -338,11 +351,11 @@ def test_kar3_hand_computed_sequence() -> None:
 def test_kar2_hand_computed_sequence() -> None:
     """§2.14: p ← p − lr·sign(g) − lr·sign(m); m ← β·m + (1 − β)·g; lr = 1/4, β = 3/4.
 
-      step 1: sign g1 [1,-1,0,1], m = 0            → p = [1/4, -3/4, 0, 7/4];  m = [1/4, -1/2, 0, 1/8]
-      step 2: [-1,-1,1,-1] + [1,-1,0,1] = [0,-2,1,0] → p = [1/4, -1/4, -1/4, 7/4]
-              m = [-1/16, -5/8, 3/4, -1/32]
-      step 3: [0,1,-1,0] + [-1,-1,1,-1] = [-1,0,0,-1] → p = [1/2, -1/4, -1/4, 2]
-              m = [-3/64, 1/32, 5/16, -3/128]
+    step 1: sign g1 [1,-1,0,1], m = 0            → p = [1/4, -3/4, 0, 7/4];  m = [1/4, -1/2, 0, 1/8]
+    step 2: [-1,-1,1,-1] + [1,-1,0,1] = [0,-2,1,0] → p = [1/4, -1/4, -1/4, 7/4]
+            m = [-1/16, -5/8, 3/4, -1/32]
+    step 3: [0,1,-1,0] + [-1,-1,1,-1] = [-1,0,0,-1] → p = [1/2, -1/4, -1/4, 2]
+            m = [-3/64, 1/32, 5/16, -3/128]
     """
     seen, state = _run(T.Kar2, betas=0.75)
     assert seen == [[0.25, -0.75, 0.0, 1.75], [0.25, -0.25, -0.25, 1.75], [0.5, -0.25, -0.25, 2.0]]
@@ -374,8 +387,12 @@ def _expected_partition(cfg: R.TerminatorConfig) -> tuple[set[str], set[str]]:
         for j in range(len(cfg.local_kernel_sizes)):
             fast |= {f"{b}.local.{j}.mixer.weight", f"{b}.local.{j}.mixer.bias", f"{b}.local.{j}.bias"}
             n_l = cfg.local_layers
-            mlp = ([f"filters.{n}" for n in range(n_l + 1)] + [f"linears.{n}" for n in range(n_l)]
-                   + ["output", "reduce", "fc1"] + [f"linears_x.{n}" for n in range(n_l)])
+            mlp = (
+                [f"filters.{n}" for n in range(n_l + 1)]
+                + [f"linears.{n}" for n in range(n_l)]
+                + ["output", "reduce", "fc1"]
+                + [f"linears_x.{n}" for n in range(n_l)]
+            )
             slow |= {f"{b}.local.{j}.slow_l.{m}.weight" for m in mlp}
         for net, layers in ((f"{b}.slow_g", cfg.global_layers[i]), (f"{b}.hi.spatial", cfg.hi_layers)):
             mlp = [f"filters.{n}" for n in range(layers + 1)] + [f"linears.{n}" for n in range(layers)] + ["output"]
@@ -391,8 +408,10 @@ def test_l2_partition_is_the_documented_one() -> None:
         assert part.fast == fast and part.slow == slow
         assert not part.fast & part.slow
         left_out = set(R.param_shapes(cfg)) - fast - slow
-        assert all(".bias_p" in k or ".hci." in k or ".hi.channel." in k or k.endswith(".bias")
-                   or k.startswith("head.") for k in left_out), sorted(left_out)[:5]
+        assert all(
+            ".bias_p" in k or ".hci." in k or ".hi.channel." in k or k.endswith(".bias") or k.startswith("head.")
+            for k in left_out
+        ), sorted(left_out)[:5]
 
 
 def test_l2_regularizer_matches_direct_computation() -> None:
@@ -402,8 +421,9 @@ def test_l2_regularizer_matches_direct_computation() -> None:
     fast, slow = _expected_partition(cfg)
     assert T.l2_partition(model) == T.l2_partition(params) == T.l2_partition(model.state_dict())
     flat = flatten(params)
-    direct = 5e-5 * (sum(np.sqrt(np.sum(flat[k] ** 2)) for k in fast)
-                     + 1e-6 * sum(np.sqrt(np.sum(flat[k] ** 2)) for k in slow))
+    direct = 5e-5 * (
+        sum(np.sqrt(np.sum(flat[k] ** 2)) for k in fast) + 1e-6 * sum(np.sqrt(np.sum(flat[k] ** 2)) for k in slow)
+    )
     value = model.l2_regularizer(5e-5)
     assert abs(float(value.detach()) - direct) <= 1e-12 * direct
     value.backward()  # zero-initialised biases: the norm's subgradient there must be 0, not NaN

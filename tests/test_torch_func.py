@@ -44,8 +44,11 @@ def _inner(out: Any, cot: Any) -> torch.Tensor:
 
 
 def _cases() -> list[Any]:
-    return [pytest.param(name, i, id=f"{name}-{s.label}")
-            for name in NAMES for i, s in enumerate(REGISTRY[name].samples("float64"))]
+    return [
+        pytest.param(name, i, id=f"{name}-{s.label}")
+        for name in NAMES
+        for i, s in enumerate(REGISTRY[name].samples("float64"))
+    ]
 
 
 def _check(got: Any, want: Any, what: str) -> None:
@@ -117,5 +120,9 @@ def test_the_batch_standardize_function_runs_under_torch_func() -> None:
     assert_close(y, formula, dtype="float64", name="BatchStandardize forward")
 
     got = torch.func.grad(lambda a: (BatchStandardize.standardize(a, axes, eps, mean) * torch.from_numpy(g)).sum())(xt)
-    assert_close(got, hyperzzw_core.reference.batch_standardize_vjp(x, g, eps=eps), dtype="float64",
-                 name="torch.func.grad BatchStandardize")
+    assert_close(
+        got,
+        hyperzzw_core.reference.batch_standardize_vjp(x, g, eps=eps),
+        dtype="float64",
+        name="torch.func.grad BatchStandardize",
+    )

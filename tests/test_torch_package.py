@@ -19,17 +19,69 @@ import pytest
 import hyperzzw_core.adapters.torch as T
 
 # ``__all__`` of adapters/torch.py before the split (main, 2026-11), sorted.
-BEFORE_SPLIT = frozenset({
-    "AdaptiveAvgPool", "BatchStandardize", "Bottleneck", "ChannelMixer", "DepthwiseConv", "GELU", "GIBS",
-    "HyperChannelInteraction", "HyperInteraction", "HyperZZW2E", "HyperZZWGlobal", "InstanceStandardize", "Kar2",
-    "Kar3", "LabelSmoothingCrossEntropy", "LocalBranch", "LocalConv", "MAGNetG", "MAGNetGC", "MAGNetL",
-    "ParamModule", "PointwiseLinear", "RGU", "SFNEBlock", "SiGLU", "SlowKernelCache", "SlowLoss", "Terminator",
-    "TileChannels", "adaptive_avg_pool", "batch_standardize", "bottleneck", "channel_mixer", "depthwise_conv",
-    "from_numpy", "g_ibs", "gelu", "global_batch_namespace", "hyper_channel_interaction", "hyper_interaction",
-    "hyperzzw_2e", "hyperzzw_global", "instance_standardize", "l2_partition", "l2_regularizer",
-    "label_smoothing_cross_entropy", "local_conv", "magnet_g", "magnet_gc", "magnet_l", "pointwise_linear", "rgu",
-    "sfne_block", "si_glu", "slow_loss", "terminator_forward", "terminator_loss", "tile_channels", "to_numpy",
-})
+BEFORE_SPLIT = frozenset(
+    {
+        "AdaptiveAvgPool",
+        "BatchStandardize",
+        "Bottleneck",
+        "ChannelMixer",
+        "DepthwiseConv",
+        "GELU",
+        "GIBS",
+        "HyperChannelInteraction",
+        "HyperInteraction",
+        "HyperZZW2E",
+        "HyperZZWGlobal",
+        "InstanceStandardize",
+        "Kar2",
+        "Kar3",
+        "LabelSmoothingCrossEntropy",
+        "LocalBranch",
+        "LocalConv",
+        "MAGNetG",
+        "MAGNetGC",
+        "MAGNetL",
+        "ParamModule",
+        "PointwiseLinear",
+        "RGU",
+        "SFNEBlock",
+        "SiGLU",
+        "SlowKernelCache",
+        "SlowLoss",
+        "Terminator",
+        "TileChannels",
+        "adaptive_avg_pool",
+        "batch_standardize",
+        "bottleneck",
+        "channel_mixer",
+        "depthwise_conv",
+        "from_numpy",
+        "g_ibs",
+        "gelu",
+        "global_batch_namespace",
+        "hyper_channel_interaction",
+        "hyper_interaction",
+        "hyperzzw_2e",
+        "hyperzzw_global",
+        "instance_standardize",
+        "l2_partition",
+        "l2_regularizer",
+        "label_smoothing_cross_entropy",
+        "local_conv",
+        "magnet_g",
+        "magnet_gc",
+        "magnet_l",
+        "pointwise_linear",
+        "rgu",
+        "sfne_block",
+        "si_glu",
+        "slow_loss",
+        "terminator_forward",
+        "terminator_loss",
+        "tile_channels",
+        "to_numpy",
+    }
+)
 # module attributes the conformance kit reads, and the signatures' alias, public but not in __all__
 PROTOCOL = frozenset({"hyperzzw_autograd", "Tree"})
 CONCERNS = {
@@ -38,8 +90,20 @@ CONCERNS = {
     "interactions": {"RGU", "HyperChannelInteraction", "HyperInteraction", "LocalBranch"},
     "block": {"SFNEBlock", "SlowKernelCache"},
     "network": {"Terminator", "global_batch_namespace"},
-    "ops": {"AdaptiveAvgPool", "BatchStandardize", "DepthwiseConv", "GELU", "GIBS", "HyperZZW2E", "HyperZZWGlobal",
-            "InstanceStandardize", "LabelSmoothingCrossEntropy", "SiGLU", "SlowLoss", "TileChannels"},
+    "ops": {
+        "AdaptiveAvgPool",
+        "BatchStandardize",
+        "DepthwiseConv",
+        "GELU",
+        "GIBS",
+        "HyperZZW2E",
+        "HyperZZWGlobal",
+        "InstanceStandardize",
+        "LabelSmoothingCrossEntropy",
+        "SiGLU",
+        "SlowLoss",
+        "TileChannels",
+    },
     "regularizer": {"l2_partition", "l2_regularizer"},
     "optim": {"Kar2", "Kar3"},
     "conformance": {"from_numpy", "to_numpy"},
@@ -50,8 +114,9 @@ MAX_LINES = 600
 
 def test_all_is_the_modules_all_before_the_split() -> None:
     assert len(T.__all__) == len(set(T.__all__)), "duplicates in __all__"
-    assert set(T.__all__) == BEFORE_SPLIT, (f"missing: {sorted(BEFORE_SPLIT - set(T.__all__))}, "
-                                            f"new: {sorted(set(T.__all__) - BEFORE_SPLIT)}")
+    assert set(T.__all__) == BEFORE_SPLIT, (
+        f"missing: {sorted(BEFORE_SPLIT - set(T.__all__))}, new: {sorted(set(T.__all__) - BEFORE_SPLIT)}"
+    )
 
 
 @pytest.mark.parametrize("name", sorted(BEFORE_SPLIT | PROTOCOL))

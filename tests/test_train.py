@@ -28,7 +28,7 @@ def test_schedule_closed_form():
     assert lr_factor(0, warm, total) == pytest.approx(1e-8)
     assert lr_factor(5, warm, total) == pytest.approx(1e-8 + (1 - 1e-8) * 0.5)
     assert lr_factor(warm, warm, total) == pytest.approx(1.0)
-    assert lr_factor(60, warm, total) == pytest.approx(0.5)          # half-way through the cosine
+    assert lr_factor(60, warm, total) == pytest.approx(0.5)  # half-way through the cosine
     assert lr_factor(85, warm, total) == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.75)))
     assert lr_factor(total, warm, total) == pytest.approx(0.0, abs=1e-15)
     assert max(lr_factor(t, warm, total) for t in range(total)) == pytest.approx(1.0)  # peak exactly lr
@@ -52,8 +52,13 @@ def test_digits_split_standardisation_and_sequences():
 def test_npz_data_and_its_errors(tmp_path):
     rng = np.random.default_rng(0)
     good = tmp_path / "good.npz"
-    np.savez(good, x_train=rng.random((40, 6, 6)), y_train=rng.integers(0, 3, 40),
-             x_test=rng.random((10, 6, 6)), y_test=rng.integers(0, 3, 10))
+    np.savez(
+        good,
+        x_train=rng.random((40, 6, 6)),
+        y_train=rng.integers(0, 3, 40),
+        x_test=rng.random((10, 6, 6)),
+        y_test=rng.integers(0, 3, 10),
+    )
     d = data.load(data=good, mode="2d", val_fraction=0.25)
     assert d.x_train.shape == (30, 1, 6, 6) and d.x_val.shape == (10, 1, 6, 6) and d.num_classes == 3
     bad = tmp_path / "bad.npz"
@@ -61,8 +66,13 @@ def test_npz_data_and_its_errors(tmp_path):
     with pytest.raises(ValueError, match="missing arrays"):
         data.load(data=bad)
     rect = tmp_path / "rect.npz"
-    np.savez(rect, x_train=rng.random((4, 6, 5)), y_train=rng.integers(0, 3, 4), x_test=rng.random((2, 6, 5)),
-             y_test=rng.integers(0, 3, 2))
+    np.savez(
+        rect,
+        x_train=rng.random((4, 6, 5)),
+        y_train=rng.integers(0, 3, 4),
+        x_test=rng.random((2, 6, 5)),
+        y_test=rng.integers(0, 3, 2),
+    )
     with pytest.raises(ValueError, match="square"):
         data.load(data=rect)
     with pytest.raises(ValueError, match="1d"):
@@ -81,9 +91,9 @@ def test_checkpoint_is_atomic(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError):
         checkpoint.save(path, {"w": torch.zeros(3), "epoch": 2})
     monkeypatch.undo()
-    state = checkpoint.load(path)                    # the old checkpoint survives intact
+    state = checkpoint.load(path)  # the old checkpoint survives intact
     assert state["epoch"] == 1 and torch.equal(state["w"], torch.ones(3))
-    assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]   # no temporary file left behind
+    assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]  # no temporary file left behind
 
 
 def _weights(out: Path) -> dict:
@@ -123,25 +133,45 @@ def test_metrics_match_an_independent_evaluation_and_plots_are_written(tmp_path)
     d = data.load("digits", mode="2d")
     correct = 0
     for i in range(0, len(d.x_test), 64):
-        logits, _ = R.terminator_forward(params, d.x_test[i:i + 64].astype(np.float64), config)
-        correct += int((logits.argmax(axis=1) == d.y_test[i:i + 64]).sum())
+        logits, _ = R.terminator_forward(params, d.x_test[i : i + 64].astype(np.float64), config)
+        correct += int((logits.argmax(axis=1) == d.y_test[i : i + 64]).sum())
     assert epoch["test_acc"] == pytest.approx(correct / len(d.x_test))
     for png in ("curves.png", "kernels.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    res = subprocess.run([sys.executable, "-m", "hyperzzw_core.cli", "show-kernels", str(out / "checkpoint.pt"),
-                          "-o", str(tmp_path / "k.png")], capture_output=True, text=True, timeout=300)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "hyperzzw_core.cli",
+            "show-kernels",
+            str(out / "checkpoint.pt"),
+            "-o",
+            str(tmp_path / "k.png"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert res.returncode == 0, res.stderr
     assert (tmp_path / "k.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_cli_errors_are_clear(tmp_path):
-    res = subprocess.run([sys.executable, "-m", "hyperzzw_core.cli", "train", "--config", "no_such_preset",
-                          "--out", str(tmp_path)], capture_output=True, text=True, timeout=300)
+    res = subprocess.run(
+        [sys.executable, "-m", "hyperzzw_core.cli", "train", "--config", "no_such_preset", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert res.returncode == 2 and "unknown preset" in res.stderr
     toml = tmp_path / "bad.toml"
     toml.write_text("ibs_groups = 12\nnot_a_field = 3\n")
-    res = subprocess.run([sys.executable, "-m", "hyperzzw_core.cli", "train", "--config", str(toml),
-                          "--out", str(tmp_path)], capture_output=True, text=True, timeout=300)
+    res = subprocess.run(
+        [sys.executable, "-m", "hyperzzw_core.cli", "train", "--config", str(toml), "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert res.returncode == 2 and "not_a_field" in res.stderr
 
 
@@ -152,17 +182,56 @@ def test_two_processes_match_one_process_on_the_global_batch(tmp_path):
     sign(p) for a scalar), turn round-off in gradients that are zero in exact arithmetic into
     lr-sized steps, which would hide the float64-level agreement this test checks.
     """
-    common = ["--config", "tiny", "--train-limit", "64", "--batch-size", "32", "--epochs", "1",
-              "--warmup-epochs", "0", "--dtype", "float64", "--optimizer", "sgd", "--lr", "0.05", "--l2-reg", "0"]
+    common = [
+        "--config",
+        "tiny",
+        "--train-limit",
+        "64",
+        "--batch-size",
+        "32",
+        "--epochs",
+        "1",
+        "--warmup-epochs",
+        "0",
+        "--dtype",
+        "float64",
+        "--optimizer",
+        "sgd",
+        "--lr",
+        "0.05",
+        "--l2-reg",
+        "0",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     multi = tmp_path / "multi"
-    res = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                          "-m", "hyperzzw_core.cli", "train", *common, "--out", str(multi)],
-                         capture_output=True, text=True, timeout=600, env=env)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            "-m",
+            "hyperzzw_core.cli",
+            "train",
+            *common,
+            "--out",
+            str(multi),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-4000:]
     single = tmp_path / "single"
-    res = subprocess.run([sys.executable, "-m", "hyperzzw_core.cli", "train", *common, "--out", str(single)],
-                         capture_output=True, text=True, timeout=600, env=env)
+    res = subprocess.run(
+        [sys.executable, "-m", "hyperzzw_core.cli", "train", *common, "--out", str(single)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
     assert res.returncode == 0, res.stderr[-4000:]
     metrics = json.loads((multi / "metrics.json").read_text())
     assert metrics["processes"] == 2 and metrics["max_parameter_difference_across_processes"] == 0.0
@@ -172,4 +241,4 @@ def test_two_processes_match_one_process_on_the_global_batch(tmp_path):
     for k in a:
         np.testing.assert_allclose(a[k].numpy(), b[k].numpy(), rtol=1e-9, atol=1e-12, err_msg=k)
         moved += not np.array_equal(b[k].numpy(), init[k])
-    assert moved > 0.5 * len(a)                  # the run trained: most tensors changed
+    assert moved > 0.5 * len(a)  # the run trained: most tensors changed

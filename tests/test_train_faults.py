@@ -42,8 +42,12 @@ def _one_thread():
 
 def _write_data(path: Path, **changes: np.ndarray) -> Path:
     rng = np.random.default_rng(0)
-    arrays = {"x_train": rng.random((48, 8, 8)).astype(np.float32), "y_train": np.arange(48) % 3,
-              "x_test": rng.random((12, 8, 8)).astype(np.float32), "y_test": np.arange(12) % 3}
+    arrays = {
+        "x_train": rng.random((48, 8, 8)).astype(np.float32),
+        "y_train": np.arange(48) % 3,
+        "x_test": rng.random((12, 8, 8)).astype(np.float32),
+        "y_test": np.arange(12) % 3,
+    }
     arrays.update(changes)
     np.savez(path, **arrays)
     return path
@@ -55,14 +59,42 @@ def data_file(tmp_path_factory) -> Path:
 
 
 def _args(data: Path, out: Path, *extra: str, epochs: int = 2) -> list[str]:
-    return ["train", "--data", str(data), "--config", "tiny", "--val-fraction", "0.25", "--batch-size", "12",
-            "--eval-batch-size", "12", "--warmup-epochs", "1", "--epochs", str(epochs), "--dtype", "float64",
-            "--out", str(out), *extra]
+    return [
+        "train",
+        "--data",
+        str(data),
+        "--config",
+        "tiny",
+        "--val-fraction",
+        "0.25",
+        "--batch-size",
+        "12",
+        "--eval-batch-size",
+        "12",
+        "--warmup-epochs",
+        "1",
+        "--epochs",
+        str(epochs),
+        "--dtype",
+        "float64",
+        "--out",
+        str(out),
+        *extra,
+    ]
 
 
 def _settings(data: Path, out: Path, **kw) -> TrainSettings:
-    base = dict(data=str(data), config="tiny", val_fraction=0.25, batch_size=12, eval_batch_size=12,
-                warmup_epochs=1, epochs=2, dtype="float64", out=str(out))
+    base = dict(
+        data=str(data),
+        config="tiny",
+        val_fraction=0.25,
+        batch_size=12,
+        eval_batch_size=12,
+        warmup_epochs=1,
+        epochs=2,
+        dtype="float64",
+        out=str(out),
+    )
     return TrainSettings(**{**base, **kw})
 
 
@@ -120,8 +152,14 @@ sys.exit(main(argv))
 
 def _run_until(mode: str, argv: list[str], marker: str) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-c", _KILLABLE, mode, json.dumps(argv)], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _KILLABLE, mode, json.dumps(argv)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=env,
+    )
     for line in proc.stdout:
         if line.strip() == marker:
             return proc
@@ -142,7 +180,7 @@ def _kill(proc: subprocess.Popen) -> None:
 
 def test_sigkill_during_training_then_resume_is_bit_identical(data_file, reference_run, tmp_path, capsys):
     out = tmp_path / "run"
-    proc = _run_until("training", _args(data_file, out), "SAVED 1")   # epoch 2 is training
+    proc = _run_until("training", _args(data_file, out), "SAVED 1")  # epoch 2 is training
     _kill(proc)
     assert checkpoint.load(out / "checkpoint.pt")["epoch"] in (0, 1)  # loadable, digest intact
     code, last = _cli(capsys, _args(data_file, out, "--resume"))
@@ -152,12 +190,13 @@ def test_sigkill_during_training_then_resume_is_bit_identical(data_file, referen
 
 
 def test_sigkill_during_a_save_leaves_the_old_checkpoint_and_the_temp_file_is_removed(
-        data_file, reference_run, tmp_path, capsys):
+    data_file, reference_run, tmp_path, capsys
+):
     out = tmp_path / "run"
     proc = _run_until("in-save", _args(data_file, out), "IN-SAVE")
     before = (out / "checkpoint.pt").read_bytes()
     leftovers = checkpoint.leftover_temporaries(out)
-    assert len(leftovers) == 1 and leftovers[0].stat().st_size > 0    # the half-finished save
+    assert len(leftovers) == 1 and leftovers[0].stat().st_size > 0  # the half-finished save
     _kill(proc)
     assert (out / "checkpoint.pt").read_bytes() == before
     assert checkpoint.load(out / "checkpoint.pt")["epoch"] == 0
@@ -182,18 +221,19 @@ with checkpoint.run_lock(sys.argv[1]):
 
 def test_a_second_run_on_one_out_is_refused_and_a_killed_holders_lock_is_stale(data_file, tmp_path, capsys):
     out = tmp_path / "run"
-    holder = subprocess.Popen([sys.executable, "-c", _HOLDER, str(out)], stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLDER, str(out)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
     assert holder.stdout.readline().strip() == "LOCKED"
     code, last = _cli(capsys, _args(data_file, out, epochs=1))
     assert code == 2
     assert "another run is using this folder" in last and f"pid {holder.pid}" in last
-    assert not (out / "checkpoint.pt").exists()                    # refused before any training
+    assert not (out / "checkpoint.pt").exists()  # refused before any training
     _kill(holder)
     capsys.readouterr()
     assert cli.main(_args(data_file, out, epochs=1)) == 0
     assert "its lock was stale" in capsys.readouterr().err
-    assert not (out / checkpoint.HOLDER_NAME).exists()             # released at the end
+    assert not (out / checkpoint.HOLDER_NAME).exists()  # released at the end
 
 
 def test_the_lock_refuses_within_one_process_too(tmp_path):
@@ -201,7 +241,7 @@ def test_the_lock_refuses_within_one_process_too(tmp_path):
         with pytest.raises(checkpoint.RunFolderError, match=f"pid {os.getpid()}"):
             with checkpoint.run_lock(tmp_path / "a"):
                 pass
-    with checkpoint.run_lock(tmp_path / "a"):                      # free again afterwards
+    with checkpoint.run_lock(tmp_path / "a"):  # free again afterwards
         pass
 
 
@@ -239,8 +279,7 @@ def test_the_digest_is_the_sha256_of_the_payload(reference_run):
 
 @pytest.mark.parametrize("where", [0.3, 0.5, 0.8])
 @pytest.mark.parametrize("count", [1, 64])
-def test_flipped_bytes_are_refused_on_resume_and_in_show_kernels(data_file, copied_checkpoint, where, count,
-                                                                 capsys):
+def test_flipped_bytes_are_refused_on_resume_and_in_show_kernels(data_file, copied_checkpoint, where, count, capsys):
     path = copied_checkpoint / "checkpoint.pt"
     raw = bytearray(path.read_bytes())
     start = int(where * len(raw))
@@ -249,7 +288,7 @@ def test_flipped_bytes_are_refused_on_resume_and_in_show_kernels(data_file, copi
     path.write_bytes(bytes(raw))
     code, last = _cli(capsys, _args(data_file, copied_checkpoint, "--resume", "--epochs", "3"))
     assert code == 2 and ("digest mismatch" in last or "corrupted" in last), last
-    assert path.read_bytes() == bytes(raw)                       # left as found, not overwritten
+    assert path.read_bytes() == bytes(raw)  # left as found, not overwritten
     code, last = _cli(capsys, ["show-kernels", str(path), "-o", str(copied_checkpoint / "k.png")])
     assert code == 2 and ("digest mismatch" in last or "corrupted" in last), last
     assert not (copied_checkpoint / "k.png").exists()
@@ -259,7 +298,7 @@ def test_flipped_bytes_are_refused_on_resume_and_in_show_kernels(data_file, copi
 def test_truncated_checkpoints_are_refused(copied_checkpoint, keep, capsys):
     path = copied_checkpoint / "checkpoint.pt"
     raw = path.read_bytes()
-    path.write_bytes(raw[:int(keep * len(raw))])
+    path.write_bytes(raw[: int(keep * len(raw))])
     code, last = _cli(capsys, ["show-kernels", str(path), "-o", str(copied_checkpoint / "k.png")])
     assert code == 2 and "checkpoint" in last and "Traceback" not in last, last
 
@@ -270,7 +309,7 @@ class _Evil:
 
 
 def test_foreign_and_malicious_checkpoints_are_refused_in_one_line(tmp_path, reference_run, capsys):
-    plain = tmp_path / "plain.pt"                                   # a state saved without the digest
+    plain = tmp_path / "plain.pt"  # a state saved without the digest
     torch.save(torch.load(reference_run / "checkpoint.pt", weights_only=True), tmp_path / "wrapped.pt")
     torch.save({"model": {}, "epoch": 0}, plain)
     code, last = _cli(capsys, ["show-kernels", str(plain)])
@@ -293,13 +332,19 @@ def half_run(data_file, tmp_path_factory) -> Path:
     return out
 
 
-@pytest.mark.parametrize("extra, named", [
-    (["--lr", "0.5", "--seed", "5"], ["--lr 0.002 in the checkpoint, 0.5 now", "--seed 0 in the checkpoint, 5 now"]),
-    (["--dtype", "float32"], ["--dtype 'float64' in the checkpoint, 'float32' now"]),
-    (["--optimizer", "adamw"], ["--optimizer 'kar3' in the checkpoint, 'adamw' now"]),
-    (["--mode", "1d", "--config", "tiny_1d"], ["--mode '2d'", "--config 'tiny'"]),
-    (["--batch-size", "6"], ["--batch-size 12 in the checkpoint, 6 now"]),
-])
+@pytest.mark.parametrize(
+    "extra, named",
+    [
+        (
+            ["--lr", "0.5", "--seed", "5"],
+            ["--lr 0.002 in the checkpoint, 0.5 now", "--seed 0 in the checkpoint, 5 now"],
+        ),
+        (["--dtype", "float32"], ["--dtype 'float64' in the checkpoint, 'float32' now"]),
+        (["--optimizer", "adamw"], ["--optimizer 'kar3' in the checkpoint, 'adamw' now"]),
+        (["--mode", "1d", "--config", "tiny_1d"], ["--mode '2d'", "--config 'tiny'"]),
+        (["--batch-size", "6"], ["--batch-size 12 in the checkpoint, 6 now"]),
+    ],
+)
 def test_changed_settings_on_resume_are_refused_naming_each(data_file, half_run, extra, named, capsys):
     before = (half_run / "checkpoint.pt").read_bytes()
     code, last = _cli(capsys, _args(data_file, half_run, "--resume", *extra))
@@ -336,16 +381,21 @@ def test_safe_changes_are_applied_and_recorded(data_file, half_run, tmp_path, ca
 # ------------------------------------------------------------------ bad data and labels
 
 
-@pytest.mark.parametrize("changes, expected", [
-    ({"x_train": np.where(np.arange(48 * 64).reshape(48, 8, 8) == 200, np.nan, 0.5)},
-     "x_train holds 1 non-finite value (NaN/Inf); first at index (3, 0, 1, 0) = nan"),
-    ({"x_test": np.full((12, 8, 8), np.inf)}, "x_test holds 768 non-finite values"),
-    ({"y_train": (np.arange(48) % 3) - 1}, "y_train holds 16 negative labels; first at index 0 = -1"),
-    ({"y_train": np.where(np.arange(48) == 5, 10**12, np.arange(48) % 3)}, "y_train[5] = 1000000000000 implies K"),
-    ({"y_train": np.arange(48) % 3 * 2}, "2 of 5 classes never occur in y_train: [1, 3]"),
-    ({"y_train": (np.arange(48) % 3).astype(np.float64)}, "y_train must hold 48 integer labels"),
-    ({"x_train": np.zeros((0, 8, 8)), "y_train": np.zeros(0, np.int64)}, "the train split is empty"),
-])
+@pytest.mark.parametrize(
+    "changes, expected",
+    [
+        (
+            {"x_train": np.where(np.arange(48 * 64).reshape(48, 8, 8) == 200, np.nan, 0.5)},
+            "x_train holds 1 non-finite value (NaN/Inf); first at index (3, 0, 1, 0) = nan",
+        ),
+        ({"x_test": np.full((12, 8, 8), np.inf)}, "x_test holds 768 non-finite values"),
+        ({"y_train": (np.arange(48) % 3) - 1}, "y_train holds 16 negative labels; first at index 0 = -1"),
+        ({"y_train": np.where(np.arange(48) == 5, 10**12, np.arange(48) % 3)}, "y_train[5] = 1000000000000 implies K"),
+        ({"y_train": np.arange(48) % 3 * 2}, "2 of 5 classes never occur in y_train: [1, 3]"),
+        ({"y_train": (np.arange(48) % 3).astype(np.float64)}, "y_train must hold 48 integer labels"),
+        ({"x_train": np.zeros((0, 8, 8)), "y_train": np.zeros(0, np.int64)}, "the train split is empty"),
+    ],
+)
 def test_bad_data_is_refused_before_training(tmp_path, changes, expected, capsys):
     bad = _write_data(tmp_path / "bad.npz", **changes)
     code, last = _cli(capsys, _args(bad, tmp_path / "run"))
@@ -360,10 +410,13 @@ def test_labels_beyond_num_classes_are_refused(data_file, tmp_path, capsys):
     assert code == 2 and "1 of 4 classes never occur in y_train: [3]" in last
 
 
-@pytest.mark.parametrize("content, expected", [
-    (b"just text", "not an .npz archive"),
-    (None, "truncated or corrupted .npz archive"),
-])
+@pytest.mark.parametrize(
+    "content, expected",
+    [
+        (b"just text", "not an .npz archive"),
+        (None, "truncated or corrupted .npz archive"),
+    ],
+)
 def test_unreadable_data_files_are_refused(tmp_path, data_file, content, expected, capsys):
     bad = tmp_path / "bad.npz"
     bad.write_bytes(content if content is not None else data_file.read_bytes()[:300])
@@ -371,14 +424,17 @@ def test_unreadable_data_files_are_refused(tmp_path, data_file, content, expecte
     assert code == 2 and expected in last and "pickle" not in last.replace("never unpickled", ""), last
 
 
-@pytest.mark.parametrize("extra, expected", [
-    (["--batch-size", "0"], "--batch-size: expected an integer >= 1, got 0"),
-    (["--epochs", "0"], "--epochs: expected an integer >= 1, got 0"),
-    (["--val-fraction", "0.001"], "leaves 0 for validation"),
-    (["--seed", "-3"], "--seed: expected a non-negative integer seed, got -3"),
-    (["--lr", "nan"], "--lr: expected a finite number"),
-    (["--device", "cuda:0"] if not torch.cuda.is_available() else ["--device", "tpu"], "--device"),
-])
+@pytest.mark.parametrize(
+    "extra, expected",
+    [
+        (["--batch-size", "0"], "--batch-size: expected an integer >= 1, got 0"),
+        (["--epochs", "0"], "--epochs: expected an integer >= 1, got 0"),
+        (["--val-fraction", "0.001"], "leaves 0 for validation"),
+        (["--seed", "-3"], "--seed: expected a non-negative integer seed, got -3"),
+        (["--lr", "nan"], "--lr: expected a finite number"),
+        (["--device", "cuda:0"] if not torch.cuda.is_available() else ["--device", "tpu"], "--device"),
+    ],
+)
 def test_bad_arguments_are_refused_in_one_line(data_file, tmp_path, extra, expected, capsys):
     capsys.readouterr()
     code = cli.main(_args(data_file, tmp_path / "run", *extra))
@@ -401,5 +457,6 @@ def test_a_diverging_run_stops_with_exit_3_and_strict_json(data_file, tmp_path, 
 
     def refuse(token):
         raise AssertionError(f"metrics.json holds {token}")
+
     metrics = json.loads((out / "metrics.json").read_text(), parse_constant=refuse)
     assert metrics["finished"] is False and metrics["diverged"].startswith("training diverged")

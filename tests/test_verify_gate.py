@@ -32,26 +32,39 @@ PORT_HEAD = "import numpy as np\nfrom hyperzzw_core.reference import gelu, gelu_
 def _verify(tmp_path: Path, body: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     port = tmp_path / "port.py"
     port.write_text(PORT_HEAD + textwrap.dedent(body))
-    return subprocess.run([sys.executable, "-m", "hyperzzw_core.cli", "verify", "--impl", str(port), *args],
-                          capture_output=True, text=True, timeout=timeout, cwd=tmp_path)
+    return subprocess.run(
+        [sys.executable, "-m", "hyperzzw_core.cli", "verify", "--impl", str(port), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=tmp_path,
+    )
 
 
 def _report(res: subprocess.CompletedProcess) -> dict:
     def no_constant(name):
         raise AssertionError(f"non-strict JSON constant {name} in --json output")
+
     return json.loads(res.stdout, parse_constant=no_constant)
 
 
 # ------------------------------------------------------------------ a port cannot end or hang the run
 
 
-@pytest.mark.parametrize("stmt, text", [("import sys; sys.exit(0)", "sys.exit(0)"),
-                                        ("raise KeyboardInterrupt", "KeyboardInterrupt")])
+@pytest.mark.parametrize(
+    "stmt, text", [("import sys; sys.exit(0)", "sys.exit(0)"), ("raise KeyboardInterrupt", "KeyboardInterrupt")]
+)
 def test_exit_or_interrupt_inside_an_operator_is_a_failure(tmp_path, stmt, text):
-    res = _verify(tmp_path, f"""
+    res = _verify(
+        tmp_path,
+        f"""
         def si_glu(g1):
             {stmt}
-    """, "--json", "--ops", "si_glu,gelu")
+    """,
+        "--json",
+        "--ops",
+        "si_glu,gelu",
+    )
     assert res.returncode == 1, res.stderr
     report = _report(res)
     si = [r for r in report["results"] if r["op"] == "si_glu"]
@@ -61,14 +74,22 @@ def test_exit_or_interrupt_inside_an_operator_is_a_failure(tmp_path, stmt, text)
 
 
 def test_hanging_case_times_out_and_the_run_goes_on(tmp_path):
-    res = _verify(tmp_path, """
+    res = _verify(
+        tmp_path,
+        """
         _gelu = gelu
         def gelu(x):
             if x.shape == (5, 7) and np.abs(x).max() > 0.1:    # one case (5x7, not 5x7-tiny) never returns
                 while True:
                     pass
             return _gelu(x)
-    """, "--json", "--ops", "gelu,hyperzzw_2e", "--timeout", "3")
+    """,
+        "--json",
+        "--ops",
+        "gelu,hyperzzw_2e",
+        "--timeout",
+        "3",
+    )
     assert res.returncode == 1
     report = _report(res)
     bad = [(r["op"], r["case"], r["status"]) for r in report["results"] if r["status"] != "pass"]
@@ -78,14 +99,20 @@ def test_hanging_case_times_out_and_the_run_goes_on(tmp_path):
 
 
 def test_a_port_that_kills_its_process_is_a_crash(tmp_path):
-    res = _verify(tmp_path, """
+    res = _verify(
+        tmp_path,
+        """
         import os
         _gelu = gelu
         def gelu(x):
             if x.shape == (5, 7) and np.abs(x).max() > 0.1:
                 os._exit(3)
             return _gelu(x)
-    """, "--json", "--ops", "gelu")
+    """,
+        "--json",
+        "--ops",
+        "gelu",
+    )
     assert res.returncode == 1
     report = _report(res)
     bad = [(r["case"], r["status"]) for r in report["results"] if r["status"] != "pass"]
@@ -103,45 +130,68 @@ def test_exit_at_import_is_a_load_error(tmp_path):
 
 
 def test_exception_reported_once_with_the_ports_line(tmp_path):
-    res = _verify(tmp_path, """
+    res = _verify(
+        tmp_path,
+        """
         def si_glu(g1):
             return _helper(g1)
 
         def _helper(g1):
             raise RuntimeError("not implemented on this backend")
-    """, "--ops", "si_glu")
+    """,
+        "--ops",
+        "si_glu",
+    )
     assert res.returncode == 1
     line = next(ln for ln in res.stdout.splitlines() if "si_glu[2x3x4x4]-float64-forward" in ln)
     assert line.count("not implemented on this backend") == 1
-    port_line = 1 + (PORT_HEAD + textwrap.dedent("""
+    port_line = 1 + (
+        PORT_HEAD
+        + textwrap.dedent("""
         def si_glu(g1):
             return _helper(g1)
 
         def _helper(g1):
-            raise RuntimeError""")).count("\n")
+            raise RuntimeError""")
+    ).count("\n")
     assert f"port.py:{port_line} (_helper)" in line, line
 
 
 def test_no_gradient_checked_shows_a_dash_and_the_count(tmp_path):
-    res = _verify(tmp_path, """
+    res = _verify(
+        tmp_path,
+        """
         from hyperzzw_core.reference import si_glu
-    """, "--ops", "si_glu,gelu")
+    """,
+        "--ops",
+        "si_glu,gelu",
+    )
     assert res.returncode == 0, res.stdout + res.stderr
-    rows = {ln.split()[0] + " " + ln.split()[1]: ln.split() for ln in res.stdout.splitlines()
-            if ln.startswith(("si_glu ", "gelu "))}
-    assert rows["si_glu float64"][6] == "-"                      # grad max rel: not a number
-    assert rows["gelu float64"][6] != "-"                        # gelu_vjp is exposed
+    rows = {
+        ln.split()[0] + " " + ln.split()[1]: ln.split()
+        for ln in res.stdout.splitlines()
+        if ln.startswith(("si_glu ", "gelu "))
+    }
+    assert rows["si_glu float64"][6] == "-"  # grad max rel: not a number
+    assert rows["gelu float64"][6] != "-"  # gelu_vjp is exposed
     assert "gradient checks" in res.stdout and "gradients not checked for: si_glu" in res.stdout
 
 
 def test_in_place_modification_is_its_own_failure_and_later_cases_are_not_blamed():
     def gelu(x):
         out = ref_gelu(x)
-        x *= 0.0                        # clobbers its input
+        x *= 0.0  # clobbers its input
         return out
 
-    impl = type("Impl", (), {"gelu": staticmethod(gelu), "gelu_vjp": staticmethod(CORRECT.gelu_vjp),
-                             "si_glu": staticmethod(CORRECT.si_glu)})
+    impl = type(
+        "Impl",
+        (),
+        {
+            "gelu": staticmethod(gelu),
+            "gelu_vjp": staticmethod(CORRECT.gelu_vjp),
+            "si_glu": staticmethod(CORRECT.si_glu),
+        },
+    )
     results = run(impl, ops=["gelu", "si_glu"], dtypes=("float64",))
     fwd = [r for r in results if r.op == "gelu" and r.kind == "forward"]
     assert fwd and all(r.status == "error" and "modified its input arg0 in place" in r.message for r in fwd)
@@ -154,10 +204,16 @@ def test_in_place_modification_is_its_own_failure_and_later_cases_are_not_blamed
 
 
 def test_json_is_strict_when_errors_are_infinite(tmp_path):
-    res = _verify(tmp_path, """
+    res = _verify(
+        tmp_path,
+        """
         def si_glu(g1):
             return np.full_like(g1, np.inf)
-    """, "--json", "--ops", "si_glu")
+    """,
+        "--json",
+        "--ops",
+        "si_glu",
+    )
     assert res.returncode == 1
     assert "Infinity" not in res.stdout and "NaN" not in res.stdout.replace("NaN or Inf", "")
     report = _report(res)
@@ -168,6 +224,7 @@ def test_json_is_strict_when_errors_are_infinite(tmp_path):
 def test_in_process_system_exit_does_not_end_pytest():
     def si_glu(g1):
         raise SystemExit(0)
+
     results = run(type("Impl", (), {"si_glu": staticmethod(si_glu)}), ops=["si_glu"])
     assert results and all(r.status == "error" and "sys.exit(0)" in r.message for r in results)
 
@@ -176,9 +233,12 @@ def test_in_process_system_exit_does_not_end_pytest():
 
 
 def test_misspelt_operator_fails_with_did_you_mean(tmp_path):
-    res = _verify(tmp_path, """
+    res = _verify(
+        tmp_path,
+        """
         from hyperzzw_core.reference import hyperzzw_global as hyperzzw_globl
-    """)
+    """,
+    )
     assert res.returncode == 1, res.stdout
     assert "hyperzzw_globl: not a kit operator; did you mean hyperzzw_global?" in res.stdout
 
@@ -210,7 +270,9 @@ def test_no_near_miss_among_the_shipped_implementations():
         cov = coverage_of(Implementation(target).public_callables(), ops)
         assert cov.near_misses == {}, cov.near_misses
     assert coverage_of(["hyperzzw_globl", "hyperzzw_globl_vjp"], ops).near_misses == {
-        "hyperzzw_globl": "hyperzzw_global", "hyperzzw_globl_vjp": "hyperzzw_global_vjp"}
+        "hyperzzw_globl": "hyperzzw_global",
+        "hyperzzw_globl_vjp": "hyperzzw_global_vjp",
+    }
 
 
 # --------------------------------------------------------------------------- the kit's integrity
@@ -234,12 +296,16 @@ def _first(m: dict, op: str) -> dict:
     return next(c for c in m["cases"] if c["op"] == op)
 
 
-@pytest.mark.parametrize("edit", [
-    lambda m: _first(m, "hyperzzw_2e").__setitem__("differentiable", []),
-    lambda m: _first(m, "gelu").__setitem__("file", _first(m, "si_glu")["file"]),
-    lambda m: _first(m, "gelu")["kwargs"].__setitem__("eps", 1.0),
-    lambda m: m["cases"].pop(),
-], ids=["differentiable-emptied", "file-repointed", "kwarg-added", "case-removed"])
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda m: _first(m, "hyperzzw_2e").__setitem__("differentiable", []),
+        lambda m: _first(m, "gelu").__setitem__("file", _first(m, "si_glu")["file"]),
+        lambda m: _first(m, "gelu")["kwargs"].__setitem__("eps", 1.0),
+        lambda m: m["cases"].pop(),
+    ],
+    ids=["differentiable-emptied", "file-repointed", "kwarg-added", "case-removed"],
+)
 def test_manifest_edits_are_refused(goldens_copy, edit):
     _edit_manifest(goldens_copy, edit)
     with pytest.raises(KitError, match="integrity check"):
@@ -285,8 +351,9 @@ def test_generic_hook_is_told_the_differentiable_arguments():
         return REGISTRY[op].vjp(args, kwargs, cotangent)
 
     ops = ["magnet_l", "hyperzzw_global", "gelu", "sfne_block"]
-    impl = type("Impl", (), {**{o: staticmethod(getattr(CORRECT, o)) for o in ops},
-                             "hyperzzw_vjp": staticmethod(hyperzzw_vjp)})
+    impl = type(
+        "Impl", (), {**{o: staticmethod(getattr(CORRECT, o)) for o in ops}, "hyperzzw_vjp": staticmethod(hyperzzw_vjp)}
+    )
     results = run(impl, ops=ops)
     assert seen == {o: DIFFERENTIABLE[o] for o in ops}
     assert all(r.status == "pass" for r in results)
@@ -308,7 +375,7 @@ def test_readme_shows_the_generated_differentiable_table():
     assert differentiable_table() in (ROOT / "README.md").read_text()
 
 
-JAX_PORT = '''
+JAX_PORT = """
 import jax
 import jax.numpy as jnp
 from jax.scipy.special import erf
@@ -343,7 +410,7 @@ def _bwd(g1, g):                      # a planted gradient bug: the g1*s*(1-s) t
 
 
 si_glu.defvjp(_fwd, _bwd)
-'''
+"""
 
 
 def test_jax_autograd_checks_gradients_of_a_jax_port(tmp_path):
@@ -351,9 +418,24 @@ def test_jax_autograd_checks_gradients_of_a_jax_port(tmp_path):
     pytest.importorskip("jax")
     port = tmp_path / "jax_port.py"
     port.write_text(JAX_PORT)
-    res = subprocess.run([sys.executable, "-m", "hyperzzw_core.cli", "verify", "--impl", str(port), "--json",
-                          "--ops", "gelu,hyperzzw_2e,si_glu", "--quiet"],
-                         capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "hyperzzw_core.cli",
+            "verify",
+            "--impl",
+            str(port),
+            "--json",
+            "--ops",
+            "gelu,hyperzzw_2e,si_glu",
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+    )
     assert res.returncode == 1, res.stderr
     report = _report(res)
     status = {}

@@ -39,8 +39,9 @@ def check_array(actual: Any, expected: np.ndarray, *, backend: Backend, dtype: s
     except TypeError as e:
         raise AssertionError(f"{where}: namespace: {_describe(actual)} is not an array ({e})") from None
     if ns is not backend.xp:
-        raise AssertionError(f"{where}: namespace: expected {backend.xp.__name__}, got {ns.__name__} "
-                             f"({_describe(actual)})")
+        raise AssertionError(
+            f"{where}: namespace: expected {backend.xp.__name__}, got {ns.__name__} ({_describe(actual)})"
+        )
     dev = array_api_compat.device(actual)
     if dev != backend.array_device:
         raise AssertionError(f"{where}: device: expected {backend.array_device!r}, got {dev!r}")
@@ -51,9 +52,16 @@ def check_array(actual: Any, expected: np.ndarray, *, backend: Backend, dtype: s
         raise AssertionError(f"{where}: shape: expected {np.shape(expected)}, got {tuple(actual.shape)}")
 
 
-def xp_assert_close(actual: Any, expected: np.ndarray, *, backend: Backend, dtype: str,
-                    ref_low: np.ndarray | None = None, scale: float | None = None,
-                    name: str = "value") -> CloseResult:
+def xp_assert_close(
+    actual: Any,
+    expected: np.ndarray,
+    *,
+    backend: Backend,
+    dtype: str,
+    ref_low: np.ndarray | None = None,
+    scale: float | None = None,
+    name: str = "value",
+) -> CloseResult:
     """:func:`check_array`, then the values by the tolerance policy (``hyperzzw_core.testing``)."""
     check_array(actual, expected, backend=backend, dtype=dtype, name=name)
     return assert_close(actual, expected, dtype=dtype, ref_low=ref_low, scale=scale, name=f"{name} on {backend}")
@@ -66,5 +74,7 @@ def xp_assert_equal(actual: Any, expected: np.ndarray, *, backend: Backend, dtyp
     if not np.array_equal(got, want, equal_nan=True):
         bad = np.argwhere(~((got == want) | (np.isnan(got) & np.isnan(want))))
         i = tuple(int(v) for v in bad[0])
-        raise AssertionError(f"{name} on {backend}: values: {len(bad)} of {want.size} differ; first at {list(i)}: "
-                             f"actual {got[i]!r}, expected {want[i]!r}")
+        raise AssertionError(
+            f"{name} on {backend}: values: {len(bad)} of {want.size} differ; first at {list(i)}: "
+            f"actual {got[i]!r}, expected {want[i]!r}"
+        )

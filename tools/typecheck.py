@@ -32,8 +32,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 LAYOUT = ROOT / "build" / "typecheck-layout"
 #: a mypy report line: path:line[:column]: severity: message
-_LINE = re.compile(r"^(?P<path>[^:\s][^:]*\.pyi?)(?P<rest>:\d+(?::\d+)?: (?P<severity>error|note|warning): .*)$",
-                   re.MULTILINE)
+_LINE = re.compile(
+    r"^(?P<path>[^:\s][^:]*\.pyi?)(?P<rest>:\d+(?::\d+)?: (?P<severity>error|note|warning): .*)$", re.MULTILINE
+)
 
 
 def _build_layout(root: Path, layout: Path) -> Path:
@@ -62,7 +63,7 @@ def to_source(path: str, pairs: list[tuple[str, str]]) -> str:
     """The checkout path of an installed-layout path (unchanged when no package prefix matches)."""
     for installed, source in pairs:
         if path.startswith(installed):
-            return source + path[len(installed):]
+            return source + path[len(installed) :]
     return path
 
 
@@ -76,9 +77,19 @@ def run(folders: list[str], root: Path = ROOT, cache_dir: Path | None = None) ->
     layout = _build_layout(root, root / LAYOUT.relative_to(ROOT))
     pairs = source_map(root)
     top = sorted({installed.split("/")[0] for installed, _ in pairs})
-    cmd = [sys.executable, "-m", "mypy", "--config-file", str(root / "pyproject.toml"),
-           "--cache-dir", str(cache_dir or root / ".mypy_cache"), "--no-error-summary", "--show-column-numbers",
-           "--hide-error-context", "--no-pretty"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "mypy",
+        "--config-file",
+        str(root / "pyproject.toml"),
+        "--cache-dir",
+        str(cache_dir or root / ".mypy_cache"),
+        "--no-error-summary",
+        "--show-column-numbers",
+        "--hide-error-context",
+        "--no-pretty",
+    ]
     for name in top:
         cmd += ["-p", name]
     proc = subprocess.run(cmd, cwd=layout, capture_output=True, text=True, check=False)

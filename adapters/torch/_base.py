@@ -58,8 +58,9 @@ class ParamModule(nn.Module):
                 child = cls._from_tree(value, device, dtype, **self._child_options(key))
                 self.add_module(key, child)
             elif isinstance(value, (list, tuple)):
-                self.add_module(key, nn.ModuleList(
-                    cls._from_tree(v, device, dtype, **self._child_options(key)) for v in value))
+                self.add_module(
+                    key, nn.ModuleList(cls._from_tree(v, device, dtype, **self._child_options(key)) for v in value)
+                )
             else:
                 t = _params.convert(value, torch, device=device, dtype=dtype, copy=True)
                 self.register_parameter(key, nn.Parameter(t))
@@ -83,8 +84,10 @@ class ParamModule(nn.Module):
         with keywords (from :meth:`_from_tree`).
         """
         if args:
-            raise TypeError(f"{type(self).__name__}._set_options: expected keyword options only, got {len(args)} "
-                            "positional argument(s)")
+            raise TypeError(
+                f"{type(self).__name__}._set_options: expected keyword options only, got {len(args)} "
+                "positional argument(s)"
+            )
         if options:
             raise TypeError(f"{type(self).__name__}: unexpected options {sorted(options)}")
 
@@ -113,6 +116,7 @@ class ParamModule(nn.Module):
     def to_params(self, grads: bool = False, *, like: Any = None) -> Tree:
         """Export the parameters (or, with ``grads=True``, their ``.grad``; zeros where None) as a
         parameter tree of detached tensors sharing storage, or converted to ``like`` (e.g. numpy)."""
+
         def leaf(p: torch.Tensor) -> torch.Tensor:
             if not grads:
                 return p.detach()

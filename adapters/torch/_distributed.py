@@ -32,8 +32,10 @@ class GlobalBatchNamespace:
 
     def __init__(self, xp: Any, group: Any = None) -> None:
         if not dist.is_available() or not dist.is_initialized():
-            raise RuntimeError("GlobalBatchNamespace: torch.distributed is not initialised "
-                               "(run under torchrun, or call init_process_group first)")
+            raise RuntimeError(
+                "GlobalBatchNamespace: torch.distributed is not initialised "
+                "(run under torchrun, or call init_process_group first)"
+            )
         self._xp = xp
         self._group = group
 

@@ -52,14 +52,20 @@ class SlowKernelCache:
     @staticmethod
     def _state_of(params: Sequence[torch.Tensor]) -> tuple:
         return tuple((p._version, p.data_ptr(), p.dtype, p.device) for p in params) + (
-            torch.is_inference_mode_enabled(),)
+            torch.is_inference_mode_enabled(),
+        )
 
     def lookup(self, params: Sequence[torch.Tensor], compute: Callable[[], Any]) -> Any:
         params = list(params)
         state = self._state_of(params)
         cached = self._params
-        if (self._value is not None and state == self._state and cached is not None and len(cached) == len(params)
-                and all(a is b for a, b in zip(cached, params, strict=True))):
+        if (
+            self._value is not None
+            and state == self._state
+            and cached is not None
+            and len(cached) == len(params)
+            and all(a is b for a, b in zip(cached, params, strict=True))
+        ):
             self.hits += 1
             return self._value
         self.clear()
@@ -160,17 +166,26 @@ class SFNEBlock(_CachesSlowKernels):
     """
 
     _child_types: ClassVar[dict[str, type[ParamModule]]] = {
-        "slow_g": MAGNetG, "rgu_fast": RGU, "rgu_slow": RGU, "mixer": ChannelMixer, "hci": HyperChannelInteraction,
-        "hi": HyperInteraction, "local": LocalBranch, "bottleneck": Bottleneck}
+        "slow_g": MAGNetG,
+        "rgu_fast": RGU,
+        "rgu_slow": RGU,
+        "mixer": ChannelMixer,
+        "hci": HyperChannelInteraction,
+        "hi": HyperInteraction,
+        "local": LocalBranch,
+        "bottleneck": Bottleneck,
+    }
 
-    def __init__(self, config: TerminatorConfig, index: int, *, seed: int = 0, device: Any = None,
-                 dtype: Any = None) -> None:
+    def __init__(
+        self, config: TerminatorConfig, index: int, *, seed: int = 0, device: Any = None, dtype: Any = None
+    ) -> None:
         super().__init__()
         self._set_options(config=config)
         _init(self, init_block(np.random.default_rng(seed), config, index), device, dtype)
 
-    def _set_options(self, config: TerminatorConfig | None = None, groups: int = 12, eps: float = 1e-5,
-                     grid: Any = None) -> None:
+    def _set_options(
+        self, config: TerminatorConfig | None = None, groups: int = 12, eps: float = 1e-5, grid: Any = None
+    ) -> None:
         if config is not None:
             groups, eps, grid = config.ibs_groups, config.eps, config.grid
         self.groups, self.eps, self.grid = groups, eps, grid
@@ -184,11 +199,27 @@ class SFNEBlock(_CachesSlowKernels):
     def _compute_slow_kernels(self, tree: dict[str, Any]) -> dict[str, Any]:
         return _internals.block_slow_kernels(_xp, tree)
 
-    def forward(self, z: torch.Tensor, x_pre: torch.Tensor | None = None, x_pre_pre: torch.Tensor | None = None,
-                dropout_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self,
+        z: torch.Tensor,
+        x_pre: torch.Tensor | None = None,
+        x_pre_pre: torch.Tensor | None = None,
+        dropout_mask: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         params = self.param_tree()
         xp, z, x_pre, x_pre_pre, dropout_mask = _internals.block_checked_inputs(
-            params, z, x_pre, x_pre_pre, self.groups, self.grid, dropout_mask, False)
-        return _internals.block_forward(xp, params, z, x_pre, x_pre_pre, self.groups, self.eps, self.grid,
-                                        dropout_mask, None, self.slow_kernels(params))
-
+            params, z, x_pre, x_pre_pre, self.groups, self.grid, dropout_mask, False
+        )
+        return _internals.block_forward(
+            xp,
+            params,
+            z,
+            x_pre,
+            x_pre_pre,
+            self.groups,
+            self.eps,
+            self.grid,
+            dropout_mask,
+            None,
+            self.slow_kernels(params),
+        )

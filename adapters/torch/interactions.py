@@ -24,10 +24,22 @@ class RGU(ParamModule):
     """Recursive gated unit Y = W_Y(GELU(IS(W_K Z ⊙ W_Q(W_V Z))) + B) (spec §2.5)."""
 
     _child_types: ClassVar[dict[str, type[ParamModule]]] = {
-        "w_k": PointwiseLinear, "w_v": PointwiseLinear, "w_q": PointwiseLinear, "w_y": PointwiseLinear}
+        "w_k": PointwiseLinear,
+        "w_v": PointwiseLinear,
+        "w_q": PointwiseLinear,
+        "w_y": PointwiseLinear,
+    }
 
-    def __init__(self, channels: int, spatial: Sequence[int], *, eps: float = 1e-5, seed: int = 0,
-                 device: Any = None, dtype: Any = None) -> None:
+    def __init__(
+        self,
+        channels: int,
+        spatial: Sequence[int],
+        *,
+        eps: float = 1e-5,
+        seed: int = 0,
+        device: Any = None,
+        dtype: Any = None,
+    ) -> None:
         super().__init__()
         self.eps = eps
         _init(self, _rgu_init(np.random.default_rng(seed), channels, tuple(spatial)), device, dtype)
@@ -44,13 +56,22 @@ class HyperChannelInteraction(ParamModule):
 
     _child_types: ClassVar[dict[str, type[ParamModule]]] = {"channel": MAGNetGC}
 
-    def __init__(self, channels: int, hidden: int = 32, num_layers: int = 2, *, omega_0: float = 2000.0,
-                 alpha: float = 6.0, beta: float = 1.0, seed: int = 0, device: Any = None,
-                 dtype: Any = None) -> None:
+    def __init__(
+        self,
+        channels: int,
+        hidden: int = 32,
+        num_layers: int = 2,
+        *,
+        omega_0: float = 2000.0,
+        alpha: float = 6.0,
+        beta: float = 1.0,
+        seed: int = 0,
+        device: Any = None,
+        dtype: Any = None,
+    ) -> None:
         super().__init__()
         rng = np.random.default_rng(seed)
-        tree = {"channel": init_magnet_gc(rng, channels, hidden, num_layers, omega_0=omega_0, alpha=alpha,
-                                          beta=beta)}
+        tree = {"channel": init_magnet_gc(rng, channels, hidden, num_layers, omega_0=omega_0, alpha=alpha, beta=beta)}
         _init(self, tree, device, dtype)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
@@ -62,15 +83,28 @@ class HyperInteraction(ParamModule):
 
     _child_types: ClassVar[dict[str, type[ParamModule]]] = {"channel": MAGNetGC, "spatial": MAGNetG}
 
-    def __init__(self, channels: int, spatial: Sequence[int], channel_hidden: int = 16,
-                 spatial_hidden: int = 64, num_layers: int = 2, *, omega_0: float = 2000.0,
-                 alpha: float = 6.0, beta: float = 1.0, seed: int = 0, device: Any = None,
-                 dtype: Any = None) -> None:
+    def __init__(
+        self,
+        channels: int,
+        spatial: Sequence[int],
+        channel_hidden: int = 16,
+        spatial_hidden: int = 64,
+        num_layers: int = 2,
+        *,
+        omega_0: float = 2000.0,
+        alpha: float = 6.0,
+        beta: float = 1.0,
+        seed: int = 0,
+        device: Any = None,
+        dtype: Any = None,
+    ) -> None:
         super().__init__()
         rng = np.random.default_rng(seed)
         mag = {"omega_0": omega_0, "alpha": alpha, "beta": beta}
-        tree = {"channel": init_magnet_gc(rng, channels, channel_hidden, num_layers, **mag),
-                "spatial": init_magnet_g(rng, tuple(spatial), spatial_hidden, 1, num_layers, **mag)}
+        tree = {
+            "channel": init_magnet_gc(rng, channels, channel_hidden, num_layers, **mag),
+            "spatial": init_magnet_g(rng, tuple(spatial), spatial_hidden, 1, num_layers, **mag),
+        }
         _init(self, tree, device, dtype)
 
     def forward(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -89,15 +123,32 @@ class LocalBranch(ParamModule):
     mixer: LocalConv
     bias: nn.Parameter  # ()
 
-    def __init__(self, kernel_size: int, data_dim: int, channels: int, hidden: int = 32, num_layers: int = 2,
-                 *, eps: float = 1e-5, omega_0: float = 2000.0, alpha: float = 6.0, beta: float = 1.0,
-                 seed: int = 0, device: Any = None, dtype: Any = None) -> None:
+    def __init__(
+        self,
+        kernel_size: int,
+        data_dim: int,
+        channels: int,
+        hidden: int = 32,
+        num_layers: int = 2,
+        *,
+        eps: float = 1e-5,
+        omega_0: float = 2000.0,
+        alpha: float = 6.0,
+        beta: float = 1.0,
+        seed: int = 0,
+        device: Any = None,
+        dtype: Any = None,
+    ) -> None:
         super().__init__()
         self.eps = eps
         rng = np.random.default_rng(seed)
-        tree = {"slow_l": init_magnet_l(rng, kernel_size, data_dim, hidden, channels, num_layers,
-                                        omega_0=omega_0, alpha=alpha, beta=beta),
-                "mixer": _ref.kaiming_normal(rng, channels, channels), "bias": np.zeros(())}
+        tree = {
+            "slow_l": init_magnet_l(
+                rng, kernel_size, data_dim, hidden, channels, num_layers, omega_0=omega_0, alpha=alpha, beta=beta
+            ),
+            "mixer": _ref.kaiming_normal(rng, channels, channels),
+            "bias": np.zeros(()),
+        }
         _init(self, tree, device, dtype)
 
     def _set_options(self, eps: float = 1e-5) -> None:
@@ -108,4 +159,3 @@ class LocalBranch(ParamModule):
 
     def forward(self, ctx: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return self.mixer(y, self.slow_l(ctx)) + self.bias
-

@@ -24,8 +24,17 @@ class PointwiseLinear(ParamModule):
     weight: nn.Parameter  # (O, I), registered by _build
     bias: nn.Parameter  # (O,)
 
-    def __init__(self, in_channels: int, out_channels: int, *, init: str = "kaiming_normal",
-                 bias: float = 0.0, seed: int = 0, device: Any = None, dtype: Any = None) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        *,
+        init: str = "kaiming_normal",
+        bias: float = 0.0,
+        seed: int = 0,
+        device: Any = None,
+        dtype: Any = None,
+    ) -> None:
         super().__init__()
         rng = np.random.default_rng(seed)
         if init == "kaiming_normal":
@@ -45,8 +54,9 @@ class PointwiseLinear(ParamModule):
 class ChannelMixer(PointwiseLinear):
     """Channel mixer M = IS(Linear_{C→C}(Z)) (spec §2.10): (B, C, *S) → (B, C, *S)."""
 
-    def __init__(self, channels: int, *, eps: float = 1e-5, seed: int = 0, device: Any = None,
-                 dtype: Any = None) -> None:
+    def __init__(
+        self, channels: int, *, eps: float = 1e-5, seed: int = 0, device: Any = None, dtype: Any = None
+    ) -> None:
         super().__init__(channels, channels, seed=seed, device=device, dtype=dtype)
         self.eps = eps
 
@@ -60,8 +70,9 @@ class ChannelMixer(PointwiseLinear):
 class Bottleneck(PointwiseLinear):
     """Bottleneck Linear_{n_branches·C → bf·C} (spec §2.10)."""
 
-    def __init__(self, in_channels: int, out_channels: int, *, seed: int = 0, device: Any = None,
-                 dtype: Any = None) -> None:
+    def __init__(
+        self, in_channels: int, out_channels: int, *, seed: int = 0, device: Any = None, dtype: Any = None
+    ) -> None:
         super().__init__(in_channels, out_channels, seed=seed, device=device, dtype=dtype)
 
 
@@ -71,8 +82,9 @@ class LocalConv(ParamModule):
     Params: the mixer {"weight": (C, C), "bias": (C,)}. forward(y (B, C, *S), k_l (C, 1, *k)).
     """
 
-    def __init__(self, channels: int, *, eps: float = 1e-5, seed: int = 0, device: Any = None,
-                 dtype: Any = None) -> None:
+    def __init__(
+        self, channels: int, *, eps: float = 1e-5, seed: int = 0, device: Any = None, dtype: Any = None
+    ) -> None:
         super().__init__()
         self.eps = eps
         _init(self, _ref.kaiming_normal(np.random.default_rng(seed), channels, channels), device, dtype)
@@ -82,4 +94,3 @@ class LocalConv(ParamModule):
 
     def forward(self, y: torch.Tensor, k_l: torch.Tensor) -> torch.Tensor:
         return _core.local_conv(self.param_tree(), y, k_l, eps=self.eps, check_finite=False)
-

@@ -58,8 +58,15 @@ class Terminator(_CachesSlowKernels):
         return {"config": self.config} if key == "blocks" else {}
 
     @classmethod
-    def from_params(cls, params: Tree, config: TerminatorConfig | None = None, *, device: Any = None,
-                    dtype: Any = None, **options: Any) -> Self:
+    def from_params(
+        cls,
+        params: Tree,
+        config: TerminatorConfig | None = None,
+        *,
+        device: Any = None,
+        dtype: Any = None,
+        **options: Any,
+    ) -> Self:
         """Build from a parameter tree of any library (copied), checked against ``config``.
 
         ``config`` is the only option (``**options`` is there for the base signature and refused)."""
@@ -77,8 +84,9 @@ class Terminator(_CachesSlowKernels):
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"x: expected a torch.Tensor, got {type(x).__name__}")
         if tuple(x.shape[1:]) != tuple(cfg.input_shape) or x.ndim != cfg.data_dim + 2 or x.shape[0] < 1:
-            raise ValueError(f"x: expected (B, {', '.join(map(str, cfg.input_shape))}) for this config, "
-                             f"got {tuple(x.shape)}")
+            raise ValueError(
+                f"x: expected (B, {', '.join(map(str, cfg.input_shape))}) for this config, got {tuple(x.shape)}"
+            )
         if x.dtype != w.dtype or x.device != w.device:
             raise TypeError(f"x: expected {w.dtype} on {w.device} (the parameters'), got {x.dtype} on {x.device}")
 
@@ -107,8 +115,9 @@ class Terminator(_CachesSlowKernels):
     def _compute_slow_kernels(self, tree: dict[str, Any]) -> list[dict[str, Any]]:
         return _internals.network_slow_kernels(_xp, tree)
 
-    def _run(self, x: torch.Tensor, masks: list, kernels: list | None,
-             tree: dict[str, Any] | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def _run(
+        self, x: torch.Tensor, masks: list, kernels: list | None, tree: dict[str, Any] | None = None
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """The tensor program of the forward pass (what :meth:`compile` compiles)."""
         xp = _xp if self.batch_namespace is None else self.batch_namespace
         tree = self.param_tree() if tree is None else tree
@@ -135,8 +144,9 @@ class Terminator(_CachesSlowKernels):
         """Whether :meth:`compile` is in effect (it is dropped after a failure)."""
         return self.__dict__.get("_compiled_run") is not None
 
-    def forward_with_kernels(self, x: torch.Tensor, dropout_masks: list | None = None
-                             ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def forward_with_kernels(
+        self, x: torch.Tensor, dropout_masks: list | None = None
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """(logits (B, K), global kernels [(1, C_i, *S)]); masks default to :meth:`dropout_masks`."""
         self._check_input(x)
         masks = self.dropout_masks(x.shape[0]) if dropout_masks is None else list(dropout_masks)
@@ -148,24 +158,36 @@ class Terminator(_CachesSlowKernels):
                 return run(x, masks, kernels)
             except Exception as err:  # any compiler failure: fall back to eager
                 self.uncompile()
-                warnings.warn(f"Terminator.compile: the compiled forward failed ({type(err).__name__}: {err}); "
-                              "using the eager path from now on", RuntimeWarning, stacklevel=2)
+                warnings.warn(
+                    f"Terminator.compile: the compiled forward failed ({type(err).__name__}: {err}); "
+                    "using the eager path from now on",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
         return self._run(x, masks, kernels, tree)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_with_kernels(x)[0]
 
-    def loss(self, x: torch.Tensor, labels: torch.Tensor, dropout_masks: list | None = None, *,
-             check_labels: bool = True) -> torch.Tensor:
+    def loss(
+        self, x: torch.Tensor, labels: torch.Tensor, dropout_masks: list | None = None, *, check_labels: bool = True
+    ) -> torch.Tensor:
         """``reference.terminator_loss`` with train = ``self.training`` (spec §2.12-2.13).
 
         Labels must be integers in [0, num_classes); ``check_labels=False`` skips the range check
         (one min/max read back per call) for hot loops whose labels were validated beforehand.
         """
-        if (not isinstance(labels, torch.Tensor) or labels.shape != (x.shape[0],) or labels.is_floating_point()
-                or labels.is_complex() or labels.dtype == torch.bool):
-            raise ValueError(f"labels: expected an integer tensor of shape ({x.shape[0]},), got "
-                             f"{getattr(labels, 'dtype', type(labels).__name__)} {tuple(getattr(labels, 'shape', ()))}")
+        if (
+            not isinstance(labels, torch.Tensor)
+            or labels.shape != (x.shape[0],)
+            or labels.is_floating_point()
+            or labels.is_complex()
+            or labels.dtype == torch.bool
+        ):
+            raise ValueError(
+                f"labels: expected an integer tensor of shape ({x.shape[0]},), got "
+                f"{getattr(labels, 'dtype', type(labels).__name__)} {tuple(getattr(labels, 'shape', ()))}"
+            )
         if check_labels:
             _internals.check_label_range(_xp, labels, self.config.num_classes)
         logits, kernels = self.forward_with_kernels(x, dropout_masks)
@@ -181,4 +203,3 @@ def global_batch_namespace(group: Any = None) -> Any:
     from ._distributed import global_batch_namespace as make
 
     return make(group)
-

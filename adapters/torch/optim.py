@@ -63,8 +63,9 @@ class Kar2(torch.optim.Optimizer):
     sign(0) = 0, no bias correction, no weight decay. State key: ``m``.
     """
 
-    def __init__(self, params: Iterable[Any], lr: float = 1e-4,
-                 betas: float | tuple[float] | list[float] = 0.95) -> None:
+    def __init__(
+        self, params: Iterable[Any], lr: float = 1e-4, betas: float | tuple[float] | list[float] = 0.95
+    ) -> None:
         if not lr >= 0.0:
             raise ValueError(f"lr: expected a non-negative learning rate, got {lr}")
         if isinstance(betas, (tuple, list)):
@@ -98,5 +99,3 @@ class Kar2(torch.optim.Optimizer):
                 p.add_(torch.sign(m), alpha=-lr)
                 m.mul_(b).add_(g, alpha=1.0 - b)
         return loss
-
-

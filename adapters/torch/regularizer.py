@@ -24,8 +24,6 @@ def l2_partition(params: Any) -> _regularizer.L2Partition:
     return _regularizer.l2_partition(_flat_named(params))
 
 
-def l2_regularizer(params: Any, weight: float = 5e-5, *,
-                   slow_weight: float = _regularizer.SLOW_WEIGHT) -> torch.Tensor:
+def l2_regularizer(params: Any, weight: float = 5e-5, *, slow_weight: float = _regularizer.SLOW_WEIGHT) -> torch.Tensor:
     """λ·(Σ_fast ‖p‖ + 1e-6·Σ_slow ‖p‖) with plain Frobenius norms, for a module or a tree."""
     return _regularizer.l2_regularizer(_flat_named(params), weight, slow_weight=slow_weight)
-

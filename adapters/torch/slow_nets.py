@@ -17,8 +17,13 @@ from .layers import PointwiseLinear
 
 class _MAGNetBase(ParamModule):
     _child_types: ClassVar[dict[str, type[ParamModule]]] = {
-        "filters": PointwiseLinear, "linears": PointwiseLinear, "output": PointwiseLinear, "reduce": PointwiseLinear,
-        "fc1": PointwiseLinear, "linears_x": PointwiseLinear}
+        "filters": PointwiseLinear,
+        "linears": PointwiseLinear,
+        "output": PointwiseLinear,
+        "reduce": PointwiseLinear,
+        "fc1": PointwiseLinear,
+        "linears_x": PointwiseLinear,
+    }
 
 
 class MAGNetG(_MAGNetBase):
@@ -27,12 +32,31 @@ class MAGNetG(_MAGNetBase):
     forward() takes no input (K is input-independent).
     """
 
-    def __init__(self, sizes: Sequence[int], hidden: int, out_channels: int, num_layers: int, *,
-                 omega_0: float = 2000.0, alpha: float = 6.0, beta: float = 1.0, seed: int = 0,
-                 device: Any = None, dtype: Any = None) -> None:
+    def __init__(
+        self,
+        sizes: Sequence[int],
+        hidden: int,
+        out_channels: int,
+        num_layers: int,
+        *,
+        omega_0: float = 2000.0,
+        alpha: float = 6.0,
+        beta: float = 1.0,
+        seed: int = 0,
+        device: Any = None,
+        dtype: Any = None,
+    ) -> None:
         super().__init__()
-        tree = init_magnet_g(np.random.default_rng(seed), tuple(sizes), hidden, out_channels, num_layers,
-                             omega_0=omega_0, alpha=alpha, beta=beta)
+        tree = init_magnet_g(
+            np.random.default_rng(seed),
+            tuple(sizes),
+            hidden,
+            out_channels,
+            num_layers,
+            omega_0=omega_0,
+            alpha=alpha,
+            beta=beta,
+        )
         _init(self, tree, device, dtype)
 
     def forward(self) -> torch.Tensor:
@@ -42,12 +66,23 @@ class MAGNetG(_MAGNetBase):
 class MAGNetGC(_MAGNetBase):
     """MAGNet_GC: a channel kernel (1, 1, C) on a 1-D grid of C positions (spec §2.1)."""
 
-    def __init__(self, channels: int, hidden: int, num_layers: int, *, omega_0: float = 2000.0,
-                 alpha: float = 6.0, beta: float = 1.0, seed: int = 0, device: Any = None,
-                 dtype: Any = None) -> None:
+    def __init__(
+        self,
+        channels: int,
+        hidden: int,
+        num_layers: int,
+        *,
+        omega_0: float = 2000.0,
+        alpha: float = 6.0,
+        beta: float = 1.0,
+        seed: int = 0,
+        device: Any = None,
+        dtype: Any = None,
+    ) -> None:
         super().__init__()
-        tree = init_magnet_gc(np.random.default_rng(seed), channels, hidden, num_layers,
-                              omega_0=omega_0, alpha=alpha, beta=beta)
+        tree = init_magnet_gc(
+            np.random.default_rng(seed), channels, hidden, num_layers, omega_0=omega_0, alpha=alpha, beta=beta
+        )
         _init(self, tree, device, dtype)
 
     def forward(self) -> torch.Tensor:
@@ -60,14 +95,34 @@ class MAGNetL(_MAGNetBase):
     forward(x (B, C_out, *S)); the s-renormalisation's first term is ``.detach()``-ed.
     """
 
-    def __init__(self, kernel_size: int, data_dim: int, hidden: int, out_channels: int, num_layers: int, *,
-                 omega_0: float = 2000.0, alpha: float = 6.0, beta: float = 1.0, seed: int = 0,
-                 device: Any = None, dtype: Any = None) -> None:
+    def __init__(
+        self,
+        kernel_size: int,
+        data_dim: int,
+        hidden: int,
+        out_channels: int,
+        num_layers: int,
+        *,
+        omega_0: float = 2000.0,
+        alpha: float = 6.0,
+        beta: float = 1.0,
+        seed: int = 0,
+        device: Any = None,
+        dtype: Any = None,
+    ) -> None:
         super().__init__()
-        tree = init_magnet_l(np.random.default_rng(seed), kernel_size, data_dim, hidden, out_channels,
-                             num_layers, omega_0=omega_0, alpha=alpha, beta=beta)
+        tree = init_magnet_l(
+            np.random.default_rng(seed),
+            kernel_size,
+            data_dim,
+            hidden,
+            out_channels,
+            num_layers,
+            omega_0=omega_0,
+            alpha=alpha,
+            beta=beta,
+        )
         _init(self, tree, device, dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return _core.magnet_l(self.param_tree(), x, check_finite=False)
-

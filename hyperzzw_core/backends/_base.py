@@ -35,8 +35,8 @@ FFT_MIN_TAPS = 256
 FFT_MIN_SPATIAL = 16
 FFT_MIN_KERNEL = {
     ("torch-cpu", "float32"): 17,  # direct = oneDNN depth-wise conv (k = 13 lost at H = 16 and 64)
-    ("torch-cpu", "float64"): 5,   # direct = ATen's native (non-oneDNN) depth-wise conv
-    ("numpy", "float32"): 5,       # direct = the sliding-window einsum (k = 3 lost at H = 32)
+    ("torch-cpu", "float64"): 5,  # direct = ATen's native (non-oneDNN) depth-wise conv
+    ("numpy", "float32"): 5,  # direct = the sliding-window einsum (k = 3 lost at H = 32)
     ("numpy", "float64"): 5,
 }
 
@@ -74,7 +74,7 @@ def from_matrices(xp: Any, m: Any, shape: tuple[int, ...]) -> Any:
     """Inverse of :func:`as_matrices`: back to ``shape``, dropping the padded positions (1D)."""
     if len(shape) == 4:
         return m
-    return xp.reshape(m, tuple(m.shape[:-2]) + (-1,))[..., :shape[-1]]
+    return xp.reshape(m, tuple(m.shape[:-2]) + (-1,))[..., : shape[-1]]
 
 
 def zero_pad(xp: Any, y: Any, pads: Sequence[int]) -> Any:
@@ -124,8 +124,9 @@ def depthwise_conv_fft(xp: Any, y: Any, k_l: Any) -> Any:
     kern = xp.flip(xp.reshape(k_l, (1, k_l.shape[0]) + ksize), axis=axes)
     prod = xp.fft.rfftn(y, s=full, axes=axes) * xp.fft.rfftn(kern, s=full, axes=axes)
     out = xp.fft.irfftn(prod, s=full, axes=axes)
-    crop = (slice(None), slice(None)) + tuple(slice((k - 1) // 2, (k - 1) // 2 + n)
-                                              for k, n in zip(ksize, spatial, strict=True))
+    crop = (slice(None), slice(None)) + tuple(
+        slice((k - 1) // 2, (k - 1) // 2 + n) for k, n in zip(ksize, spatial, strict=True)
+    )
     return xp.astype(out[crop], y.dtype)
 
 
@@ -237,8 +238,7 @@ class ArrayAPIBackend:
         """The hyper-interaction gate X ⊙ σ(K_ss·s_s² · K_cc·s_c²) fused, or None (spec §2.8)."""
         return None
 
-    def global_product(self, xp: Any, z: Any, k_g: Any, y: Any, grid: tuple[int, int] | None,
-                       zhat: Any = None) -> Any:
+    def global_product(self, xp: Any, z: Any, k_g: Any, y: Any, grid: tuple[int, int] | None, zhat: Any = None) -> Any:
         """G = (Z ⊙ K_g) @ Y per (b, c) (spec §2.2); ``zhat`` = Z ⊙ K_g where the caller has it.
 
         z, y (B, C, H, W), or (B, C, L) with ``grid`` = (h, w); k_g broadcastable to z.

@@ -62,15 +62,15 @@ class CuPyBackend(ArrayAPIBackend):
         kern = fused_kernels()
         return None if kern is None else kern.gate(x, k_ss, s_s, k_cc, s_c)
 
-    def global_product(self, xp: Any, z: Any, k_g: Any, y: Any, grid: tuple[int, int] | None,
-                       zhat: Any = None) -> Any:
+    def global_product(self, xp: Any, z: Any, k_g: Any, y: Any, grid: tuple[int, int] | None, zhat: Any = None) -> Any:
         """Z ⊙ K_g fused into the tiles of a batched matmul (``zhat`` is not needed)."""
         kern = fused_kernels()
         if kern is None:
             return super().global_product(xp, z, k_g, y, grid, zhat)
         k_full = as_matrices(xp, xp.broadcast_to(k_g, tuple(z.shape))[0:1, ...], grid)[0, ...]  # zero-padded in 1D
-        return from_matrices(xp, kern.global_product(as_matrices(xp, z, grid), k_full, as_matrices(xp, y, grid)),
-                             tuple(z.shape))
+        return from_matrices(
+            xp, kern.global_product(as_matrices(xp, z, grid), k_full, as_matrices(xp, y, grid)), tuple(z.shape)
+        )
 
     def depthwise_conv(self, xp: Any, y: Any, k_l: Any) -> Any:
         """The fused direct kernel for k ≤ 9 (cupyx's ndimage/signal correlate lack a batched

@@ -231,7 +231,8 @@ def _stats(x: cp.ndarray, mode: str) -> tuple[cp.ndarray, cp.ndarray]:
     mean = cp.empty(groups, dtype=cp.float64)
     m2 = cp.empty(groups, dtype=cp.float64)
     _kernel(_STATS_SRC, "hzzw_stats", _ctype(x.dtype))(
-        (groups,), (THREADS,), (x, mean, m2, cp.int32(groups), cp.int32(outer), cp.int64(inner)))
+        (groups,), (THREADS,), (x, mean, m2, cp.int32(groups), cp.int32(outer), cp.int64(inner))
+    )
     return mean, m2 / (outer * inner)
 
 
@@ -241,8 +242,9 @@ def _per_element(v: cp.ndarray, x: cp.ndarray, mode: str) -> cp.ndarray:
     return v.reshape(shape + (1,) * (x.ndim - 2))
 
 
-_NORMALIZE = cp.ElementwiseKernel("T x, float64 mean, float64 rstd", "T y",
-                                  "y = (T)(((double)x - mean) * rstd)", "hzzw_normalize")
+_NORMALIZE = cp.ElementwiseKernel(
+    "T x, float64 mean, float64 rstd", "T y", "y = (T)(((double)x - mean) * rstd)", "hzzw_normalize"
+)
 
 
 def standardize(x: cp.ndarray, mode: str, eps: float) -> cp.ndarray:
@@ -254,8 +256,11 @@ def standardize(x: cp.ndarray, mode: str, eps: float) -> cp.ndarray:
 
 
 _STD_VJP = cp.ElementwiseKernel(
-    "T g, T y, float64 rstd, float64 mg, float64 mgy", "T gx",
-    "gx = (T)(rstd * ((double)g - mg - (double)y * mgy))", "hzzw_standardize_vjp")
+    "T g, T y, float64 rstd, float64 mg, float64 mgy",
+    "T gx",
+    "gx = (T)(rstd * ((double)g - mg - (double)y * mgy))",
+    "hzzw_standardize_vjp",
+)
 
 
 def standardize_vjp(x: cp.ndarray, g: cp.ndarray, mode: str, eps: float) -> cp.ndarray:
@@ -268,7 +273,8 @@ def standardize_vjp(x: cp.ndarray, g: cp.ndarray, mode: str, eps: float) -> cp.n
     sg = cp.empty(groups, dtype=cp.float64)
     sgy = cp.empty(groups, dtype=cp.float64)
     _kernel(_STATS_SRC, "hzzw_grad_sums", _ctype(x.dtype))(
-        (groups,), (THREADS,), (g, y, sg, sgy, cp.int32(groups), cp.int32(outer), cp.int64(inner)))
+        (groups,), (THREADS,), (g, y, sg, sgy, cp.int32(groups), cp.int32(outer), cp.int64(inner))
+    )
     n = outer * inner
     return _STD_VJP(g, y, _per_element(rstd, x, mode), _per_element(sg / n, x, mode), _per_element(sgy / n, x, mode))
 
@@ -290,9 +296,12 @@ def g_ibs_vjp(x: cp.ndarray, g: cp.ndarray, groups: int, eps: float) -> cp.ndarr
 # --------------------------------------------------------------------- 2E + sigmoid gate
 
 _GATE = cp.ElementwiseKernel(
-    "T x, T kss, T ss, T kcc, T sc", "T out",
+    "T x, T kss, T ss, T kcc, T sc",
+    "T out",
     "const double e = (double)kss * (double)ss * (double)ss * (double)kcc * (double)sc * (double)sc;"
-    "out = (T)((double)x / (1.0 + exp(-e)))", "hzzw_hi_gate")
+    "out = (T)((double)x / (1.0 + exp(-e)))",
+    "hzzw_hi_gate",
+)
 
 
 def gate(x: cp.ndarray, k_ss: cp.ndarray, s_s: cp.ndarray, k_cc: cp.ndarray, s_c: cp.ndarray) -> cp.ndarray:
@@ -322,8 +331,10 @@ def depthwise_conv(y: cp.ndarray, k_l: cp.ndarray) -> cp.ndarray:
     out = cp.empty_like(x)
     total = x.size
     _kernel(_CONV_SRC, "hzzw_dwconv", _ctype(x.dtype))(
-        (math.ceil(total / THREADS),), (THREADS,),
-        (x, w, out, cp.int32(c), cp.int32(h), cp.int32(wd), cp.int32(kh), cp.int32(kw), cp.int64(total)))
+        (math.ceil(total / THREADS),),
+        (THREADS,),
+        (x, w, out, cp.int32(c), cp.int32(h), cp.int32(wd), cp.int32(kh), cp.int32(kw), cp.int64(total)),
+    )
     return out[:, :, 0] if one_d else out
 
 
@@ -338,6 +349,8 @@ def depthwise_conv_vjp(y: cp.ndarray, k_l: cp.ndarray, g: cp.ndarray):
     kh, kw = (1, k_l.shape[2]) if one_d else k_l.shape[2:]
     gw = cp.empty((c, kh, kw), dtype=x.dtype)
     _kernel(_CONV_SRC, "hzzw_dwconv_gw", _ctype(x.dtype))(
-        (c * kh * kw,), (THREADS,),
-        (x, gg, gw, cp.int32(b), cp.int32(c), cp.int32(h), cp.int32(wd), cp.int32(kh), cp.int32(kw)))
+        (c * kh * kw,),
+        (THREADS,),
+        (x, gg, gw, cp.int32(b), cp.int32(c), cp.int32(h), cp.int32(wd), cp.int32(kh), cp.int32(kw)),
+    )
     return gy, (gw[:, 0] if one_d else gw)[:, None]

@@ -46,17 +46,18 @@ def perturb_tree(tree: Any, rng: np.random.Generator) -> Any:
 
     The result has no element equal to its initial value and (almost surely) no zero element.
     """
+
     def leaf(a: np.ndarray) -> np.ndarray:
         a = np.asarray(a)
         rms = float(np.sqrt(np.mean(np.square(a, dtype=np.float64)))) if a.size else 0.0
         step = 0.5 * rms if rms > 0 else 0.2
         delta = rng.choice([-1.0, 1.0], size=a.shape) * rng.uniform(0.5, 1.5, size=a.shape) * step
         return np.asarray(a + delta, dtype=a.dtype)
+
     return tree_map(leaf, tree)
 
 
-def _map_args(sample: Sample, positions: tuple[int, ...], fn: Callable[[np.ndarray], np.ndarray],
-              label: str) -> Sample:
+def _map_args(sample: Sample, positions: tuple[int, ...], fn: Callable[[np.ndarray], np.ndarray], label: str) -> Sample:
     args = list(sample.args)
     for i in positions:
         if args[i] is not None:
@@ -94,8 +95,8 @@ def _params_only(base, rng):
 def _params_and(positions: tuple[int, ...], first_only: bool = False):
     def make(base, rng):
         chosen = base[:1] if first_only else base
-        return ([trained(s, rng) for s in chosen]
-                + [offset(trained(base[0], rng), positions)])
+        return [trained(s, rng) for s in chosen] + [offset(trained(base[0], rng), positions)]
+
     return make
 
 
@@ -105,23 +106,31 @@ def _activations(positions: tuple[int, ...], *, magnitudes: bool = True, edge=No
         if magnitudes:
             out += [scaled(base[0], positions, LARGE, "large1e3"), scaled(base[-1], positions, TINY, "tiny1e-3")]
         return out + (edge(rng) if edge else [])
+
     return make
 
 
 def _edge_unary(shapes, kwargs=None):
     def make(rng):
         return [Sample((_n(rng, s),), dict(kwargs or {}), "edge-" + "x".join(map(str, s))) for s in shapes]
+
     return make
 
 
 def _edge_global(rng):
     # sequences whose length is not a square: zero padding inside the product only (docs/spec-1d.md),
     # on the smallest grid and on a larger one
-    return [Sample((_n(rng, (1, 1, 3, 3)), 0.3 * _n(rng, (1, 1, 3, 3)), _n(rng, (1, 1, 3, 3))), {}, "edge-b1-c1"),
-            Sample((_n(rng, (2, 2, 23)), 0.3 * _n(rng, (1, 2, 23)), _n(rng, (2, 2, 23))), {"grid": (5, 5)},
-                   "edge-1d-L23-grid5x5"),
-            Sample((_n(rng, (1, 3, 7)), 0.3 * _n(rng, (1, 3, 7)), _n(rng, (1, 3, 7))), {"grid": (4, 4)},
-                   "edge-1d-L7-grid4x4")]
+    return [
+        Sample((_n(rng, (1, 1, 3, 3)), 0.3 * _n(rng, (1, 1, 3, 3)), _n(rng, (1, 1, 3, 3))), {}, "edge-b1-c1"),
+        Sample(
+            (_n(rng, (2, 2, 23)), 0.3 * _n(rng, (1, 2, 23)), _n(rng, (2, 2, 23))),
+            {"grid": (5, 5)},
+            "edge-1d-L23-grid5x5",
+        ),
+        Sample(
+            (_n(rng, (1, 3, 7)), 0.3 * _n(rng, (1, 3, 7)), _n(rng, (1, 3, 7))), {"grid": (4, 4)}, "edge-1d-L7-grid4x4"
+        ),
+    ]
 
 
 #: a sequence length that is not a square (5×5 grid, two padded positions): the 1D design's hard case
@@ -144,15 +153,19 @@ def _edge_2e(rng):
 
 
 def _edge_dwconv(rng):
-    return [Sample((_n(rng, (1, 1, 9)), _n(rng, (1, 1, 1))), {}, "edge-b1-c1-1d-k1"),
-            Sample((_n(rng, (1, 2, 3, 3)), _n(rng, (2, 1, 5, 5))), {}, "edge-kernel-larger-than-input")]
+    return [
+        Sample((_n(rng, (1, 1, 9)), _n(rng, (1, 1, 1))), {}, "edge-b1-c1-1d-k1"),
+        Sample((_n(rng, (1, 2, 3, 3)), _n(rng, (2, 1, 5, 5))), {}, "edge-kernel-larger-than-input"),
+    ]
 
 
 def _edge_pool(rng):
-    return [Sample((_n(rng, (1, 1, 11)), (3,)), {}, "edge-1d-b1-c1-11to3"),
-            Sample((_n(rng, (2, 2, 5, 9)), (2, 4)), {}, "edge-2d-5x9to2x4"),
-            Sample((_n(rng, (1, 3, 3, 4)), (5, 7)), {}, "edge-2d-up-3x4to5x7"),
-            Sample((_n(rng, (2, 2, 6, 6)), (1, 1)), {}, "edge-2d-to-1x1")]
+    return [
+        Sample((_n(rng, (1, 1, 11)), (3,)), {}, "edge-1d-b1-c1-11to3"),
+        Sample((_n(rng, (2, 2, 5, 9)), (2, 4)), {}, "edge-2d-5x9to2x4"),
+        Sample((_n(rng, (1, 3, 3, 4)), (5, 7)), {}, "edge-2d-up-3x4to5x7"),
+        Sample((_n(rng, (2, 2, 6, 6)), (1, 1)), {}, "edge-2d-to-1x1"),
+    ]
 
 
 def _edge_tile(rng):
@@ -160,22 +173,27 @@ def _edge_tile(rng):
 
 
 def _edge_g_ibs(rng):
-    return [Sample((_n(rng, (1, 4, 3, 3)),), {"groups": 1}, "edge-b1-g1"),
-            Sample((_n(rng, (2, 1, 9)),), {"groups": 1}, "edge-c1-1d")]
+    return [
+        Sample((_n(rng, (1, 4, 3, 3)),), {"groups": 1}, "edge-b1-g1"),
+        Sample((_n(rng, (2, 1, 9)),), {"groups": 1}, "edge-c1-1d"),
+    ]
 
 
 def _edge_linear(c_in, c_out):
     def make(rng):
         p = {"weight": _n(rng, (c_out, c_in)) / np.sqrt(c_in), "bias": 0.1 * _n(rng, (c_out,))}
         return [Sample((p, _n(rng, (1, c_in, 1, 1))), {}, "edge-b1-1x1")]
+
     return make
 
 
 def _ce(base, rng):
     logits = OFFSET + 50.0 * _n(rng, (4, 6))
-    return [Sample((logits, rng.integers(0, 6, size=4)), {"eps": 0.1}, "large-logits-1e3"),
-            Sample((200.0 * _n(rng, (3, 5)), np.array([0, 4, 2])), {"eps": 0.0}, "large-logits-spread200"),
-            Sample((_n(rng, (1, 2)), np.array([1])), {"eps": 0.2}, "edge-b1-k2")]
+    return [
+        Sample((logits, rng.integers(0, 6, size=4)), {"eps": 0.1}, "large-logits-1e3"),
+        Sample((200.0 * _n(rng, (3, 5)), np.array([0, 4, 2])), {"eps": 0.0}, "large-logits-spread200"),
+        Sample((_n(rng, (1, 2)), np.array([1])), {"eps": 0.2}, "edge-b1-k2"),
+    ]
 
 
 def _slow_loss(base, rng):
@@ -187,16 +205,27 @@ def _network_forward(base, rng):
     # trained parameters on the 2d net and offset inputs on the 1d net (the network is the costliest),
     # and the 1d net on a non-square length
     cfg = SEQUENCE_L23
-    l23 = Sample((perturb_tree(R.init_params(cfg, 0), rng), _n(rng, (3,) + cfg.input_shape), cfg, True), {},
-                 "edge-tiny-1d-L23-train")
+    l23 = Sample(
+        (perturb_tree(R.init_params(cfg, 0), rng), _n(rng, (3,) + cfg.input_shape), cfg, True),
+        {},
+        "edge-tiny-1d-L23-train",
+    )
     return [trained(base[0], rng), offset(trained(base[1], rng), (1,)), l23]
 
 
 def _network_loss(base, rng):
     # the loss and its gradient repeat the forward: trained parameters on the 2d net and the L = 23 net
     cfg = SEQUENCE_L23
-    l23 = Sample((perturb_tree(R.init_params(cfg, 0), rng), _n(rng, (3,) + cfg.input_shape),
-                  rng.integers(0, cfg.num_classes, size=3), cfg), {}, "edge-tiny-1d-L23")
+    l23 = Sample(
+        (
+            perturb_tree(R.init_params(cfg, 0), rng),
+            _n(rng, (3,) + cfg.input_shape),
+            rng.integers(0, cfg.num_classes, size=3),
+            cfg,
+        ),
+        {},
+        "edge-tiny-1d-L23",
+    )
     return [trained(base[0], rng), l23]
 
 

@@ -51,7 +51,7 @@ def cotangent_seed(op: str, label: str) -> list[int]:
     """The cotangent's seed of case ``op``/``label``: from the case's name alone, so that adding or
     removing a case leaves every other case's files unchanged."""
     digest = hashlib.sha256(f"{op}__{label}".encode()).digest()
-    return [SEED, *(int.from_bytes(digest[i:i + 4], "little") for i in (0, 4)), 7]
+    return [SEED, *(int.from_bytes(digest[i : i + 4], "little") for i in (0, 4)), 7]
 
 
 def build_case(spec: OpSpec, sample: Sample) -> tuple[dict[str, np.ndarray], dict]:
@@ -80,7 +80,10 @@ def build_case(spec: OpSpec, sample: Sample) -> tuple[dict[str, np.ndarray], dic
             arrays.update(pack(f"grad{i}", g, layout)[0])
             arrays.update(pack(f"grad32_{i}", g32, layout)[0])
     entry = {
-        "op": spec.name, "label": sample.label, "section": spec.section, "seed": SEED,
+        "op": spec.name,
+        "label": sample.label,
+        "section": spec.section,
+        "seed": SEED,
         "args": [describe_arg(a) for a in sample.args],
         "kwargs": {k: (list(v) if isinstance(v, tuple) else v) for k, v in sample.kwargs.items()},
         "differentiable": list(spec.differentiable),
@@ -114,10 +117,15 @@ def generate(out_dir: Path = GOLDEN_DIR, ops: list[str] | None = None) -> dict:
             entry["sha256"] = sha256(data)
             (out_dir / entry["file"]).write_bytes(data)
             cases.append(entry)
-    manifest = {"format": FORMAT_VERSION, "reference_version": __version__,
-                "generated_by": "python -m hyperzzw_core.conformance.generate",
-                "numpy": np.__version__, "scipy": scipy.__version__, "python": platform.python_version(),
-                "cases": cases}
+    manifest = {
+        "format": FORMAT_VERSION,
+        "reference_version": __version__,
+        "generated_by": "python -m hyperzzw_core.conformance.generate",
+        "numpy": np.__version__,
+        "scipy": scipy.__version__,
+        "python": platform.python_version(),
+        "cases": cases,
+    }
     manifest["digest"] = manifest_digest(manifest)
     (out_dir / "manifest.json").write_text(_manifest_text(manifest))
     return manifest

@@ -50,8 +50,11 @@ def pack(prefix: str, value: Any, layout: dict | None = None) -> tuple[dict[str,
     if isinstance(value, (dict, list, tuple)):
         flat = flatten(list(value) if isinstance(value, tuple) else value)
         if layout is None:
-            layout = {"keys": list(flat), "shapes": [list(np.shape(v)) for v in flat.values()],
-                      "tuple": isinstance(value, tuple)}
+            layout = {
+                "keys": list(flat),
+                "shapes": [list(np.shape(v)) for v in flat.values()],
+                "tuple": isinstance(value, tuple),
+            }
         elif set(layout["keys"]) != set(flat):
             raise ValueError(f"{prefix}: its keys differ from the layout's")
         vec = np.concatenate([np.ravel(np.asarray(flat[k])) for k in layout["keys"]]) if flat else np.zeros(0)
@@ -66,7 +69,7 @@ def unpack(vec: np.ndarray, layout: dict | None) -> Any:
     leaves, offset = {}, 0
     for key, shape in zip(layout["keys"], layout["shapes"], strict=True):
         n = int(np.prod(shape))
-        leaves[key] = vec[offset:offset + n].reshape(shape)
+        leaves[key] = vec[offset : offset + n].reshape(shape)
         offset += n
     tree = unflatten(leaves)
     return tuple(tree) if layout.get("tuple") else tree
@@ -110,8 +113,9 @@ def encode_args(args: tuple, prefix: str = "arg") -> tuple[dict[str, np.ndarray]
     return arrays, layouts
 
 
-def decode_args(arrays: dict[str, np.ndarray], descs: list[dict], layouts: dict[str, dict],
-                prefix: str = "arg") -> tuple:
+def decode_args(
+    arrays: dict[str, np.ndarray], descs: list[dict], layouts: dict[str, dict], prefix: str = "arg"
+) -> tuple:
     """Rebuild the positional arguments from stored arrays, their descriptions and layouts."""
     args: list[Any] = []
     for i, d in enumerate(descs):
@@ -216,8 +220,10 @@ def load_manifest(directory: Path = GOLDEN_DIR) -> dict:
     """The manifest, checked: it exists, parses, has the supported format and its digest matches."""
     path = Path(directory) / "manifest.json"
     if not path.is_file():
-        raise KitError(f"golden manifest missing: {path} (reinstall hyperzzw, or regenerate with "
-                       "python -m hyperzzw_core.conformance.generate)")
+        raise KitError(
+            f"golden manifest missing: {path} (reinstall hyperzzw, or regenerate with "
+            "python -m hyperzzw_core.conformance.generate)"
+        )
     try:
         manifest = json.loads(path.read_text())
     except (ValueError, UnicodeDecodeError) as exc:
@@ -229,9 +235,11 @@ def load_manifest(directory: Path = GOLDEN_DIR) -> dict:
     expected = manifest.get("digest")
     actual = manifest_digest(manifest)
     if expected != actual:
-        raise KitError(f"golden manifest {path} fails its integrity check: digest {expected!r} recorded, "
-                       f"{actual} computed; it was edited after generation (regenerate it on purpose "
-                       "with python -m hyperzzw_core.conformance.generate)")
+        raise KitError(
+            f"golden manifest {path} fails its integrity check: digest {expected!r} recorded, "
+            f"{actual} computed; it was edited after generation (regenerate it on purpose "
+            "with python -m hyperzzw_core.conformance.generate)"
+        )
     for i, entry in enumerate(manifest["cases"]):
         missing = [k for k in _CASE_KEYS if not isinstance(entry, dict) or k not in entry]
         if missing:
@@ -246,13 +254,21 @@ def load_case(entry: dict, directory: Path = GOLDEN_DIR, verify_hash: bool = Tru
         raise KitError(f"golden file missing: {path} (case {entry['op']}[{entry['label']}])")
     data = path.read_bytes()
     if verify_hash and sha256(data) != entry["sha256"]:
-        raise KitError(f"golden file {path} does not match its SHA-256 in the manifest "
-                       f"(case {entry['op']}[{entry['label']}])")
+        raise KitError(
+            f"golden file {path} does not match its SHA-256 in the manifest (case {entry['op']}[{entry['label']}])"
+        )
     try:
         with np.load(io.BytesIO(data), allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
-        return GoldenCase(entry["op"], entry["label"], decode_args(arrays, entry["args"], entry["layouts"]),
-                          decode_kwargs(entry["kwargs"]), tuple(entry["differentiable"]), arrays, entry)
+        return GoldenCase(
+            entry["op"],
+            entry["label"],
+            decode_args(arrays, entry["args"], entry["layouts"]),
+            decode_kwargs(entry["kwargs"]),
+            tuple(entry["differentiable"]),
+            arrays,
+            entry,
+        )
     except (KeyError, ValueError, TypeError, OSError) as exc:
         raise KitError(f"golden file {path} cannot be decoded: {type(exc).__name__}: {exc}") from None
 
@@ -269,8 +285,12 @@ def load_cases(ops: list[str] | None = None, directory: Path = GOLDEN_DIR) -> li
     if ops:
         unknown = sorted(set(ops) - known)
         if unknown:
-            hints = "; ".join(f"{u!r}: did you mean {m[0]!r}?" for u in unknown
-                              if (m := difflib.get_close_matches(u, sorted(known), n=1)))
-            raise ValueError(f"unknown operators {unknown}{' (' + hints + ')' if hints else ''}; "
-                             f"the goldens cover {sorted(known)}")
+            hints = "; ".join(
+                f"{u!r}: did you mean {m[0]!r}?"
+                for u in unknown
+                if (m := difflib.get_close_matches(u, sorted(known), n=1))
+            )
+            raise ValueError(
+                f"unknown operators {unknown}{' (' + hints + ')' if hints else ''}; the goldens cover {sorted(known)}"
+            )
     return [load_case(e, directory) for e in manifest["cases"] if not ops or e["op"] in ops]

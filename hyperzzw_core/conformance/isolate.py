@@ -77,8 +77,9 @@ class _Worker:
             reply = self.conn.recv()
         except (EOFError, OSError):
             self.proc.join(5)
-            raise LoadError(f"the worker process ended while importing the implementation "
-                            f"(exit code {self.proc.exitcode})") from None
+            raise LoadError(
+                f"the worker process ended while importing the implementation (exit code {self.proc.exitcode})"
+            ) from None
         if reply[0] == "load_error":
             self.stop()
             raise LoadError(reply[1])
@@ -94,9 +95,11 @@ class _Worker:
         except (EOFError, OSError, BrokenPipeError):
             self.proc.join(5)
             code = self.proc.exitcode
-            return (f"crash: the worker process running the port ended (exit code {code}"
-                    f"{', a signal' if code is not None and code < 0 else ''}); os._exit, a segfault or an abort "
-                    "in the port")
+            return (
+                f"crash: the worker process running the port ended (exit code {code}"
+                f"{', a signal' if code is not None and code < 0 else ''}); os._exit, a segfault or an abort "
+                "in the port"
+            )
 
     def stop(self) -> None:
         try:
@@ -110,8 +113,17 @@ class _Worker:
         self.conn.close()
 
 
-def run_isolated(target: str, *, ops: list[str] | None, dtypes: list[str], gradients: bool, device: str | None,
-                 timeout: float | None, progress: Progress | None, directory: Path = GOLDEN_DIR) -> IsolatedRun:
+def run_isolated(
+    target: str,
+    *,
+    ops: list[str] | None,
+    dtypes: list[str],
+    gradients: bool,
+    device: str | None,
+    timeout: float | None,
+    progress: Progress | None,
+    directory: Path = GOLDEN_DIR,
+) -> IsolatedRun:
     """Every covered case in every dtype, the port in a worker process (see the module docstring).
 
     Raises :class:`LoadError` when the port cannot be imported; kit errors (``KitError``) and unknown
@@ -134,11 +146,13 @@ def run_isolated(target: str, *, ops: list[str] | None, dtypes: list[str], gradi
                     current.extend(CaseResult(**r) for r in answer)
                     continue
                 if answer == "timeout":
-                    msg = (f"no result within {timeout:g} s (--timeout); the worker was stopped "
-                           f"after {time.perf_counter() - start:.1f} s")
+                    msg = (
+                        f"no result within {timeout:g} s (--timeout); the worker was stopped "
+                        f"after {time.perf_counter() - start:.1f} s"
+                    )
                     status = "timeout"
                 else:
-                    msg, status = answer[len("crash: "):], "crash"
+                    msg, status = answer[len("crash: ") :], "crash"
                 current.append(CaseResult(case.op, case.label, d, "forward", status, None, None, msg))
                 worker.stop()
                 worker = _Worker(target, device, directory, ops)

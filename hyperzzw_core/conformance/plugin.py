@@ -27,8 +27,11 @@ import pytest
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     g = parser.getgroup("hyperzzw", "hyperzzw conformance")
-    g.addoption("--hyperzzw-impl", default=None,
-                help="implementation under test: module, module:object or path/to/file.py (or HYPERZZW_IMPL)")
+    g.addoption(
+        "--hyperzzw-impl",
+        default=None,
+        help="implementation under test: module, module:object or path/to/file.py (or HYPERZZW_IMPL)",
+    )
     g.addoption("--hyperzzw-dtype", default="float64", choices=["float64", "float32", "all"])
     g.addoption("--hyperzzw-device", default=None, help="passed to the implementation's from_numpy")
     g.addoption("--hyperzzw-ops", default=None, help="comma-separated operator names")
@@ -58,8 +61,11 @@ class ConformanceCase:
 
 
 def _target(metafunc: pytest.Metafunc) -> str | None:
-    return (metafunc.config.getoption("--hyperzzw-impl") or os.environ.get("HYPERZZW_IMPL")
-            or getattr(metafunc.module, "hyperzzw_impl", None))
+    return (
+        metafunc.config.getoption("--hyperzzw-impl")
+        or os.environ.get("HYPERZZW_IMPL")
+        or getattr(metafunc.module, "hyperzzw_impl", None)
+    )
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -67,9 +73,18 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         return
     target = _target(metafunc)
     if not target:
-        metafunc.parametrize("hyperzzw_case", [pytest.param(None, marks=pytest.mark.skip(
-            reason="no implementation under test: pass --hyperzzw-impl, set HYPERZZW_IMPL, or define "
-                   "hyperzzw_impl in the test module"))])
+        metafunc.parametrize(
+            "hyperzzw_case",
+            [
+                pytest.param(
+                    None,
+                    marks=pytest.mark.skip(
+                        reason="no implementation under test: pass --hyperzzw-impl, set HYPERZZW_IMPL, or define "
+                        "hyperzzw_impl in the test module"
+                    ),
+                )
+            ],
+        )
         return
     from .protocol import Implementation
     from .runner import DTYPES, planned_cases

@@ -56,8 +56,11 @@ DIFFERENTIABLE: dict[str, tuple[int, ...]] = {name: spec.differentiable for name
 
 
 def _arg_names(fn: Callable[..., Any]) -> list[str]:
-    return [p.name for p in inspect.signature(fn).parameters.values()
-            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return [
+        p.name
+        for p in inspect.signature(fn).parameters.values()
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+    ]
 
 
 def differentiable_table() -> str:
@@ -127,8 +130,11 @@ class Implementation:
         return self.op(name) is not None
 
     def has_gradients(self, name: str) -> bool:
-        return (self.op(f"{name}_vjp") is not None or callable(getattr(self.target, "hyperzzw_vjp", None))
-                or self.autograd in ("torch", "jax"))
+        return (
+            self.op(f"{name}_vjp") is not None
+            or callable(getattr(self.target, "hyperzzw_vjp", None))
+            or self.autograd in ("torch", "jax")
+        )
 
     # ------------------------------------------------------------------------- conversion
     def convert(self, value: Any) -> Any:
@@ -161,8 +167,11 @@ class Implementation:
             return g if isinstance(g, tuple) else (g,)
         hook = getattr(self.target, "hyperzzw_vjp", None)
         if callable(hook):
-            g = hook(name, args, kwargs, cot, tuple(differentiable)) if _takes_wrt(hook) \
+            g = (
+                hook(name, args, kwargs, cot, tuple(differentiable))
+                if _takes_wrt(hook)
                 else hook(name, args, kwargs, cot)
+            )
             return g if isinstance(g, tuple) else (g,)
         if self.autograd in ("torch", "jax"):
             op = self.op(name)
@@ -184,8 +193,7 @@ def _takes_wrt(hook: Callable[..., Any]) -> bool:
     return len([p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]) >= 5
 
 
-def _jax_vjp(fn: Callable[..., Any], args: tuple, kwargs: dict, cot: Any,
-             differentiable: tuple[int, ...]) -> tuple:
+def _jax_vjp(fn: Callable[..., Any], args: tuple, kwargs: dict, cot: Any, differentiable: tuple[int, ...]) -> tuple:
     """``jax.vjp`` of ``fn`` over the present differentiable arguments (None stays None)."""
     import jax
 
@@ -202,8 +210,7 @@ def _jax_vjp(fn: Callable[..., Any], args: tuple, kwargs: dict, cot: Any,
     return tuple(grads.get(i) for i in differentiable)
 
 
-def _torch_vjp(fn: Callable[..., Any], args: tuple, kwargs: dict, cot: Any,
-               differentiable: tuple[int, ...]) -> tuple:
+def _torch_vjp(fn: Callable[..., Any], args: tuple, kwargs: dict, cot: Any, differentiable: tuple[int, ...]) -> tuple:
     import torch
 
     def leaf(x: Any) -> Any:
@@ -216,10 +223,16 @@ def _torch_vjp(fn: Callable[..., Any], args: tuple, kwargs: dict, cot: Any,
         if full[i] is not None:
             full[i] = tree_map(leaf, full[i]) if isinstance(full[i], (dict, list)) else leaf(full[i])
     out = fn(*full, **kwargs)
-    outs = list(flatten(list(out) if isinstance(out, tuple) else out).values()) \
-        if isinstance(out, (tuple, list, dict)) else [out]
-    cots = list(flatten(list(cot) if isinstance(cot, tuple) else cot).values()) \
-        if isinstance(cot, (tuple, list, dict)) else [cot]
+    outs = (
+        list(flatten(list(out) if isinstance(out, tuple) else out).values())
+        if isinstance(out, (tuple, list, dict))
+        else [out]
+    )
+    cots = (
+        list(flatten(list(cot) if isinstance(cot, tuple) else cot).values())
+        if isinstance(cot, (tuple, list, dict))
+        else [cot]
+    )
     inputs, where = [], []
     for i in differentiable:
         if full[i] is None:
@@ -238,6 +251,7 @@ def _torch_vjp(fn: Callable[..., Any], args: tuple, kwargs: dict, cot: Any,
             out_t.append(None)
         elif isinstance(full[i], (dict, list)):
             from ..reference import unflatten
+
             out_t.append(unflatten(result[i]))
         else:
             out_t.append(result[i][""])

@@ -121,8 +121,12 @@ def _judge(impl: Implementation, got, expected, low, dtype: str) -> tuple[str, f
     """Compare leaf by leaf; returns (status, max abs, max rel, message)."""
     g_leaves, e_leaves, l_leaves = impl.output_leaves(got), _leaves(expected), _leaves(low)
     if set(g_leaves) != set(e_leaves):
-        return ("error", None, None, f"output structure differs: got leaves {sorted(g_leaves)[:6]}, "
-                f"expected {sorted(e_leaves)[:6]}")
+        return (
+            "error",
+            None,
+            None,
+            f"output structure differs: got leaves {sorted(g_leaves)[:6]}, expected {sorted(e_leaves)[:6]}",
+        )
     worst_abs = 0.0
     scale = max([float(np.abs(np.asarray(e)).max()) for e in e_leaves.values() if np.size(e)] + [0.0])
     messages = []
@@ -200,8 +204,7 @@ def raise_site(exc: BaseException, port_file: str | None) -> str:
     return f"{pick.filename}:{pick.lineno} ({pick.name})" if pick is not None else ""
 
 
-def _exception_result(impl: Implementation, case: GoldenCase, dtype: str, kind: str,
-                      exc: BaseException) -> CaseResult:
+def _exception_result(impl: Implementation, case: GoldenCase, dtype: str, kind: str, exc: BaseException) -> CaseResult:
     text = str(exc).strip()
     if isinstance(exc, SystemExit):
         text = f"the port called sys.exit({exc.code!r})"
@@ -211,8 +214,9 @@ def _exception_result(impl: Implementation, case: GoldenCase, dtype: str, kind: 
     return CaseResult(case.op, case.label, dtype, kind, "error", None, None, msg, raise_site(exc, impl.file))
 
 
-def _call(impl: Implementation, case: GoldenCase, dtype: str, kind: str,
-          call: Callable[[tuple], Any]) -> tuple[Any, CaseResult | None]:
+def _call(
+    impl: Implementation, case: GoldenCase, dtype: str, kind: str, call: Callable[[tuple], Any]
+) -> tuple[Any, CaseResult | None]:
     """Call the port on fresh copies of the inputs; an exception or an in-place edit is the result."""
     original = _inputs(case, dtype)
     try:
@@ -222,13 +226,22 @@ def _call(impl: Implementation, case: GoldenCase, dtype: str, kind: str,
         return None, _exception_result(impl, case, dtype, kind, exc)
     changed = modified_inputs(impl, args, original)
     if changed:
-        return None, CaseResult(case.op, case.label, dtype, kind, "error", None, None,
-                                f"modified its input {', '.join(changed)} in place (inputs must be left unchanged)")
+        return None, CaseResult(
+            case.op,
+            case.label,
+            dtype,
+            kind,
+            "error",
+            None,
+            None,
+            f"modified its input {', '.join(changed)} in place (inputs must be left unchanged)",
+        )
     return got, None
 
 
-def _judged(impl: Implementation, case: GoldenCase, dtype: str, kind: str, got: Any, expected: Any,
-            low: Any) -> CaseResult:
+def _judged(
+    impl: Implementation, case: GoldenCase, dtype: str, kind: str, got: Any, expected: Any, low: Any
+) -> CaseResult:
     try:
         status, ea, er, msg = _judge(impl, got, expected, low, dtype)
     except BaseException as exc:  # broad on purpose: e.g. a port's to_numpy raising
@@ -253,23 +266,48 @@ def run_case(impl: Implementation, case: GoldenCase, dtype: str, gradients: bool
         return results
     cot = case.cotangent()
     cot = cot if dtype == "float64" else to_float32(cot)
-    grads, bad = _call(impl, case, dtype, "gradient", lambda args: impl.vjp(
-        case.op, args, case.kwargs, impl.convert(_copy(cot)), case.differentiable))
+    grads, bad = _call(
+        impl,
+        case,
+        dtype,
+        "gradient",
+        lambda args: impl.vjp(case.op, args, case.kwargs, impl.convert(_copy(cot)), case.differentiable),
+    )
     if bad is not None:
         return results + [bad]
     if len(grads) != len(case.differentiable):
-        return results + [CaseResult(case.op, case.label, dtype, "gradient", "error", None, None,
-                                     f"the VJP returned {len(grads)} cotangents, expected "
-                                     f"{len(case.differentiable)} (one per differentiable argument "
-                                     f"{list(case.differentiable)})")]
+        return results + [
+            CaseResult(
+                case.op,
+                case.label,
+                dtype,
+                "gradient",
+                "error",
+                None,
+                None,
+                f"the VJP returned {len(grads)} cotangents, expected "
+                f"{len(case.differentiable)} (one per differentiable argument "
+                f"{list(case.differentiable)})",
+            )
+        ]
     for i in diff:
-        results.append(_judged(impl, case, dtype, f"gradient[arg{i}]", grads[case.differentiable.index(i)],
-                               case.gradient(i), case.gradient(i, low=True)))
+        results.append(
+            _judged(
+                impl,
+                case,
+                dtype,
+                f"gradient[arg{i}]",
+                grads[case.differentiable.index(i)],
+                case.gradient(i),
+                case.gradient(i, low=True),
+            )
+        )
     return results
 
 
-def planned_cases(impl: Implementation, ops: Iterable[str] | None = None,
-                  directory: Path = GOLDEN_DIR) -> list[GoldenCase]:
+def planned_cases(
+    impl: Implementation, ops: Iterable[str] | None = None, directory: Path = GOLDEN_DIR
+) -> list[GoldenCase]:
     """The golden cases of every operator the implementation covers (optionally only ``ops``)."""
     cases = load_cases(list(ops) if ops else None, directory)
     return [c for c in cases if impl.covers(c.op)]
@@ -287,10 +325,18 @@ Progress = Callable[[str, list[CaseResult]], None]
 """progress(op, results of that op): called once per operator as it finishes."""
 
 
-def run(impl: Implementation | str | object, *, ops: Iterable[str] | None = None,
-        dtypes: Iterable[str] = ("float64",), gradients: bool = True, device: str | None = None,
-        isolate: bool = False, timeout: float | None = None, progress: Progress | None = None,
-        directory: Path = GOLDEN_DIR) -> list[CaseResult]:
+def run(
+    impl: Implementation | str | object,
+    *,
+    ops: Iterable[str] | None = None,
+    dtypes: Iterable[str] = ("float64",),
+    gradients: bool = True,
+    device: str | None = None,
+    isolate: bool = False,
+    timeout: float | None = None,
+    progress: Progress | None = None,
+    directory: Path = GOLDEN_DIR,
+) -> list[CaseResult]:
     """Every covered case in every requested dtype.
 
     ``isolate=True`` runs the port in a worker process with ``timeout`` seconds per case (``impl``
@@ -302,10 +348,19 @@ def run(impl: Implementation | str | object, *, ops: Iterable[str] | None = None
         from .isolate import run_isolated
 
         if not isinstance(impl, str):
-            raise TypeError("isolate=True needs the implementation as a target string "
-                            "(module, module:object or path/to/file.py)")
-        return run_isolated(impl, ops=ops, dtypes=dtypes, gradients=gradients, device=device,
-                            timeout=timeout, progress=progress, directory=directory).results
+            raise TypeError(
+                "isolate=True needs the implementation as a target string (module, module:object or path/to/file.py)"
+            )
+        return run_isolated(
+            impl,
+            ops=ops,
+            dtypes=dtypes,
+            gradients=gradients,
+            device=device,
+            timeout=timeout,
+            progress=progress,
+            directory=directory,
+        ).results
     if not isinstance(impl, Implementation):
         impl = Implementation(impl, device=device)
     results: list[CaseResult] = []
@@ -338,9 +393,21 @@ def summarize(results: list[CaseResult]) -> list[dict]:
     """One row per (operator, dtype): cases, checks, worst errors (None: not compared), pass/fail."""
     rows: dict[tuple[str, str], dict] = {}
     for r in results:
-        row = rows.setdefault((r.op, r.dtype), {"op": r.op, "dtype": r.dtype, "cases": set(), "checks": 0,
-                                                "grad_checks": 0, "fwd_abs": None, "fwd_rel": None,
-                                                "grad_rel": None, "failed": 0, "errors": 0})
+        row = rows.setdefault(
+            (r.op, r.dtype),
+            {
+                "op": r.op,
+                "dtype": r.dtype,
+                "cases": set(),
+                "checks": 0,
+                "grad_checks": 0,
+                "fwd_abs": None,
+                "fwd_rel": None,
+                "grad_rel": None,
+                "failed": 0,
+                "errors": 0,
+            },
+        )
         row["cases"].add(r.case)
         row["checks"] += 1
         if r.kind == "forward":
@@ -365,12 +432,16 @@ def summarize(results: list[CaseResult]) -> list[dict]:
 
 
 def format_rows(rows: list[dict], header: bool = True) -> list[str]:
-    head = (f"{'operator':<30} {'dtype':<8} {'cases':>5} {'checks':>6} {'fwd max abs':>12} {'fwd max rel':>12} "
-            f"{'grad max rel':>12}  result")
+    head = (
+        f"{'operator':<30} {'dtype':<8} {'cases':>5} {'checks':>6} {'fwd max abs':>12} {'fwd max rel':>12} "
+        f"{'grad max rel':>12}  result"
+    )
     lines = [head, "-" * len(head)] if header else []
     for r in rows:
-        lines.append(f"{r['op']:<30} {r['dtype']:<8} {r['cases']:>5} {r['checks']:>6} {_fmt(r['fwd_abs']):>12} "
-                     f"{_fmt(r['fwd_rel']):>12} {_fmt(r['grad_rel']):>12}  {r['result']}")
+        lines.append(
+            f"{r['op']:<30} {r['dtype']:<8} {r['cases']:>5} {r['checks']:>6} {_fmt(r['fwd_abs']):>12} "
+            f"{_fmt(r['fwd_rel']):>12} {_fmt(r['grad_rel']):>12}  {r['result']}"
+        )
     return lines
 
 
@@ -382,8 +453,10 @@ def format_coverage(cov: Coverage) -> list[str]:
         lines.append(f"  ERROR {name}: not a kit operator; did you mean {meant}?")
     others = [n for n in cov.extra if n not in cov.near_misses]
     if others:
-        lines.append(f"  public callables that are not kit operators: {', '.join(others[:20])}"
-                     + (f" … and {len(others) - 20} more" if len(others) > 20 else ""))
+        lines.append(
+            f"  public callables that are not kit operators: {', '.join(others[:20])}"
+            + (f" … and {len(others) - 20} more" if len(others) > 20 else "")
+        )
     return lines
 
 
@@ -397,8 +470,7 @@ def format_table(results: list[CaseResult], cov: Coverage | None = None) -> str:
     n_ok = len(results) - len(bad)
     n_grad = sum(r.kind != "forward" for r in results)
     no_grad = sorted({r.op for r in results} - {r.op for r in results if r.kind != "forward"})
-    lines.append(f"{n_ok} passed, {len(bad)} failed; {len(results) - n_grad} forward checks, "
-                 f"{n_grad} gradient checks")
+    lines.append(f"{n_ok} passed, {len(bad)} failed; {len(results) - n_grad} forward checks, {n_grad} gradient checks")
     if no_grad:
         lines.append(f"gradients not checked for: {', '.join(no_grad)}")
     for r in bad[:50]:
@@ -415,5 +487,9 @@ def progress_line(op: str, results: list[CaseResult], stream=None) -> None:
     """One line per finished operator (used by ``hyperzzw verify`` on stderr)."""
     bad = sum(r.status != "pass" for r in results)
     n_cases = len({(r.case, r.dtype) for r in results})
-    print(f"hyperzzw verify: {op}: {n_cases} case-dtypes, {len(results)} checks, "
-          f"{'PASS' if not bad else f'FAIL ({bad} failed)'}", file=stream or sys.stderr, flush=True)
+    print(
+        f"hyperzzw verify: {op}: {n_cases} case-dtypes, {len(results)} checks, "
+        f"{'PASS' if not bad else f'FAIL ({bad} failed)'}",
+        file=stream or sys.stderr,
+        flush=True,
+    )

@@ -4,12 +4,12 @@ from .registry import REGISTRY, ErrorSample, OpSpec, Sample
 from .tolerance import CloseResult, assert_close, check_close, to_numpy
 
 __all__ = [
-           "REGISTRY",
-           "CloseResult",
-           "ErrorSample",
-           "OpSpec",
-           "Sample",
-           "assert_close",
-           "check_close",
-           "to_numpy",
+    "REGISTRY",
+    "CloseResult",
+    "ErrorSample",
+    "OpSpec",
+    "Sample",
+    "assert_close",
+    "check_close",
+    "to_numpy",
 ]

@@ -45,9 +45,11 @@ class CloseResult:
 
     def __str__(self) -> str:
         status = "within" if self.passed else "OUTSIDE"
-        return (f"{status} tolerance ({self.rule}): max abs error {self.max_abs_error:.3e}, max rel error "
-                f"{self.max_rel_error:.3e}; worst at {list(self.worst_index)}: actual {self.actual:.10g}, "
-                f"expected {self.expected:.10g}")
+        return (
+            f"{status} tolerance ({self.rule}): max abs error {self.max_abs_error:.3e}, max rel error "
+            f"{self.max_rel_error:.3e}; worst at {list(self.worst_index)}: actual {self.actual:.10g}, "
+            f"expected {self.expected:.10g}"
+        )
 
 
 def _host(x: Any) -> np.ndarray:
@@ -72,8 +74,14 @@ def to_numpy(x: object) -> np.ndarray:
     return _host(x)
 
 
-def check_close(actual: object, expected: object, *, dtype: str | np.dtype,
-                ref_low: object | None = None, scale: float | None = None) -> CloseResult:
+def check_close(
+    actual: object,
+    expected: object,
+    *,
+    dtype: str | np.dtype,
+    ref_low: object | None = None,
+    scale: float | None = None,
+) -> CloseResult:
     """Compare ``actual`` with the float64 reference ``expected`` under the policy for ``dtype``.
 
     For float32 pass ``ref_low``: the reference evaluated on the float32-rounded inputs.
@@ -98,23 +106,35 @@ def check_close(actual: object, expected: object, *, dtype: str | np.dtype,
         base = float(np.abs(_host(ref_low) - e).max()) if e.size else 0.0
         bound = FLOAT32_FACTOR * base + FLOAT32_FLOOR_EPS * float(np.finfo(np.float32).eps) * scale
         allowed = np.full(e.shape, bound)
-        rule = (f"float32: max|a-e| <= {FLOAT32_FACTOR:g}*max|ref32-e| + {FLOAT32_FLOOR_EPS:g}*eps32*max|e|"
-                f" = {bound:.3e}")
+        rule = (
+            f"float32: max|a-e| <= {FLOAT32_FACTOR:g}*max|ref32-e| + {FLOAT32_FLOOR_EPS:g}*eps32*max|e| = {bound:.3e}"
+        )
     else:
         raise ValueError(f"dtype: the policy covers float32 and float64, got {dt}")
     excess = err - allowed
     worst = np.unravel_index(int(np.argmax(excess)), e.shape) if e.size else ()
     max_abs = float(err.max()) if e.size else 0.0
-    return CloseResult(passed=bool(np.all(err <= allowed)), max_abs_error=max_abs,
-                       max_rel_error=max_abs / scale if scale > 0 else (0.0 if max_abs == 0 else np.inf),
-                       allowed_abs=float(allowed.max()) if e.size else 0.0,
-                       worst_index=tuple(int(i) for i in worst),
-                       actual=float(a[worst]) if e.size else 0.0, expected=float(e[worst]) if e.size else 0.0,
-                       rule=rule)
+    return CloseResult(
+        passed=bool(np.all(err <= allowed)),
+        max_abs_error=max_abs,
+        max_rel_error=max_abs / scale if scale > 0 else (0.0 if max_abs == 0 else np.inf),
+        allowed_abs=float(allowed.max()) if e.size else 0.0,
+        worst_index=tuple(int(i) for i in worst),
+        actual=float(a[worst]) if e.size else 0.0,
+        expected=float(e[worst]) if e.size else 0.0,
+        rule=rule,
+    )
 
 
-def assert_close(actual: object, expected: object, *, dtype: str | np.dtype, ref_low: object | None = None,
-                 scale: float | None = None, name: str = "value") -> CloseResult:
+def assert_close(
+    actual: object,
+    expected: object,
+    *,
+    dtype: str | np.dtype,
+    ref_low: object | None = None,
+    scale: float | None = None,
+    name: str = "value",
+) -> CloseResult:
     """Raise ``AssertionError`` naming ``name`` unless :func:`check_close` passes."""
     res = check_close(actual, expected, dtype=dtype, ref_low=ref_low, scale=scale)
     if not res.passed:

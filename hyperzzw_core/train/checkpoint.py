@@ -52,8 +52,11 @@ def save(path: str | Path, state: dict[str, Any]) -> None:
     buf = io.BytesIO()
     torch.save(state, buf)
     payload = buf.getvalue()
-    wrapper = {"format": FORMAT, "sha256": _digest(payload),
-               "payload": torch.frombuffer(bytearray(payload), dtype=torch.uint8)}
+    wrapper = {
+        "format": FORMAT,
+        "sha256": _digest(payload),
+        "payload": torch.frombuffer(bytearray(payload), dtype=torch.uint8),
+    }
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
@@ -83,21 +86,33 @@ def load(path: str | Path) -> dict[str, Any]:
         wrapper = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"checkpoint {path}: refused; it is corrupted or holds objects other than tensors, "
-                              f"numbers, strings, lists and dicts ({first[:160]})") from None
+        raise CheckpointError(
+            f"checkpoint {path}: refused; it is corrupted or holds objects other than tensors, "
+            f"numbers, strings, lists and dicts ({first[:160]})"
+        ) from None
     except Exception as exc:  # broad on purpose: torch raises RuntimeError, EOFError, zip errors … for torn files
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"checkpoint {path}: unreadable, truncated or corrupted "
-                              f"({type(exc).__name__}: {first[:160]})") from None
-    if not (isinstance(wrapper, dict) and wrapper.get("format") == FORMAT and isinstance(wrapper.get("sha256"), str)
-            and isinstance(wrapper.get("payload"), torch.Tensor) and wrapper["payload"].dtype == torch.uint8):
-        raise CheckpointError(f"checkpoint {path}: not a {FORMAT} file with a content digest "
-                              f"(written by another program or an older hyperzzw); refusing to use it")
+        raise CheckpointError(
+            f"checkpoint {path}: unreadable, truncated or corrupted ({type(exc).__name__}: {first[:160]})"
+        ) from None
+    if not (
+        isinstance(wrapper, dict)
+        and wrapper.get("format") == FORMAT
+        and isinstance(wrapper.get("sha256"), str)
+        and isinstance(wrapper.get("payload"), torch.Tensor)
+        and wrapper["payload"].dtype == torch.uint8
+    ):
+        raise CheckpointError(
+            f"checkpoint {path}: not a {FORMAT} file with a content digest "
+            f"(written by another program or an older hyperzzw); refusing to use it"
+        )
     payload = wrapper["payload"].numpy().tobytes()
     actual = _digest(payload)
     if actual != wrapper["sha256"]:
-        raise CheckpointError(f"checkpoint {path}: content digest mismatch (stored sha256 {wrapper['sha256'][:16]}…, "
-                              f"computed {actual[:16]}…); the file is corrupted, refusing to use it")
+        raise CheckpointError(
+            f"checkpoint {path}: content digest mismatch (stored sha256 {wrapper['sha256'][:16]}…, "
+            f"computed {actual[:16]}…); the file is corrupted, refusing to use it"
+        )
     try:
         return torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
     except Exception as exc:  # broad on purpose: digest matched, so the payload was written this way
@@ -138,14 +153,17 @@ def run_lock(folder: str | Path, argument: str = "--out") -> Iterator[list[str]]
         with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as exc:
-        raise RunFolderError(f"{argument} {folder}: not writable "
-                             f"({type(exc).__name__}: {exc.strerror or exc})") from None
+        raise RunFolderError(
+            f"{argument} {folder}: not writable ({type(exc).__name__}: {exc.strerror or exc})"
+        ) from None
     lock = FileLock(str(folder / LOCK_NAME), timeout=0)
     try:
         lock.acquire()
     except Timeout:
-        raise RunFolderError(f"{argument} {folder}: another run is using this folder ({_describe(_holder(folder))}); "
-                             f"wait for it to finish or choose another {argument}") from None
+        raise RunFolderError(
+            f"{argument} {folder}: another run is using this folder ({_describe(_holder(folder))}); "
+            f"wait for it to finish or choose another {argument}"
+        ) from None
     try:
         notes = []
         stale = _holder(folder)
@@ -154,9 +172,12 @@ def run_lock(folder: str | Path, argument: str = "--out") -> Iterator[list[str]]
         for tmp in leftover_temporaries(folder):
             tmp.unlink(missing_ok=True)
             notes.append(f"removed {tmp.name}, left by a run killed while saving")
-        (folder / HOLDER_NAME).write_text(json.dumps(
-            {"pid": os.getpid(), "host": socket.gethostname(),
-             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}) + "\n")
+        (folder / HOLDER_NAME).write_text(
+            json.dumps(
+                {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+            )
+            + "\n"
+        )
         try:
             yield notes
         finally:

@@ -74,8 +74,10 @@ def _read_npz(path: Path) -> list[np.ndarray]:
     with path.open("rb") as f:
         head = f.read(4)
     if head != b"PK\x03\x04":
-        raise DataError(f"--data {path}: not an .npz archive (an .npz is a zip file starting with b'PK\\x03\\x04', "
-                        f"this one starts with {head!r}); save your arrays with numpy.savez")
+        raise DataError(
+            f"--data {path}: not an .npz archive (an .npz is a zip file starting with b'PK\\x03\\x04', "
+            f"this one starts with {head!r}); save your arrays with numpy.savez"
+        )
     try:
         with path.open("rb") as f, np.load(f, allow_pickle=False) as z:  # our handle: closed on every error
             missing = [k for k in NPZ_KEYS if k not in z.files]
@@ -85,8 +87,11 @@ def _read_npz(path: Path) -> list[np.ndarray]:
     except DataError:
         raise
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as exc:
-        reason = "it holds object arrays, which are never unpickled" if "pickle" in str(exc) else \
-            f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'unreadable'}"
+        reason = (
+            "it holds object arrays, which are never unpickled"
+            if "pickle" in str(exc)
+            else f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'unreadable'}"
+        )
         raise DataError(f"--data {path}: truncated or corrupted .npz archive ({reason})") from None
 
 
@@ -106,8 +111,12 @@ def mnist1d_arrays() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     finally:
         random.setstate(py_state)
         np.random.set_state(np_state)  # noqa: NPY002 - restores the legacy global state, see above
-    return (np.asarray(d["x"], np.float32)[:, None], np.asarray(d["y"], np.int64),
-            np.asarray(d["x_test"], np.float32)[:, None], np.asarray(d["y_test"], np.int64))
+    return (
+        np.asarray(d["x"], np.float32)[:, None],
+        np.asarray(d["y"], np.int64),
+        np.asarray(d["x_test"], np.float32)[:, None],
+        np.asarray(d["y_test"], np.int64),
+    )
 
 
 def as_channels_first(x: np.ndarray, layout: str = "auto", name: str = "x_train") -> tuple[np.ndarray, str]:
@@ -131,15 +140,17 @@ def as_channels_first(x: np.ndarray, layout: str = "auto", name: str = "x_train"
         if layout == "images" or (layout == "auto" and x.shape[1] == x.shape[2]):
             return x[:, None], "images"
         return x, "sequences"
-    raise ValueError(f"{name}: expected sequences (N, L) or (N, C, L), or images (N, H, W) or (N, C, H, W), "
-                     f"got shape {x.shape}")
+    raise ValueError(
+        f"{name}: expected sequences (N, L) or (N, C, L), or images (N, H, W) or (N, C, H, W), got shape {x.shape}"
+    )
 
 
 def _npz(path: Path, layout: str = "auto") -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     x_tr, y_tr, x_te, y_te = _read_npz(path)
     try:
-        (x_tr, kind_tr), (x_te, kind_te) = (as_channels_first(x, layout, n) for n, x in
-                                            (("x_train", x_tr), ("x_test", x_te)))
+        (x_tr, kind_tr), (x_te, kind_te) = (
+            as_channels_first(x, layout, n) for n, x in (("x_train", x_tr), ("x_test", x_te))
+        )
     except ValueError as exc:
         raise DataError(f"--data {path}: {exc}") from None
     if kind_tr != kind_te:
@@ -154,8 +165,7 @@ def _npz(path: Path, layout: str = "auto") -> tuple[np.ndarray, np.ndarray, np.n
 
 def check_finite_array(name: str, x: np.ndarray, source: str = "data") -> None:
     """Refuse NaN/Inf anywhere in ``x``, naming the array, the count and the first bad index."""
-    if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)
-            or x.dtype == np.bool_):
+    if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer) or x.dtype == np.bool_):
         raise DataError(f"{source}: {name} must hold real numbers, got dtype {x.dtype}")
     if not np.issubdtype(x.dtype, np.floating):
         return
@@ -163,8 +173,10 @@ def check_finite_array(name: str, x: np.ndarray, source: str = "data") -> None:
     count = int(bad.sum())
     if count:
         first = tuple(int(i) for i in np.unravel_index(int(np.argmax(bad)), x.shape))
-        raise DataError(f"{source}: {name} holds {count} non-finite value{'s' * (count > 1)} (NaN/Inf); "
-                        f"first at index {first} = {x[first]}")
+        raise DataError(
+            f"{source}: {name} holds {count} non-finite value{'s' * (count > 1)} (NaN/Inf); "
+            f"first at index {first} = {x[first]}"
+        )
 
 
 def check_labels(name: str, y: np.ndarray, n: int, num_classes: int | None = None, source: str = "data") -> None:
@@ -176,12 +188,16 @@ def check_labels(name: str, y: np.ndarray, n: int, num_classes: int | None = Non
     lo, hi = int(y.min()), int(y.max())
     if lo < 0:
         count, first = int((y < 0).sum()), int(np.argmax(y < 0))
-        raise DataError(f"{source}: {name} holds {count} negative label{'s' * (count > 1)}; "
-                        f"first at index {first} = {int(y[first])}; expected class indices in [0, K)")
+        raise DataError(
+            f"{source}: {name} holds {count} negative label{'s' * (count > 1)}; "
+            f"first at index {first} = {int(y[first])}; expected class indices in [0, K)"
+        )
     if num_classes is not None and hi >= num_classes:
         count, first = int((y >= num_classes).sum()), int(np.argmax(y >= num_classes))
-        raise DataError(f"{source}: {name} holds {count} label{'s' * (count > 1)} >= --num-classes {num_classes}; "
-                        f"first at index {first} = {int(y[first])}")
+        raise DataError(
+            f"{source}: {name} holds {count} label{'s' * (count > 1)} >= --num-classes {num_classes}; "
+            f"first at index {first} = {int(y[first])}"
+        )
 
 
 def missing_classes(y: np.ndarray, num_classes: int, limit: int = 10) -> tuple[int, list[int]]:
@@ -204,21 +220,30 @@ def check_classes_present(y: np.ndarray, num_classes: int, where: str, source: s
     count, first = missing_classes(y, num_classes)
     if count:
         more = f" and {count - len(first)} more" if count > len(first) else ""
-        raise DataError(f"{source}: {count} of {num_classes} classes never occur in {where}: "
-                        f"{first}{more}; every class 0..K-1 must occur in the training data "
-                        f"(K is --num-classes, else the largest label + 1)")
+        raise DataError(
+            f"{source}: {count} of {num_classes} classes never occur in {where}: "
+            f"{first}{more}; every class 0..K-1 must occur in the training data "
+            f"(K is --num-classes, else the largest label + 1)"
+        )
 
 
-def validate_dataset(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray,
-                     num_classes: int | None = None, source: str = "data") -> int:
+def validate_dataset(
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_test: np.ndarray,
+    y_test: np.ndarray,
+    num_classes: int | None = None,
+    source: str = "data",
+) -> int:
     """Check the raw arrays of any loader; return the class count K.
 
     Refused (:class:`DataError`): empty splits; non-real or non-finite x; labels that are not
     integers, are negative or (with ``num_classes``) ≥ K; classes of 0..K−1 missing from
     ``y_train``. K is ``num_classes`` when given, else max label + 1.
     """
-    if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int)
-                                    or num_classes < 2):
+    if num_classes is not None and (
+        isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2
+    ):
         raise DataError(f"--num-classes: expected an integer >= 2, got {num_classes!r}")
     for name, x, y in (("train", x_train, y_train), ("test", x_test, y_test)):
         if len(x) == 0:
@@ -229,8 +254,10 @@ def validate_dataset(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarra
     if num_classes is None and k > len(y_train):
         name, y = ("y_train", y_train) if y_train.max() >= y_test.max() else ("y_test", y_test)
         first = int(np.argmax(y == y.max()))
-        raise DataError(f"{source}: {name}[{first}] = {int(y[first])} implies K = {k} classes, more than the "
-                        f"{len(y_train)} training samples can cover; labels must be class indices 0..K-1")
+        raise DataError(
+            f"{source}: {name}[{first}] = {int(y[first])} implies K = {k} classes, more than the "
+            f"{len(y_train)} training samples can cover; labels must be class indices 0..K-1"
+        )
     check_classes_present(y_train, k, "y_train", source)
     return k
 
@@ -245,16 +272,19 @@ def fingerprint(*arrays: np.ndarray) -> str:
     return h.hexdigest()
 
 
-def split_validation(x: np.ndarray, y: np.ndarray, val_fraction: float, seed: int = 0
-                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def split_validation(
+    x: np.ndarray, y: np.ndarray, val_fraction: float, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(x_train, y_train, x_val, y_val): a random ``val_fraction`` of the training data; both non-empty."""
     if not 0.0 < val_fraction < 1.0:
         raise DataError(f"--val-fraction: expected a number in (0, 1), got {val_fraction}")
     order = np.random.default_rng(seed).permutation(len(x))
     n_val = round(val_fraction * len(x))
     if n_val == 0 or n_val == len(x):
-        raise DataError(f"--val-fraction {val_fraction}: of {len(x)} training samples it leaves "
-                        f"{n_val} for validation and {len(x) - n_val} for training; both must be non-empty")
+        raise DataError(
+            f"--val-fraction {val_fraction}: of {len(x)} training samples it leaves "
+            f"{n_val} for validation and {len(x) - n_val} for training; both must be non-empty"
+        )
     val, train = order[:n_val], order[n_val:]
     return x[train], y[train], x[val], y[val]
 
@@ -278,9 +308,16 @@ def standardise(x_train: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
     return out
 
 
-def load(dataset: str = "digits", data: str | Path | None = None, mode: str = "2d", permute: int | None = None,
-         val_fraction: float = 0.1, split_seed: int = 0, num_classes: int | None = None,
-         layout: str = "auto") -> Dataset:
+def load(
+    dataset: str = "digits",
+    data: str | Path | None = None,
+    mode: str = "2d",
+    permute: int | None = None,
+    val_fraction: float = 0.1,
+    split_seed: int = 0,
+    num_classes: int | None = None,
+    layout: str = "auto",
+) -> Dataset:
     """Load, validate (:func:`validate_dataset`), split, standardise and shape a dataset for ``mode`` "2d"/"1d".
 
     ``num_classes``: K (default: max label + 1); labels ≥ K are refused. Sequences ((N, L) or
@@ -307,14 +344,16 @@ def load(dataset: str = "digits", data: str | Path | None = None, mode: str = "2
     digest = fingerprint(x_tr, y_tr, x_te, y_te)
     sequences = x_tr.ndim == 3
     if sequences and mode != "1d":
-        raise ValueError(f"--mode: {name} holds sequences (N, C, L) = {x_tr.shape}, not square images; "
-                         "train them with --mode 1d")
+        raise ValueError(
+            f"--mode: {name} holds sequences (N, C, L) = {x_tr.shape}, not square images; train them with --mode 1d"
+        )
     if not sequences and x_tr.shape[2] != x_tr.shape[3]:
         raise ValueError(f"images must be square (the global product needs H == W), got {x_tr.shape[2:]}")
     y_tr, y_te = y_tr.astype(np.int64), y_te.astype(np.int64)
     x_tr, y_tr, x_val, y_val = split_validation(x_tr, y_tr, val_fraction, split_seed)
-    check_classes_present(y_tr, num_classes, f"the training split left after taking {len(y_val)} samples "
-                                             f"for validation", source)
+    check_classes_present(
+        y_tr, num_classes, f"the training split left after taking {len(y_val)} samples for validation", source
+    )
     x_tr, x_val, x_te = standardise(x_tr, x_val, x_te)
     grid = None
     if mode == "1d":
@@ -325,5 +364,15 @@ def load(dataset: str = "digits", data: str | Path | None = None, mode: str = "2
             perm = np.random.default_rng(permute).permutation(length)
             x_tr, x_val, x_te = (x[:, :, perm] for x in (x_tr, x_val, x_te))
             name += f"-permuted{permute}"
-    return Dataset(f"{name}-{mode}", x_tr.astype(np.float32), y_tr, x_val.astype(np.float32), y_val,
-                   x_te.astype(np.float32), y_te, num_classes, grid, digest)
+    return Dataset(
+        f"{name}-{mode}",
+        x_tr.astype(np.float32),
+        y_tr,
+        x_val.astype(np.float32),
+        y_val,
+        x_te.astype(np.float32),
+        y_te,
+        num_classes,
+        grid,
+        digest,
+    )

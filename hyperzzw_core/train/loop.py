@@ -105,9 +105,25 @@ class TrainingDiverged(RuntimeError):
     exit_code = 3
 
 
-RESUME_MUST_MATCH = ("dataset", "mode", "layout", "permute", "config", "optimizer", "lr", "betas", "weight_decay",
-                     "l2_reg", "batch_size", "warmup_epochs", "val_fraction", "seed", "dtype", "train_limit",
-                     "num_classes")
+RESUME_MUST_MATCH = (
+    "dataset",
+    "mode",
+    "layout",
+    "permute",
+    "config",
+    "optimizer",
+    "lr",
+    "betas",
+    "weight_decay",
+    "l2_reg",
+    "batch_size",
+    "warmup_epochs",
+    "val_fraction",
+    "seed",
+    "dtype",
+    "train_limit",
+    "num_classes",
+)
 """Settings that define the model, the data or the optimiser: ``--resume`` refuses to change them."""
 RESUME_MAY_CHANGE = ("data", "epochs", "eval_batch_size", "device")
 """Settings ``--resume`` applies and records (``data`` only as another path to identical arrays;
@@ -124,8 +140,13 @@ def _positive_int(name: str, v: Any, minimum: int = 1) -> None:
 
 
 def _finite(name: str, v: Any, lo: float = 0.0, lo_open: bool = False, hi: float | None = None) -> None:
-    ok = not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v) and \
-        (v > lo if lo_open else v >= lo) and (hi is None or v < hi)
+    ok = (
+        not isinstance(v, bool)
+        and isinstance(v, (int, float))
+        and math.isfinite(v)
+        and (v > lo if lo_open else v >= lo)
+        and (hi is None or v < hi)
+    )
     if not ok:
         rng = f"{'(' if lo_open else '['}{lo}, {hi if hi is not None else 'inf'})"
         raise ValueError(f"{name}: expected a finite number in {rng}, got {v!r}")
@@ -166,8 +187,9 @@ def validate_settings(s: TrainSettings) -> None:
     except (RuntimeError, TypeError) as exc:
         raise ValueError(f"--device: not a device, got {s.device!r} ({exc})") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {s.device}: CUDA is not available here (torch {torch.__version__}); "
-                         "use --device cpu")
+        raise ValueError(
+            f"--device {s.device}: CUDA is not available here (torch {torch.__version__}); use --device cpu"
+        )
     if device.type not in ("cpu", "cuda"):
         raise ValueError(f"--device: expected cpu or cuda, got {s.device!r}")
 
@@ -200,9 +222,11 @@ def resume_settings(s: TrainSettings, stored: dict, given: set[str] | None) -> t
         else:
             refused.append(f"{_flag(name)} {_show(old)} in the checkpoint, {_show(new)} now")
     if refused:
-        raise ValueError("--resume: the checkpoint was trained with other settings, which would change the model, "
-                         "data or optimiser: " + "; ".join(refused) + " (drop them to use the checkpoint's, "
-                         "or start a new run in another --out)")
+        raise ValueError(
+            "--resume: the checkpoint was trained with other settings, which would change the model, "
+            "data or optimiser: " + "; ".join(refused) + " (drop them to use the checkpoint's, "
+            "or start a new run in another --out)"
+        )
     merged["betas"] = tuple(merged["betas"])
     return TrainSettings(**merged), changed
 
@@ -265,8 +289,11 @@ def load_config(spec: str | None, mode: str) -> TerminatorConfig:
 
 def fit_config(config: TerminatorConfig, dataset: data_mod.Dataset) -> TerminatorConfig:
     """The config with input shape, grid and class count taken from the data."""
-    return config.replace(input_shape=list(dataset.input_shape), num_classes=dataset.num_classes,
-                          grid=list(dataset.grid) if dataset.grid else None)
+    return config.replace(
+        input_shape=list(dataset.input_shape),
+        num_classes=dataset.num_classes,
+        grid=list(dataset.grid) if dataset.grid else None,
+    )
 
 
 # -------------------------------------------------------------------------- distributed
@@ -299,7 +326,7 @@ def init_distributed(device: str) -> Dist:
 
 
 def _batches(n: int, size: int, order: np.ndarray) -> list[np.ndarray]:
-    return [order[i:i + size] for i in range(0, n - size + 1, size)] or [order]
+    return [order[i : i + size] for i in range(0, n - size + 1, size)] or [order]
 
 
 def evaluate(model: Any, x: np.ndarray, y: np.ndarray, batch_size: int, device: Any, dtype: Any) -> float:
@@ -308,9 +335,9 @@ def evaluate(model: Any, x: np.ndarray, y: np.ndarray, batch_size: int, device: 
     correct = 0
     with torch.no_grad():
         for i in range(0, len(x), batch_size):
-            xb = torch.as_tensor(x[i:i + batch_size], dtype=dtype, device=device)
+            xb = torch.as_tensor(x[i : i + batch_size], dtype=dtype, device=device)
             pred = model(xb).argmax(dim=1).cpu().numpy()
-            correct += int((pred == y[i:i + batch_size]).sum())
+            correct += int((pred == y[i : i + batch_size]).sum())
     model.train()
     return correct / max(len(x), 1)
 
@@ -346,23 +373,29 @@ def _train_locked(s: TrainSettings, given: set[str] | None, dist: Dist, out: Pat
         validate_settings(s)
         assert s.epochs is not None  # recorded resolved in the checkpoint, or given
         if int(state["epoch"]) + 1 > s.epochs:
-            raise ValueError(f"--epochs {s.epochs}: the checkpoint has already completed {int(state['epoch']) + 1} "
-                             f"epochs; pass --epochs >= {int(state['epoch']) + 1}")
+            raise ValueError(
+                f"--epochs {s.epochs}: the checkpoint has already completed {int(state['epoch']) + 1} "
+                f"epochs; pass --epochs >= {int(state['epoch']) + 1}"
+            )
     elif path.exists() and not s.overwrite:
-        raise ValueError(f"--out {out}: already holds a run (checkpoint.pt); pass --resume to continue it, "
-                         f"--overwrite to start over, or choose another --out")
+        raise ValueError(
+            f"--out {out}: already holds a run (checkpoint.pt); pass --resume to continue it, "
+            f"--overwrite to start over, or choose another --out"
+        )
     assert s.epochs is not None  # train() resolves it (and the checkpoint records it resolved)
     if s.batch_size % dist.world:
         raise ValueError(f"--batch-size {s.batch_size} must be divisible by the {dist.world} processes")
     dtype = {"float32": torch.float32, "float64": torch.float64}[s.dtype]
     device = torch.device(s.device if s.device != "cuda" or dist.world == 1 else f"cuda:{dist.rank}")
 
-    dataset = data_mod.load(s.dataset, s.data, s.mode, s.permute, s.val_fraction, num_classes=s.num_classes,
-                            layout=s.layout)
+    dataset = data_mod.load(
+        s.dataset, s.data, s.mode, s.permute, s.val_fraction, num_classes=s.num_classes, layout=s.layout
+    )
     if s.train_limit is not None:
-        dataset.x_train, dataset.y_train = dataset.x_train[:s.train_limit], dataset.y_train[:s.train_limit]
-        data_mod.check_classes_present(dataset.y_train, dataset.num_classes,
-                                       f"the first {s.train_limit} training samples (--train-limit)")
+        dataset.x_train, dataset.y_train = dataset.x_train[: s.train_limit], dataset.y_train[: s.train_limit]
+        data_mod.check_classes_present(
+            dataset.y_train, dataset.num_classes, f"the first {s.train_limit} training samples (--train-limit)"
+        )
     config = fit_config(load_config(s.config, s.mode), dataset)
     if state is not None:
         _check_resume_fits(state, config, dataset)
@@ -384,7 +417,8 @@ def _train_locked(s: TrainSettings, given: set[str] | None, dist: Dist, out: Pat
     steps_per_epoch = len(_batches(n_train, s.batch_size, np.arange(n_train)))
     total = steps_per_epoch * s.epochs
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda step: lr_factor(step, s.warmup_epochs * steps_per_epoch, total))
+        opt, lambda step: lr_factor(step, s.warmup_epochs * steps_per_epoch, total)
+    )
     shuffler = torch.Generator().manual_seed(s.seed)
     history: list[dict] = []
     resumes: list[dict] = []
@@ -399,13 +433,17 @@ def _train_locked(s: TrainSettings, given: set[str] | None, dist: Dist, out: Pat
             torch.set_rng_state(state["torch_rng"])
             history, start_epoch, wall = state["history"], int(state["epoch"]) + 1, float(state["wall"])
         except (KeyError, RuntimeError, ValueError, TypeError) as exc:
-            raise ckpt.CheckpointError(f"checkpoint {path}: does not fit this run ({type(exc).__name__}: "
-                                       f"{str(exc).splitlines()[0][:200] if str(exc) else ''})") from None
+            raise ckpt.CheckpointError(
+                f"checkpoint {path}: does not fit this run ({type(exc).__name__}: "
+                f"{str(exc).splitlines()[0][:200] if str(exc) else ''})"
+            ) from None
         resumes = list(state.get("resumes", [])) + [{"at_epoch": start_epoch, "changed": changed}]
         if dist.main:
             what = "; ".join(f"{_flag(k)} {_show(a)} -> {_show(b)}" for k, (a, b) in changed.items())
-            print(f"resuming {path} at epoch {start_epoch + 1}/{s.epochs}" + (f" (changed: {what})" if what else ""),
-                  file=sys.stderr)
+            print(
+                f"resuming {path} at epoch {start_epoch + 1}/{s.epochs}" + (f" (changed: {what})" if what else ""),
+                file=sys.stderr,
+            )
     record = {**_settings_dict(s), "data_sha256": dataset.fingerprint}
 
     step: torch.nn.Module = TrainStep(model)
@@ -418,10 +456,18 @@ def _train_locked(s: TrainSettings, given: set[str] | None, dist: Dist, out: Pat
     share = s.batch_size // dist.world
 
     def summarize(diverged: str | None = None) -> dict:
-        summary = {"dataset": dataset.name, "settings": record, "config": config.to_dict(),
-                   "parameters": n_params, "processes": dist.world, "finished": len(history) == s.epochs,
-                   "max_parameter_difference_across_processes": 0.0, "resumes": resumes, "epochs": history,
-                   "final": history[-1] if history else None}
+        summary = {
+            "dataset": dataset.name,
+            "settings": record,
+            "config": config.to_dict(),
+            "parameters": n_params,
+            "processes": dist.world,
+            "finished": len(history) == s.epochs,
+            "max_parameter_difference_across_processes": 0.0,
+            "resumes": resumes,
+            "epochs": history,
+            "final": history[-1] if history else None,
+        }
         if diverged:
             summary["finished"], summary["diverged"] = False, diverged
         if history:
@@ -440,16 +486,18 @@ def _train_locked(s: TrainSettings, given: set[str] | None, dist: Dist, out: Pat
         batches = _batches(n_train, s.batch_size, order)
         bar = _progress(batches, epoch, s.epochs, dist.main)
         for i, idx in enumerate(bar):
-            mine = idx[dist.rank * share:(dist.rank + 1) * share] if dist.world > 1 else idx
+            mine = idx[dist.rank * share : (dist.rank + 1) * share] if dist.world > 1 else idx
             xb, yb = x_all[mine].to(device), y_all[mine].to(device)
             ce, slow = step(xb, yb)
             loss = ce + slow + model.l2_regularizer(s.l2_reg)
             value = float(loss.detach())
             if not math.isfinite(value):
-                message = (f"training diverged: the loss is {value} at epoch {epoch + 1}, step {i + 1}/{len(batches)} "
-                           f"(lr {sched.get_last_lr()[0]:.3g}); stopped without saving this epoch"
-                           + (f"; {path} still holds epoch {len(history)}" if history else "")
-                           + " (try a lower --lr)")
+                message = (
+                    f"training diverged: the loss is {value} at epoch {epoch + 1}, step {i + 1}/{len(batches)} "
+                    f"(lr {sched.get_last_lr()[0]:.3g}); stopped without saving this epoch"
+                    + (f"; {path} still holds epoch {len(history)}" if history else "")
+                    + " (try a lower --lr)"
+                )
                 if dist.main:
                     write_metrics(out, summarize(message))
                 raise TrainingDiverged(message)
@@ -465,17 +513,41 @@ def _train_locked(s: TrainSettings, given: set[str] | None, dist: Dist, out: Pat
         test_acc = evaluate(model, dataset.x_test, dataset.y_test, s.eval_batch_size, device, dtype)
         dt = time.perf_counter() - t0
         wall += dt
-        history.append({"epoch": epoch + 1, "train_loss": sums["loss"] / len(batches),
-                        "slow_loss": sums["slow"] / len(batches), "val_acc": val_acc, "test_acc": test_acc,
-                        "lr": sched.get_last_lr()[0], "epoch_seconds": dt, "wall_seconds": wall})
+        history.append(
+            {
+                "epoch": epoch + 1,
+                "train_loss": sums["loss"] / len(batches),
+                "slow_loss": sums["slow"] / len(batches),
+                "val_acc": val_acc,
+                "test_acc": test_acc,
+                "lr": sched.get_last_lr()[0],
+                "epoch_seconds": dt,
+                "wall_seconds": wall,
+            }
+        )
         if dist.main:
-            print(f"epoch {epoch + 1}/{s.epochs}: loss {history[-1]['train_loss']:.4f} "
-                  f"(slow {history[-1]['slow_loss']:.2e}), val {100 * val_acc:.2f}%, test {100 * test_acc:.2f}%, "
-                  f"{dt:.1f}s", file=sys.stderr)
-            ckpt.save(path, {"model": model.state_dict(), "optimizer": opt.state_dict(),
-                             "scheduler": sched.state_dict(), "shuffler": shuffler.get_state(),
-                             "torch_rng": torch.get_rng_state(), "history": history, "epoch": epoch,
-                             "wall": wall, "config": config.to_dict(), "settings": record, "resumes": resumes})
+            print(
+                f"epoch {epoch + 1}/{s.epochs}: loss {history[-1]['train_loss']:.4f} "
+                f"(slow {history[-1]['slow_loss']:.2e}), val {100 * val_acc:.2f}%, test {100 * test_acc:.2f}%, "
+                f"{dt:.1f}s",
+                file=sys.stderr,
+            )
+            ckpt.save(
+                path,
+                {
+                    "model": model.state_dict(),
+                    "optimizer": opt.state_dict(),
+                    "scheduler": sched.state_dict(),
+                    "shuffler": shuffler.get_state(),
+                    "torch_rng": torch.get_rng_state(),
+                    "history": history,
+                    "epoch": epoch,
+                    "wall": wall,
+                    "config": config.to_dict(),
+                    "settings": record,
+                    "resumes": resumes,
+                },
+            )
         run_epochs += 1
     finished = len(history) == s.epochs
     spread = _parameter_spread(model, dist)
@@ -487,13 +559,17 @@ def _train_locked(s: TrainSettings, given: set[str] | None, dist: Dist, out: Pat
         if history:
             plots.learning_curves(history, out / "curves.png")
             with torch.no_grad():
-                _, kernels = model.eval().forward_with_kernels(torch.as_tensor(dataset.x_val[:2], dtype=dtype,
-                                                                               device=device))
+                _, kernels = model.eval().forward_with_kernels(
+                    torch.as_tensor(dataset.x_val[:2], dtype=dtype, device=device)
+                )
             plots.global_kernels([k.cpu().numpy() for k in kernels], out / "kernels.png", config.grid)
             final = history[-1]
-            print(f"{'finished' if finished else 'stopped'} after epoch {final['epoch']}/{s.epochs}: test accuracy "
-                  f"{100 * final['test_acc']:.2f}% (validation {100 * final['val_acc']:.2f}%), "
-                  f"{n_params:,} parameters, {wall:.0f}s; wrote {out}/", file=sys.stderr)
+            print(
+                f"{'finished' if finished else 'stopped'} after epoch {final['epoch']}/{s.epochs}: test accuracy "
+                f"{100 * final['test_acc']:.2f}% (validation {100 * final['val_acc']:.2f}%), "
+                f"{n_params:,} parameters, {wall:.0f}s; wrote {out}/",
+                file=sys.stderr,
+            )
     return summary
 
 
@@ -522,8 +598,7 @@ class TrainStep(torch.nn.Module):
         cfg = self.model.config
         logits, kernels = self.model.forward_with_kernels(x)
         # labels were validated once at load (data.validate_dataset): no per-batch read-back
-        ce = core.label_smoothing_cross_entropy(logits, y, cfg.label_smoothing, check_finite=False,
-                                                check_labels=False)
+        ce = core.label_smoothing_cross_entropy(logits, y, cfg.label_smoothing, check_finite=False, check_labels=False)
         if cfg.slow_loss == "none":
             return ce, torch.zeros((), dtype=ce.dtype, device=ce.device)
         slow = core.slow_loss(kernels, cfg.bottleneck_factors, kind=cfg.slow_loss, check_finite=False)
@@ -537,8 +612,9 @@ def _progress(batches: list, epoch: int, epochs: int, enabled: bool):
         from tqdm import tqdm
     except ImportError:
         return batches
-    return tqdm(batches, desc=f"epoch {epoch + 1}/{epochs}", leave=False, file=sys.stderr,
-                disable=not sys.stderr.isatty())
+    return tqdm(
+        batches, desc=f"epoch {epoch + 1}/{epochs}", leave=False, file=sys.stderr, disable=not sys.stderr.isatty()
+    )
 
 
 def _settings_dict(s: TrainSettings) -> dict:
@@ -548,4 +624,3 @@ def _settings_dict(s: TrainSettings) -> dict:
     d["lr"] = s.resolved_lr()
     d["config"] = s.config or ("digits" if s.mode == "2d" else "digits_1d")
     return d
-

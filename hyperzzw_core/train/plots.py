@@ -41,8 +41,9 @@ def learning_curves(history: list[dict], out: str | Path) -> Path:
     return out
 
 
-def kernel_images(kernels: Sequence[np.ndarray], grid: tuple[int, int] | None = None,
-                  channels: int = 8) -> list[np.ndarray]:
+def kernel_images(
+    kernels: Sequence[np.ndarray], grid: tuple[int, int] | None = None, channels: int = 8
+) -> list[np.ndarray]:
     """Each block's K_g (1, C, H, W) or (1, C, L) as (min(C, channels), h, w) images.
 
     A 1D kernel is laid row-major on its grid as the global product lays it; the h·w − L padded
@@ -63,8 +64,13 @@ def kernel_images(kernels: Sequence[np.ndarray], grid: tuple[int, int] | None = 
     return out
 
 
-def global_kernels(kernels: Sequence[np.ndarray], out: str | Path, grid: tuple[int, int] | None = None,
-                   channels: int = 8, title: str = "") -> Path:
+def global_kernels(
+    kernels: Sequence[np.ndarray],
+    out: str | Path,
+    grid: tuple[int, int] | None = None,
+    channels: int = 8,
+    title: str = "",
+) -> Path:
     """One row per block, one column per channel (the first ``channels``), shared colour scale per row."""
     plt = _pyplot()
     imgs = kernel_images(kernels, grid, channels)
