@@ -37,8 +37,10 @@ def planted(tmp_path_factory: pytest.TempPathFactory) -> Path:
     shutil.copy2(ROOT / "docs" / "_layout_hook.py", root / "docs")
     shutil.copy2(ROOT / "pyproject.toml", root)
     tree = root / "reference" / "_tree.py"
-    tree.write_text(tree.read_text(encoding="utf-8")
-                    + "\n\ndef _planted() -> int:\n    import os\n    return 'not an int'\n", encoding="utf-8")
+    tree.write_text(
+        tree.read_text(encoding="utf-8") + "\n\ndef _planted() -> int:\n    import os\n    return 'not an int'\n",
+        encoding="utf-8",
+    )
     return root
 
 
@@ -57,8 +59,9 @@ def _ruff(root: Path) -> subprocess.CompletedProcess:
 
 def _typecheck(root: Path) -> subprocess.CompletedProcess:
     # the checkout's mypy cache: the libraries' analysis (torch, NumPy) is shared, our modules are rechecked
-    return _run(str(ROOT / "tools" / "typecheck.py"), "--root", str(root), "--cache-dir", str(ROOT / ".mypy_cache"),
-                *TYPE_CLEAN)
+    return _run(
+        str(ROOT / "tools" / "typecheck.py"), "--root", str(root), "--cache-dir", str(ROOT / ".mypy_cache"), *TYPE_CLEAN
+    )
 
 
 def test_every_installed_floor_is_type_clean() -> None:
@@ -91,8 +94,9 @@ def test_the_type_check_reports_a_planted_error_at_its_checkout_path(planted: Pa
     assert res.returncode == 1, res.stdout + res.stderr
     errors = [line for line in res.stdout.splitlines() if ": error: " in line]
     # reported at reference/_tree.py (the checkout's path), not hyperzzw_core/reference/_tree.py
-    assert len(errors) == 1 and errors[0].startswith("reference/_tree.py:") and "[return-value]" in errors[0], \
+    assert len(errors) == 1 and errors[0].startswith("reference/_tree.py:") and "[return-value]" in errors[0], (
         res.stdout
+    )
     assert f"1 error(s) in {', '.join(TYPE_CLEAN)}" in res.stderr
 
 
@@ -105,3 +109,19 @@ def test_the_type_check_fails_loudly_when_mypy_cannot_run(planted: Path, tmp_pat
     res = _typecheck(broken)
     assert res.returncode == 2, res.stdout + res.stderr
     assert "mypy failed" in res.stderr and "_tree.py" in res.stdout + res.stderr
+
+
+def _format_check(root: Path) -> subprocess.CompletedProcess:
+    return _run("-m", "ruff", "format", "--check", "--no-cache", *LINT_CLEAN, cwd=root)
+
+
+def test_the_tree_is_formatted() -> None:
+    res = _format_check(ROOT)
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_format_check_reports_the_planted_file(planted: Path) -> None:
+    # the planted function's single-quoted string is not the formatter's style
+    res = _format_check(planted)
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "--> reference/_tree.py:" in res.stdout and "1 file would be reformatted" in res.stdout, res.stdout
