@@ -30,7 +30,7 @@ import numpy as np
 
 from .. import reference as R
 from ..reference import tree_map
-from ..testing.registry import OpSpec, Sample
+from ..testing.registry import OpSpec, Sample, block_sample
 
 OFFSET = 1e3
 LARGE = 1e3
@@ -138,14 +138,8 @@ SEQUENCE_L23 = R.tiny_1d(length=23)
 
 
 def _block_l23(rng):
-    cfg, i = SEQUENCE_L23, 3
-    spatial = cfg.spatial_shape
-    n_pre = cfg.num_concat_pre[i]
-    z = _n(rng, (2, cfg.block_channels[i]) + spatial)
-    x_pre = _n(rng, (2, cfg.out_channels[i - 2]) + spatial) if n_pre >= 1 else None
-    x_pp = _n(rng, (2, cfg.out_channels[i - 3]) + spatial) if n_pre >= 2 else None
-    params = perturb_tree(R.init_block(rng, cfg, i), rng)
-    return Sample((params, z, x_pre, x_pp), {"groups": cfg.ibs_groups, "grid": cfg.grid}, "edge-tiny-1d-L23-block3")
+    sample = block_sample(rng, np.dtype(np.float64), SEQUENCE_L23, 3, "edge-tiny-1d-L23-block3")
+    return replace(sample, args=(perturb_tree(sample.args[0], rng), *sample.args[1:]))
 
 
 def _edge_2e(rng):

@@ -230,7 +230,8 @@ def _s_tile(rng, dt):
     ]
 
 
-def _block_sample(rng, dt, config, i, label):
+def block_sample(rng: np.random.Generator, dt: np.dtype, config: R.TerminatorConfig, i: int, label: str) -> Sample:
+    """A sample of SFNE block ``i`` of ``config``: its init parameters and inputs (z, x_pre, x_pre_pre)."""
     p = _cast(R.init_block(rng, config, i), dt)
     spatial = config.spatial_shape
     z = _normal(rng, (2, config.block_channels[i]) + spatial, dt)
@@ -242,8 +243,8 @@ def _block_sample(rng, dt, config, i, label):
 
 def _s_sfne(rng, dt):
     return [
-        _block_sample(rng, dt, R.tiny(), 3, "tiny-2d-block3-pre-prepre"),
-        _block_sample(rng, dt, R.tiny_1d(), 2, "tiny-1d-block2-pre"),
+        block_sample(rng, dt, R.tiny(), 3, "tiny-2d-block3-pre-prepre"),
+        block_sample(rng, dt, R.tiny_1d(), 2, "tiny-1d-block2-pre"),
     ]
 
 
