@@ -15,10 +15,11 @@ from typing import Any
 
 import numpy as np
 import pytest
+from backends import Backend, _numpy, _torch
 
 import hyperzzw_core
 from hyperzzw_core import backends
-from hyperzzw_core.reference import TerminatorConfig, flatten
+from hyperzzw_core.reference import flatten
 from hyperzzw_core.testing import REGISTRY, assert_close, to_numpy
 
 torch = pytest.importorskip("torch")
@@ -41,19 +42,6 @@ FAST_PATHS = [
 ]
 
 
-def _to(library: str, obj: Any) -> Any:
-    """Float and integer NumPy arrays of a nested sample as ``library``'s arrays; the rest as is."""
-    if isinstance(obj, np.ndarray):
-        return torch.from_numpy(obj.copy()) if library == "torch" else obj.copy()
-    if isinstance(obj, dict):
-        return {k: _to(library, v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_to(library, v) for v in obj]
-    if isinstance(obj, tuple) and not isinstance(obj, TerminatorConfig):
-        return tuple(_to(library, v) for v in obj)
-    return obj
-
-
 def _leaves(out: Any) -> dict[str, Any]:
     return flatten(list(out)) if isinstance(out, tuple) else flatten(out)
 
@@ -64,7 +52,8 @@ def _mismatches(names: list[str], library: str) -> list[str]:
     for name in names:
         spec = REGISTRY[name]
         for sample in spec.samples("float64"):
-            got = _leaves(getattr(hyperzzw_core, name)(*_to(library, sample.args), **_to(library, sample.kwargs)))
+            b: Backend = _numpy() if library == "numpy" else _torch("cpu")  # converts copies of the arrays
+            got = _leaves(getattr(hyperzzw_core, name)(*b.convert(sample.args), **b.convert(sample.kwargs)))
             want = _leaves(spec.reference(*sample.args, **sample.kwargs))
             scale = max([float(np.max(np.abs(v))) for v in want.values() if np.size(v)] + [0.0])
             try:
