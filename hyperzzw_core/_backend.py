@@ -65,6 +65,7 @@ __all__ = [
     "is_lazy",
     "namespace",
     "pointwise_linear",
+    "pointwise_linear_sum",
     "sigmoid",
     "silu",
     "stop_gradient",
@@ -256,6 +257,11 @@ def silu(xp: Any, x: Any) -> Any:
 def pointwise_linear(xp: Any, w: Any, b: Any, x: Any) -> Any:
     """y[b] = W·x[b] + β for x (B, I, N), W (O, I), β (O,) → (B, O, N)."""
     return backend_for(xp).pointwise_linear(xp, w, b, x)
+
+
+def pointwise_linear_sum(xp: Any, ws: list[Any], b: Any, xs: list[Any]) -> Any:
+    """y[b] = Σ_i W_i·x_i[b] + β for x_i (B, I_i, N), W_i (O, I_i), β (O,) → (B, O, N)."""
+    return backend_for(xp).pointwise_linear_sum(xp, ws, b, xs)
 
 
 def instance_standardize(xp: Any, x: Any, eps: float) -> Any | None:

@@ -23,7 +23,7 @@ from ._interaction import (
     check_hi,
     check_rgu,
 )
-from ._linear import _pointwise_linear, check_linear_params
+from ._linear import _bottleneck_branches, _pointwise_linear, check_linear_params
 from ._slow_net import _G_KEYS, _L_KEYS, _magnet_g, _magnet_l, _magnet_l_static, check_magnet
 from ._standardize import _g_ibs, _instance_standardize, check_groups
 from .reference import BLOCK_KEYS, LOCAL_ROLES, check_global_grid, concat_order, local_roles
@@ -107,13 +107,13 @@ def _forward(
         ctx, inp = LOCAL_ROLES[role]
         kernel = _magnet_l(xp, p["slow_l"], t[ctx], None if frozen is None else frozen[role], kernels["local"][j])
         t[role] = _local_conv(xp, p["mixer"], t[inp], kernel, eps) + p["bias"]
+    branches = {name: (a, 1) for name, a in t.items()}
     if x_pre is not None:
-        t["x_pre"] = xp.tile(x_pre, (1, _tile_to("x_pre", x_pre, c)) + (1,) * (z.ndim - 2))
+        branches["x_pre"] = (x_pre, _tile_to("x_pre", x_pre, c))
     if x_pre_pre is not None:
-        t["x_pre_pre"] = xp.tile(x_pre_pre, (1, _tile_to("x_pre_pre", x_pre_pre, c)) + (1,) * (z.ndim - 2))
+        branches["x_pre_pre"] = (x_pre_pre, _tile_to("x_pre_pre", x_pre_pre, c))
     order = concat_order(len(params["local"]), x_pre is not None, x_pre_pre is not None)
-    cat = xp.concat([t[n] for n in order], axis=1)
-    p_out = _pointwise_linear(xp, params["bottleneck"], cat)
+    p_out = _bottleneck_branches(xp, params["bottleneck"], [branches[n] for n in order])
     out = _gelu(xp, _g_ibs(xp, p_out, groups, eps)) + params["bias"]
     if dropout_mask is not None:
         out = out * xp.reshape(dropout_mask, tuple(dropout_mask.shape) + (1,) * (z.ndim - 2))

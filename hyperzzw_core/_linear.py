@@ -47,6 +47,31 @@ def _pointwise_linear(xp: Any, params: Params, x: Any) -> Any:
     return xp.reshape(y, (b, -1) + tuple(x.shape[2:]))
 
 
+def _bottleneck_branches(xp: Any, params: Params, branches: list[tuple[Any, int]]) -> Any:
+    """The bottleneck of the concatenated, tiled branches without forming the concatenation.
+
+    P = W·concat(tile(x_1, s_1), …, tile(x_n, s_n)) + β = Σ_i W_i'·x_i + β, where W_i is the
+    block of W's columns that meets branch i and W_i' (O, C_i) = Σ_j W_i[:, j·C_i:(j+1)·C_i]
+    folds its s_i tiles (tile(t, s) repeats the whole channel stack, :func:`tile_channels`).
+    Shapes: x_i (B, C_i, *S), W (O, Σ s_i·C_i) → P (B, O, *S) (spec §2.10, step 14 of §1.3).
+    """
+    w = params["weight"]
+    ws, xs, start = [], [], 0
+    for x, reps in branches:
+        c = int(x.shape[1])
+        block = w[:, start : start + reps * c]
+        if reps > 1:
+            block = xp.sum(xp.reshape(block, (w.shape[0], reps, c)), axis=1)
+        ws.append(block)
+        xs.append(xp.reshape(x, (x.shape[0], c, -1)))
+        start += reps * c
+    if start != w.shape[1]:
+        raise ValueError(f"params['weight']: {w.shape[1]} input channels, the branches make {start}")
+    x0 = branches[0][0]
+    y = B.pointwise_linear_sum(xp, ws, params["bias"], xs)
+    return xp.reshape(y, (x0.shape[0], -1) + tuple(x0.shape[2:]))
+
+
 def pointwise_linear(params: Params, x: Any, *, check_finite: bool = True) -> Any:
     """Linear{d}d: y = W·x + β over the channel axis.
 

@@ -29,12 +29,14 @@ FAST_PATHS = [
     (backends.NumPyBackend, "sigmoid", ["hyper_channel_interaction", "hyper_interaction"], "numpy"),
     (backends.NumPyBackend, "erf", ["gelu"], "numpy"),
     (backends.NumPyBackend, "pointwise_linear", ["pointwise_linear", "channel_mixer"], "numpy"),
+    (backends.NumPyBackend, "pointwise_linear_sum", ["sfne_block"], "numpy"),
     (backends.NumPyBackend, "depthwise_direct", ["depthwise_conv", "local_conv"], "numpy"),
     (backends.ArrayAPIBackend, "global_product", ["hyperzzw_global", "sfne_block"], "numpy"),
     (backends.TorchBackend, "sigmoid", ["hyper_channel_interaction", "hyper_interaction"], "torch"),
     (backends.TorchBackend, "gelu", ["gelu"], "torch"),
     (backends.TorchBackend, "silu", ["si_glu"], "torch"),
     (backends.TorchBackend, "pointwise_linear", ["pointwise_linear", "bottleneck"], "torch"),
+    (backends.TorchBackend, "pointwise_linear_sum", ["sfne_block"], "torch"),
     (backends.TorchBackend, "instance_standardize_fast", ["instance_standardize", "g_ibs"], "torch"),
     (backends.TorchBackend, "batch_standardize_fast", ["batch_standardize", "g_ibs"], "torch"),
     (backends.TorchBackend, "depthwise_direct", ["depthwise_conv", "local_conv"], "torch"),
@@ -69,7 +71,12 @@ def _planted(method: Any) -> Any:
         out = method(self, *args, **kwargs)
         return None if out is None else out * (1 + 1e-6)
 
-    return wrong
+    def wrong_last_term(self: Any, xp: Any, ws: list[Any], b: Any, xs: list[Any]) -> Any:
+        # the block standardises the bottleneck's output (G-IBS), which a uniform scale cannot
+        # survive: the bug weighs one branch (the last) wrongly instead
+        return method(self, xp, [*ws[:-1], ws[-1] * (1 + 1e-6)], b, xs)
+
+    return wrong_last_term if method.__name__ == "pointwise_linear_sum" else wrong
 
 
 @pytest.mark.parametrize(

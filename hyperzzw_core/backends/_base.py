@@ -222,6 +222,17 @@ class ArrayAPIBackend:
         """y[b] = W·x[b] + β for x (B, I, N), W (O, I), β (O,) → (B, O, N) (spec §2.5)."""
         return w @ x + xp.reshape(b, (-1, 1))
 
+    def pointwise_linear_sum(self, xp: Any, ws: list[Any], b: Any, xs: list[Any]) -> Any:
+        """y[b] = Σ_i W_i·x_i[b] + β for x_i (B, I_i, N), W_i (O, I_i), β (O,) → (B, O, N).
+
+        The bottleneck applied to its branches without concatenating them (spec §2.10):
+        W·concat(x_1, …, x_n) with W = [W_1 … W_n] split by columns.
+        """
+        y = ws[0] @ xs[0] + xp.reshape(b, (-1, 1))
+        for w, x in zip(ws[1:], xs[1:], strict=True):
+            y = y + w @ x
+        return y
+
     def instance_standardize_fast(self, xp: Any, x: Any, eps: float) -> Any | None:
         """IS by a native kernel, or None (the operator's generic formula)."""
         return None

@@ -74,6 +74,20 @@ class NumPyBackend(ArrayAPIBackend):
         y += b[:, None]
         return y
 
+    def pointwise_linear_sum(self, xp: Any, ws: list[Any], b: Any, xs: list[Any]) -> Any:
+        """Σ_i W_i·x_i[b] + β: per sample, the first GEMM written in place, the others added."""
+        np = sys.modules["numpy"]
+        dt = np.result_type(*ws, *xs)
+        y = np.empty((xs[0].shape[0], ws[0].shape[0], xs[0].shape[2]), dtype=dt)
+        tmp = np.empty(y.shape[1:], dtype=dt)
+        for s in range(y.shape[0]):
+            np.matmul(ws[0], xs[0][s], out=y[s])
+            for w, x in zip(ws[1:], xs[1:], strict=True):
+                np.matmul(w, x[s], out=tmp)
+                y[s] += tmp
+        y += b[:, None]
+        return y
+
     def depthwise_method(self, xp: Any, y: Any, k_l: Any) -> str:
         """The measured threshold of ``FFT_MIN_KERNEL`` on inputs of at least ``FFT_MIN_SPATIAL``."""
         k = max(int(v) for v in k_l.shape[2:])

@@ -106,6 +106,17 @@ class TorchBackend(ArrayAPIBackend):
         n = x.shape[0]
         return torch.baddbmm(torch.reshape(b, (1, -1, 1)), w.expand(n, w.shape[0], w.shape[1]), x)
 
+    def pointwise_linear_sum(self, xp: Any, ws: list[Any], b: Any, xs: list[Any]) -> Any:
+        """One ``baddbmm`` for the first term (bias fused), then one in-place ``baddbmm_`` per
+        further term into the same output: no concatenated copy of the branches is made or kept
+        for backward (a ``baddbmm`` saves its two matrices, never its output)."""
+        torch = _torch()
+        n = xs[0].shape[0]
+        y = torch.baddbmm(torch.reshape(b, (1, -1, 1)), ws[0].expand(n, *ws[0].shape), xs[0])
+        for w, x in zip(ws[1:], xs[1:], strict=True):
+            y = y.baddbmm_(w.expand(n, *w.shape), x)
+        return y
+
     def instance_standardize_fast(self, xp: Any, x: Any, eps: float) -> Any | None:
         """The native ``instance_norm`` (no affine, no running statistics: exactly (x − μ)/√(σ² + eps)
         with the biased variance; forward and backward each one fused kernel, 3x faster than
