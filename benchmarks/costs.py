@@ -190,8 +190,7 @@ def block_costs(config: TerminatorConfig, i: int, batch: int, itemsize: int, tra
         m.standardize(n)
         m.unary(n, GELU)
         m.binary(n, npts, product=False)  # + bias_p
-        m.linear(b, c, c, npts)  # W_Y
-    m.binary(n, product=False)  # RGU sum
+        m.linear(b, c, c, npts)  # W_Y (both RGUs accumulate into one output: no separate sum)
     m.standardize(n)  # fast = IS(·)
     m.linear(b, c, c, npts)  # mixer
     m.standardize(n)  # M = IS(·)
@@ -218,17 +217,14 @@ def block_costs(config: TerminatorConfig, i: int, batch: int, itemsize: int, tra
         m.depthwise(b, c, npts, taps)
         m.linear(b, c, c, npts)  # mixer
         m.standardize(n)  # BS
-        m.unary(n, GELU)
-        m.binary(n, 1, product=False)  # + b_i
+        m.unary(n, GELU)  # (+ b_i is folded into the bottleneck's bias)
     n_pre = cfg.num_concat_pre[i]
-    for j in range(n_pre):  # tile(x_pre), tile(x_pre_pre)
-        c_pre = cfg.out_channels[i - 2 - j]
-        m.copy(b * c_pre * npts, n, reduce_back=True)
-    n_br = cfg.num_branches[i]
-    m.copy(n_br * n, n_br * n)  # concat
+    # bottleneck: Σ over the branches of W_i·x_i, no concatenation; tiled x_pre / x_pre_pre enter
+    # through their folded (O, C_pre) weight blocks (hyperzzw_core._linear._bottleneck_branches)
+    width = (cfg.num_branches[i] - n_pre) * c + sum(cfg.out_channels[i - 2 - j] for j in range(n_pre))
     out = cfg.out_channels[i]
     n_out = b * out * npts
-    m.linear(b, n_br * c, out, npts)  # bottleneck
+    m.linear(b, width, out, npts)  # bottleneck
     m.standardize(n_out)  # G-IBS
     m.unary(n_out, GELU)
     m.binary(n_out, 1, product=False)  # + b

@@ -68,6 +68,7 @@ __all__ = [
     "pointwise_linear_sum",
     "sigmoid",
     "silu",
+    "split_channels",
     "stop_gradient",
     "work_dtype",
 ]
@@ -262,6 +263,11 @@ def pointwise_linear(xp: Any, w: Any, b: Any, x: Any) -> Any:
 def pointwise_linear_sum(xp: Any, ws: list[Any], b: Any, xs: list[Any]) -> Any:
     """y[b] = Σ_i W_i·x_i[b] + β for x_i (B, I_i, N), W_i (O, I_i), β (O,) → (B, O, N)."""
     return backend_for(xp).pointwise_linear_sum(xp, ws, b, xs)
+
+
+def split_channels(xp: Any, y: Any, sizes: list[int]) -> list[Any]:
+    """``y`` (B, Σ sizes, *S) cut along the channel axis into consecutive pieces of ``sizes``."""
+    return backend_for(xp).split_channels(xp, y, sizes)
 
 
 def instance_standardize(xp: Any, x: Any, eps: float) -> Any | None:

@@ -18,12 +18,12 @@ from ._interaction import (
     _hi_kernels,
     _hyper_channel_interaction,
     _hyper_interaction,
-    _rgu,
+    _rgu_hidden,
     check_hci,
     check_hi,
     check_rgu,
 )
-from ._linear import _bottleneck_branches, _pointwise_linear, check_linear_params
+from ._linear import _bottleneck_branches, _pointwise_linear_sum, _stacked_linears, check_linear_params
 from ._slow_net import _G_KEYS, _L_KEYS, _magnet_g, _magnet_l, _magnet_l_static, check_magnet
 from ._standardize import _g_ibs, _instance_standardize, check_groups
 from .reference import BLOCK_KEYS, LOCAL_ROLES, check_global_grid, concat_order, local_roles
@@ -93,25 +93,32 @@ def _forward(
             f"{(1,) + shape_of(z)[1:]} (kernel size follows the input size, §5 Q8)"
         )
     zhat = z * k_g
-    r_sum = _rgu(xp, params["rgu_slow"], zhat, eps) + _rgu(xp, params["rgu_fast"], z, eps)
+    # the linears that share an input run as one product each; both RGUs end in one sum (§1.3 steps 2-4)
+    rs, rf = params["rgu_slow"], params["rgu_fast"]
+    k_s, v_s = _stacked_linears(xp, [rs["w_k"], rs["w_v"]], zhat)
+    k_f, v_f, mixed = _stacked_linears(xp, [rf["w_k"], rf["w_v"], params["mixer"]], z)
+    a_s, a_f = _rgu_hidden(xp, rs, k_s, v_s, eps), _rgu_hidden(xp, rf, k_f, v_f, eps)
+    r_sum = _pointwise_linear_sum(xp, [rs["w_y"], rf["w_y"]], [a_s, a_f])
     t = {"Z": z}
     t["fast"] = _instance_standardize(xp, r_sum, eps)
-    t["M"] = _instance_standardize(xp, _pointwise_linear(xp, params["mixer"], z), eps)
+    t["M"] = _instance_standardize(xp, mixed, eps)
     t["Hc"] = _instance_standardize(xp, _hyper_channel_interaction(xp, params["hci"], z, kernels["k_c"]), eps)
     be = B.backend(xp)  # Ẑ = Z ⊙ K_g formed once above, or fused into the product's tiles (CuPy)
     for name, y in (("G1", "fast"), ("G2", "M"), ("G3", "Hc")):
         t[name] = be.global_product(xp, z, k_g, t[y], grid, zhat=zhat)
     t["S"] = _si_glu(xp, t["G1"])
     t["HI"] = _hyper_interaction(xp, params["hi"], t["G1"], z, (kernels["k_cc"], kernels["k_ss"]))
+    shifts = {}
     for j, (role, p) in enumerate(zip(local_roles(len(params["local"])), params["local"], strict=True)):
         ctx, inp = LOCAL_ROLES[role]
         kernel = _magnet_l(xp, p["slow_l"], t[ctx], None if frozen is None else frozen[role], kernels["local"][j])
-        t[role] = _local_conv(xp, p["mixer"], t[inp], kernel, eps) + p["bias"]
-    branches = {name: (a, 1) for name, a in t.items()}
+        t[role] = _local_conv(xp, p["mixer"], t[inp], kernel, eps)
+        shifts[role] = p["bias"]  # L_i = LocalConv(…) + b_i: b_i is folded into the bottleneck's bias
+    branches = {name: (a, 1, shifts.get(name)) for name, a in t.items()}
     if x_pre is not None:
-        branches["x_pre"] = (x_pre, _tile_to("x_pre", x_pre, c))
+        branches["x_pre"] = (x_pre, _tile_to("x_pre", x_pre, c), None)
     if x_pre_pre is not None:
-        branches["x_pre_pre"] = (x_pre_pre, _tile_to("x_pre_pre", x_pre_pre, c))
+        branches["x_pre_pre"] = (x_pre_pre, _tile_to("x_pre_pre", x_pre_pre, c), None)
     order = concat_order(len(params["local"]), x_pre is not None, x_pre_pre is not None)
     p_out = _bottleneck_branches(xp, params["bottleneck"], [branches[n] for n in order])
     out = _gelu(xp, _g_ibs(xp, p_out, groups, eps)) + params["bias"]

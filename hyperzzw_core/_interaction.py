@@ -50,13 +50,18 @@ def check_rgu(xp: Any, params: dict, z_shape: tuple[int, ...], dtype: Any, name:
         check_linear_params(xp, params[key], c, dtype, f"{name}['{key}']")
 
 
+def _rgu_hidden(xp: Any, params: dict, kz: Any, v: Any, eps: float) -> Any:
+    """The RGU's gated hidden state A = GELU(IS(K·Z ⊙ W_q·V)) + bias_p from K·Z and V = W_v·Z
+    (spec §2.6); RGU(Z) = W_y·A."""
+    q = _pointwise_linear(xp, params["w_q"], v)
+    n = _instance_standardize(xp, kz * q, eps)
+    return _gelu(xp, n) + params["bias_p"]
+
+
 def _rgu(xp: Any, params: dict, z: Any, eps: float) -> Any:
     kz = _pointwise_linear(xp, params["w_k"], z)
     v = _pointwise_linear(xp, params["w_v"], z)
-    q = _pointwise_linear(xp, params["w_q"], v)
-    n = _instance_standardize(xp, kz * q, eps)
-    a = _gelu(xp, n) + params["bias_p"]
-    return _pointwise_linear(xp, params["w_y"], a)
+    return _pointwise_linear(xp, params["w_y"], _rgu_hidden(xp, params, kz, v, eps))
 
 
 def rgu(params: dict, z: Any, *, eps: float = 1e-5, check_finite: bool = True) -> Any:

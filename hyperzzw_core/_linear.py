@@ -47,28 +47,56 @@ def _pointwise_linear(xp: Any, params: Params, x: Any) -> Any:
     return xp.reshape(y, (b, -1) + tuple(x.shape[2:]))
 
 
-def _bottleneck_branches(xp: Any, params: Params, branches: list[tuple[Any, int]]) -> Any:
-    """The bottleneck of the concatenated, tiled branches without forming the concatenation.
+def _pointwise_linear_sum(xp: Any, layers: list[Params], xs: list[Any]) -> Any:
+    """Σ_i (W_i·x_i + β_i) in one accumulation. Shapes: x_i (B, I_i, *S) → (B, O, *S)."""
+    bias = layers[0]["bias"]
+    for p in layers[1:]:
+        bias = bias + p["bias"]
+    b = xs[0].shape[0]
+    y = B.pointwise_linear_sum(
+        xp, [p["weight"] for p in layers], bias, [xp.reshape(x, (b, x.shape[1], -1)) for x in xs]
+    )
+    return xp.reshape(y, (b, -1) + tuple(xs[0].shape[2:]))
 
-    P = W·concat(tile(x_1, s_1), …, tile(x_n, s_n)) + β = Σ_i W_i'·x_i + β, where W_i is the
-    block of W's columns that meets branch i and W_i' (O, C_i) = Σ_j W_i[:, j·C_i:(j+1)·C_i]
+
+def _stacked_linears(xp: Any, layers: list[Params], x: Any) -> list[Any]:
+    """Several point-wise linears of one input as one product: [W_1; …; W_n]·x + [β_1; …; β_n],
+    returned as the n outputs (channel slices of one array). Shapes: x (B, I, *S) → (B, O_i, *S)."""
+    if len(layers) == 1:
+        return [_pointwise_linear(xp, layers[0], x)]
+    stacked = {
+        "weight": xp.concat([p["weight"] for p in layers], axis=0),
+        "bias": xp.concat([p["bias"] for p in layers], axis=0),
+    }
+    y = _pointwise_linear(xp, stacked, x)
+    return B.split_channels(xp, y, [int(p["weight"].shape[0]) for p in layers])
+
+
+def _bottleneck_branches(xp: Any, params: Params, branches: list[tuple[Any, int, Any]]) -> Any:
+    """The bottleneck of the concatenated, tiled, shifted branches without forming the concatenation.
+
+    Branch i is x_i + c_i (c_i a scalar, or None for 0) tiled s_i times along the channels.
+    P = W·concat(tile(x_1 + c_1, s_1), …) + β = Σ_i W_i'·x_i + (β + Σ_i c_i·W_i'·1), where W_i is
+    the block of W's columns that meets branch i and W_i' (O, C_i) = Σ_j W_i[:, j·C_i:(j+1)·C_i]
     folds its s_i tiles (tile(t, s) repeats the whole channel stack, :func:`tile_channels`).
     Shapes: x_i (B, C_i, *S), W (O, Σ s_i·C_i) → P (B, O, *S) (spec §2.10, step 14 of §1.3).
     """
     w = params["weight"]
-    ws, xs, start = [], [], 0
-    for x, reps in branches:
+    ws, xs, start, bias = [], [], 0, params["bias"]
+    for x, reps, shift in branches:
         c = int(x.shape[1])
         block = w[:, start : start + reps * c]
         if reps > 1:
             block = xp.sum(xp.reshape(block, (w.shape[0], reps, c)), axis=1)
+        if shift is not None:
+            bias = bias + shift * xp.sum(block, axis=1)
         ws.append(block)
         xs.append(xp.reshape(x, (x.shape[0], c, -1)))
         start += reps * c
     if start != w.shape[1]:
         raise ValueError(f"params['weight']: {w.shape[1]} input channels, the branches make {start}")
     x0 = branches[0][0]
-    y = B.pointwise_linear_sum(xp, ws, params["bias"], xs)
+    y = B.pointwise_linear_sum(xp, ws, bias, xs)
     return xp.reshape(y, (x0.shape[0], -1) + tuple(x0.shape[2:]))
 
 

@@ -37,6 +37,7 @@ FAST_PATHS = [
     (backends.TorchBackend, "silu", ["si_glu"], "torch"),
     (backends.TorchBackend, "pointwise_linear", ["pointwise_linear", "bottleneck"], "torch"),
     (backends.TorchBackend, "pointwise_linear_sum", ["sfne_block"], "torch"),
+    (backends.TorchBackend, "split_channels", ["sfne_block"], "torch"),
     (backends.TorchBackend, "instance_standardize_fast", ["instance_standardize", "g_ibs"], "torch"),
     (backends.TorchBackend, "batch_standardize_fast", ["batch_standardize", "g_ibs"], "torch"),
     (backends.TorchBackend, "depthwise_direct", ["depthwise_conv", "local_conv"], "torch"),
@@ -76,7 +77,12 @@ def _planted(method: Any) -> Any:
         # survive: the bug weighs one branch (the last) wrongly instead
         return method(self, xp, [*ws[:-1], ws[-1] * (1 + 1e-6)], b, xs)
 
-    return wrong_last_term if method.__name__ == "pointwise_linear_sum" else wrong
+    def wrong_piece(self: Any, *args: Any, **kwargs: Any) -> Any:
+        first, *rest = method(self, *args, **kwargs)
+        return [first * (1 + 1e-6), *rest]
+
+    special = {"pointwise_linear_sum": wrong_last_term, "split_channels": wrong_piece}
+    return special.get(method.__name__, wrong)
 
 
 @pytest.mark.parametrize(

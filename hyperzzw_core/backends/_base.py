@@ -222,6 +222,14 @@ class ArrayAPIBackend:
         """y[b] = W·x[b] + β for x (B, I, N), W (O, I), β (O,) → (B, O, N) (spec §2.5)."""
         return w @ x + xp.reshape(b, (-1, 1))
 
+    def split_channels(self, xp: Any, y: Any, sizes: list[int]) -> list[Any]:
+        """``y`` (B, Σ sizes, *S) cut along the channel axis into consecutive pieces of ``sizes``."""
+        outs, start = [], 0
+        for n in sizes:
+            outs.append(y[:, start : start + n, ...])
+            start += n
+        return outs
+
     def pointwise_linear_sum(self, xp: Any, ws: list[Any], b: Any, xs: list[Any]) -> Any:
         """y[b] = Σ_i W_i·x_i[b] + β for x_i (B, I_i, N), W_i (O, I_i), β (O,) → (B, O, N).
 

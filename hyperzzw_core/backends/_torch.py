@@ -106,6 +106,11 @@ class TorchBackend(ArrayAPIBackend):
         n = x.shape[0]
         return torch.baddbmm(torch.reshape(b, (1, -1, 1)), w.expand(n, w.shape[0], w.shape[1]), x)
 
+    def split_channels(self, xp: Any, y: Any, sizes: list[int]) -> list[Any]:
+        """``torch.split``: its backward writes the pieces' gradients into one array (one ``cat``),
+        where a slice's backward zero-fills a gradient of the whole ``y`` per piece."""
+        return list(_torch().split(y, list(sizes), dim=1))
+
     def pointwise_linear_sum(self, xp: Any, ws: list[Any], b: Any, xs: list[Any]) -> Any:
         """One ``baddbmm`` for the first term (bias fused), then one in-place ``baddbmm_`` per
         further term into the same output: no concatenated copy of the branches is made or kept
