@@ -32,23 +32,23 @@ def torch_depthwise_direct(torch: Any, y: Any, k_l: Any) -> Any:
 
     oneDNN's NCHW depth-wise weight gradient is pathologically slow on CPU for k ≥ 5 (seconds
     for the CIFAR-10 block 4; docs/benchmarks.md), while its channels-last kernels are fast: the
-    input is converted (one copy), 1-D inputs run as (B, C, 1, L) images, and the result comes
-    back contiguous. Without gradients (inference) the NCHW forward is the faster one (B = 1, C =
-    144, k = 9: 0.7 ms against 1.2 ms with the layout round trip), so it is used as is. float64 (no
+    input is converted (one copy, not kept for backward: ``DepthwiseConvChannelsLast``), 1-D
+    inputs run as (B, C, 1, L) images, and the result and the input gradient come back
+    contiguous. Without gradients (inference) the NCHW forward is the faster one (B = 1, C = 144,
+    k = 9: 0.7 ms against 1.2 ms with the layout round trip), so it is used as is. float64 (no
     oneDNN) and other devices use the plain call.
     """
     fn = torch.nn.functional
     pad = tuple((int(k) - 1) // 2 for k in k_l.shape[2:])
     c = int(y.shape[1])
     needs_grad = torch.compiler.is_compiling() or (torch.is_grad_enabled() and (y.requires_grad or k_l.requires_grad))
-    if needs_grad and _onednn_float32(torch, y):
+    if needs_grad and _onednn_float32(torch, y) and y.ndim in (3, 4):
+        from ._torch_functions import DepthwiseConvChannelsLast
+
         if y.ndim == 3:
-            y4 = torch.unsqueeze(y, 2).contiguous(memory_format=torch.channels_last)
-            out = fn.conv2d(y4, torch.unsqueeze(k_l, 2), padding=(0,) + pad, groups=c)
-            return torch.squeeze(out, 2).contiguous()
-        if y.ndim == 4:
-            out = fn.conv2d(y.contiguous(memory_format=torch.channels_last), k_l, padding=pad, groups=c)
-            return out.contiguous()
+            out = DepthwiseConvChannelsLast.apply(torch.unsqueeze(y, 2), torch.unsqueeze(k_l, 2), (0,) + pad)
+            return torch.squeeze(out, 2)
+        return DepthwiseConvChannelsLast.apply(y, k_l, pad)
     conv = fn.conv1d if y.ndim == 3 else fn.conv2d
     return conv(y, k_l, padding=pad, groups=c)
 

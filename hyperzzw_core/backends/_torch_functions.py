@@ -49,3 +49,47 @@ class BatchStandardize(torch.autograd.Function):
     def standardize(x: torch.Tensor, axes: tuple[int, ...], eps: float, mean: Any) -> torch.Tensor:
         """The standardised ``x`` (the Function's first output)."""
         return BatchStandardize.apply(x, axes, eps, mean)[0]
+
+
+class DepthwiseConvChannelsLast(torch.autograd.Function):
+    """Depth-wise 'same' convolution of an NCHW ``y`` (B, C, H, W) with ``k`` (C, 1, kh, kw),
+    run by oneDNN in channels-last layout, with NCHW output and NCHW input gradient.
+
+    oneDNN's channels-last depth-wise kernels are the fast ones on CPU (docs/benchmarks.md), but
+    converting inside autograd would save the channels-last copy for backward (one more
+    activation per local branch) and hand a channels-last gradient upstream, where element-wise
+    kernels that mix it with contiguous operands take a strided slow path. Here backward
+    converts again from the saved ``y`` itself (which the block keeps alive anyway) and returns
+    its gradient contiguous. First derivatives only.
+    """
+
+    @staticmethod
+    def forward(y: torch.Tensor, k: torch.Tensor, pad: tuple[int, int]) -> torch.Tensor:
+        y_cl = y.contiguous(memory_format=torch.channels_last)
+        return torch.nn.functional.conv2d(y_cl, k, padding=pad, groups=int(y.shape[1])).contiguous()
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: torch.Tensor) -> None:
+        y, k, pad = inputs
+        ctx.save_for_backward(y, k)
+        ctx.pad = pad
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, None]:
+        y, k = ctx.saved_tensors
+        cl = torch.channels_last
+        gy, gk, _ = torch.ops.aten.convolution_backward(
+            g.contiguous(memory_format=cl),
+            y.contiguous(memory_format=cl),
+            k,
+            None,
+            (1, 1),
+            list(ctx.pad),
+            (1, 1),
+            False,
+            (0, 0),
+            int(y.shape[1]),
+            (ctx.needs_input_grad[0], ctx.needs_input_grad[1], False),
+        )
+        return (None if gy is None else gy.contiguous()), gk, None
