@@ -129,7 +129,12 @@ class TorchBackend(ArrayAPIBackend):
         namespace (wrapped or not) may use it."""
         if spatial_size(x) < 2:  # batch_norm wants more than one value per statistic
             return None
-        return _torch().nn.functional.instance_norm(x, eps=eps)
+        torch = _torch()
+        if torch.is_grad_enabled() and x.requires_grad:
+            from ._torch_functions import InstanceStandardize
+
+            return InstanceStandardize.apply(x, float(eps))[0]
+        return torch.nn.functional.instance_norm(x, eps=eps)
 
     def batch_standardize_fast(self, xp: Any, x: Any, axes: tuple[int, ...], eps: float) -> Any | None:
         """One autograd Function whose three means are the namespace's ``xp.mean`` (the adapter's

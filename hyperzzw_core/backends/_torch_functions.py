@@ -93,3 +93,40 @@ class DepthwiseConvChannelsLast(torch.autograd.Function):
             (ctx.needs_input_grad[0], ctx.needs_input_grad[1], False),
         )
         return (None if gy is None else gy.contiguous()), gk, None
+
+
+class InstanceStandardize(torch.autograd.Function):
+    """y = (x − μ)·(σ² + eps)^(−1/2) per sample and channel over the spatial axes (IS, spec §2.9).
+
+    Forward: torch's native batch-norm kernel on x viewed as (1, B·C, N), which also returns the
+    inverse deviations r. Saved for backward: y and r, not x (the native ``instance_norm`` keeps
+    its input, one more activation per standardisation: y is kept by the block's next operators
+    anyway). Backward from y: gx = r·(g − mean(g) − y·mean(g·y)), which is the native batch-norm
+    backward of the "input" y with saved mean 0, inverse deviation 1 and weight r (then x̂ = y):
+    one fused kernel. First derivatives only.
+    """
+
+    @staticmethod
+    def forward(x: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+        b, c = int(x.shape[0]), int(x.shape[1])
+        y, _, r = torch.native_batch_norm(x.reshape(1, b * c, -1), None, None, None, None, True, 0.0, eps)
+        return y.view(x.shape), r.view((b, c) + (1,) * (x.ndim - 2))
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[torch.Tensor, torch.Tensor]) -> None:
+        y, r = output
+        ctx.mark_non_differentiable(r)
+        ctx.save_for_backward(y, r)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, g: torch.Tensor, _g_r: Any) -> tuple[torch.Tensor, None]:
+        y, r = ctx.saved_tensors
+        bc = int(y.shape[0]) * int(y.shape[1])
+        zero = torch.zeros((bc,), dtype=r.dtype, device=r.device)
+        one = torch.ones((bc,), dtype=r.dtype, device=r.device)
+        gy, yv, w = g.reshape(1, bc, -1), y.view(1, bc, -1), r.reshape(bc)
+        gx, _, _ = torch.ops.aten.native_batch_norm_backward(
+            gy, yv, w, None, None, zero, one, True, 0.0, [True, False, False]
+        )
+        return gx.view(y.shape), None
