@@ -17,6 +17,13 @@ def _torch() -> Any:
     return sys.modules["torch"]
 
 
+def _standard_mean() -> Any:
+    """``array_api_compat.torch.mean``: batch means over this process's batch only."""
+    import array_api_compat.torch as xp
+
+    return xp.mean
+
+
 def _onednn_float32(torch: Any, y: Any) -> bool:
     """Whether ``y`` is a CPU float32 tensor that oneDNN convolves (read without graph breaks
     inside torch.compile traces, where ``torch.backends.mkldnn`` cannot be called)."""
@@ -137,12 +144,24 @@ class TorchBackend(ArrayAPIBackend):
         return torch.nn.functional.instance_norm(x, eps=eps)
 
     def batch_standardize_fast(self, xp: Any, x: Any, axes: tuple[int, ...], eps: float) -> Any | None:
-        """One autograd Function whose three means are the namespace's ``xp.mean`` (the adapter's
-        ``global_batch_namespace`` redefines them to span every process): one fused forward and a
-        three-pass backward (2x faster forward + backward; docs/benchmarks.md)."""
-        from ._torch_functions import BatchStandardize
+        """torch's own namespace (batch means over this process): the native batch-norm kernels
+        (``NativeBatchStandardize``, one fused kernel each way). A namespace that redefines
+        ``xp.mean`` (the adapter's ``global_batch_namespace``: means over every process): one
+        autograd Function whose three means are that ``xp.mean`` (``BatchStandardize``)."""
+        from ._torch_functions import BatchStandardize, NativeBatchStandardize
 
-        return BatchStandardize.standardize(x, tuple(axes), float(eps), xp.mean)
+        axes = tuple(axes)
+        n_channel = x.ndim - len(axes)
+        per_statistic = 1
+        for a in axes:
+            per_statistic *= int(x.shape[a])
+        if (
+            xp.mean is _standard_mean()
+            and axes == (0,) + tuple(range(1 + n_channel, x.ndim))
+            and per_statistic > 1  # batch_norm wants more than one value per statistic
+        ):
+            return NativeBatchStandardize.apply(x, n_channel, float(eps))[0]
+        return BatchStandardize.standardize(x, axes, float(eps), xp.mean)
 
     def depthwise_method(self, xp: Any, y: Any, k_l: Any) -> str:
         """CPU: the measured thresholds of ``FFT_MIN_KERNEL``; other devices (cuDNN's depth-wise

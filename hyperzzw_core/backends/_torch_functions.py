@@ -130,3 +130,41 @@ class InstanceStandardize(torch.autograd.Function):
             gy, yv, w, None, None, zero, one, True, 0.0, [True, False, False]
         )
         return gx.view(y.shape), None
+
+
+class NativeBatchStandardize(torch.autograd.Function):
+    """Batch standardisation over ``axes`` = (0, *spatial) of x (B, *channel, *S) by torch's native
+    batch-norm kernels (forward and backward one fused kernel each), for the plain torch
+    namespace, whose batch means are this process's own (a namespace that redefines ``mean``
+    keeps :class:`BatchStandardize`). x is viewed as (B, C', N) with C' the product of its channel
+    axes (one copy if x is a strided view, as G-IBS's even half). Saved: y and r, as
+    :class:`BatchStandardize`; backward is the native batch-norm backward of y with mean 0,
+    inverse deviation 1 and weight r. First derivatives only.
+    """
+
+    @staticmethod
+    def forward(x: torch.Tensor, n_channel_axes: int, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+        b = int(x.shape[0])
+        c = 1
+        for v in x.shape[1 : 1 + n_channel_axes]:
+            c *= int(v)
+        y, _, r = torch.native_batch_norm(x.reshape(b, c, -1), None, None, None, None, True, 0.0, eps)
+        return y.view(x.shape), r
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[torch.Tensor, torch.Tensor]) -> None:
+        y, r = output
+        ctx.mark_non_differentiable(r)
+        ctx.save_for_backward(y, r)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, g: torch.Tensor, _g_r: Any) -> tuple[torch.Tensor, None, None]:
+        y, r = ctx.saved_tensors
+        b, c = int(y.shape[0]), int(r.shape[0])
+        zero = torch.zeros((c,), dtype=r.dtype, device=r.device)
+        one = torch.ones((c,), dtype=r.dtype, device=r.device)
+        gx, _, _ = torch.ops.aten.native_batch_norm_backward(
+            g.reshape(b, c, -1), y.view(b, c, -1), r, None, None, zero, one, True, 0.0, [True, False, False]
+        )
+        return gx.view(y.shape), None, None
