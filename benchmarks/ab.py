@@ -170,6 +170,22 @@ def compare(
     return rows
 
 
+def add_bounds(rows: list[dict[str, Any]], pk: dict[str, Any]) -> None:
+    """Each row's roofline bound (benchmarks/costs.py's model of this checkout's computation, the
+    torch float32 matmul and copy limits ``pk`` measured in the same run) and the fraction of it
+    each side reached (bound / median)."""
+    from hyperzzw_core import reference as R
+
+    from .costs import roofline_seconds, step_cost
+
+    for r in rows:
+        cost = step_cost(R.preset(r["config"]), r["batch"], 4, r["kind"])
+        bound = roofline_seconds(cost, pk["torch_matmul_float32"], pk["torch_copy"])
+        r["bound"] = {"seconds": bound, "gflop": cost.flops / 1e9, "gbytes": cost.bytes / 1e9}
+        for side in ("A", "B"):
+            r[side]["of_bound"] = bound / r[side]["median"]
+
+
 def render(res: dict[str, Any]) -> str:
     """A markdown report of :func:`compare`'s rows."""
     lines = [
@@ -190,6 +206,24 @@ def render(res: dict[str, Any]) -> str:
             f"({b['min']:.4f}) | {r['time_ratio']:.2f}x | {a['peak_delta'] / 2**20:.0f} MiB | "
             f"{b['peak_delta'] / 2**20:.0f} MiB | {r['peak_ratio']:.2f}x |"
         )
+    if "peaks" in res:
+        pk = res["peaks"]
+        lines += [
+            "",
+            f"Roofline bounds, from the machine's limits measured in the same run (torch float32 matmul "
+            f"{pk['torch_matmul_float32'] / 1e9:.1f} GFLOP/s, copy {pk['torch_copy'] / 1e9:.1f} GB/s) and "
+            "the cost model of this checkout's computation (benchmarks/costs.py): bound = max(FLOPs / "
+            "matmul peak, bytes / copy bandwidth); a side's share is bound / its median.",
+            "",
+            "| measurement | model GFLOP | model GB | bound | A share | B share |",
+            "|---|---|---|---|---|---|",
+        ]
+        for r in res["rows"]:
+            bd = r["bound"]
+            lines.append(
+                f"| {r['kind']} B={r['batch']} | {bd['gflop']:.2f} | {bd['gbytes']:.2f} | {bd['seconds']:.4f} s | "
+                f"{r['A']['of_bound']:.0%} | {r['B']['of_bound']:.0%} |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -229,6 +263,11 @@ def run(
             QUICK_CASES if quick else DEFAULT_CASES, site, rounds=rounds, reps=reps, config=config, log=log
         )
         res["load_after"] = load_average()
+        log("ab: measuring the machine's matmul and copy limits (for the roofline bounds)")
+        from .machine import peaks
+
+        res["peaks"] = peaks(quick)
+        add_bounds(res["rows"], res["peaks"])
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     text = render(res)

@@ -47,3 +47,36 @@ def test_each_side_imports_its_own_code(tmp_path: Path) -> None:
     assert Path(row["A"]["core_file"]).resolve() == (site / "hyperzzw_core" / "__init__.py").resolve()
     assert Path(row["B"]["core_file"]).resolve() == Path(hyperzzw_core.__file__).resolve()
     assert row["A"]["n"] == row["B"]["n"] == 1
+
+
+def test_the_report_states_each_sides_share_of_the_roofline_bound() -> None:
+    """The bound is the cost model's max(FLOPs / matmul peak, bytes / copy bandwidth), computed here
+    independently from the model's totals, and a side's share is bound / its median."""
+    from hyperzzw_core import reference as R
+    from hyperzzw_core.benchmarks.costs import step_cost
+
+    side = {"median": 2.0, "min": 1.9, "n": 3, "peak_delta": 2**30, "core_file": "x"}
+    rows = [{"kind": "train", "batch": 2, "config": "tiny", "A": dict(side), "B": dict(side, median=1.0)}]
+    rows[0].update(time_ratio=0.5, peak_ratio=1.0)
+    pk = {"torch_matmul_float32": 1e9, "torch_copy": 1e12}  # compute-bound by construction
+    ab.add_bounds(rows, pk)
+    flops = step_cost(R.tiny(), 2, 4, "train").flops
+    assert rows[0]["bound"]["seconds"] == pytest.approx(flops / 1e9)
+    assert rows[0]["A"]["of_bound"] == pytest.approx(flops / 1e9 / 2.0)
+    assert rows[0]["B"]["of_bound"] == pytest.approx(flops / 1e9 / 1.0)
+    res = {
+        "rev": "r",
+        "commit": "c" * 40,
+        "command": "cmd",
+        "date": "d",
+        "rounds": 1,
+        "reps": 3,
+        "config": "tiny",
+        "load_before": (0.0, 0.0, 0.0),
+        "load_after": (0.0, 0.0, 0.0),
+        "rows": rows,
+        "peaks": pk,
+    }
+    text = ab.render(res)
+    assert f"{flops / 1e9:.2f}" in text and "1.0 GFLOP/s" in text
+    assert f"{flops / 1e9 / 2.0:.0%} | {flops / 1e9:.0%} |" in text
