@@ -437,6 +437,8 @@ def render(res: dict[str, Any], out_dir: Path, intro: str) -> Path:
         + ".",
         "",
     ]
+    ab = out_dir / "ab.md"  # the latest `bench ab --out <this folder>`, kept across re-renders
+    lines += ab.read_text(encoding="utf-8").splitlines() + [""] if ab.is_file() else []
     lines += (
         _headline(res) + _machine(res) + _cost_section(res) + _limits(res) + _growth(res) + _conv(res) + _compile(res)
     )
