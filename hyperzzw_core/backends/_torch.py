@@ -17,6 +17,16 @@ def _torch() -> Any:
     return sys.modules["torch"]
 
 
+def _saves_output(x: Any) -> bool:
+    """Whether the standardisations may keep their output (not their input) for backward: below
+    float64. The native forward writes y as x·r − μ·r, whose rounding grows with |μ|/σ; a backward
+    from that y is less accurate than one that recomputes (x − μ)·r. In float64 this moved the
+    conformance kit's offset-1e3 gradients of the channel mixer from 3.6e-11 to 1.1e-10 relative,
+    past the 1e-10 policy, so float64 keeps the input-saving kernels; float32 passes its policy
+    either way and gains the memory (docs/speed.md)."""
+    return x.dtype != _torch().float64
+
+
 def _standard_mean() -> Any:
     """``array_api_compat.torch.mean``: batch means over this process's batch only."""
     import array_api_compat.torch as xp
@@ -130,22 +140,25 @@ class TorchBackend(ArrayAPIBackend):
         return y
 
     def instance_standardize_fast(self, xp: Any, x: Any, eps: float) -> Any | None:
-        """The native ``instance_norm`` (no affine, no running statistics: exactly (x − μ)/√(σ² + eps)
-        with the biased variance; forward and backward each one fused kernel, 3x faster than
-        autograd through the formula; docs/benchmarks.md). Per-sample statistics only, so any torch
+        """The native kernels (no affine, no running statistics: exactly (x − μ)/√(σ² + eps) with
+        the biased variance; forward and backward each one fused kernel, 3x faster than autograd
+        through the formula; docs/benchmarks.md): below float64 with gradients the
+        ``InstanceStandardize`` Function, which saves the output instead of the input (see
+        :func:`_saves_output`), else ``instance_norm``. Per-sample statistics only, so any torch
         namespace (wrapped or not) may use it."""
         if spatial_size(x) < 2:  # batch_norm wants more than one value per statistic
             return None
         torch = _torch()
-        if torch.is_grad_enabled() and x.requires_grad:
+        if torch.is_grad_enabled() and x.requires_grad and _saves_output(x):
             from ._torch_functions import InstanceStandardize
 
             return InstanceStandardize.apply(x, float(eps))[0]
         return torch.nn.functional.instance_norm(x, eps=eps)
 
     def batch_standardize_fast(self, xp: Any, x: Any, axes: tuple[int, ...], eps: float) -> Any | None:
-        """torch's own namespace (batch means over this process): the native batch-norm kernels
-        (``NativeBatchStandardize``, one fused kernel each way). A namespace that redefines
+        """Below float64 in torch's own namespace (batch means over this process): the native
+        batch-norm kernels (``NativeBatchStandardize``, one fused kernel each way; see
+        :func:`_saves_output` for float64). Otherwise, and for a namespace that redefines
         ``xp.mean`` (the adapter's ``global_batch_namespace``: means over every process): one
         autograd Function whose three means are that ``xp.mean`` (``BatchStandardize``)."""
         from ._torch_functions import BatchStandardize, NativeBatchStandardize
@@ -156,7 +169,8 @@ class TorchBackend(ArrayAPIBackend):
         for a in axes:
             per_statistic *= int(x.shape[a])
         if (
-            xp.mean is _standard_mean()
+            _saves_output(x)
+            and xp.mean is _standard_mean()
             and axes == (0,) + tuple(range(1 + n_channel, x.ndim))
             and per_statistic > 1  # batch_norm wants more than one value per statistic
         ):
