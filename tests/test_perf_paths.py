@@ -500,3 +500,58 @@ def test_hyperzzw_bench_hands_its_arguments_to_the_suite(capsys: pytest.CaptureF
     assert main(["bench", "report", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "benchmarks.json" in err and "run the suite first" in err
+
+
+# ------------------------------------------------------------- the bottleneck without concatenation
+
+
+@pytest.mark.parametrize("library", ["numpy", "torch"])
+@pytest.mark.parametrize("block", [2, 3])
+def test_block_without_concatenation_equals_the_reference_with_every_parameter_moved(library: str, block: int) -> None:
+    """The core never forms the bottleneck's concatenation: it sums per-branch products and folds
+    the tiled x_pre / x_pre_pre into weight blocks (spec §1.3). Every parameter is moved first (the
+    conformance kit's perturbation) and the block is compared with the reference, which
+    concatenates and tiles: blocks 2 and 3 of tiny() tile x_pre (and x_pre_pre) from fewer channels.
+    (The local branches' scalar biases, also folded, cannot be seen in any output: they shift each
+    channel of P by a constant, which G-IBS removes; spec §1.3.)"""
+    from hyperzzw_core.conformance.families import perturb_tree
+    from hyperzzw_core.testing.registry import block_sample
+
+    rng = np.random.default_rng(16)
+    sample = block_sample(rng, np.dtype("float64"), R.tiny(), block, f"block{block}")
+    params, *inputs = sample.args
+    params = perturb_tree(params, rng)
+    assert all(x.shape[1] < inputs[0].shape[1] for x in inputs[1:] if x is not None)  # tiled, not copied
+    want, _ = R.sfne_block(params, *inputs, **sample.kwargs)
+    conv = (lambda a: a) if library == "numpy" else (lambda a: torch.from_numpy(np.asarray(a)))
+    got, _ = hz.sfne_block(R.tree_map(conv, params), *[None if x is None else conv(x) for x in inputs], **sample.kwargs)
+    got = got.numpy() if library == "torch" else got
+    assert_close(got, want, dtype="float64", scale=float(np.max(np.abs(want))), name=f"sfne_block[{block}]")
+
+
+# ------------------------------------------- the standardisation Functions that keep their output
+
+
+def test_output_saving_standardisations_have_the_references_gradients() -> None:
+    """InstanceStandardize and NativeBatchStandardize (torch, below float64: they keep y, not x, for
+    backward) called directly in float64: values and input gradients equal the reference's IS/BS
+    and their hand-derived VJPs, and finite differences (gradcheck) agree with the backward."""
+    from hyperzzw_core.backends._torch_functions import InstanceStandardize, NativeBatchStandardize
+
+    rng = np.random.default_rng(7)
+    for shape in ((3, 4, 5, 6), (2, 3, 7)):
+        x = rng.standard_normal(shape) * 2.0 + 0.5
+        g = rng.standard_normal(shape)
+        cases = (
+            ("IS", lambda t: InstanceStandardize.apply(t, 1e-5)[0], R.instance_standardize, R.instance_standardize_vjp),
+            ("BS", lambda t: NativeBatchStandardize.apply(t, 1, 1e-5)[0], R.batch_standardize, R.batch_standardize_vjp),
+        )
+        for name, fn, ref, ref_vjp in cases:
+            xt = torch.from_numpy(x).requires_grad_()
+            y = fn(xt)
+            (gx,) = torch.autograd.grad(y, xt, torch.from_numpy(g))
+            assert_close(y.detach().numpy(), ref(x), dtype="float64", name=f"{name} {shape}")
+            want = ref_vjp(x, g)
+            want = want[0] if isinstance(want, tuple) else want
+            assert_close(gx.numpy(), want, dtype="float64", scale=float(np.max(np.abs(want))), name=f"{name}' {shape}")
+            assert torch.autograd.gradcheck(fn, (xt,))
