@@ -95,7 +95,30 @@ class DepthwiseConvChannelsLast(torch.autograd.Function):
         return (None if gy is None else gy.contiguous()), gk, None
 
 
-class InstanceStandardize(torch.autograd.Function):
+def _backward_from_output(g: torch.Tensor, y: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+    """gx = r·(g − mean(g) − y·mean(g·y)) per channel of (N, C, L) views g and y, r (C,): the native
+    batch-norm backward of the "input" y with saved mean 0, inverse deviation 1 and weight r (so
+    that x̂ = y), one fused kernel."""
+    c = int(r.shape[0])
+    zero = torch.zeros((c,), dtype=r.dtype, device=r.device)
+    one = torch.ones((c,), dtype=r.dtype, device=r.device)
+    gx, _, _ = torch.ops.aten.native_batch_norm_backward(
+        g, y, r, None, None, zero, one, True, 0.0, [True, False, False]
+    )
+    return gx
+
+
+class _KeepsOutput(torch.autograd.Function):
+    """A standardisation whose forward returns (y, r) and keeps both, not its input, for backward."""
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[torch.Tensor, torch.Tensor]) -> None:
+        y, r = output
+        ctx.mark_non_differentiable(r)
+        ctx.save_for_backward(y, r)
+
+
+class InstanceStandardize(_KeepsOutput):
     """y = (x − μ)·(σ² + eps)^(−1/2) per sample and channel over the spatial axes (IS, spec §2.9).
 
     Forward: torch's native batch-norm kernel on x viewed as (1, B·C, N), which also returns the
@@ -103,7 +126,7 @@ class InstanceStandardize(torch.autograd.Function):
     its input, one more activation per standardisation: y is kept by the block's next operators
     anyway). Backward from y: gx = r·(g − mean(g) − y·mean(g·y)), which is the native batch-norm
     backward of the "input" y with saved mean 0, inverse deviation 1 and weight r (then x̂ = y):
-    one fused kernel. First derivatives only.
+    one fused kernel (``_backward_from_output``). First derivatives only.
     """
 
     @staticmethod
@@ -113,26 +136,14 @@ class InstanceStandardize(torch.autograd.Function):
         return y.view(x.shape), r.view((b, c) + (1,) * (x.ndim - 2))
 
     @staticmethod
-    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[torch.Tensor, torch.Tensor]) -> None:
-        y, r = output
-        ctx.mark_non_differentiable(r)
-        ctx.save_for_backward(y, r)
-
-    @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx: Any, g: torch.Tensor, _g_r: Any) -> tuple[torch.Tensor, None]:
         y, r = ctx.saved_tensors
         bc = int(y.shape[0]) * int(y.shape[1])
-        zero = torch.zeros((bc,), dtype=r.dtype, device=r.device)
-        one = torch.ones((bc,), dtype=r.dtype, device=r.device)
-        gy, yv, w = g.reshape(1, bc, -1), y.view(1, bc, -1), r.reshape(bc)
-        gx, _, _ = torch.ops.aten.native_batch_norm_backward(
-            gy, yv, w, None, None, zero, one, True, 0.0, [True, False, False]
-        )
-        return gx.view(y.shape), None
+        return _backward_from_output(g.reshape(1, bc, -1), y.view(1, bc, -1), r.reshape(bc)).view(y.shape), None
 
 
-class NativeBatchStandardize(torch.autograd.Function):
+class NativeBatchStandardize(_KeepsOutput):
     """Batch standardisation over ``axes`` = (0, *spatial) of x (B, *channel, *S) by torch's native
     batch-norm kernels (forward and backward one fused kernel each), for the plain torch
     namespace, whose batch means are this process's own (a namespace that redefines ``mean``
@@ -152,19 +163,8 @@ class NativeBatchStandardize(torch.autograd.Function):
         return y.view(x.shape), r
 
     @staticmethod
-    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[torch.Tensor, torch.Tensor]) -> None:
-        y, r = output
-        ctx.mark_non_differentiable(r)
-        ctx.save_for_backward(y, r)
-
-    @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx: Any, g: torch.Tensor, _g_r: Any) -> tuple[torch.Tensor, None, None]:
         y, r = ctx.saved_tensors
         b, c = int(y.shape[0]), int(r.shape[0])
-        zero = torch.zeros((c,), dtype=r.dtype, device=r.device)
-        one = torch.ones((c,), dtype=r.dtype, device=r.device)
-        gx, _, _ = torch.ops.aten.native_batch_norm_backward(
-            g.reshape(b, c, -1), y.view(b, c, -1), r, None, None, zero, one, True, 0.0, [True, False, False]
-        )
-        return gx.view(y.shape), None, None
+        return _backward_from_output(g.reshape(b, c, -1), y.view(b, c, -1), r).view(y.shape), None, None
