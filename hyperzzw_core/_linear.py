@@ -47,16 +47,19 @@ def _pointwise_linear(xp: Any, params: Params, x: Any) -> Any:
     return xp.reshape(y, (b, -1) + tuple(x.shape[2:]))
 
 
+def _summed_products(xp: Any, ws: list[Any], bias: Any, xs: list[Any]) -> Any:
+    """Σ_i W_i·x_i + β in one accumulation. Shapes: x_i (B, I_i, *S), W_i (O, I_i) → (B, O, *S)."""
+    b = xs[0].shape[0]
+    y = B.pointwise_linear_sum(xp, ws, bias, [xp.reshape(x, (b, x.shape[1], -1)) for x in xs])
+    return xp.reshape(y, (b, -1) + tuple(xs[0].shape[2:]))
+
+
 def _pointwise_linear_sum(xp: Any, layers: list[Params], xs: list[Any]) -> Any:
     """Σ_i (W_i·x_i + β_i) in one accumulation. Shapes: x_i (B, I_i, *S) → (B, O, *S)."""
     bias = layers[0]["bias"]
     for p in layers[1:]:
         bias = bias + p["bias"]
-    b = xs[0].shape[0]
-    y = B.pointwise_linear_sum(
-        xp, [p["weight"] for p in layers], bias, [xp.reshape(x, (b, x.shape[1], -1)) for x in xs]
-    )
-    return xp.reshape(y, (b, -1) + tuple(xs[0].shape[2:]))
+    return _summed_products(xp, [p["weight"] for p in layers], bias, xs)
 
 
 def _stacked_linears(xp: Any, layers: list[Params], x: Any) -> list[Any]:
@@ -82,7 +85,7 @@ def _bottleneck_branches(xp: Any, params: Params, branches: list[tuple[Any, int,
     Shapes: x_i (B, C_i, *S), W (O, Σ s_i·C_i) → P (B, O, *S) (spec §2.10, step 14 of §1.3).
     """
     w = params["weight"]
-    ws, xs, start, bias = [], [], 0, params["bias"]
+    ws, start, bias = [], 0, params["bias"]
     for x, reps, shift in branches:
         c = int(x.shape[1])
         block = w[:, start : start + reps * c]
@@ -91,13 +94,10 @@ def _bottleneck_branches(xp: Any, params: Params, branches: list[tuple[Any, int,
         if shift is not None:
             bias = bias + shift * xp.sum(block, axis=1)
         ws.append(block)
-        xs.append(xp.reshape(x, (x.shape[0], c, -1)))
         start += reps * c
     if start != w.shape[1]:
         raise ValueError(f"params['weight']: {w.shape[1]} input channels, the branches make {start}")
-    x0 = branches[0][0]
-    y = B.pointwise_linear_sum(xp, ws, bias, xs)
-    return xp.reshape(y, (x0.shape[0], -1) + tuple(x0.shape[2:]))
+    return _summed_products(xp, ws, bias, [x for x, _, _ in branches])
 
 
 def pointwise_linear(params: Params, x: Any, *, check_finite: bool = True) -> Any:

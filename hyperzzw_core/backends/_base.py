@@ -233,8 +233,8 @@ class ArrayAPIBackend:
     def pointwise_linear_sum(self, xp: Any, ws: list[Any], b: Any, xs: list[Any]) -> Any:
         """y[b] = Σ_i W_i·x_i[b] + β for x_i (B, I_i, N), W_i (O, I_i), β (O,) → (B, O, N).
 
-        The bottleneck applied to its branches without concatenating them (spec §2.10):
-        W·concat(x_1, …, x_n) with W = [W_1 … W_n] split by columns.
+        W·concat(x_1, …, x_n) with W = [W_1 … W_n] split by columns, without the concatenation:
+        the bottleneck over its branches (spec §2.10) and the two RGUs' summed W_Y (§1.3).
         """
         y = ws[0] @ xs[0] + xp.reshape(b, (-1, 1))
         for w, x in zip(ws[1:], xs[1:], strict=True):

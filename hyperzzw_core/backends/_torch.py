@@ -27,13 +27,6 @@ def _saves_output(x: Any) -> bool:
     return x.dtype != _torch().float64
 
 
-def _standard_mean() -> Any:
-    """``array_api_compat.torch.mean``: batch means over this process's batch only."""
-    import array_api_compat.torch as xp
-
-    return xp.mean
-
-
 def _onednn_float32(torch: Any, y: Any) -> bool:
     """Whether ``y`` is a CPU float32 tensor that oneDNN convolves (read without graph breaks
     inside torch.compile traces, where ``torch.backends.mkldnn`` cannot be called)."""
@@ -170,7 +163,7 @@ class TorchBackend(ArrayAPIBackend):
             per_statistic *= int(x.shape[a])
         if (
             _saves_output(x)
-            and xp.mean is _standard_mean()
+            and xp.mean is self.standard_namespace(xp).mean  # batch means over this process only
             and axes == (0,) + tuple(range(1 + n_channel, x.ndim))
             and per_statistic > 1  # batch_norm wants more than one value per statistic
         ):

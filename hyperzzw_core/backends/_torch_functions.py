@@ -12,7 +12,17 @@ from typing import Any
 import torch
 
 
-class BatchStandardize(torch.autograd.Function):
+class _KeepsOutput(torch.autograd.Function):
+    """A standardisation whose forward returns (y, r) and keeps both, not its input, for backward."""
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[torch.Tensor, torch.Tensor]) -> None:
+        y, r = output
+        ctx.mark_non_differentiable(r)
+        ctx.save_for_backward(y, r)
+
+
+class BatchStandardize(_KeepsOutput):
     """y = (x − μ)·(σ² + eps)^(−1/2) over ``axes``, every mean taken by ``mean`` (the caller's ``xp.mean``).
 
     Backward: gx = r·(g − mean(g) − y·mean(g·y)) with r = (σ² + eps)^(−1/2), its two means by
@@ -31,11 +41,8 @@ class BatchStandardize(torch.autograd.Function):
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[torch.Tensor, torch.Tensor]) -> None:
-        _, axes, _, mean = inputs
-        y, r = output
-        ctx.mark_non_differentiable(r)
-        ctx.save_for_backward(y, r)
-        ctx.axes, ctx.mean = axes, mean
+        _KeepsOutput.setup_context(ctx, inputs, output)
+        _, ctx.axes, _, ctx.mean = inputs
 
     @staticmethod
     @torch.autograd.function.once_differentiable
@@ -106,16 +113,6 @@ def _backward_from_output(g: torch.Tensor, y: torch.Tensor, r: torch.Tensor) -> 
         g, y, r, None, None, zero, one, True, 0.0, [True, False, False]
     )
     return gx
-
-
-class _KeepsOutput(torch.autograd.Function):
-    """A standardisation whose forward returns (y, r) and keeps both, not its input, for backward."""
-
-    @staticmethod
-    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[torch.Tensor, torch.Tensor]) -> None:
-        y, r = output
-        ctx.mark_non_differentiable(r)
-        ctx.save_for_backward(y, r)
 
 
 class InstanceStandardize(_KeepsOutput):
