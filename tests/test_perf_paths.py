@@ -555,3 +555,14 @@ def test_output_saving_standardisations_have_the_references_gradients() -> None:
             want = want[0] if isinstance(want, tuple) else want
             assert_close(gx.numpy(), want, dtype="float64", scale=float(np.max(np.abs(want))), name=f"{name}' {shape}")
             assert torch.autograd.gradcheck(fn, (xt,))
+
+
+def test_bottleneck_branches_refuse_a_weight_of_another_width() -> None:
+    """The branch folding reads W's columns branch by branch: a weight wider or narrower than the
+    branches make is refused with both widths, not read out of range or left partly unused."""
+    from hyperzzw_core._linear import _bottleneck_branches
+
+    x = np.ones((2, 3, 4, 4))
+    params = {"weight": np.ones((5, 3 * 3 + 1)), "bias": np.zeros(5)}
+    with pytest.raises(ValueError, match=r"10 input channels, the branches make 9"):
+        _bottleneck_branches(xnp, params, [(x, 1, None), (x, 2, None)])
