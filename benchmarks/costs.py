@@ -4,7 +4,9 @@ Counting rules (documented in docs/benchmarks.md, "The cost model"):
 
 * a matrix product (m×k)·(k×n) costs 2·m·n·k FLOPs; a point-wise linear on (B, I, N) → (B, O, N)
   costs 2·B·O·I·N (+ B·O·N for the bias); the global product Ẑ @ Y costs 2·B·C·H·W²;
-* a depth-wise k×k convolution costs 2·k²·B·C·H·W;
+* a depth-wise k×k convolution costs 2·k²·B·C·H·W; in training on inputs of at most
+  ``DENSE_MAX_POSITIONS`` positions N, the dense path's (C, B, N) @ (C, N, N) products cost
+  2·B·C·N² (forward) and its per-channel matrix 2·k²·C·N² (counted with the slow networks);
 * element-wise operations cost a few FLOPs per element: 1 for add/sub/mul, 4 for the sigmoid,
   5 for SiLU, 8 for GELU, sin and the other transcendental functions (nominal: they do not
   dominate); a standardisation costs 5 per element forward (mean, subtract, square, mean,
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from hyperzzw_core.backends import DENSE_MAX_POSITIONS
 from hyperzzw_core.reference import TerminatorConfig
 
 #: nominal FLOPs per element (see the module docstring)
@@ -111,8 +114,16 @@ class Model:
         f = 2.0 * b * c * h * w * w
         self.t.add("global", Cost(f, 3 * s * n), Cost(2 * f, 5 * s * n))
 
-    def depthwise(self, b: int, c: int, n_sp: int, taps: int) -> None:
+    def depthwise(self, b: int, c: int, n_sp: int, taps: int, dense: bool = False) -> None:
+        """The direct convolution; or (``dense``, torch's CPU training path on small inputs) the
+        per-channel matrix T = k_l @ S (C, N, N), counted as kernel construction ("slow"), and the
+        products (C, B, N) @ T forward, with T's and the input's gradients backward ("conv")."""
         s, n = self.s, b * c * n_sp
+        if dense:
+            self.linear(1, taps, c, n_sp * n_sp, cat="slow")  # T (C, N·N) = k_l (C, K) @ S (K, N·N)
+            f = 2.0 * n * n_sp
+            self.t.add("conv", Cost(f, s * (2 * n + c * n_sp * n_sp)), Cost(2 * f, s * (3 * n + 2 * c * n_sp * n_sp)))
+            return
         f = 2.0 * taps * n
         self.t.add("conv", Cost(f, s * (2 * n + c * taps)), Cost(2 * f, s * (3 * n + 2 * c * taps)))
 
@@ -214,7 +225,7 @@ def block_costs(config: TerminatorConfig, i: int, batch: int, itemsize: int, tra
             m.linear(1, w, k, b * c * k, cat="slow")
         m.linear(b, c, cfg.local_hidden, taps, cat="slow")  # reduce
         m.mfn(taps, d, cfg.local_hidden, cfg.local_layers, c, ctx=True)
-        m.depthwise(b, c, npts, taps)
+        m.depthwise(b, c, npts, taps, dense=train and npts <= DENSE_MAX_POSITIONS)
         m.linear(b, c, c, npts)  # mixer
         m.standardize(n)  # BS
         m.unary(n, GELU)  # (+ b_i is folded into the bottleneck's bias)

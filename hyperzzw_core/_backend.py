@@ -31,12 +31,15 @@ from typing import Any
 import array_api_compat
 
 from .backends import (
+    DENSE_MAX_POSITIONS,
     FFT_MIN_KERNEL,
     FFT_MIN_SPATIAL,
     FFT_MIN_TAPS,
     ArrayAPIBackend,
     backend_for,
     backend_for_module,
+    clear_constants,
+    depthwise_conv_dense,
     depthwise_conv_direct,
     depthwise_conv_fft,
     dtype_name,
@@ -44,6 +47,7 @@ from .backends import (
 )
 
 __all__ = [
+    "DENSE_MAX_POSITIONS",
     "FFT_MIN_KERNEL",
     "FFT_MIN_SPATIAL",
     "FFT_MIN_TAPS",
@@ -54,6 +58,7 @@ __all__ = [
     "clear_constants",
     "constant",
     "depthwise_conv",
+    "depthwise_conv_dense",
     "depthwise_conv_direct",
     "depthwise_conv_fft",
     "depthwise_method",
@@ -198,33 +203,10 @@ def constant(xp: Any, values: Sequence[Any], *, dtype: Any, device: Any) -> Any:
     return xp.asarray(values, dtype=dtype, device=device)
 
 
-_CONSTANTS: dict[tuple, Any] = {}
-_CONSTANTS_MAX = 256
-
-
-def clear_constants() -> None:
-    """Forget every cached constant of :func:`cached` (they are rebuilt on next use)."""
-    _CONSTANTS.clear()
-
-
 def cached(xp: Any, key: tuple, builder: Any, *, dtype: Any, device: Any) -> Any:
-    """``builder()`` (an array of ``dtype`` on ``device``), built once per key, dtype and device.
-
-    For constants that depend on sizes only (coordinate grids, pooling matrices); the backend says
-    how to key them, or that they must not be cached. The cached array is shared: callers must not
-    modify it in place (NumPy copies are made read-only).
-    """
-    be = backend_for(xp)
-    ck = be.cache_key(key, dtype, device)
-    if ck is None:
-        return builder()
-    hit = _CONSTANTS.get(ck)
-    if hit is None:
-        hit = be.freeze(builder())
-        if len(_CONSTANTS) >= _CONSTANTS_MAX:
-            _CONSTANTS.clear()
-        _CONSTANTS[ck] = hit
-    return hit
+    """``builder()`` (an array of ``dtype`` on ``device``), built once per key, dtype and device,
+    as the backend keys it (:meth:`~hyperzzw_core.backends.ArrayAPIBackend.cached`)."""
+    return backend_for(xp).cached(xp, key, builder, dtype=dtype, device=device)
 
 
 # ------------------------------------------------------------------- delegated to the backend

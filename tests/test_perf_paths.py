@@ -9,12 +9,14 @@ switches).
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
 import hyperzzw_core as hz
 from hyperzzw_core import _backend as B
-from hyperzzw_core import _network, _slow_net, _standardize
+from hyperzzw_core import _network, _slow_net, _standardize, backends
 from hyperzzw_core import params as P
 from hyperzzw_core import reference as R
 from hyperzzw_core.testing import assert_close
@@ -403,6 +405,113 @@ def test_numpy_depthwise_paths_match_reference() -> None:
             assert_close(B.depthwise_conv_fft(xnp, y, w), want, dtype="float64", name=f"fft d={d} k={k}")
 
 
+#: (shape of y, kernel size): kernels smaller and larger than the input, 1-D and 2-D, non-square
+_DENSE_CASES = [
+    ((2, 3, 8, 8), 3),
+    ((2, 3, 8, 8), 9),
+    ((2, 3, 5, 7), 5),
+    ((3, 2, 40), 9),
+    ((1, 2, 3, 3), 7),
+    ((2, 2, 1, 6), 3),
+]
+
+
+def _selection_by_loops(spatial: tuple[int, ...], ksize: tuple[int, ...]) -> np.ndarray:
+    """S[o, q·N + p] = 1 where tap o of output p reads input q, by explicit loops over positions."""
+    n = int(np.prod(spatial))
+    sel = np.zeros((int(np.prod(ksize)), n * n))
+    for p in np.ndindex(*spatial):
+        for o in np.ndindex(*ksize):
+            q = tuple(pi + oi - (k - 1) // 2 for pi, oi, k in zip(p, o, ksize, strict=True))
+            if all(0 <= qi < s for qi, s in zip(q, spatial, strict=True)):
+                qf, pf, of = (
+                    np.ravel_multi_index(q, spatial),
+                    np.ravel_multi_index(p, spatial),
+                    np.ravel_multi_index(o, ksize),
+                )
+                sel[of, qf * n + pf] = 1.0
+    return sel
+
+
+@pytest.mark.parametrize("shape, k", _DENSE_CASES)
+def test_dense_selection_matches_a_loop(shape: tuple[int, ...], k: int) -> None:
+    ksize = (k,) * (len(shape) - 2)
+    want = _selection_by_loops(shape[2:], ksize)
+    np.testing.assert_array_equal(
+        backends.dense_selection(xnp, shape[2:], ksize, dtype=xnp.float64, device="cpu"), want
+    )
+    got = backends.dense_selection(xt, shape[2:], ksize, dtype=torch.float32, device=torch.device("cpu"))
+    np.testing.assert_array_equal(got.numpy(), want.astype(np.float32))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_dense_depthwise_conv_values_and_gradients(dtype: str) -> None:
+    """The dense per-channel product (NumPy and torch) and torch's dispatch of a training call on a
+    small input (which takes it), values and gradients, against the reference."""
+    rng = np.random.default_rng(11)
+    for shape, k in _DENSE_CASES:
+        y = rng.standard_normal(shape).astype(dtype)
+        w = (rng.standard_normal((shape[1], 1) + (k,) * (len(shape) - 2)) / k).astype(dtype)
+        g = rng.standard_normal(shape).astype(dtype)
+        y64, w64, g64 = (a.astype(np.float64) for a in (y, w, g))
+        want = R.depthwise_conv(y64, w64)
+        gy_want, gw_want = R.depthwise_conv_vjp(y64, w64, g64)
+        low = R.depthwise_conv(y, w) if dtype == "float32" else None
+        gy_low, gw_low = R.depthwise_conv_vjp(y, w, g) if dtype == "float32" else (None, None)
+        sel = backends.dense_selection(xnp, shape[2:], w.shape[2:], dtype=getattr(xnp, dtype), device="cpu")
+        got = B.depthwise_conv_dense(xnp, y, w, sel)
+        assert_close(got, want, dtype=dtype, ref_low=low, name=f"numpy dense {shape} k={k}")
+        ty, tw = torch.from_numpy(y).requires_grad_(), torch.from_numpy(w).requires_grad_()
+        assert B.depthwise_method(xt, ty, tw) == "dense"
+        out = B.depthwise_conv(xt, ty, tw)
+        assert out.dtype == ty.dtype and out.is_contiguous()
+        assert_close(out, want, dtype=dtype, ref_low=low, name=f"torch dense {shape} k={k}")
+        out.backward(torch.from_numpy(g))
+        scale = max(float(np.abs(gy_want).max()), float(np.abs(gw_want).max()))
+        assert_close(ty.grad, gy_want, dtype=dtype, scale=scale, ref_low=gy_low, name=f"dense grad y {shape} k={k}")
+        assert_close(tw.grad, gw_want, dtype=dtype, scale=scale, ref_low=gw_low, name=f"dense grad k {shape} k={k}")
+
+
+@pytest.mark.parametrize("plant", ["mirrored taps", "scaled by 1 + 1e-6"])
+def test_a_bug_planted_in_the_dense_selection_fails_the_comparison(monkeypatch, plant: str) -> None:
+    """The registry's differential samples run without gradients (the direct path), so the dense
+    path gets its own planted bugs: a convolution instead of a correlation, and a tiny uniform
+    scale (which the local branch's BS would hide: the bare convolution is compared); values and
+    gradients, float64, must then disagree with the reference."""
+    from hyperzzw_core.backends import _base
+
+    rng = np.random.default_rng(5)
+    y, w, g = rng.standard_normal((2, 3, 8, 8)), rng.standard_normal((3, 1, 5, 5)), rng.standard_normal((2, 3, 8, 8))
+    want = R.depthwise_conv(y, w)
+    gy_want, gw_want = R.depthwise_conv_vjp(y, w, g)
+
+    def disagrees() -> bool:
+        B.clear_constants()  # the selection matrix is cached per shape
+        ty, tw = torch.from_numpy(y).requires_grad_(), torch.from_numpy(w).requires_grad_()
+        out = hz.depthwise_conv(ty, tw)
+        out.backward(torch.from_numpy(g))
+        try:
+            assert_close(out, want, dtype="float64", name="depthwise_conv")
+            assert_close(ty.grad, gy_want, dtype="float64", name="grad y")
+            assert_close(tw.grad, gw_want, dtype="float64", name="grad k")
+        except AssertionError:
+            return True
+        return False
+
+    assert not disagrees(), "the dense path must agree with the reference before the bug is planted"
+    real = _base.dense_selection
+
+    def planted(xp: Any, spatial: tuple[int, ...], ksize: tuple[int, ...], **kw: Any) -> Any:
+        sel = real(xp, spatial, ksize, **kw)
+        return xp.flip(sel, axis=0) if plant == "mirrored taps" else sel * (1 + 1e-6)
+
+    monkeypatch.setattr(_base, "dense_selection", planted)
+    try:
+        assert disagrees(), f"a dense selection with {plant} went unseen"
+    finally:
+        B.clear_constants()
+
+
 def test_depthwise_method_follows_the_measured_thresholds() -> None:
     def method(xp, conv, dtype, h, k):
         y = conv(np.zeros((1, 2, h, h), dtype))
@@ -417,6 +526,16 @@ def test_depthwise_method_follows_the_measured_thresholds() -> None:
         assert method(xp, conv, dtype, B.FFT_MIN_SPATIAL - 1, kmin + 2) == "direct"  # small inputs: direct
     y = torch.zeros((1, 2, 64, 64), device="meta")
     assert B.depthwise_method(xt, y, torch.zeros((2, 1, 31, 31), device="meta")) == "direct"  # not the CPU
+    # torch CPU training on inputs of at most DENSE_MAX_POSITIONS positions: the dense product
+    k3 = torch.zeros((2, 1, 3, 3))
+    for spatial, want in (((8, 8), "dense"), ((5, 13), "direct"), ((64,), "dense"), ((65,), "direct")):
+        assert (np.prod(spatial) <= B.DENSE_MAX_POSITIONS) == (want == "dense")
+        y = torch.zeros((1, 2) + spatial, requires_grad=True)
+        k = k3 if len(spatial) == 2 else k3[..., 0]
+        assert B.depthwise_method(xt, y, k) == want, spatial
+        with torch.no_grad():
+            assert B.depthwise_method(xt, y, k) == "direct"  # inference: oneDNN's forward is as fast
+        assert B.depthwise_method(xt, y.detach(), k) == "direct"
 
 
 def test_network_float32_with_every_fast_path_meets_the_policy() -> None:
@@ -455,7 +574,8 @@ def test_network_float32_with_every_fast_path_meets_the_policy() -> None:
 
 def test_cost_model_matches_torch_flop_counter() -> None:
     """The benchmarks' analytic FLOP model (benchmarks/costs.py) against torch's FlopCounterMode:
-    forward batched products and convolutions, backward batched products (tiny config)."""
+    forward batched products and convolutions, backward batched products and convolutions (tiny
+    config, whose 8×8 training convolutions take the dense path, and cifar10 on 8×8)."""
     from torch.utils import flop_counter
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -475,9 +595,9 @@ def test_cost_model_matches_torch_flop_counter() -> None:
         bwd = {str(k): v for k, v in fc.get_flop_counts()["Global"].items()}
         t = network_costs(cfg, 3, 4, train=True)
         model_f = sum(t.fwd[c].flops for c in ("gemm", "global", "conv"))
-        model_b = sum(t.bwd[c].flops for c in ("gemm", "global"))
+        model_b = sum(t.bwd[c].flops for c in ("gemm", "global", "conv"))
         counted_f = sum(fwd.get(k, 0) for k in ("aten.baddbmm", "aten.baddbmm_", "aten.bmm", "aten.convolution"))
-        counted_b = sum(bwd.get(k, 0) for k in ("aten.baddbmm", "aten.bmm"))
+        counted_b = sum(bwd.get(k, 0) for k in ("aten.baddbmm", "aten.bmm", "aten.convolution_backward"))
         # the model also counts the bias additions (B·O·N per linear) and MAGNet_L's pooling products
         assert 0.9 < counted_f / model_f < 1.1, (counted_f, model_f)
         assert 0.9 < counted_b / model_b < 1.1, (counted_b, model_b)

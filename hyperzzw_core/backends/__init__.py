@@ -21,11 +21,15 @@ from __future__ import annotations
 from typing import Any
 
 from ._base import (
+    DENSE_MAX_POSITIONS,
     FFT_MIN_KERNEL,
     FFT_MIN_SPATIAL,
     FFT_MIN_TAPS,
     ArrayAPIBackend,
     as_matrices,
+    clear_constants,
+    dense_selection,
+    depthwise_conv_dense,
     depthwise_conv_direct,
     depthwise_conv_fft,
     dtype_name,
@@ -38,6 +42,7 @@ from ._torch import TorchBackend, torch_depthwise_direct
 
 __all__ = [
     "BACKENDS",
+    "DENSE_MAX_POSITIONS",
     "FFT_MIN_KERNEL",
     "FFT_MIN_SPATIAL",
     "FFT_MIN_TAPS",
@@ -49,7 +54,10 @@ __all__ = [
     "as_matrices",
     "backend_for",
     "backend_for_module",
+    "clear_constants",
     "cupy_kernels",
+    "dense_selection",
+    "depthwise_conv_dense",
     "depthwise_conv_direct",
     "depthwise_conv_fft",
     "dtype_name",

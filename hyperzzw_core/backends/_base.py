@@ -33,6 +33,12 @@ FFT_MIN_TAPS = 256
 #: 8×8 inputs oneDNN's direct float32 kernel won up to k = 13; the other paths' FFT won there too,
 #: but by less than a millisecond, so small inputs stay direct everywhere.
 FFT_MIN_SPATIAL = 16
+#: Largest number of positions per (b, c) (H·W, or L) at which the torch CPU training path runs the
+#: depth-wise convolution as one dense matrix product per channel (:func:`depthwise_conv_dense`). Set
+#: from forward + backward timings (B = 64, C in 12…96, float32; docs/speed.md): on 8×8 and on 40- and
+#: 64-step inputs the dense product won at every k in 3…9 (0.2 to 0.6 of oneDNN's time), on 12×12 it
+#: lost for k = 3 and on 16×16 and 256 steps it lost or tied.
+DENSE_MAX_POSITIONS = 64
 FFT_MIN_KERNEL = {
     ("torch-cpu", "float32"): 17,  # direct = oneDNN depth-wise conv (k = 13 lost at H = 16 and 64)
     ("torch-cpu", "float64"): 5,  # direct = ATen's native (non-oneDNN) depth-wise conv
@@ -130,6 +136,58 @@ def depthwise_conv_fft(xp: Any, y: Any, k_l: Any) -> Any:
     return xp.astype(out[crop], y.dtype)
 
 
+def dense_selection(xp: Any, spatial: Sequence[int], ksize: Sequence[int], *, dtype: Any, device: Any) -> Any:
+    """The 0/1 matrix S (K, N·N) with S[o, q·N + p] = 1 exactly where input position q is seen by
+    output position p through kernel tap o: q = p + o − (k − 1)/2 on every axis, inside the input
+    (K = Π k, N = Π spatial; positions and taps flattened row-major). Built on ``device`` from
+    index arithmetic only (standard functions, so that torch.compile traces it)."""
+    spatial, ksize = tuple(int(v) for v in spatial), tuple(int(k) for k in ksize)
+    n, taps = 1, 1
+    for v in spatial:
+        n *= v
+    for k in ksize:
+        taps *= k
+    p = xp.reshape(xp.arange(n, device=device), (1, 1, n))  # output positions
+    o = xp.reshape(xp.arange(taps, device=device), (taps, 1, 1))  # kernel taps
+    q = xp.zeros((taps, 1, n), dtype=p.dtype, device=device)  # flat input position
+    inside = xp.ones((taps, 1, n), dtype=xp.bool, device=device)
+    p_stride, o_stride = n, taps
+    for size, k in zip(spatial, ksize, strict=True):
+        p_stride, o_stride = p_stride // size, o_stride // k
+        q_a = (p // p_stride) % size + (o // o_stride) % k - (k - 1) // 2
+        inside = xp.logical_and(inside, xp.logical_and(q_a >= 0, q_a < size))
+        q = q + q_a * p_stride
+    rows = xp.reshape(xp.arange(n, device=device), (1, n, 1))  # q, the middle axis of (K, N, N)
+    hit = xp.logical_and(inside, q == rows)
+    return xp.reshape(xp.astype(hit, dtype), (taps, n * n))
+
+
+def depthwise_conv_dense(xp: Any, y: Any, k_l: Any, selection: Any) -> Any:
+    """The same 'same' cross-correlation as one dense matrix product per channel (small inputs).
+
+    out[b,c,p] = Σ_q y[b,c,q]·T[c,q,p] with T[c,q,p] = k_l[c,0,q − p + (k−1)/2] where that tap
+    exists, else 0 (spec §2.3). T is built as k_l (C, K) @ ``selection`` (K, N·N), the constant of
+    :func:`dense_selection` in y's dtype and device, so that forward and backward are matrix
+    products only: O(B·C·N²) work against O(B·C·N·K) for the direct sum, and faster for N ≤
+    ``DENSE_MAX_POSITIONS``. Shapes: y (B, C, *S), k_l (C, 1, *k) → (B, C, *S).
+    """
+    b, c, n = int(y.shape[0]), int(y.shape[1]), spatial_size(y)
+    t = xp.reshape(xp.reshape(k_l, (c, -1)) @ selection, (c, n, n))  # T[c, q, p]
+    per_channel = xp.permute_dims(xp.reshape(y, (b, c, n)), (1, 0, 2))  # (C, B, N)
+    out = xp.permute_dims(per_channel @ t, (1, 0, 2))  # (B, C, N), channel-major in memory
+    # merging C with N cannot be a view of that layout: the reshape writes y's own (B, C, *S) order
+    return xp.reshape(xp.reshape(out, (b, c * n)), tuple(y.shape))
+
+
+_CONSTANTS: dict[tuple, Any] = {}
+_CONSTANTS_MAX = 256
+
+
+def clear_constants() -> None:
+    """Forget every cached constant of :meth:`ArrayAPIBackend.cached` (rebuilt on next use)."""
+    _CONSTANTS.clear()
+
+
 class ArrayAPIBackend:
     """Any array-API namespace (array-api-strict, ndonnx, dask, …): the standard and nothing else."""
 
@@ -192,6 +250,25 @@ class ArrayAPIBackend:
     def freeze(self, x: Any) -> Any:
         """Make a cached constant read-only where the library can (NumPy); else ``x``."""
         return x
+
+    def cached(self, xp: Any, key: tuple, builder: Any, *, dtype: Any, device: Any) -> Any:
+        """``builder()`` (an array of ``dtype`` on ``device``), built once per key, dtype and device.
+
+        For constants that depend on sizes only (coordinate grids, pooling matrices, the dense
+        convolution's selection matrix); :meth:`cache_key` says how to key them, or that they must
+        not be cached. The cached array is shared: callers must not modify it in place (NumPy
+        copies are made read-only).
+        """
+        ck = self.cache_key(key, dtype, device)
+        if ck is None:
+            return builder()
+        hit = _CONSTANTS.get(ck)
+        if hit is None:
+            hit = self.freeze(builder())
+            if len(_CONSTANTS) >= _CONSTANTS_MAX:
+                _CONSTANTS.clear()
+            _CONSTANTS[ck] = hit
+        return hit
 
     # ------------------------------------------------------------------- autodiff, elementwise
 
@@ -268,7 +345,8 @@ class ArrayAPIBackend:
     # --------------------------------------------------------------------------- convolution
 
     def depthwise_method(self, xp: Any, y: Any, k_l: Any) -> str:
-        """``"direct"`` or ``"fft"``: FFT from ``FFT_MIN_TAPS`` taps where ``xp.fft`` exists."""
+        """``"direct"``, ``"fft"`` or ``"dense"``; here: FFT from ``FFT_MIN_TAPS`` taps where
+        ``xp.fft`` exists, else direct."""
         taps = 1
         for v in k_l.shape[2:]:
             taps *= int(v)
@@ -279,8 +357,22 @@ class ArrayAPIBackend:
         return depthwise_conv_direct(xp, y, k_l)
 
     def depthwise_conv(self, xp: Any, y: Any, k_l: Any) -> Any:
-        """Depth-wise 'same' cross-correlation by the faster of the direct and FFT paths
-        (validated inputs; spec §2.3)."""
-        if self.depthwise_method(xp, y, k_l) == "fft":
+        """Depth-wise 'same' cross-correlation by the fastest of the direct, FFT and dense paths
+        (:meth:`depthwise_method`; validated inputs; spec §2.3)."""
+        method = self.depthwise_method(xp, y, k_l)
+        if method == "fft":
             return depthwise_conv_fft(xp, y, k_l)
+        if method == "dense":
+            return depthwise_conv_dense(xp, y, k_l, self.dense_selection(xp, y, k_l))
         return self.depthwise_direct(xp, y, k_l)
+
+    def dense_selection(self, xp: Any, y: Any, k_l: Any) -> Any:
+        """:func:`dense_selection` for y and k_l, in y's dtype on its device (cached)."""
+        spatial, ksize, dt, dev = tuple(y.shape[2:]), tuple(k_l.shape[2:]), y.dtype, self.device(y)
+        return self.cached(
+            xp,
+            ("dense-conv", spatial, ksize),
+            lambda: dense_selection(xp, spatial, ksize, dtype=dt, device=dev),
+            dtype=dt,
+            device=dev,
+        )

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from typing import Any, ClassVar
 
-from ._base import FFT_MIN_KERNEL, FFT_MIN_SPATIAL, ArrayAPIBackend, spatial_size
+from ._base import DENSE_MAX_POSITIONS, FFT_MIN_KERNEL, FFT_MIN_SPATIAL, ArrayAPIBackend, spatial_size
 
 
 def _torch() -> Any:
@@ -171,11 +171,20 @@ class TorchBackend(ArrayAPIBackend):
         return BatchStandardize.standardize(x, axes, float(eps), xp.mean)
 
     def depthwise_method(self, xp: Any, y: Any, k_l: Any) -> str:
-        """CPU: the measured thresholds of ``FFT_MIN_KERNEL``; other devices (cuDNN's depth-wise
-        kernels) and torch.compile traces (Inductor generates no code for complex operators): direct."""
+        """CPU: with gradients, on inputs of at most ``DENSE_MAX_POSITIONS`` positions, the dense
+        product per channel (its backward is two matrix products, where oneDNN's weight gradient
+        costs milliseconds even on 8×8 inputs); else the measured thresholds of ``FFT_MIN_KERNEL``.
+        Other devices (cuDNN's depth-wise kernels): direct. torch.compile traces take the same
+        dense path as eager (matrix products only), but never FFT (Inductor generates no code for
+        complex operators)."""
+        torch = _torch()
+        if y.device.type != "cpu":
+            return "direct"
+        training = torch.is_grad_enabled() and (y.requires_grad or k_l.requires_grad)
+        if training and spatial_size(y) <= DENSE_MAX_POSITIONS:
+            return "dense"
         k = max(int(v) for v in k_l.shape[2:])
-        small = min(int(v) for v in y.shape[2:]) < FFT_MIN_SPATIAL
-        if y.device.type != "cpu" or _torch().compiler.is_compiling() or small:
+        if torch.compiler.is_compiling() or min(int(v) for v in y.shape[2:]) < FFT_MIN_SPATIAL:
             return "direct"
         return "fft" if k >= FFT_MIN_KERNEL[("torch-cpu", str(y.dtype).rsplit(".", 1)[-1])] else "direct"
 
