@@ -362,6 +362,40 @@ def test_kar2_hand_computed_sequence() -> None:
     assert state["m"].tolist() == [-0.046875, 0.03125, 0.3125, -0.0234375]
 
 
+@pytest.mark.parametrize("opt_cls, kw", [(T.Kar3, {"betas": (0.5, 0.75)}), (T.Kar2, {"betas": 0.75})])
+def test_sign_optimizers_equal_a_loop_over_parameters_bit_for_bit(opt_cls, kw) -> None:
+    """The multi-tensor step against §2.14 written out per parameter here: several parameters of
+    other shapes and dtypes (float32 and float64 in one group), one without a gradient (no state,
+    untouched), gradients with exact zeros, five steps; every value equal, not merely close (lr
+    and 1 − β are powers of two, so the two sides round alike)."""
+    gen = torch.Generator().manual_seed(3)
+    shapes = [((3, 4), torch.float32), ((5,), torch.float64), ((), torch.float32), ((2, 1, 3), torch.float64)]
+    params = [torch.nn.Parameter(torch.randn(s, generator=gen, dtype=dt)) for s, dt in shapes]
+    frozen = torch.nn.Parameter(torch.randn(2, generator=gen))
+    want = [p.detach().clone() for p in params]
+    betas = list(kw["betas"]) if isinstance(kw["betas"], tuple) else [kw["betas"]]
+    emas = [[torch.zeros_like(p) for _ in betas] for p in params]
+    opt = opt_cls([*params, frozen], lr=0.125, **kw)
+    before = frozen.detach().clone()
+    for _ in range(5):
+        for p in params:
+            g = torch.randn(p.shape, generator=gen, dtype=p.dtype)
+            p.grad = torch.where(g.abs() < 0.3, torch.zeros_like(g), g)
+        opt.step()
+        for w, ms, p in zip(want, emas, params, strict=True):
+            for s in [torch.sign(p.grad)] + [torch.sign(m) for m in ms]:  # the previous EMAs
+                w -= 0.125 * s  # term by term, left to right, as §2.14 writes it
+            for m, b in zip(ms, betas, strict=True):
+                m.copy_(b * m + (1 - b) * p.grad)
+        for w, p in zip(want, params, strict=True):
+            assert torch.equal(p.detach(), w)
+    assert torch.equal(frozen.detach(), before) and frozen not in opt.state
+    keys = ("m1", "m2") if opt_cls is T.Kar3 else ("m",)
+    for p, ms in zip(params, emas, strict=True):
+        for k, m in zip(keys, ms, strict=True):
+            assert torch.equal(opt.state[p][k], m)
+
+
 def test_optimizer_arguments() -> None:
     p = [torch.nn.Parameter(torch.zeros(2))]
     assert T.Kar3(p).defaults == {"lr": 1e-4, "betas": (0.5, 0.95)}

@@ -8,6 +8,39 @@ from typing import Any
 import torch
 
 
+def _sign_step(params: list[Any], grads: list[Any], emas: list[list[Any]], lr: float, betas: list[float]) -> None:
+    """p ← p − lr·sign(g) − Σ_j lr·sign(m_j) with the PREVIOUS EMAs, then m_j ← β_j·m_j + (1 − β_j)·g,
+    for all parameters at once with torch's multi-tensor (foreach) kernels: the per-element
+    operations and their order are those of a loop over the parameters, in a few dozen kernel
+    calls instead of five to eight per parameter (the digits network has 686 parameters)."""
+    torch._foreach_add_(params, torch._foreach_sign(grads), alpha=-lr)
+    for ms in emas:
+        torch._foreach_add_(params, torch._foreach_sign(ms), alpha=-lr)
+    for ms, b in zip(emas, betas, strict=True):
+        torch._foreach_mul_(ms, b)
+        torch._foreach_add_(ms, grads, alpha=1.0 - b)
+
+
+def _with_grads(opt: torch.optim.Optimizer, group: dict, keys: tuple[str, ...]) -> tuple[list, list, list[list]]:
+    """The group's parameters that have a gradient, their gradients and their EMAs (state ``keys``,
+    created as zeros on first use)."""
+    params, grads, emas = [], [], [[] for _ in keys]
+    for p in group["params"]:
+        if p.grad is None:
+            continue
+        if p.grad.is_sparse:
+            raise RuntimeError(f"{type(opt).__name__} does not support sparse gradients")
+        state = opt.state[p]
+        if not state:
+            for k in keys:
+                state[k] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        params.append(p)
+        grads.append(p.grad)
+        for ms, k in zip(emas, keys, strict=True):
+            ms.append(state[k])
+    return params, grads, emas
+
+
 class Kar3(torch.optim.Optimizer):
     """The author's Kar3 (spec §2.14): three sign steps per gradient.
 
@@ -36,23 +69,9 @@ class Kar3(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            lr, (b1, b2) = group["lr"], group["betas"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                g = p.grad
-                if g.is_sparse:
-                    raise RuntimeError("Kar3 does not support sparse gradients")
-                state = self.state[p]
-                if not state:
-                    state["m1"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                    state["m2"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                m1, m2 = state["m1"], state["m2"]
-                p.add_(torch.sign(g), alpha=-lr)
-                p.add_(torch.sign(m1), alpha=-lr)
-                p.add_(torch.sign(m2), alpha=-lr)
-                m1.mul_(b1).add_(g, alpha=1.0 - b1)
-                m2.mul_(b2).add_(g, alpha=1.0 - b2)
+            params, grads, emas = _with_grads(self, group, ("m1", "m2"))
+            if params:
+                _sign_step(params, grads, emas, group["lr"], list(group["betas"]))
         return loss
 
 
@@ -84,18 +103,7 @@ class Kar2(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            lr, b = group["lr"], group["betas"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                g = p.grad
-                if g.is_sparse:
-                    raise RuntimeError("Kar2 does not support sparse gradients")
-                state = self.state[p]
-                if not state:
-                    state["m"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                m = state["m"]
-                p.add_(torch.sign(g), alpha=-lr)
-                p.add_(torch.sign(m), alpha=-lr)
-                m.mul_(b).add_(g, alpha=1.0 - b)
+            params, grads, emas = _with_grads(self, group, ("m",))
+            if params:
+                _sign_step(params, grads, emas, group["lr"], [group["betas"]])
         return loss
