@@ -75,6 +75,7 @@ __all__ = [
     "silu",
     "split_channels",
     "stop_gradient",
+    "sum_of_norms",
     "work_dtype",
 ]
 
@@ -235,6 +236,11 @@ def gelu(xp: Any, x: Any, sqrt_half: float) -> Any:
 def silu(xp: Any, x: Any) -> Any:
     """σ(x)·x."""
     return backend_for(xp).silu(xp, x)
+
+
+def sum_of_norms(xp: Any, arrays: Sequence[Any]) -> Any:
+    """Σ_i ‖a_i‖₂, the Frobenius norms of the arrays summed (a 0-D array)."""
+    return backend_for(xp).sum_of_norms(xp, arrays)
 
 
 def pointwise_linear(xp: Any, w: Any, b: Any, x: Any) -> Any:

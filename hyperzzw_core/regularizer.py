@@ -32,6 +32,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 
+from . import _backend as B
 from ._backend import namespace
 from .reference import flatten
 
@@ -90,11 +91,8 @@ def l2_regularizer(params: Any, weight: float = 5e-5, *, slow_weight: float = SL
     xp = namespace((k, flat[k]) for k in sorted(part.fast | part.slow))
 
     def total(keys: Iterable[str]) -> Any:
-        out = None
-        for k in sorted(keys):
-            n = xp.linalg.vector_norm(xp.reshape(flat[k], (-1,)))
-            out = n if out is None else out + n
-        return out
+        arrays = [flat[k] for k in sorted(keys)]
+        return B.sum_of_norms(xp, arrays) if arrays else None
 
     fast, slow = total(part.fast), total(part.slow)
     if fast is None or slow is None:

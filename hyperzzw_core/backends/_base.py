@@ -295,6 +295,15 @@ class ArrayAPIBackend:
 
     # --------------------------------------------------------------------------- fast paths
 
+    def sum_of_norms(self, xp: Any, arrays: Sequence[Any]) -> Any:
+        """Σ_i ‖a_i‖₂ over a non-empty list, each the Frobenius norm of the flattened array, added in
+        order: the §2.13 regulariser."""
+        out = None
+        for a in arrays:
+            n = xp.linalg.vector_norm(xp.reshape(a, (-1,)))
+            out = n if out is None else out + n
+        return out
+
     def pointwise_linear(self, xp: Any, w: Any, b: Any, x: Any) -> Any:
         """y[b] = W·x[b] + β for x (B, I, N), W (O, I), β (O,) → (B, O, N) (spec §2.5)."""
         return w @ x + xp.reshape(b, (-1, 1))

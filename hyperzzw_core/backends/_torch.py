@@ -8,6 +8,7 @@ forward path goes through ``functools.lru_cache`` or array-api-compat's cached t
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from ._base import DENSE_MAX_POSITIONS, FFT_MIN_KERNEL, FFT_MIN_SPATIAL, ArrayAPIBackend, spatial_size
@@ -108,6 +109,13 @@ class TorchBackend(ArrayAPIBackend):
 
     def silu(self, xp: Any, x: Any) -> Any:
         return _torch().nn.functional.silu(x)
+
+    def sum_of_norms(self, xp: Any, arrays: Sequence[Any]) -> Any:
+        """torch's multi-tensor norm (``_foreach_norm``: one call forward and one backward for all
+        arrays, where a loop makes two to three nodes per array; its gradient at a zero array is 0,
+        as ``vector_norm``'s) and one sum. The digits network regularises 400 of its parameters."""
+        torch = _torch()
+        return torch.sum(torch.stack(torch._foreach_norm(list(arrays))))
 
     def pointwise_linear(self, xp: Any, w: Any, b: Any, x: Any) -> Any:
         """One ``baddbmm`` (batched GEMM, bias fused, no transposed copies; ``W @ x`` folds the
