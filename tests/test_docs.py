@@ -186,3 +186,13 @@ def test_api_page_lists_every_public_name(page, module):
     assert set(listed) == public, (
         f"docs/api/{page}: missing {sorted(public - set(listed))}, not public {sorted(set(listed) - public)}"
     )
+
+
+def test_benchmark_report_embeds_the_current_fast_path_table_and_ab_report():
+    """docs/benchmarks.md is rendered (``python -m benchmarks report``) around two hand-kept files:
+    the fast-path table (benchmarks/fast_paths.md) and the latest A/B (docs/ab.md). An edit to
+    either that was not re-rendered leaves the published report stale: fail until it is."""
+    report = (ROOT / "docs" / "benchmarks.md").read_text(encoding="utf-8")
+    for part in (ROOT / "benchmarks" / "fast_paths.md", ROOT / "docs" / "ab.md"):
+        text = part.read_text(encoding="utf-8").strip()
+        assert text in report, f"docs/benchmarks.md does not embed the current {part.relative_to(ROOT)}: re-render it"
