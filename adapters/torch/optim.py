@@ -24,7 +24,9 @@ def _sign_step(params: list[Any], grads: list[Any], emas: list[list[Any]], lr: f
 def _with_grads(opt: torch.optim.Optimizer, group: dict, keys: tuple[str, ...]) -> tuple[list, list, list[list]]:
     """The group's parameters that have a gradient, their gradients and their EMAs (state ``keys``,
     created as zeros on first use)."""
-    params, grads, emas = [], [], [[] for _ in keys]
+    params: list[Any] = []
+    grads: list[Any] = []
+    emas: list[list[Any]] = [[] for _ in keys]
     for p in group["params"]:
         if p.grad is None:
             continue
