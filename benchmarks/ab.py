@@ -41,6 +41,23 @@ class ABError(RuntimeError):
     """A side could not be built or measured; the message says which and why."""
 
 
+def parse_cases(text: str) -> tuple[tuple[str, int], ...]:
+    """``"train:64,forward:8"`` → ((kind, batch), …): kinds ``train`` (loss + backward) and
+    ``forward`` (eval, no gradients), batches positive; :class:`ABError` naming the bad item."""
+    cases = []
+    for item in filter(None, (t.strip() for t in text.split(","))):
+        kind, _, batch = item.partition(":")
+        if kind not in ("train", "forward") or not batch.isdigit() or int(batch) < 1:
+            raise ABError(
+                f"bench ab: --cases item {item!r}: expected KIND:BATCH with KIND train or forward and a "
+                "positive BATCH, e.g. train:64,forward:8"
+            )
+        cases.append((kind, int(batch)))
+    if not cases:
+        raise ABError(f"bench ab: --cases {text!r} names no case (e.g. train:64,forward:8)")
+    return tuple(cases)
+
+
 def repo_root(start: Path) -> Path:
     """The git work tree holding ``start``; :class:`ABError` if there is none."""
     proc = subprocess.run(["git", "-C", str(start), "rev-parse", "--show-toplevel"], capture_output=True, text=True)
@@ -238,8 +255,10 @@ def run(
     command: str,
     now: str,
     log: Callable[[str], None],
+    cases: tuple[tuple[str, int], ...] | None = None,
 ) -> dict[str, Any]:
-    """Build ``rev``, compare, write ``ab.json`` and ``ab.md`` to ``out`` (when given); return the result."""
+    """Build ``rev``, compare, write ``ab.json`` and ``ab.md`` to ``out`` (when given); return the
+    result. ``cases`` ((kind, batch), …) default to issue 16's (``DEFAULT_CASES``; quick: ``QUICK_CASES``)."""
     root = repo_root(Path(__file__).resolve().parent)
     commit = resolve(root, rev)
     rounds = rounds or (1 if quick else 5)
@@ -259,9 +278,8 @@ def run(
             "config": config,
             "load_before": load_average(),
         }
-        res["rows"] = compare(
-            QUICK_CASES if quick else DEFAULT_CASES, site, rounds=rounds, reps=reps, config=config, log=log
-        )
+        cases = cases or (QUICK_CASES if quick else DEFAULT_CASES)
+        res["rows"] = compare(cases, site, rounds=rounds, reps=reps, config=config, log=log)
         res["load_after"] = load_average()
         log("ab: measuring the machine's matmul and copy limits (for the roofline bounds)")
         from .machine import peaks

@@ -267,7 +267,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
 
 
 def cmd_ab(args: argparse.Namespace) -> int:
-    from .ab import ABError, run
+    from .ab import ABError, parse_cases, run
 
     if not args.rev:
         print(
@@ -280,8 +280,14 @@ def cmd_ab(args: argparse.Namespace) -> int:
             print(f"benchmarks ab: --{name} must be a positive integer, got {value}", file=sys.stderr)
             return 2
     try:
+        cases = parse_cases(args.cases) if args.cases is not None else None
+    except ABError as e:
+        print(e, file=sys.stderr)
+        return 2
+    try:
         run(
             args.rev,
+            cases=cases,
             quick=args.quick,
             rounds=args.rounds,
             reps=args.reps,
@@ -344,6 +350,11 @@ def main(argv: list[str] | None = None, prog: str = "python -m benchmarks") -> i
     ab.add_argument("--rounds", type=int, help="interleaved rounds of fresh processes per side (default 5; quick 1)")
     ab.add_argument("--reps", type=int, help="timed calls per process (default 3; quick 1)")
     ab.add_argument("--config", help="network preset for ab (default cifar10; quick tiny)")
+    ab.add_argument(
+        "--cases",
+        help="what to time, as KIND:BATCH,… with KIND train or forward (default train:32,forward:8,forward:1; "
+        "the README's main job: --config digits --cases train:64,forward:64)",
+    )
     args = p.parse_args(argv)
     args.argv = argv
     return COMMANDS[args.command](args)

@@ -30,11 +30,18 @@ def test_cli_refuses_missing_rev_and_bad_rounds() -> None:
     for argv, msg in (
         (["ab"], "--rev REV is required"),
         (["ab", "--rev", "HEAD", "--rounds", "0"], "--rounds must be a positive integer, got 0"),
+        (["ab", "--rev", "HEAD", "--cases", "train:64,fwd:8"], "--cases item 'fwd:8': expected KIND:BATCH"),
+        (["ab", "--rev", "HEAD", "--cases", "train:0"], "--cases item 'train:0'"),
+        (["ab", "--rev", "HEAD", "--cases", ","], "names no case"),
     ):
         proc = subprocess.run(
             [sys.executable, "-m", "hyperzzw_core.cli", "bench", *argv], capture_output=True, text=True, timeout=120
         )
         assert proc.returncode == 2 and msg in proc.stderr, proc.stderr
+
+
+def test_cases_are_parsed_in_order() -> None:
+    assert ab.parse_cases("train:64, forward:8,forward:1") == (("train", 64), ("forward", 8), ("forward", 1))
 
 
 def test_each_side_imports_its_own_code(tmp_path: Path) -> None:
