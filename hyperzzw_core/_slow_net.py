@@ -114,8 +114,9 @@ def check_magnet(xp: Any, params: Params, keys: tuple[str, ...], name: str) -> N
 
 
 def _renorm(xp: Any, u: Any, sg: Any) -> Any:
-    """s-renormalisation u' = α·sg + β·u/max(‖u‖, eps), norms per hidden channel (rows)."""
-    norm = xp.sqrt(xp.sum(u * u, axis=1, keepdims=True))
+    """s-renormalisation u' = α·sg + β·u/max(‖u‖, eps), norms per hidden channel (rows of the
+    last two axes: (H, N), or (n, H, N) for n networks at once)."""
+    norm = xp.sqrt(xp.sum(u * u, axis=-1, keepdims=True))
     return RENORM_ALPHA * sg + RENORM_BETA * u / xp.clip(norm, min=RENORM_EPS)
 
 
@@ -155,6 +156,73 @@ def _mfn_forward(
         else:
             h = u
     return _dense(xp, params["output"], h)
+
+
+def _structure(params: Params) -> tuple:
+    """What must agree for networks to run as one batch: the grid and every hidden layer's shape
+    (the output layer may differ)."""
+    return (
+        shape_of(params["bias_p"]),
+        tuple(shape_of(f["weight"]) for f in params["filters"]),
+        tuple(shape_of(lin["weight"]) for lin in params["linears"]),
+    )
+
+
+def _dense_many(xp: Any, layers: list[Params], h: Any) -> Any:
+    """n layers of one shape at once: stack(W) (n, O, I) @ h + stack(β) (n, O, 1), for h (I, N)
+    shared by all or (n, I, N)."""
+    w = xp.stack([p["weight"] for p in layers], axis=0)
+    b = xp.stack([p["bias"] for p in layers], axis=0)
+    return w @ h + xp.expand_dims(b, axis=-1)
+
+
+def _mfn_hidden_many(xp: Any, params_list: list[Params], static_only: bool) -> tuple[list[Any], Any]:
+    """The coordinate part of n MFNs of one ``_structure`` as batched products: the filter responses
+    g_l(c) (n, H, N) of every layer and the hidden state after the last layer (MAGNet_G), or after
+    the first (``static_only``: its u_1 = g_1(c) ⊙ A_1(g_0(c)) + bias_p, before renormalisation)."""
+    p0 = params_list[0]
+    c = _points(xp, shape_of(p0["bias_p"]), p0["bias_p"])
+    n = len(params_list)
+    filters = [xp.sin(_dense_many(xp, [p["filters"][i] for p in params_list], c)) for i in range(len(p0["filters"]))]
+    bias_p = xp.reshape(xp.stack([p["bias_p"] for p in params_list], axis=0), (n, 1, -1))
+    h = filters[0]
+    for i in range(1 if static_only else len(p0["linears"])):
+        h = filters[i + 1] * _dense_many(xp, [p["linears"][i] for p in params_list], h) + bias_p
+    return filters, h
+
+
+def _magnet_g_many(xp: Any, params_list: list[Params]) -> list[Any]:
+    """:func:`_magnet_g` of n networks of one ``_structure`` (the blocks' MAGNet_G share the grid
+    and widths): the hidden layers as batched products, each network's output layer on its own
+    (the output widths may differ). Same values as n calls, to rounding."""
+    _, h = _mfn_hidden_many(xp, params_list, static_only=False)
+    sizes = shape_of(params_list[0]["bias_p"])
+    return [xp.reshape(_dense(xp, p["output"], h[j, ...]), (1, -1) + sizes) for j, p in enumerate(params_list)]
+
+
+def _magnet_l_static_many(xp: Any, params_list: list[Params]) -> list[dict[str, Any]]:
+    """:func:`_magnet_l_static` of n MAGNet_L of one ``_structure`` (one local role across the
+    blocks), as batched products."""
+    filters, u = _mfn_hidden_many(xp, params_list, static_only=True)
+    outs: list[dict[str, Any]] = [{"filters": [f[j, ...] for f in filters]} for j in range(len(params_list))]
+    if params_list[0]["linears"]:
+        u2 = _renorm(xp, u, B.stop_gradient(xp, u))
+        for j, out in enumerate(outs):
+            out["u2_0"] = u2[j, ...]
+    return outs
+
+
+def _batched(xp: Any, many: Any, one: Any, params_list: list[Params]) -> list[Any]:
+    """``one(xp, p)`` for every p, the networks of equal ``_structure`` run together by ``many``."""
+    groups: dict[tuple, list[int]] = {}
+    for i, p in enumerate(params_list):
+        groups.setdefault(_structure(p), []).append(i)
+    out: list[Any] = [None] * len(params_list)
+    for idx in groups.values():
+        results = many(xp, [params_list[i] for i in idx]) if len(idx) > 1 else [one(xp, params_list[idx[0]])]
+        for i, r in zip(idx, results, strict=True):
+            out[i] = r
+    return out
 
 
 def _magnet_g(xp: Any, params: Params) -> Any:

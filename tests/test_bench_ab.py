@@ -31,8 +31,6 @@ def test_cli_refuses_missing_rev_and_bad_rounds() -> None:
         (["ab"], "--rev REV is required"),
         (["ab", "--rev", "HEAD", "--rounds", "0"], "--rounds must be a positive integer, got 0"),
         (["ab", "--rev", "HEAD", "--cases", "train:64,fwd:8"], "--cases item 'fwd:8': expected KIND:BATCH"),
-        (["ab", "--rev", "HEAD", "--cases", "train:0"], "--cases item 'train:0'"),
-        (["ab", "--rev", "HEAD", "--cases", ","], "names no case"),
     ):
         proc = subprocess.run(
             [sys.executable, "-m", "hyperzzw_core.cli", "bench", *argv], capture_output=True, text=True, timeout=120
@@ -40,8 +38,11 @@ def test_cli_refuses_missing_rev_and_bad_rounds() -> None:
         assert proc.returncode == 2 and msg in proc.stderr, proc.stderr
 
 
-def test_cases_are_parsed_in_order() -> None:
+def test_cases_are_parsed_in_order_and_bad_ones_named() -> None:
     assert ab.parse_cases("train:64, forward:8,forward:1") == (("train", 64), ("forward", 8), ("forward", 1))
+    for text, msg in (("train:0", "--cases item 'train:0'"), ("train", "--cases item 'train'"), (",", "names no case")):
+        with pytest.raises(ab.ABError, match=msg):
+            ab.parse_cases(text)
 
 
 def test_each_side_imports_its_own_code(tmp_path: Path) -> None:

@@ -686,3 +686,51 @@ def test_bottleneck_branches_refuse_a_weight_of_another_width() -> None:
     params = {"weight": np.ones((5, 3 * 3 + 1)), "bias": np.zeros(5)}
     with pytest.raises(ValueError, match=r"10 input channels, the branches make 9"):
         _bottleneck_branches(xnp, params, [(x, 1, None), (x, 2, None)])
+
+
+# ------------------------------------------------------------------- batched slow networks
+
+
+def _kernel_leaves(kernels: list[dict]) -> dict[str, np.ndarray]:
+    out = {}
+    for i, k in enumerate(kernels):
+        for name in ("k_g", "k_c", "k_cc", "k_ss"):
+            out[f"{i}.{name}"] = np.asarray(k[name])
+        for j, static in enumerate(k["local"]):
+            for n, f in enumerate(static["filters"]):
+                out[f"{i}.local{j}.filters{n}"] = np.asarray(f)
+            if "u2_0" in static:
+                out[f"{i}.local{j}.u2_0"] = np.asarray(static["u2_0"])
+    return out
+
+
+def _batched_mismatches(cfg: R.TerminatorConfig) -> list[str]:
+    """Leaves where the network's batched slow kernels differ from each block's own (float64)."""
+    from hyperzzw_core import _block
+
+    params = R.init_params(cfg, 3)
+    batched = _kernel_leaves(_network._slow_kernels(xnp, params))
+    alone = _kernel_leaves([_block._slow_kernels(xnp, bp) for bp in params["blocks"]])
+    assert batched.keys() == alone.keys()
+    bad = []
+    for key, want in alone.items():
+        try:
+            assert_close(batched[key], want, dtype="float64", name=key)
+        except AssertionError:
+            bad.append(key)
+    return bad
+
+
+@pytest.mark.parametrize("preset", ["digits", "cifar10", "tiny_1d"])
+def test_batched_slow_networks_equal_each_blocks_own(preset: str) -> None:
+    """The blocks' MAGNet_G, the spatial MAGNet_G of the hyper interactions and MAGNet_L's static
+    prefix run as batches of equal structure (cifar10's block 0 has one more MAGNet_G layer than
+    the others, so it runs alone); every output equals the block's own computation."""
+    assert _batched_mismatches(R.preset(preset)) == []
+
+
+def test_a_bug_planted_in_the_batched_slow_networks_is_caught(monkeypatch) -> None:
+    """Stacking the layers of the batch in the wrong order (another block's weights) must show."""
+    real = _slow_net._dense_many
+    monkeypatch.setattr(_slow_net, "_dense_many", lambda xp, layers, h: real(xp, layers[::-1], h))
+    assert _batched_mismatches(R.digits())
