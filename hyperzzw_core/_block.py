@@ -15,7 +15,6 @@ from ._checks import check_finite as _check_finite
 from ._hyperzzw import _local_conv
 from ._interaction import (
     _channel_kernel,
-    _hi_kernels,
     _hyper_channel_interaction,
     _hyper_interaction,
     _rgu_hidden,
@@ -24,7 +23,17 @@ from ._interaction import (
     check_rgu,
 )
 from ._linear import _bottleneck_branches, _pointwise_linear_sum, _stacked_linears, check_linear_params
-from ._slow_net import _G_KEYS, _L_KEYS, _magnet_g, _magnet_l, _magnet_l_static, check_magnet
+from ._slow_net import (
+    _G_KEYS,
+    _L_KEYS,
+    _batched,
+    _magnet_g,
+    _magnet_g_many,
+    _magnet_l,
+    _magnet_l_static,
+    _magnet_l_static_many,
+    check_magnet,
+)
 from ._standardize import _g_ibs, _instance_standardize, check_groups
 from .reference import BLOCK_KEYS, LOCAL_ROLES, check_global_grid, concat_order, local_roles
 
@@ -50,20 +59,37 @@ def _tile_to(name: str, x: Any, c: int) -> int:
 SLOW_KERNEL_KEYS = ("k_g", "k_c", "k_cc", "k_ss", "local")
 
 
-def _slow_kernels(xp: Any, params: dict) -> dict[str, Any]:
-    """The block's input-independent slow-network outputs: K_g (1, C, *S) of MAGNet_G, the
+def _slow_kernels_many(xp: Any, blocks: list[dict]) -> list[dict[str, Any]]:
+    """The input-independent slow-network outputs of each block: K_g (1, C, *S) of MAGNet_G, the
     channel kernels K_c (C,) and K_cc (C,) of the two interactions, the hyper interaction's
     spatial kernel K_ss (*S), and per local branch MAGNet_L's input-independent prefix
     (``_magnet_l_static``). They depend on the parameters only: compute them once per parameter
-    update (and cache them between updates, as the torch adapter does in eval mode)."""
-    k_cc, k_ss = _hi_kernels(xp, params["hi"])
-    return {
-        "k_g": _magnet_g(xp, params["slow_g"]),
-        "k_c": _channel_kernel(xp, params["hci"]["channel"]),
-        "k_cc": k_cc,
-        "k_ss": k_ss,
-        "local": [_magnet_l_static(xp, p["slow_l"]) for p in params["local"]],
-    }
+    update (and cache them between updates, as the torch adapter does in eval mode).
+
+    Networks of one structure across ``blocks`` run as one batch (spec §2.1): the blocks'
+    MAGNet_G, the spatial MAGNet_G when the blocks share the input size, and the MAGNet_L of
+    equal kernel size. The channel kernels have one grid point per channel, so they differ in
+    size from block to block and run one by one."""
+    k_g = _batched(xp, _magnet_g_many, _magnet_g, [bp["slow_g"] for bp in blocks])
+    k_ss = _batched(xp, _magnet_g_many, _magnet_g, [bp["hi"]["spatial"] for bp in blocks])
+    statics = iter(
+        _batched(xp, _magnet_l_static_many, _magnet_l_static, [p["slow_l"] for bp in blocks for p in bp["local"]])
+    )
+    return [
+        {
+            "k_g": k_g[i],
+            "k_c": _channel_kernel(xp, bp["hci"]["channel"]),
+            "k_cc": _channel_kernel(xp, bp["hi"]["channel"]),
+            "k_ss": k_ss[i][0, 0, ...],
+            "local": [next(statics) for _ in bp["local"]],
+        }
+        for i, bp in enumerate(blocks)
+    ]
+
+
+def _slow_kernels(xp: Any, params: dict) -> dict[str, Any]:
+    """One block's :func:`_slow_kernels_many`."""
+    return _slow_kernels_many(xp, [params])[0]
 
 
 def _forward(

@@ -12,11 +12,10 @@ import numpy as np
 
 from . import _backend as B
 from ._block import _forward as _block_forward
+from ._block import _slow_kernels_many as _block_slow_kernels_many
 from ._checks import as_float_array, ns, shape_of
 from ._checks import check_finite as _check_finite
-from ._interaction import _channel_kernel
 from ._losses import _slow_loss, label_smoothing_cross_entropy
-from ._slow_net import _batched, _magnet_g, _magnet_g_many, _magnet_l_static, _magnet_l_static_many
 from .reference import TerminatorConfig, dropout_masks_for, match_param_keys
 
 
@@ -77,38 +76,9 @@ def _masks(
 
 
 def _slow_kernels(xp: Any, params: dict) -> list[dict[str, Any]]:
-    """Every block's input-independent slow-network outputs (``_block._slow_kernels``), the
-    networks that have one structure across the blocks run as one batch: the blocks' MAGNet_G
-    (K_g) and the hyper interactions' spatial MAGNet_G (K_ss) when the blocks share the input
-    size, and MAGNet_L's static prefix per local role. The channel kernels (K_c, K_cc) have one
-    grid point per channel, so they differ in size from block to block and run one by one."""
-    blocks = params["blocks"]
-    k_g = _batched(xp, _magnet_g_many, _magnet_g, [bp["slow_g"] for bp in blocks])
-    k_ss = _batched(xp, _magnet_g_many, _magnet_g, [bp["hi"]["spatial"] for bp in blocks])
-    n_local = len(blocks[0]["local"]) if blocks else 0
-    same_roles = all(len(bp["local"]) == n_local for bp in blocks)
-    local = (
-        [
-            _batched(xp, _magnet_l_static_many, _magnet_l_static, [bp["local"][j]["slow_l"] for bp in blocks])
-            for j in range(n_local)
-        ]
-        if same_roles
-        else None
-    )
-    out = []
-    for i, bp in enumerate(blocks):
-        out.append(
-            {
-                "k_g": k_g[i],
-                "k_c": _channel_kernel(xp, bp["hci"]["channel"]),
-                "k_cc": _channel_kernel(xp, bp["hi"]["channel"]),
-                "k_ss": k_ss[i][0, 0, ...],
-                "local": [local[j][i] for j in range(n_local)]
-                if local is not None
-                else [_magnet_l_static(xp, p["slow_l"]) for p in bp["local"]],
-            }
-        )
-    return out
+    """Every block's input-independent slow-network outputs, structurally equal networks of
+    different blocks batched (``_block._slow_kernels_many``)."""
+    return _block_slow_kernels_many(xp, params["blocks"])
 
 
 def _forward(

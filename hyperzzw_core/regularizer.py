@@ -33,7 +33,6 @@ from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 
 from . import _backend as B
-from ._backend import namespace
 from .reference import flatten
 
 #: weight of the slow set (the author's hard-coded 1e-6)
@@ -88,7 +87,7 @@ def l2_regularizer(params: Any, weight: float = 5e-5, *, slow_weight: float = SL
     """
     flat = _flat(params)
     part = l2_partition(list(flat))
-    xp = namespace((k, flat[k]) for k in sorted(part.fast | part.slow))
+    xp = B.namespace((k, flat[k]) for k in sorted(part.fast | part.slow))
 
     def total(keys: Iterable[str]) -> Any:
         arrays = [flat[k] for k in sorted(keys)]
