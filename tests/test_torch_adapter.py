@@ -396,6 +396,17 @@ def test_sign_optimizers_equal_a_loop_over_parameters_bit_for_bit(opt_cls, kw) -
             assert torch.equal(opt.state[p][k], m)
 
 
+@pytest.mark.parametrize("opt_cls", [T.Kar3, T.Kar2])
+def test_sign_optimizers_refuse_a_sparse_gradient_before_touching_any_parameter(opt_cls) -> None:
+    dense, sparse = torch.nn.Parameter(torch.ones(3)), torch.nn.Parameter(torch.ones(4))
+    dense.grad = torch.ones(3)
+    sparse.grad = torch.sparse_coo_tensor([[1]], [2.0], (4,), check_invariants=True)
+    opt = opt_cls([dense, sparse], lr=0.5)
+    with pytest.raises(RuntimeError, match=f"{opt_cls.__name__} does not support sparse gradients"):
+        opt.step()
+    assert torch.equal(dense.detach(), torch.ones(3)) and torch.equal(sparse.detach(), torch.ones(4))
+
+
 def test_optimizer_arguments() -> None:
     p = [torch.nn.Parameter(torch.zeros(2))]
     assert T.Kar3(p).defaults == {"lr": 1e-4, "betas": (0.5, 0.95)}
