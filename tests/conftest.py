@@ -19,6 +19,7 @@ examples) or thorough (many examples, for a nightly or a GPU machine).
 from __future__ import annotations
 
 import os
+import sys
 
 import pytest
 from backends import BACKEND_PARAMS, MARKERS, TORCH_PARAMS, Backend, backend_marks, resolve
@@ -40,6 +41,26 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+def _share_cores_between_workers() -> None:
+    """Under pytest-xdist (``-n auto`` in pyproject.toml), give each worker its share of the cores.
+
+    Two workers with two threads each on two cores run slower than one worker alone (the threads
+    spin against each other): each worker, and every process it starts, gets cores // workers
+    threads. An explicit OMP_NUM_THREADS wins.
+    """
+    workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if not workers:
+        return
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    threads = os.environ.setdefault("OMP_NUM_THREADS", str(max(1, cores // int(workers))))
+    os.environ.setdefault("MKL_NUM_THREADS", threads)
+    if "torch" in sys.modules:  # already imported: its pool was sized from the old environment
+        sys.modules["torch"].set_num_threads(int(threads))
+
+
+_share_cores_between_workers()
 
 
 @pytest.fixture(params=BACKEND_PARAMS)

@@ -156,3 +156,27 @@ def test_backend_marks_refuse_a_marker_that_could_never_apply(
 def test_every_backend_name_is_known() -> None:
     assert {"numpy", "array_api_strict", "torch", "jax", "cupy", "torch:cuda"} <= set(KNOWN)
     assert torch.float64 is _torch("cpu").xp.float64
+
+
+def test_workers_share_the_cores_instead_of_oversubscribing_them() -> None:
+    """Under pytest-xdist each worker's torch pool, and what its subprocesses inherit, is its share of
+    the cores (tests/conftest.py): workers × threads never exceeds the cores unless the user asked."""
+    import os
+    import subprocess
+    import sys
+
+    workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if workers is None:
+        pytest.skip("not under pytest-xdist (-n0): one process, torch's own default")
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    expected = max(1, cores // int(workers))
+    if "OMP_NUM_THREADS" in os.environ and os.environ["OMP_NUM_THREADS"] != str(expected):
+        expected = int(os.environ["OMP_NUM_THREADS"])  # the user's explicit setting wins
+    assert torch.get_num_threads() == expected
+    child = subprocess.run(
+        [sys.executable, "-c", "import torch; print(torch.get_num_threads())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert int(child.stdout) == expected
