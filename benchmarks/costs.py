@@ -218,13 +218,12 @@ def block_costs(config: TerminatorConfig, i: int, batch: int, itemsize: int, tra
     m.binary(n)  # X ⊙ σ
     for k in cfg.local_kernel_sizes:  # local branches
         taps = k**d
-        m.mean(n, c * npts)  # MAGNet_L's context: the batch mean first (it commutes with pool and reduce)
-        if d == 1:  # adaptive pooling of the one mean sample: x̄ @ P_Lᵀ
-            m.linear(1, npts, k, c, cat="slow")
-        else:  # (P_H @ x̄) @ P_Wᵀ
-            m.linear(1, h, k, c * w, cat="slow")
-            m.linear(1, w, k, c * k, cat="slow")
-        m.linear(1, c, cfg.local_hidden, taps, cat="slow")  # reduce
+        if d == 1:  # adaptive pooling: x @ P_Lᵀ
+            m.linear(1, npts, k, b * c, cat="slow")
+        else:  # (P_H @ x) @ P_Wᵀ
+            m.linear(1, h, k, b * c * w, cat="slow")
+            m.linear(1, w, k, b * c * k, cat="slow")
+        m.linear(b, c, cfg.local_hidden, taps, cat="slow")  # reduce
         m.mfn(taps, d, cfg.local_hidden, cfg.local_layers, c, ctx=True)
         m.depthwise(b, c, npts, taps, dense=train and npts <= DENSE_MAX_POSITIONS)
         m.linear(b, c, c, npts)  # mixer

@@ -259,12 +259,9 @@ def magnet_gc(params: Params) -> Any:
 
 
 def _context(xp: Any, params: Params, x: Any, k: tuple[int, ...]) -> Any:
-    """GELU(fc1(mean_b(reduce(pool(x))))) as GELU(fc1(reduce(pool(mean_b(x))))): the pooling and
-    the reduce are affine maps of each sample, so they commute with the batch mean (spec §2.1); the
-    mean first pools and reduces one (1, C, *S) array instead of B of them."""
-    pooled = _adaptive_avg_pool(xp, xp.mean(x, axis=0, keepdims=True), k)
+    pooled = _adaptive_avg_pool(xp, x, k)
     r = _pointwise_linear(xp, params["reduce"], pooled)
-    m = xp.reshape(r, (r.shape[1], -1))
+    m = xp.reshape(xp.mean(r, axis=0), (r.shape[1], -1))
     return _gelu(xp, _dense(xp, params["fc1"], m))
 
 
