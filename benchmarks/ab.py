@@ -171,20 +171,35 @@ def compare(
                 f"  {kind} B={b} round {r + 1}/{rounds}: A {got['A'][-1]['median']:.4f} s, "
                 f"B {got['B'][-1]['median']:.4f} s"
             )
-        row: dict[str, Any] = {"kind": kind, "batch": b, "config": config}
-        for side in ("A", "B"):
-            times = [t for res in got[side] for t in res["times"]]
-            row[side] = {
-                "median": statistics.median(times),
-                "min": min(times),
-                "n": len(times),
-                "peak_delta": max(res["peak_delta"] for res in got[side]),
-                "core_file": got[side][0]["core_file"],
-            }
-        row["time_ratio"] = row["B"]["median"] / row["A"]["median"]
-        row["peak_ratio"] = row["B"]["peak_delta"] / max(row["A"]["peak_delta"], 1)
-        rows.append(row)
+        rows.append(summarize(kind, b, config, got))
     return rows
+
+
+def summarize(kind: str, batch: int, config: str, got: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """One case's row from its rounds (``got[side][r]``: a worker's ``times``, ``median``,
+    ``peak_delta`` and ``core_file``).
+
+    ``time_ratio`` pools each side's calls (median B / median A). ``round_ratios`` pairs the two
+    processes of each round (B_r / A_r, their medians), which ran one after the other: a change of
+    the machine's load between rounds moves both, so their median (``paired_ratio``) and range
+    are the comparison's estimate and its spread where the pooled medians are skewed by a slow
+    round on one side.
+    """
+    row: dict[str, Any] = {"kind": kind, "batch": batch, "config": config}
+    for side in ("A", "B"):
+        times = [t for res in got[side] for t in res["times"]]
+        row[side] = {
+            "median": statistics.median(times),
+            "min": min(times),
+            "n": len(times),
+            "peak_delta": max(res["peak_delta"] for res in got[side]),
+            "core_file": got[side][0]["core_file"],
+        }
+    row["time_ratio"] = row["B"]["median"] / row["A"]["median"]
+    row["round_ratios"] = [b["median"] / a["median"] for a, b in zip(got["A"], got["B"], strict=True)]
+    row["paired_ratio"] = statistics.median(row["round_ratios"])
+    row["peak_ratio"] = row["B"]["peak_delta"] / max(row["A"]["peak_delta"], 1)
+    return row
 
 
 def add_bounds(rows: list[dict[str, Any]], pk: dict[str, Any]) -> None:
@@ -213,15 +228,21 @@ def render(res: dict[str, Any]) -> str:
         f"`{res['config']}()`; load average before {res['load_before'][0]:.2f}, after "
         f"{res['load_after'][0]:.2f}. B/A below 1: this checkout is faster or smaller.",
         "",
-        "| measurement | A median (min) | B median (min) | B/A time | A peak | B peak | B/A peak |",
-        "|---|---|---|---|---|---|---|",
+        "B/A per round: each round's B process against its A process (the paired comparison), median "
+        "and range over the rounds.",
+        "",
+        "| measurement | A median (min) | B median (min) | B/A time | B/A per round: median (range) | A peak "
+        "| B peak | B/A peak |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in res["rows"]:
         a, b = r["A"], r["B"]
+        rr = r["round_ratios"]
         lines.append(
             f"| {r['kind']} B={r['batch']} | {a['median']:.4f} s ({a['min']:.4f}) | {b['median']:.4f} s "
-            f"({b['min']:.4f}) | {r['time_ratio']:.2f}x | {a['peak_delta'] / 2**20:.0f} MiB | "
-            f"{b['peak_delta'] / 2**20:.0f} MiB | {r['peak_ratio']:.2f}x |"
+            f"({b['min']:.4f}) | {r['time_ratio']:.2f}x | {r['paired_ratio']:.2f}x ({min(rr):.2f} to "
+            f"{max(rr):.2f}) | {a['peak_delta'] / 2**20:.0f} MiB | {b['peak_delta'] / 2**20:.0f} MiB | "
+            f"{r['peak_ratio']:.2f}x |"
         )
     if "peaks" in res:
         pk = res["peaks"]

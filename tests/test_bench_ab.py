@@ -65,7 +65,7 @@ def test_the_report_states_each_sides_share_of_the_roofline_bound() -> None:
 
     side = {"median": 2.0, "min": 1.9, "n": 3, "peak_delta": 2**30, "core_file": "x"}
     rows = [{"kind": "train", "batch": 2, "config": "tiny", "A": dict(side), "B": dict(side, median=1.0)}]
-    rows[0].update(time_ratio=0.5, peak_ratio=1.0)
+    rows[0].update(time_ratio=0.5, round_ratios=[0.5], paired_ratio=0.5, peak_ratio=1.0)
     pk = {"torch_matmul_float32": 1e9, "torch_copy": 1e12}  # compute-bound by construction
     ab.add_bounds(rows, pk)
     flops = step_cost(R.tiny(), 2, 4, "train").flops
@@ -88,3 +88,33 @@ def test_the_report_states_each_sides_share_of_the_roofline_bound() -> None:
     text = ab.render(res)
     assert f"{flops / 1e9:.2f}" in text and "1.0 GFLOP/s" in text
     assert f"{flops / 1e9 / 2.0:.0%} | {flops / 1e9:.0%} |" in text
+
+
+def test_rounds_are_paired_so_one_slow_round_does_not_decide_the_ratio() -> None:
+    """Three rounds where B is 0.9x A in each pair, but B's second process hit a load spike (and A's
+    third): the pooled medians say 2.7x; the per-round pairs, computed here by hand, say 0.9x with a
+    range up to the spike's 2.7x, and the report prints both."""
+    a_times, b_times = [1.0, 1.0, 3.0], [0.9, 2.7, 2.7]
+
+    def worker(t: float) -> dict:
+        return {"times": [t, t, t], "median": t, "peak_delta": 2**20, "core_file": "x"}
+
+    got = {"A": [worker(t) for t in a_times], "B": [worker(t) for t in b_times]}
+    row = ab.summarize("train", 2, "tiny", got)
+    assert row["time_ratio"] == pytest.approx(2.7)  # median B 2.7 / median A 1.0
+    assert row["round_ratios"] == pytest.approx([b / a for a, b in zip(a_times, b_times, strict=True)])
+    assert row["paired_ratio"] == pytest.approx(0.9)
+    assert row["A"]["n"] == row["B"]["n"] == 9
+    res = {
+        "rev": "r",
+        "commit": "c" * 40,
+        "command": "cmd",
+        "date": "d",
+        "rounds": 3,
+        "reps": 3,
+        "config": "tiny",
+        "load_before": (0.0, 0.0, 0.0),
+        "load_after": (0.0, 0.0, 0.0),
+        "rows": [row],
+    }
+    assert "| 2.70x | 0.90x (0.90 to 2.70) |" in ab.render(res)
