@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import importlib
 import os
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -52,6 +53,14 @@ class Backend:
     float64: bool = True
     autodiff: bool = False
     gpu: bool = False
+    module: str = ""
+    """The module a user passes as ``xp=`` for this library, where it is not ``library`` itself
+    (JAX's arrays live in ``jaxlib``, its namespace is ``jax.numpy``)."""
+
+    @property
+    def library_module(self) -> Any:
+        """The library's own module as a user passes it (``numpy``, ``torch``, ``jax.numpy``, …)."""
+        return importlib.import_module(self.module or self.library)
 
     def convert(self, obj: Any) -> Any:
         """Convert every NumPy array in a nested structure (dicts, lists, tuples); keep the rest."""
@@ -135,7 +144,7 @@ def _jax() -> Backend:
     import jax.numpy as jnp
 
     jnp.zeros(3)  # allocation probe
-    return Backend("jax", "jaxlib", lambda a: jnp.asarray(np.array(a, copy=True)))
+    return Backend("jax", "jaxlib", lambda a: jnp.asarray(np.array(a, copy=True)), module="jax.numpy")
 
 
 def _probe(name: str, make: Callable[[], Backend]) -> tuple[Backend | None, str]:

@@ -21,7 +21,7 @@ from hyperzzw_core.testing import to_numpy
 @pytest.mark.parametrize("preset", ["tiny", "tiny_1d"])
 def test_init_params_same_values_on_every_backend(backend: Backend, preset: str, dtype: str) -> None:
     cfg = R.preset(preset)
-    xp = __import__(backend.library)
+    xp = backend.library_module
     got = P.init_params(cfg, 5, like=xp, device=backend.device, dtype=dtype)
     want = R.init_params(cfg, 5, dtype=np.dtype(dtype))
     g, w = flatten(got), flatten(want)
@@ -68,7 +68,7 @@ def test_dlpack_conversion_shares_memory_numpy_torch() -> None:
 @pytest.mark.skip_backend("array_api_strict:no_float64", reason="a float32-only device; float64 inputs")
 def test_conversion_between_all_cpu_backends(backend: Backend) -> None:
     p = P.init_params(R.tiny_1d(), 1)
-    moved = P.convert(p, __import__(backend.library), device=backend.device)
+    moved = P.convert(p, backend.library_module, device=backend.device)
     assert all(backend.owns(v) for v in flatten(moved).values())
     again = P.to_numpy(moved)
     for k, v in flatten(p).items():
