@@ -21,6 +21,23 @@ def _is_git_checkout() -> bool:
 pytestmark = pytest.mark.skipif(not _is_git_checkout(), reason="needs the git checkout (bench ab exports a revision)")
 
 
+def _result(rows: list, rounds: int, **extra: object) -> dict:
+    """What ``ab.run`` hands ``ab.render``, around hand-made ``rows`` (3 calls per process)."""
+    return {
+        "rev": "r",
+        "commit": "c" * 40,
+        "command": "cmd",
+        "date": "d",
+        "rounds": rounds,
+        "reps": 3,
+        "config": "tiny",
+        "load_before": (0.0, 0.0, 0.0),
+        "load_after": (0.0, 0.0, 0.0),
+        "rows": rows,
+        **extra,
+    }
+
+
 def test_unknown_revision_is_refused_by_name() -> None:
     with pytest.raises(ab.ABError, match="--rev 'no-such-rev-xyz' is not a commit"):
         ab.resolve(REPO, "no-such-rev-xyz")
@@ -72,20 +89,7 @@ def test_the_report_states_each_sides_share_of_the_roofline_bound() -> None:
     assert rows[0]["bound"]["seconds"] == pytest.approx(flops / 1e9)
     assert rows[0]["A"]["of_bound"] == pytest.approx(flops / 1e9 / 2.0)
     assert rows[0]["B"]["of_bound"] == pytest.approx(flops / 1e9 / 1.0)
-    res = {
-        "rev": "r",
-        "commit": "c" * 40,
-        "command": "cmd",
-        "date": "d",
-        "rounds": 1,
-        "reps": 3,
-        "config": "tiny",
-        "load_before": (0.0, 0.0, 0.0),
-        "load_after": (0.0, 0.0, 0.0),
-        "rows": rows,
-        "peaks": pk,
-    }
-    text = ab.render(res)
+    text = ab.render(_result(rows, rounds=1, peaks=pk))
     assert f"{flops / 1e9:.2f}" in text and "1.0 GFLOP/s" in text
     assert f"{flops / 1e9 / 2.0:.0%} | {flops / 1e9:.0%} |" in text
 
@@ -105,16 +109,4 @@ def test_rounds_are_paired_so_one_slow_round_does_not_decide_the_ratio() -> None
     assert row["round_ratios"] == pytest.approx([b / a for a, b in zip(a_times, b_times, strict=True)])
     assert row["paired_ratio"] == pytest.approx(0.9)
     assert row["A"]["n"] == row["B"]["n"] == 9
-    res = {
-        "rev": "r",
-        "commit": "c" * 40,
-        "command": "cmd",
-        "date": "d",
-        "rounds": 3,
-        "reps": 3,
-        "config": "tiny",
-        "load_before": (0.0, 0.0, 0.0),
-        "load_after": (0.0, 0.0, 0.0),
-        "rows": [row],
-    }
-    assert "| 2.70x | 0.90x (0.90 to 2.70) |" in ab.render(res)
+    assert "| 2.70x | 0.90x (0.90 to 2.70) |" in ab.render(_result([row], rounds=3))
