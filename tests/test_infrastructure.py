@@ -8,6 +8,10 @@ it, which is the gap; ``xp_assert_close`` must refuse it, naming what is wrong.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import array_api_strict as xs
 import numpy as np
 import pytest
@@ -161,10 +165,6 @@ def test_every_backend_name_is_known() -> None:
 def test_workers_share_the_cores_instead_of_oversubscribing_them() -> None:
     """Under pytest-xdist each worker's torch pool, and what its subprocesses inherit, is its share of
     the cores (tests/conftest.py): workers × threads never exceeds the cores unless the user asked."""
-    import os
-    import subprocess
-    import sys
-
     workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
     if workers is None:
         pytest.skip("not under pytest-xdist (-n0): one process, torch's own default")
