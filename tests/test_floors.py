@@ -24,7 +24,13 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
-LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
+# import-linter's console script, run by this interpreter: the script itself need not lie beside
+# sys.executable (a venv made with --system-site-packages finds the package but not the script).
+LINT_IMPORTS = [
+    sys.executable,
+    "-c",
+    "import sys; from importlinter.cli import lint_imports_command as c; sys.exit(c())",
+]
 
 
 def _stage(dest: Path) -> Path:
@@ -44,7 +50,7 @@ def _stage(dest: Path) -> Path:
 def _lint(staged: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(staged), "COLUMNS": "400"}  # no wrapped lines
     return subprocess.run(
-        [str(LINT_IMPORTS), "pyproject.toml", "--no-cache"],
+        [*LINT_IMPORTS, "pyproject.toml", "--no-cache"],
         cwd=staged,
         env=env,
         capture_output=True,

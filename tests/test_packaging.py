@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import site
 import subprocess
 import sys
 import sysconfig
@@ -94,7 +95,9 @@ def _install(tmp_path: Path, editable: bool) -> tuple[Path, dict]:
         capture_output=True,
         text=True,
     ).stdout.strip()
-    outer = dict.fromkeys([sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]])
+    # Every site directory of this interpreter: a venv made with --system-site-packages has numpy
+    # and the rest in the base installation's site-packages, which site.getsitepackages() lists.
+    outer = dict.fromkeys([sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"], *site.getsitepackages()])
     Path(venv_site, "outer_environment.pth").write_text("".join(f"{p}\n" for p in outer))
     target = ["-e", str(repo)] if editable else [str(repo)]
     proc = subprocess.run(
