@@ -13,6 +13,10 @@ Backends, discovered at import (an import probe plus an allocation probe):
   a reason naming what is missing (and marked ``gpu``, so ``-m "not gpu"`` deselects it).
   ``HYPERZZW_REQUIRE_GPU=1`` turns those skips into failures, so a GPU job cannot pass vacuously.
 
+``HYPERZZW_REQUIRE_BACKENDS=jax`` (a comma list of the names above) does the same for the named
+backends: CI sets it for ``-m jax``, whose every test would otherwise skip, green, if JAX stopped
+installing or importing.
+
 Select a subset with ``HYPERZZW_BACKENDS=numpy,torch`` (unknown names raise). The fixtures
 ``backend`` (all backends) and ``torch_backend`` (the torch ones) live in tests/conftest.py, with
 the declarative per-backend markers (:func:`backend_marks`)::
@@ -39,6 +43,15 @@ import pytest
 from hyperzzw_core.reference import TerminatorConfig
 
 REQUIRE_GPU = os.environ.get("HYPERZZW_REQUIRE_GPU", "") not in ("", "0")
+
+
+def _names(variable: str) -> set[str]:
+    """The backend names listed in an environment variable (comma-separated); unknown names raise."""
+    names = {n.strip() for n in os.environ.get(variable, "").split(",") if n.strip()}
+    unknown = names - {c[0] for c in _CANDIDATES}
+    if unknown:
+        raise ValueError(f"{variable}: unknown backends {sorted(unknown)}; known: {[c[0] for c in _CANDIDATES]}")
+    return names
 
 
 @dataclasses.dataclass(frozen=True)
@@ -182,14 +195,20 @@ _CANDIDATES: list[tuple[str, Callable[[], Backend], bool]] = [
 
 
 def _selected() -> set[str] | None:
-    env = os.environ.get("HYPERZZW_BACKENDS", "").strip()
-    if not env:
-        return None
-    names = {n.strip() for n in env.split(",") if n.strip()}
-    unknown = names - {c[0] for c in _CANDIDATES}
-    if unknown:
-        raise ValueError(f"HYPERZZW_BACKENDS: unknown backends {sorted(unknown)}; known: {[c[0] for c in _CANDIDATES]}")
-    return names
+    return _names("HYPERZZW_BACKENDS") or None
+
+
+def import_or_skip(module: str, backend: str) -> Any:
+    """``pytest.importorskip(module)``, except that a :func:`required` backend's import error fails."""
+    if required(backend):
+        return importlib.import_module(module)
+    return pytest.importorskip(module, reason=f"{module} is not installed (pip install -e '.[test]')")
+
+
+def required(name: str) -> bool:
+    """Whether a missing backend ``name`` fails its tests instead of skipping them."""
+    gpu = next(c[2] for c in _CANDIDATES if c[0] == name)
+    return (gpu and REQUIRE_GPU) or name in _names("HYPERZZW_REQUIRE_BACKENDS")
 
 
 def _discover() -> list[Any]:
@@ -203,7 +222,7 @@ def _discover() -> list[Any]:
         if name == "jax":
             marks.append(pytest.mark.jax)  # minutes of XLA compilation: run with -m jax
         if backend is None:
-            if gpu and REQUIRE_GPU:  # no skip mark: the fixture fails the test
+            if required(name):  # no skip mark: the fixture fails the test
                 params.append(pytest.param(_Missing(name, why, fail=True), id=name, marks=marks))
             else:
                 marks.append(pytest.mark.skip(reason=why))
@@ -229,11 +248,11 @@ MARKERS = ("skip_backend", "xfail_backend")
 
 
 def resolve(param: Backend | _Missing) -> Backend:
-    """The backend of one fixture parameter; skip (or fail, under HYPERZZW_REQUIRE_GPU=1) a missing one."""
+    """The backend of one fixture parameter; skip (or fail, where :func:`required`) a missing one."""
     if isinstance(param, _Missing):
         msg = f"backend {param.name} unavailable: {param.why}"
         if param.fail:
-            pytest.fail(msg + " (HYPERZZW_REQUIRE_GPU=1 makes a missing GPU a failure)")
+            pytest.fail(msg + " (HYPERZZW_REQUIRE_GPU=1 or HYPERZZW_REQUIRE_BACKENDS makes it a failure)")
         pytest.skip(msg)
     return param
 

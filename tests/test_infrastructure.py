@@ -180,3 +180,53 @@ def test_workers_share_the_cores_instead_of_oversubscribing_them() -> None:
         check=True,
     )
     assert int(child.stdout) == expected
+
+
+_MISSING_JAX = """
+import sys
+sys.modules["jax"] = None  # import jax now raises ImportError: JAX missing, as on a broken install
+import backends, pytest
+param = next(p for p in backends.BACKEND_PARAMS if p.id == "jax")
+try:
+    backends.resolve(param.values[0])
+    print("resolved")
+except pytest.fail.Exception as e:
+    print("failed:", e)
+except pytest.skip.Exception as e:
+    print("skipped:", e)
+try:
+    backends.import_or_skip("jax", "jax")
+    print("imported")
+except pytest.skip.Exception:
+    print("import skipped")
+except ImportError:
+    print("import failed")
+"""
+
+
+@pytest.mark.parametrize(
+    "require, resolved, imported",
+    [("", "skipped", "import skipped"), ("jax", "failed", "import failed"), ("numpy,jax", "failed", "import failed")],
+)
+def test_a_required_backend_that_is_missing_fails_instead_of_skipping(
+    require: str, resolved: str, imported: str
+) -> None:
+    """HYPERZZW_REQUIRE_BACKENDS (CI sets jax): without it a missing JAX skips its tests, with it they fail."""
+    env = {**os.environ, "HYPERZZW_REQUIRE_BACKENDS": require}
+    env.pop("HYPERZZW_BACKENDS", None)
+    here = os.path.dirname(__file__)
+    out = subprocess.run([sys.executable, "-c", _MISSING_JAX], cwd=here, env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    first, second = out.stdout.splitlines()
+    assert first.startswith(resolved + ":"), out.stdout
+    assert "backend jax unavailable" in first, out.stdout
+    assert second == imported, out.stdout
+
+
+def test_an_unknown_required_backend_is_a_usage_error() -> None:
+    env = {**os.environ, "HYPERZZW_REQUIRE_BACKENDS": "jaxx"}
+    here = os.path.dirname(__file__)
+    code = "import backends; backends.required('jax')"
+    out = subprocess.run([sys.executable, "-c", code], cwd=here, env=env, capture_output=True, text=True)
+    assert out.returncode != 0
+    assert "HYPERZZW_REQUIRE_BACKENDS: unknown backends ['jaxx']" in out.stderr, out.stderr

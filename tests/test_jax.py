@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from backends import import_or_skip
 
-jax = pytest.importorskip("jax", reason="JAX is not installed (pip install -e '.[jax]')")
+jax = import_or_skip("jax", "jax")  # HYPERZZW_REQUIRE_BACKENDS=jax: a missing JAX fails, not skips
 jax.config.update("jax_enable_x64", True)
 import jax.numpy as jnp  # noqa: E402
 

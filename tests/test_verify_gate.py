@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from backends import import_or_skip
 from planted_bugs import CORRECT
 
 from hyperzzw_core.conformance import run
@@ -415,7 +416,7 @@ si_glu.defvjp(_fwd, _bwd)
 
 def test_jax_autograd_checks_gradients_of_a_jax_port(tmp_path):
     """hyperzzw_autograd = "jax": jax.vjp over the wrt arguments, compared with the reference VJPs."""
-    pytest.importorskip("jax")
+    import_or_skip("jax", "jax")
     port = tmp_path / "jax_port.py"
     port.write_text(JAX_PORT)
     res = subprocess.run(
