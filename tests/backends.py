@@ -14,8 +14,8 @@ Backends, discovered at import (an import probe plus an allocation probe):
   ``HYPERZZW_REQUIRE_GPU=1`` turns those skips into failures, so a GPU job cannot pass vacuously.
 
 ``HYPERZZW_REQUIRE_BACKENDS=jax`` (a comma list of the names above) does the same for the named
-backends: CI sets it for ``-m jax``, whose every test would otherwise skip, green, if JAX stopped
-installing or importing.
+backends. CI sets it to ``jax`` (JAX is in the test extra): otherwise every test of ``-m jax`` would
+skip, green, if JAX stopped installing or importing.
 
 Select a subset with ``HYPERZZW_BACKENDS=numpy,torch`` (unknown names raise). The fixtures
 ``backend`` (all backends) and ``torch_backend`` (the torch ones) live in tests/conftest.py, with
