@@ -194,6 +194,12 @@ _CANDIDATES: list[tuple[str, Callable[[], Backend], bool]] = [
 ]
 
 
+_GPU = {name: gpu for name, _, gpu in _CANDIDATES}
+REQUIRED = _names("HYPERZZW_REQUIRE_BACKENDS")
+"""Backends whose absence fails their tests; read at import, so that an unknown name is refused
+even where every backend is present."""
+
+
 def _selected() -> set[str] | None:
     return _names("HYPERZZW_BACKENDS") or None
 
@@ -207,8 +213,7 @@ def import_or_skip(module: str, backend: str) -> Any:
 
 def required(name: str) -> bool:
     """Whether a missing backend ``name`` fails its tests instead of skipping them."""
-    gpu = next(c[2] for c in _CANDIDATES if c[0] == name)
-    return (gpu and REQUIRE_GPU) or name in _names("HYPERZZW_REQUIRE_BACKENDS")
+    return (_GPU[name] and REQUIRE_GPU) or name in REQUIRED
 
 
 def _discover() -> list[Any]:
