@@ -49,7 +49,8 @@ def _g_ibs(xp: Any, x: Any, groups: int, eps: float) -> Any:
     """G-IBS as one reshaped computation: (B, G·s, *S) viewed as (B, G/2, 2, s, *S); the even
     groups (pair index 0) batch-standardised over (B, *S) per channel, the odd ones instance-
     standardised (as (B, G/2·s, *S), so torch runs its native kernel), then interleaved by one
-    stack. An odd G leaves a last (even, BS) group, done on its own. The backend's fused kernel
+    stack. The halves are taken by one ``unstack``, whose gradient is one stack of the halves'
+    gradients (two slices would each zero-fill a gradient of the whole x, then add them). An odd G leaves a last (even, BS) group, done on its own. The backend's fused kernel
     where it has one (CuPy)."""
     fast = B.backend(xp).g_ibs_fast(xp, x, groups, eps)
     if fast is not None:
@@ -61,9 +62,9 @@ def _g_ibs(xp: Any, x: Any, groups: int, eps: float) -> Any:
     parts = []
     if pairs:
         head = x[:, : 2 * pairs * size, ...] if groups % 2 else x
-        x6 = xp.reshape(head, (b, pairs, 2, size) + sp)
-        even = _batch_standardize_over(xp, x6[:, :, 0, ...], (0,) + tuple(range(3, 3 + len(sp))), eps)
-        odd = _instance_standardize(xp, xp.reshape(x6[:, :, 1, ...], (b, pairs * size) + sp), eps)
+        even_x, odd_x = xp.unstack(xp.reshape(head, (b, pairs, 2, size) + sp), axis=2)
+        even = _batch_standardize_over(xp, even_x, (0,) + tuple(range(3, 3 + len(sp))), eps)
+        odd = _instance_standardize(xp, xp.reshape(odd_x, (b, pairs * size) + sp), eps)
         parts.append(
             xp.reshape(xp.stack([even, xp.reshape(odd, (b, pairs, size) + sp)], axis=2), (b, 2 * pairs * size) + sp)
         )
