@@ -50,8 +50,9 @@ def _g_ibs(xp: Any, x: Any, groups: int, eps: float) -> Any:
     groups (pair index 0) batch-standardised over (B, *S) per channel, the odd ones instance-
     standardised (as (B, G/2·s, *S), so torch runs its native kernel), then interleaved by one
     stack. The halves are taken by one ``unstack``, whose gradient is one stack of the halves'
-    gradients (two slices would each zero-fill a gradient of the whole x, then add them). An odd G leaves a last (even, BS) group, done on its own. The backend's fused kernel
-    where it has one (CuPy)."""
+    gradients (two slices would each zero-fill a gradient of the whole x, then add them). An
+    odd G leaves a last (even, BS) group, done on its own. The backend's fused kernel where it
+    has one (CuPy)."""
     fast = B.backend(xp).g_ibs_fast(xp, x, groups, eps)
     if fast is not None:
         return fast
