@@ -114,14 +114,29 @@ def install_revision(root: Path, commit: str, dest: Path) -> Path:
     return site
 
 
-def _run(spec: dict[str, Any], site: Path | None, timeout: float) -> dict[str, Any]:
-    """One fresh worker process; ``site`` first on ``sys.path`` (side A) or this environment (side B)."""
+HEAP_AS_CLI = """
+try:
+    from hyperzzw_core.train.memory import keep_freed_memory
+except ImportError:
+    heap = "C library defaults (this side's hyperzzw train sets none)"
+else:
+    heap = keep_freed_memory() or "C library defaults (not glibc)"
+"""
+"""With ``as_cli``: each worker first applies the process setting of its own side's
+``hyperzzw train`` (``train.memory.keep_freed_memory``, where that side has it) and reports it."""
+
+
+def _run(spec: dict[str, Any], site: Path | None, timeout: float, as_cli: bool = False) -> dict[str, Any]:
+    """One fresh worker process; ``site`` first on ``sys.path`` (side A) or this environment (side B).
+    ``as_cli``: the worker runs under the heap setting its side's ``hyperzzw train`` applies
+    (:data:`HEAP_AS_CLI`); its result's ``heap`` says which."""
     env = dict(os.environ)
     if site is not None:
         env["PYTHONPATH"] = os.pathsep.join([str(site), *filter(None, [env.get("PYTHONPATH")])])
-    code = (
+    code = (HEAP_AS_CLI if as_cli else "heap = 'C library defaults'\n") + (
         "import json, sys, hyperzzw_core; from hyperzzw_core.benchmarks._worker import main; "
-        "out = main(json.loads(sys.argv[1])); out['core_file'] = hyperzzw_core.__file__; print(json.dumps(out))"
+        "out = main(json.loads(sys.argv[1])); out['core_file'] = hyperzzw_core.__file__; out['heap'] = heap; "
+        "print(json.dumps(out))"
     )
     proc = subprocess.run(
         [sys.executable, "-c", code, json.dumps(spec)],
@@ -146,8 +161,10 @@ def compare(
     config: str,
     log: Callable[[str], None],
     timeout: float = 3000.0,
+    as_cli: bool = False,
 ) -> list[dict[str, Any]]:
-    """Interleave A (the revision at ``site``) and B (this code) for every case; one row per case."""
+    """Interleave A (the revision at ``site``) and B (this code) for every case; one row per case.
+    ``as_cli``: every worker under its side's ``hyperzzw train`` heap setting (see :func:`_run`)."""
     rows = []
     for kind, b in cases:
         spec = {
@@ -162,7 +179,7 @@ def compare(
         got: dict[str, list[dict[str, Any]]] = {"A": [], "B": []}
         for r in range(rounds):
             for side in ("A", "B"):
-                res = _run(spec, site if side == "A" else None, timeout)
+                res = _run(spec, site if side == "A" else None, timeout, as_cli)
                 inside = Path(res["core_file"]).resolve().is_relative_to(site.resolve())
                 if inside != (side == "A"):
                     raise ABError(f"bench ab: side {side} imported {res['core_file']}, the other side's code")
@@ -194,6 +211,7 @@ def summarize(kind: str, batch: int, config: str, got: dict[str, list[dict[str, 
             "n": len(times),
             "peak_delta": max(res["peak_delta"] for res in got[side]),
             "core_file": got[side][0]["core_file"],
+            "heap": got[side][0].get("heap", "C library defaults"),
         }
     row["time_ratio"] = row["B"]["median"] / row["A"]["median"]
     row["round_ratios"] = [b["median"] / a["median"] for a, b in zip(got["A"], got["B"], strict=True)]
@@ -218,6 +236,18 @@ def add_bounds(rows: list[dict[str, Any]], pk: dict[str, Any]) -> None:
             r[side]["of_bound"] = bound / r[side]["median"]
 
 
+def _heap_lines(res: dict[str, Any]) -> list[str]:
+    """With ``as_cli``, the process heap setting each side ran under (the same for every case)."""
+    if not res.get("as_cli") or not res["rows"]:
+        return []
+    row = res["rows"][0]
+    return [
+        f"`--as-cli`: each worker ran under its side's `hyperzzw train` heap setting. A: {row['A']['heap']}; "
+        f"B: {row['B']['heap']}.",
+        "",
+    ]
+
+
 def render(res: dict[str, Any]) -> str:
     """A markdown report of :func:`compare`'s rows."""
     lines = [
@@ -228,6 +258,7 @@ def render(res: dict[str, Any]) -> str:
         f"`{res['config']}()`; load average before {res['load_before'][0]:.2f}, after "
         f"{res['load_after'][0]:.2f}. B/A below 1: this checkout is faster or smaller.",
         "",
+        *_heap_lines(res),
         "B/A per round: each round's B process against its A process (the paired comparison), median "
         "and range over the rounds.",
         "",
@@ -277,6 +308,7 @@ def run(
     now: str,
     log: Callable[[str], None],
     cases: tuple[tuple[str, int], ...] | None = None,
+    as_cli: bool = False,
 ) -> dict[str, Any]:
     """Build ``rev``, compare, write ``ab.json`` and ``ab.md`` to ``out`` (when given); return the
     result. ``cases`` ((kind, batch), …) default to issue 16's (``DEFAULT_CASES``; quick: ``QUICK_CASES``)."""
@@ -298,9 +330,10 @@ def run(
             "reps": reps,
             "config": config,
             "load_before": load_average(),
+            "as_cli": as_cli,
         }
         cases = cases or (QUICK_CASES if quick else DEFAULT_CASES)
-        res["rows"] = compare(cases, site, rounds=rounds, reps=reps, config=config, log=log)
+        res["rows"] = compare(cases, site, rounds=rounds, reps=reps, config=config, log=log, as_cli=as_cli)
         res["load_after"] = load_average()
         log("ab: measuring the machine's matmul and copy limits (for the roofline bounds)")
         from .machine import peaks

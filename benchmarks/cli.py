@@ -293,6 +293,7 @@ def cmd_ab(args: argparse.Namespace) -> int:
             reps=args.reps,
             config=args.config,
             out=Path(args.out) if args.out else None,
+            as_cli=args.as_cli,
             command="hyperzzw bench " + " ".join(args.argv),
             now=_now(),
             log=_log,
@@ -354,6 +355,12 @@ def main(argv: list[str] | None = None, prog: str = "python -m benchmarks") -> i
         "--cases",
         help="what to time, as KIND:BATCH,… with KIND train or forward (default train:32,forward:8,forward:1; "
         "the README's main job: --config digits --cases train:64,forward:64)",
+    )
+    ab.add_argument(
+        "--as-cli",
+        action="store_true",
+        help="each side's workers run under the heap setting of that side's own `hyperzzw train` "
+        "(train/memory.py's keep_freed_memory where the side has it; glibc's defaults otherwise)",
     )
     args = p.parse_args(argv)
     args.argv = argv

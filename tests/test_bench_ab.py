@@ -10,6 +10,7 @@ import pytest
 
 import hyperzzw_core
 from hyperzzw_core.benchmarks import ab
+from hyperzzw_core.train import memory
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -72,6 +73,21 @@ def test_each_side_imports_its_own_code(tmp_path: Path) -> None:
     assert Path(row["A"]["core_file"]).resolve() == (site / "hyperzzw_core" / "__init__.py").resolve()
     assert Path(row["B"]["core_file"]).resolve() == Path(hyperzzw_core.__file__).resolve()
     assert row["A"]["n"] == row["B"]["n"] == 1
+    assert row["A"]["heap"] == row["B"]["heap"] == "C library defaults"
+    # --as-cli: each worker under its own side's hyperzzw train heap setting (both sides have it here)
+    (cli_row,) = ab.compare((("forward", 1),), site, rounds=1, reps=1, config="tiny", log=lambda _m: None, as_cli=True)
+    expected = "glibc " if memory._glibc() is not None else "C library defaults (not glibc)"
+    assert cli_row["A"]["heap"].startswith(expected) and cli_row["B"]["heap"].startswith(expected), cli_row
+    text = ab.render(_result([dict(cli_row, time_ratio=1.0, round_ratios=[1.0], paired_ratio=1.0)], 1, as_cli=True))
+    assert f"A: {cli_row['A']['heap']}; B: {cli_row['B']['heap']}." in text
+
+
+def test_as_cli_names_a_side_whose_train_sets_no_heap(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A revision from before train/memory.py: its workers keep the C library's defaults, and say so."""
+    monkeypatch.setitem(sys.modules, "hyperzzw_core.train.memory", None)  # its import fails
+    scope: dict = {}
+    exec(ab.HEAP_AS_CLI, scope)
+    assert scope["heap"] == "C library defaults (this side's hyperzzw train sets none)"
 
 
 def test_the_report_states_each_sides_share_of_the_roofline_bound() -> None:
