@@ -39,27 +39,26 @@ def _onednn_float32(torch: Any, y: Any) -> bool:
 
 
 def torch_depthwise_direct(torch: Any, y: Any, k_l: Any) -> Any:
-    """``F.conv{1,2}d(groups=C)``; float32 on CPU runs oneDNN in channels-last layout.
+    """``F.conv{1,2}d(groups=C)``; float32 on CPU with gradients: ``DepthwiseConvOneDNN``.
 
     oneDNN's NCHW depth-wise weight gradient is pathologically slow on CPU for k ≥ 5 (seconds
-    for the CIFAR-10 block 4; docs/benchmarks.md), while its channels-last kernels are fast: the
-    input is converted (one copy, not kept for backward: ``DepthwiseConvChannelsLast``), 1-D
-    inputs run as (B, C, 1, L) images, and the result and the input gradient come back
-    contiguous. Without gradients (inference) the NCHW forward is the faster one (B = 1, C = 144,
-    k = 9: 0.7 ms against 1.2 ms with the layout round trip), so it is used as is. float64 (no
-    oneDNN) and other devices use the plain call.
+    for the CIFAR-10 block 4; docs/benchmarks.md), while its channels-last one is fast: with
+    gradients, ``DepthwiseConvOneDNN`` runs the forward and the input gradient in NCHW and the
+    weight gradient in channels-last (converted copies, not kept for backward); 1-D inputs run as
+    (B, C, 1, L) images. Without gradients (inference) the plain NCHW call, the same forward.
+    float64 (no oneDNN) and other devices use the plain call.
     """
     fn = torch.nn.functional
     pad = tuple((int(k) - 1) // 2 for k in k_l.shape[2:])
     c = int(y.shape[1])
     needs_grad = torch.compiler.is_compiling() or (torch.is_grad_enabled() and (y.requires_grad or k_l.requires_grad))
     if needs_grad and _onednn_float32(torch, y) and y.ndim in (3, 4):
-        from ._torch_functions import DepthwiseConvChannelsLast
+        from ._torch_functions import DepthwiseConvOneDNN
 
         if y.ndim == 3:
-            out = DepthwiseConvChannelsLast.apply(torch.unsqueeze(y, 2), torch.unsqueeze(k_l, 2), (0,) + pad)
+            out = DepthwiseConvOneDNN.apply(torch.unsqueeze(y, 2), torch.unsqueeze(k_l, 2), (0,) + pad)
             return torch.squeeze(out, 2)
-        return DepthwiseConvChannelsLast.apply(y, k_l, pad)
+        return DepthwiseConvOneDNN.apply(y, k_l, pad)
     conv = fn.conv1d if y.ndim == 3 else fn.conv2d
     return conv(y, k_l, padding=pad, groups=c)
 

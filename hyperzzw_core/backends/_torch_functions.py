@@ -58,22 +58,24 @@ class BatchStandardize(_KeepsOutput):
         return BatchStandardize.apply(x, axes, eps, mean)[0]
 
 
-class DepthwiseConvChannelsLast(torch.autograd.Function):
-    """Depth-wise 'same' convolution of an NCHW ``y`` (B, C, H, W) with ``k`` (C, 1, kh, kw),
-    run by oneDNN in channels-last layout, with NCHW output and NCHW input gradient.
+class DepthwiseConvOneDNN(torch.autograd.Function):
+    """Depth-wise 'same' convolution of an NCHW ``y`` (B, C, H, W) with ``k`` (C, 1, kh, kw) by
+    oneDNN, each pass in the layout where its kernel is fast on the CPU (docs/speed.md):
 
-    oneDNN's channels-last depth-wise kernels are the fast ones on CPU (docs/benchmarks.md), but
-    converting inside autograd would save the channels-last copy for backward (one more
-    activation per local branch) and hand a channels-last gradient upstream, where element-wise
-    kernels that mix it with contiguous operands take a strided slow path. Here backward
-    converts again from the saved ``y`` itself (which the block keeps alive anyway) and returns
-    its gradient contiguous. First derivatives only.
+    * forward and input gradient in NCHW, as ``y`` and the gradient arrive (at (32, 144, 32, 32)
+      the forward takes 2.6 ms, against 5.4 ms through channels-last and back);
+    * weight gradient in channels-last: oneDNN's NCHW depth-wise weight gradient is
+      pathologically slow for k ≥ 5 (seconds for the CIFAR-10 block 4; docs/benchmarks.md), its
+      channels-last one is not. ``y`` and the gradient are converted in backward (two copies); the
+      channels-last copy of ``y`` is never kept (it would be one more activation per branch).
+
+    The forward is the one the eval path runs (no gradients), so that train and eval mode compute
+    the same values. First derivatives only.
     """
 
     @staticmethod
     def forward(y: torch.Tensor, k: torch.Tensor, pad: tuple[int, int]) -> torch.Tensor:
-        y_cl = y.contiguous(memory_format=torch.channels_last)
-        return torch.nn.functional.conv2d(y_cl, k, padding=pad, groups=int(y.shape[1])).contiguous()
+        return torch.nn.functional.conv2d(y, k, padding=pad, groups=int(y.shape[1]))
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: torch.Tensor) -> None:
@@ -85,21 +87,20 @@ class DepthwiseConvChannelsLast(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, None]:
         y, k = ctx.saved_tensors
-        cl = torch.channels_last
-        gy, gk, _ = torch.ops.aten.convolution_backward(
-            g.contiguous(memory_format=cl),
-            y.contiguous(memory_format=cl),
-            k,
-            None,
-            (1, 1),
-            list(ctx.pad),
-            (1, 1),
-            False,
-            (0, 0),
-            int(y.shape[1]),
-            (ctx.needs_input_grad[0], ctx.needs_input_grad[1], False),
-        )
-        return (None if gy is None else gy.contiguous()), gk, None
+        groups = int(y.shape[1])
+
+        def grads(g: torch.Tensor, y: torch.Tensor, mask: tuple[bool, bool, bool]) -> tuple:
+            return torch.ops.aten.convolution_backward(
+                g, y, k, None, (1, 1), list(ctx.pad), (1, 1), False, (0, 0), groups, mask
+            )
+
+        gy = gk = None
+        if ctx.needs_input_grad[0]:
+            gy = grads(g.contiguous(), y, (True, False, False))[0]
+        if ctx.needs_input_grad[1]:
+            cl = torch.channels_last
+            gk = grads(g.contiguous(memory_format=cl), y.contiguous(memory_format=cl), (False, True, False))[1]
+        return gy, gk, None
 
 
 def _backward_from_output(g: torch.Tensor, y: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
