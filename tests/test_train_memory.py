@@ -71,3 +71,23 @@ def test_train_cli_applies_it_unless_told_not_to(monkeypatch, capsys, extra, cal
     assert cli.main(["train", "--batch-size", "0", *extra]) == 2
     assert "--batch-size" in capsys.readouterr().err
     assert len(seen) == calls
+
+
+def test_an_unknown_malloc_choice_is_refused_by_name(capsys) -> None:
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["train", "--malloc", "jemalloc"])
+    assert exc.value.code == 2
+    assert "--malloc: invalid choice: 'jemalloc'" in capsys.readouterr().err
+
+
+def test_a_refused_setting_is_an_error_naming_it(monkeypatch) -> None:
+    """A glibc that refuses mallopt (returns 0): one RuntimeError naming the parameter, not a silent no-op."""
+
+    class RefusingLibc:
+        def __init__(self) -> None:
+            self.gnu_get_libc_version = lambda: b"2.99"
+            self.mallopt = lambda param, value: 0
+
+    monkeypatch.setattr(memory, "_glibc", RefusingLibc)
+    with pytest.raises(RuntimeError, match=r"glibc 2\.99: mallopt\(M_MMAP_MAX, 0\) was refused"):
+        memory.keep_freed_memory()
