@@ -52,7 +52,7 @@ def check_rgu(xp: Any, params: dict, z_shape: tuple[int, ...], dtype: Any, name:
 
 def _rgu_hidden(xp: Any, params: dict, kz: Any, v: Any, eps: float) -> Any:
     """The RGU's gated hidden state A = GELU(IS(K·Z ⊙ W_q·V)) + bias_p from K·Z and V = W_v·Z
-    (spec §2.6); RGU(Z) = W_y·A."""
+    (spec §2.5); RGU(Z) = W_y·A."""
     q = _pointwise_linear(xp, params["w_q"], v)
     n = _instance_standardize(xp, kz * q, eps)
     return _gelu(xp, n) + params["bias_p"]

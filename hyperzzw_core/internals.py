@@ -7,10 +7,10 @@ users: the functions skip the input checks of the public operators (the adapter 
 per module call) and may change between minor versions.
 
 * :func:`block_slow_kernels`, :func:`block_checked_inputs`, :func:`block_forward` — one SFNE block
-  (spec §2.10) in three steps: the input-independent slow-network kernels, the validated
+  (spec §1.3, §2.11) in three steps: the input-independent slow-network kernels, the validated
   inputs, the unchecked forward;
 * :func:`network_slow_kernels`, :func:`network_forward`, :func:`network_slow_loss` — the same for
-  the whole Terminator (spec §3), and its weighted slow neural loss;
+  the whole Terminator (spec §1.2), and its weighted slow neural loss;
 * :func:`label_smoothing_cross_entropy_unchecked` — the classification loss without label checks;
 * :func:`check_label_range` — the label check of the public cross-entropy (integers in [0, K));
 * :func:`cupy_kernels` — the CuPy backend's fused CUDA kernels (their VJPs serve the CuPy adapter);

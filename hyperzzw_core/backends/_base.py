@@ -286,7 +286,7 @@ class ArrayAPIBackend:
         return erf_portable(xp, x)
 
     def gelu(self, xp: Any, x: Any, sqrt_half: float) -> Any:
-        """Exact (erf) GELU x·Φ(x) = x·(1 + erf(x/√2))/2 (spec §2.4)."""
+        """Exact (erf) GELU x·Φ(x) = x·(1 + erf(x/√2))/2 (spec §2 "Conventions")."""
         return x * (0.5 * (1.0 + self.erf(xp, x * sqrt_half)))
 
     def silu(self, xp: Any, x: Any) -> Any:
@@ -305,7 +305,7 @@ class ArrayAPIBackend:
         return out
 
     def pointwise_linear(self, xp: Any, w: Any, b: Any, x: Any) -> Any:
-        """y[b] = W·x[b] + β for x (B, I, N), W (O, I), β (O,) → (B, O, N) (spec §2.5)."""
+        """y[b] = W·x[b] + β for x (B, I, N), W (O, I), β (O,) → (B, O, N) (spec §2 "Conventions")."""
         return w @ x + xp.reshape(b, (-1, 1))
 
     def split_channels(self, xp: Any, y: Any, sizes: list[int]) -> list[Any]:
