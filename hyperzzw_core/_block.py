@@ -39,7 +39,8 @@ from .reference import BLOCK_KEYS, LOCAL_ROLES, check_global_grid, concat_order,
 
 
 def tile_channels(x: Any, reps: int) -> Any:
-    """tile(t, s): repeat the whole channel stack s times, [t, t, …] (torch ``repeat(1, s, 1, 1)``).
+    """tile(t, s): repeat the whole channel stack s times, [t, t, …] (torch ``repeat(1, s, 1, 1)``),
+    as the block tiles x_pre and x_pre_pre before the bottleneck (spec §1.3).
 
     Shapes: x (B, C, *S) → (B, s·C, *S).
     """

@@ -18,7 +18,7 @@ def _phi_cdf(x: np.ndarray) -> np.ndarray:
 
 
 def gelu(x: np.ndarray, *, check_finite: bool = True) -> np.ndarray:
-    """Exact GELU: y = x·Φ(x), Φ the standard normal CDF (erf form). Any shape."""
+    """Exact GELU: y = x·Φ(x), Φ the standard normal CDF (erf form; spec §2 "Conventions"). Any shape."""
     x = as_float_array("x", x)
     if check_finite:
         _check_finite("x", x)

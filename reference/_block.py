@@ -62,7 +62,8 @@ def concat_order(n_local: int, has_pre: bool, has_pre_pre: bool) -> list[str]:
 
 
 def tile_channels(x: np.ndarray, reps: int) -> np.ndarray:
-    """tile(t, s): repeat the whole channel stack s times, [t, t, …] (torch ``repeat(1, s, 1, 1)``)."""
+    """tile(t, s): repeat the whole channel stack s times, [t, t, …] (torch ``repeat(1, s, 1, 1)``),
+    as the block tiles x_pre and x_pre_pre before the bottleneck (spec §1.3)."""
     return np.tile(x, (1, reps) + (1,) * (x.ndim - 2))
 
 

@@ -146,6 +146,26 @@ def test_registry_sections_exist_in_the_spec():
     assert not bad, f"registry sections missing from docs/spec.md: {bad}"
 
 
+@pytest.mark.parametrize("floor", ["hyperzzw_core.reference", "hyperzzw_core"])
+def test_operator_docstrings_cite_their_registry_section(floor):
+    """Each operator's docstring, on the reference and the core floor, cites a section that the
+    registry gives the operator (``OpSpec.section``, which goes into the goldens and `verify`).
+    The two are written by hand in different files, so a docstring that points a reader at the
+    wrong part of the spec shows up as a disagreement."""
+    import importlib
+
+    from hyperzzw_core.testing.registry import REGISTRY
+
+    module = importlib.import_module(floor)
+    wrong = {}
+    for spec in REGISTRY.values():
+        doc = getattr(module, spec.name).__doc__ or ""
+        if not cited_sections(doc) & cited_sections(spec.section):
+            wrong[spec.name] = (spec.section, sorted(cited_sections(doc)))
+    assert not wrong, f"{floor}: docstring cites none of the registry's sections (registry, cited): {wrong}"
+    assert len(REGISTRY) > 20
+
+
 def test_nothing_points_outside_the_repository():
     outside = re.compile(r"shared/spec|paper-notes|engineering-notes", re.I)
     hits = [
