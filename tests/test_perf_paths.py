@@ -333,6 +333,30 @@ def test_torch_standardize_values_and_gradients(kind: str) -> None:
         assert_close(xt_.grad, ref[1](x, g), dtype="float64", name=f"{kind} gradient {shape}")
 
 
+@pytest.mark.parametrize("kind", ["instance", "batch"])
+def test_torch_standardize_same_forward_with_and_without_gradients(kind: str) -> None:
+    """Below float64 the standardisations run an autograd Function with gradients and, without
+    (inference), the Function's forward or the native kernel directly: the same values to the
+    bit, so that a model computes the same in training and in evaluation, and both within the
+    float32 policy of the reference."""
+    fn = _standardize._instance_standardize if kind == "instance" else _standardize._batch_standardize
+    ref = R.instance_standardize if kind == "instance" else R.batch_standardize
+    rng = np.random.default_rng(5)
+    for shape in ((3, 4, 5, 6), (2, 3, 9), (1, 6, 32, 32)):
+        x = (rng.standard_normal(shape) * 3.0 + 2.0).astype(np.float32)
+        with_grad = fn(xt, torch.from_numpy(x).requires_grad_(), 1e-5)
+        assert with_grad.grad_fn is not None
+        with torch.no_grad():
+            inference = fn(xt, torch.from_numpy(x), 1e-5)
+        plain = fn(xt, torch.from_numpy(x), 1e-5)  # grad mode on, an input that needs none
+        want = ref(x.astype(np.float64))
+        low = ref(x)
+        for name, got in (("with gradients", with_grad), ("no_grad", inference), ("no requires_grad", plain)):
+            assert_close(got, want, dtype="float32", ref_low=low, name=f"{kind} {shape} {name}")
+        assert torch.equal(with_grad.detach(), inference), f"{kind} {shape}: forwards differ"
+        assert torch.equal(with_grad.detach(), plain), f"{kind} {shape}: forwards differ"
+
+
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_torch_pointwise_linear_values_and_gradients(dtype: str) -> None:
     rng = np.random.default_rng(1)
