@@ -28,6 +28,12 @@ def _saves_output(x: Any) -> bool:
     return x.dtype != _torch().float64
 
 
+def _records_graph(torch: Any, *arrays: Any) -> bool:
+    """Whether autograd records a graph through ``arrays``: grad mode on and one of them needs a
+    gradient (else a Function's forward may run without ``apply``)."""
+    return torch.is_grad_enabled() and any(a.requires_grad for a in arrays)
+
+
 def _onednn_float32(torch: Any, y: Any) -> bool:
     """Whether ``y`` is a CPU float32 tensor that oneDNN convolves (read without graph breaks
     inside torch.compile traces, where ``torch.backends.mkldnn`` cannot be called)."""
@@ -51,7 +57,7 @@ def torch_depthwise_direct(torch: Any, y: Any, k_l: Any) -> Any:
     fn = torch.nn.functional
     pad = tuple((int(k) - 1) // 2 for k in k_l.shape[2:])
     c = int(y.shape[1])
-    needs_grad = torch.compiler.is_compiling() or (torch.is_grad_enabled() and (y.requires_grad or k_l.requires_grad))
+    needs_grad = torch.compiler.is_compiling() or _records_graph(torch, y, k_l)
     if needs_grad and _onednn_float32(torch, y) and y.ndim in (3, 4):
         from ._torch_functions import DepthwiseConvOneDNN
 
@@ -149,7 +155,7 @@ class TorchBackend(ArrayAPIBackend):
         if spatial_size(x) < 2:  # batch_norm wants more than one value per statistic
             return None
         torch = _torch()
-        if torch.is_grad_enabled() and x.requires_grad and _saves_output(x):
+        if _records_graph(torch, x) and _saves_output(x):
             from ._torch_functions import InstanceStandardize
 
             return InstanceStandardize.apply(x, float(eps))[0]
@@ -175,7 +181,7 @@ class TorchBackend(ArrayAPIBackend):
             and per_statistic > 1  # batch_norm wants more than one value per statistic
         ):
             torch = _torch()
-            if torch.compiler.is_compiling() or (torch.is_grad_enabled() and x.requires_grad):
+            if torch.compiler.is_compiling() or _records_graph(torch, x):
                 return NativeBatchStandardize.apply(x, n_channel, float(eps))[0]
             # no graph to record (inference): the same forward without ``apply``, which costs
             # about 50 µs a call (argument binding and the Function machinery), a third of the
@@ -193,7 +199,7 @@ class TorchBackend(ArrayAPIBackend):
         torch = _torch()
         if y.device.type != "cpu":
             return "direct"
-        training = torch.is_grad_enabled() and (y.requires_grad or k_l.requires_grad)
+        training = _records_graph(torch, y, k_l)
         if training and spatial_size(y) <= DENSE_MAX_POSITIONS:
             return "dense"
         k = max(int(v) for v in k_l.shape[2:])
