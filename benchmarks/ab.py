@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import shutil
 import statistics
 import subprocess
@@ -126,14 +127,35 @@ else:
 ``hyperzzw train`` (``train.memory.keep_freed_memory``, where that side has it) and reports it."""
 
 
-def _run(spec: dict[str, Any], site: Path | None, timeout: float, as_cli: bool = False) -> dict[str, Any]:
+LIVE_TUNABLE = "glibc.malloc.mmap_threshold=65536"
+"""The live-peak processes' glibc setting: every block of 64 KiB or more is mapped on allocation
+and returned to the system when freed, so that the peak RSS is the memory the calls hold at once
+(to a page), not what the allocator keeps for reuse. Every tensor of a measurement is this large."""
+
+
+def live_peaks_supported() -> bool:
+    """Whether this machine's C library reads :data:`LIVE_TUNABLE` (glibc's tunables, 2.26 and later)."""
+    name, version = platform.libc_ver()
+    return name == "glibc" and tuple(int(p) for p in version.split(".")[:2]) >= (2, 26)
+
+
+def _run(
+    spec: dict[str, Any], site: Path | None, timeout: float, as_cli: bool = False, live: bool = False
+) -> dict[str, Any]:
     """One fresh worker process; ``site`` first on ``sys.path`` (side A) or this environment (side B).
     ``as_cli``: the worker runs under the heap setting its side's ``hyperzzw train`` applies
-    (:data:`HEAP_AS_CLI`); its result's ``heap`` says which."""
+    (:data:`HEAP_AS_CLI`); its result's ``heap`` says which. ``live``: under :data:`LIVE_TUNABLE`
+    instead (never with ``as_cli``, whose setting would override it)."""
+    if live and as_cli:
+        raise ValueError("a live-peak process runs under LIVE_TUNABLE, not under a side's hyperzzw train setting")
     env = dict(os.environ)
     if site is not None:
         env["PYTHONPATH"] = os.pathsep.join([str(site), *filter(None, [env.get("PYTHONPATH")])])
-    code = (HEAP_AS_CLI if as_cli else "heap = 'C library defaults'\n") + (
+    heap = "'C library defaults'"
+    if live:
+        env["GLIBC_TUNABLES"] = ":".join(filter(None, [env.get("GLIBC_TUNABLES"), LIVE_TUNABLE]))
+        heap = repr(f"blocks of 64 KiB or more mapped and returned ({LIVE_TUNABLE})")
+    code = (HEAP_AS_CLI if as_cli else f"heap = {heap}\n") + (
         "import json, sys, hyperzzw_core; from hyperzzw_core.benchmarks._worker import main; "
         "out = main(json.loads(sys.argv[1])); out['core_file'] = hyperzzw_core.__file__; out['heap'] = heap; "
         "print(json.dumps(out))"
@@ -162,9 +184,13 @@ def compare(
     log: Callable[[str], None],
     timeout: float = 3000.0,
     as_cli: bool = False,
+    live: bool | None = None,
 ) -> list[dict[str, Any]]:
     """Interleave A (the revision at ``site``) and B (this code) for every case; one row per case.
-    ``as_cli``: every worker under its side's ``hyperzzw train`` heap setting (see :func:`_run`)."""
+    ``as_cli``: every worker under its side's ``hyperzzw train`` heap setting (see :func:`_run`).
+    ``live`` (default: where :func:`live_peaks_supported`): after the rounds, one more process per
+    side and case, one timed call, under :data:`LIVE_TUNABLE`; its peak is the side's ``live_peak``."""
+    live = live_peaks_supported() if live is None else live
     rows = []
     for kind, b in cases:
         spec = {
@@ -188,7 +214,17 @@ def compare(
                 f"  {kind} B={b} round {r + 1}/{rounds}: A {got['A'][-1]['median']:.4f} s, "
                 f"B {got['B'][-1]['median']:.4f} s"
             )
-        rows.append(summarize(kind, b, config, got))
+        row = summarize(kind, b, config, got)
+        if live:
+            for side in ("A", "B"):
+                res = _run(dict(spec, reps=1), site if side == "A" else None, timeout, live=True)
+                row[side]["live_peak"] = res["peak_delta"]
+            row["live_ratio"] = row["B"]["live_peak"] / max(row["A"]["live_peak"], 1)
+            log(
+                f"  {kind} B={b} live peak: A {row['A']['live_peak'] / 2**20:.0f} MiB, "
+                f"B {row['B']['live_peak'] / 2**20:.0f} MiB"
+            )
+        rows.append(row)
     return rows
 
 
@@ -275,6 +311,22 @@ def render(res: dict[str, Any]) -> str:
             f"{max(rr):.2f}) | {a['peak_delta'] / 2**20:.0f} MiB | {b['peak_delta'] / 2**20:.0f} MiB | "
             f"{r['peak_ratio']:.2f}x |"
         )
+    live = [r for r in res["rows"] if "live_ratio" in r]
+    if live:
+        lines += [
+            "",
+            f"Live peak: one more process per side and case (its first call and one more) under `GLIBC_TUNABLES="
+            f"{LIVE_TUNABLE}` (every block of 64 KiB or more mapped on allocation and returned when freed): "
+            "the memory the calls hold at once, to a page, without what the allocator keeps for reuse.",
+            "",
+            "| measurement | A live peak | B live peak | B/A live peak |",
+            "|---|---|---|---|",
+        ]
+        for r in live:
+            lines.append(
+                f"| {r['kind']} B={r['batch']} | {r['A']['live_peak'] / 2**20:.0f} MiB | "
+                f"{r['B']['live_peak'] / 2**20:.0f} MiB | {r['live_ratio']:.2f}x |"
+            )
     if "peaks" in res:
         pk = res["peaks"]
         lines += [

@@ -74,6 +74,10 @@ def test_each_side_imports_its_own_code(tmp_path: Path) -> None:
     assert Path(row["B"]["core_file"]).resolve() == Path(hyperzzw_core.__file__).resolve()
     assert row["A"]["n"] == row["B"]["n"] == 1
     assert row["A"]["heap"] == row["B"]["heap"] == "C library defaults"
+    # where glibc reads tunables, one more process per side measured the live peak
+    assert ("live_ratio" in row) == ab.live_peaks_supported()
+    if "live_ratio" in row:
+        assert row["A"]["live_peak"] > 0 and row["B"]["live_peak"] > 0
     # --as-cli: each worker under its own side's hyperzzw train heap setting (both sides have it here)
     (cli_row,) = ab.compare((("forward", 1),), site, rounds=1, reps=1, config="tiny", log=lambda _m: None, as_cli=True)
     expected = "glibc " if memory._glibc() is not None else "C library defaults (not glibc)"
@@ -126,3 +130,31 @@ def test_rounds_are_paired_so_one_slow_round_does_not_decide_the_ratio() -> None
     assert row["paired_ratio"] == pytest.approx(0.9)
     assert row["A"]["n"] == row["B"]["n"] == 9
     assert "| 2.70x | 0.90x (0.90 to 2.70) |" in ab.render(_result([row], rounds=3))
+
+
+def test_the_live_peak_holds_the_saved_activations_and_drops_what_the_allocator_keeps() -> None:
+    """Against two independent measurements of one ``cifar10()`` training step at B = 2: the live
+    peak is at least the bytes autograd saves for backward (counted by a saved-tensor hook), and
+    below the peak of a process under ``hyperzzw train``'s own heap setting, which keeps every freed
+    block (so that setting's peak exceeds the live one by what the allocator holds)."""
+    if not ab.live_peaks_supported():
+        pytest.skip("the live peak needs glibc's tunables")
+    spec = {"backend": "torch-cpu", "dtype": "float32", "kind": "train", "B": 2, "reps": 2, "budget": 1e9}
+    live = ab._run(spec, None, 600.0, live=True)
+    kept = ab._run(spec, None, 600.0, as_cli=True)
+    assert live["heap"].startswith("blocks of 64 KiB or more mapped") and kept["heap"].startswith("glibc")
+    assert live["saved_bytes"] == kept["saved_bytes"] > 0
+    assert live["saved_bytes"] <= live["peak_delta"] < kept["peak_delta"], (live["peak_delta"], kept["peak_delta"])
+    with pytest.raises(ValueError, match="LIVE_TUNABLE"):
+        ab._run(spec, None, 600.0, as_cli=True, live=True)
+
+
+def test_the_report_gives_the_live_peaks_and_their_ratio() -> None:
+    side = {"median": 1.0, "min": 1.0, "n": 3, "peak_delta": 3 * 2**30, "core_file": "x"}
+    row = {"kind": "train", "batch": 32, "config": "tiny", "A": dict(side, live_peak=2000 * 2**20)}
+    row["B"] = dict(side, live_peak=1500 * 2**20)
+    row.update(time_ratio=1.0, round_ratios=[1.0], paired_ratio=1.0, peak_ratio=1.0, live_ratio=0.75)
+    text = ab.render(_result([row], rounds=1))
+    assert "| train B=32 | 2000 MiB | 1500 MiB | 0.75x |" in text and ab.LIVE_TUNABLE in text
+    del row["live_ratio"]  # a machine without glibc's tunables: no live-peak table
+    assert "live peak" not in ab.render(_result([row], rounds=1)).lower()
