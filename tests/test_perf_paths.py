@@ -238,6 +238,35 @@ def test_compile_option_matches_eager_with_cached_kernels() -> None:
     assert not model.is_compiled and torch.equal(_eval_logits(model, x), want)
 
 
+def test_compile_turns_inductors_layout_optimisation_off_on_the_cpu_unless_told(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What ``Terminator.compile`` hands ``torch.compile``: Inductor's layout optimisation off on
+    the CPU (docs/speed.md), merged into the caller's options, and nothing added where the caller
+    chose a mode, another backend or that option itself."""
+    from hyperzzw_core.adapters.torch import network
+
+    seen: list[tuple[tuple, dict]] = []
+    monkeypatch.setattr(network.torch, "compile", lambda fn, *a, **k: seen.append((a, k)) or fn)
+    model, _ = _tiny_eval()
+    off = {"layout_optimization": False}
+    for kwargs, want in (
+        ({}, {"options": off}),
+        ({"options": {"max_autotune": True}}, {"options": {**off, "max_autotune": True}}),
+        ({"options": {"layout_optimization": True}}, {"options": {"layout_optimization": True}}),
+        ({"mode": "max-autotune"}, {"mode": "max-autotune"}),
+        ({"backend": "aot_eager"}, {"backend": "aot_eager"}),
+        ({"backend": "inductor", "fullgraph": True}, {"backend": "inductor", "fullgraph": True, "options": off}),
+    ):
+        model.compile(**kwargs)
+        assert seen[-1] == ((), want), (kwargs, seen[-1])
+    model.compile(True)  # fullgraph, positionally: passed on as given
+    assert seen[-1] == ((True,), {})
+    model.to("meta")  # parameters off the CPU: no option added
+    model.compile()
+    assert seen[-1] == ((), {})
+
+
 def test_compile_failure_falls_back_to_eager() -> None:
     def broken(x, masks, kernels):
         raise RuntimeError("no compiler here")
@@ -420,6 +449,63 @@ def test_torch_depthwise_paths_values_and_gradients(dtype: str, d: int) -> None:
             if name != "dispatch":  # (which takes the dense product for training on small inputs)
                 # with and without gradients the same forward kernel: the same values to the bit
                 assert torch.equal(out.detach(), out_eval), f"{name} d={d} H={h} k={k}: forwards differ"
+
+
+@pytest.mark.parametrize("want", [(True, True), (True, False), (False, True)])
+def test_depthwise_backward_operator_passes_opcheck_and_matches_the_reference(want: tuple[bool, bool]) -> None:
+    """``hyperzzw::depthwise_conv_backward`` (what compiled graphs call for the float32 oneDNN
+    path's backward): torch.library.opcheck (schema, fake tensor, dispatch) and the reference VJP
+    for each gradient asked for."""
+    from hyperzzw_core.backends import _torch_functions as TF
+
+    rng = np.random.default_rng(11)
+    y, w = _conv_case(rng, 2, 12, 5, "float32")
+    g = rng.standard_normal(y.shape).astype(np.float32)
+    args = (torch.from_numpy(g), torch.from_numpy(y), torch.from_numpy(w), [2, 2], list(want))
+    torch.library.opcheck(TF.depthwise_conv_backward, args)
+    refs = R.depthwise_conv_vjp(*(a.astype(np.float64) for a in (y, w, g)))
+    lows = R.depthwise_conv_vjp(y, w, g)  # the reference in float32, for the policy's float32 bound
+    for got, ref, low, on in zip(TF.depthwise_conv_backward(*args), refs, lows, want, strict=True):
+        if on:
+            assert_close(got, ref, dtype="float32", scale=float(np.abs(ref).max()), ref_low=low, name="grad")
+
+
+def test_compiled_training_runs_the_depthwise_backward_as_one_opaque_operator(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under torch.compile (aot_eager: AOT autograd traces the backward) the float32 network's
+    depth-wise backward runs inside ``hyperzzw::depthwise_conv_backward``, never traced into the
+    graph, where Inductor chose layouts in which oneDNN's weight gradient took 3.4x as long
+    (docs/speed.md); loss and gradients are eager's."""
+    import inspect
+
+    from hyperzzw_core.backends import _torch_functions as TF
+
+    callers: list[str] = []
+    body = TF._depthwise_conv_backward
+
+    def counted(*args: Any) -> Any:
+        callers.append(inspect.stack()[1].function)
+        return body(*args)
+
+    monkeypatch.setattr(TF, "_depthwise_conv_backward", counted)
+    cfg = R.digits().replace(input_shape=[1, 16, 16], grid=None)  # 16 x 16: the convolution path
+    x, labels = (torch.from_numpy(a) for a in _batch(cfg))
+    x = x.float()
+    losses, grads = [], []
+    for compiled in (False, True):
+        model = T.Terminator(cfg, 0, dtype=torch.float32)
+        if compiled:
+            model.compile(backend="aot_eager")
+        torch.manual_seed(0)  # the same dropout masks (drawn outside the compiled graph)
+        loss = model.loss(x, labels)
+        loss.backward()
+        losses.append(loss.detach())
+        grads.append({k: p.grad for k, p in model.named_parameters()})
+    n_eager = callers.count("backward")
+    assert n_eager > 0 and callers == ["backward"] * n_eager + ["depthwise_conv_backward"] * n_eager, callers
+    assert torch.allclose(losses[1], losses[0], rtol=1e-5, atol=0)
+    for k, want in grads[0].items():
+        scale = float(want.abs().max())
+        assert torch.allclose(grads[1][k], want, rtol=1e-3, atol=1e-4 * scale), k
 
 
 def test_numpy_depthwise_paths_match_reference() -> None:

@@ -132,7 +132,15 @@ class Terminator(_CachesSlowKernels):
         compiles (minutes on a CPU). If compiling or running the compiled program fails, a
         ``RuntimeWarning`` names the error and the module falls back to the eager path for good.
         ``Module.compile``'s in-place semantics are kept; :meth:`uncompile` undoes it.
+
+        With Inductor on the CPU, its layout optimisation is off unless ``options`` or ``mode``
+        says otherwise: it gives the depth-wise convolutions channels-last activations and the
+        batched products operands that aten copies row by row. At ``cifar10()``, B = 32, the
+        training step took 2.14 to 2.18 s compiled with it and 1.58 s without, against 1.72 to
+        1.87 s eager (docs/speed.md).
         """
+        if _inductor_on_cpu(self, args, kwargs):
+            kwargs["options"] = {"layout_optimization": False, **(kwargs.get("options") or {})}
         self.__dict__["_compiled_run"] = torch.compile(self._run, *args, **kwargs)
 
     def uncompile(self) -> None:
@@ -194,6 +202,17 @@ class Terminator(_CachesSlowKernels):
         cfg = self.config
         loss = _internals.label_smoothing_cross_entropy_unchecked(_xp, logits, labels, cfg.label_smoothing)
         return loss + _internals.network_slow_loss(_xp, cfg, kernels) if self.training else loss
+
+
+def _inductor_on_cpu(module: nn.Module, args: tuple, kwargs: dict[str, Any]) -> bool:
+    """Whether ``torch.compile(fn, *args, **kwargs)`` compiles ``module`` (parameters on the CPU)
+    with Inductor and neither a ``mode`` nor a ``layout_optimization`` option of the caller's."""
+    if args or "mode" in kwargs or kwargs.get("backend", "inductor") != "inductor":
+        return False  # (fullgraph, dynamic, backend, mode, …) positionally: the caller's choice
+    if "layout_optimization" in (kwargs.get("options") or {}):
+        return False
+    first = next(module.parameters(), None)
+    return first is not None and first.device.type == "cpu"
 
 
 def global_batch_namespace(group: Any = None) -> Any:

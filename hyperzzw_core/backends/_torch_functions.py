@@ -87,20 +87,47 @@ class DepthwiseConvOneDNN(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, None]:
         y, k = ctx.saved_tensors
-        groups = int(y.shape[1])
+        want = (bool(ctx.needs_input_grad[0]), bool(ctx.needs_input_grad[1]))
+        if torch.compiler.is_compiling():
+            gy, gk = depthwise_conv_backward(g, y, k, list(ctx.pad), list(want))
+        else:
+            gy, gk = _depthwise_conv_backward(g, y, k, list(ctx.pad), list(want))
+        return (gy if want[0] else None), (gk if want[1] else None), None
 
-        def grads(g: torch.Tensor, y: torch.Tensor, mask: tuple[bool, bool, bool]) -> tuple:
-            return torch.ops.aten.convolution_backward(
-                g, y, k, None, (1, 1), list(ctx.pad), (1, 1), False, (0, 0), groups, mask
-            )
 
-        gy = gk = None
-        if ctx.needs_input_grad[0]:
-            gy = grads(g.contiguous(), y, (True, False, False))[0]
-        if ctx.needs_input_grad[1]:
-            cl = torch.channels_last
-            gk = grads(g.contiguous(memory_format=cl), y.contiguous(memory_format=cl), (False, True, False))[1]
-        return gy, gk, None
+def _depthwise_conv_backward(
+    g: torch.Tensor, y: torch.Tensor, k: torch.Tensor, pad: list[int], want: list[bool]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(gy, gk) of :class:`DepthwiseConvOneDNN`, each in the layout where oneDNN is fast (zeros
+    where ``want`` says no)."""
+    groups = int(y.shape[1])
+
+    def grads(g: torch.Tensor, y: torch.Tensor, mask: tuple[bool, bool, bool]) -> tuple:
+        return torch.ops.aten.convolution_backward(g, y, k, None, (1, 1), pad, (1, 1), False, (0, 0), groups, mask)
+
+    gy = grads(g.contiguous(), y, (True, False, False))[0] if want[0] else torch.zeros_like(y)
+    cl = torch.channels_last
+    if want[1]:
+        gk = grads(g.contiguous(memory_format=cl), y.contiguous(memory_format=cl), (False, True, False))[1]
+    else:
+        gk = torch.zeros_like(k)
+    return gy, gk
+
+
+@torch.library.custom_op("hyperzzw::depthwise_conv_backward", mutates_args=())
+def depthwise_conv_backward(
+    g: torch.Tensor, y: torch.Tensor, k: torch.Tensor, pad: list[int], want: list[bool]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`_depthwise_conv_backward` as one operator that torch.compile does not look into:
+    Inductor otherwise chooses the layouts of its inputs itself, and oneDNN's depth-wise weight
+    gradient is slow in any but channels-last (docs/speed.md)."""
+    gy, gk = _depthwise_conv_backward(g, y, k, pad, want)
+    return gy.contiguous(), gk.contiguous()
+
+
+@depthwise_conv_backward.register_fake
+def _(g: torch.Tensor, y: torch.Tensor, k: torch.Tensor, pad: list[int], want: list[bool]) -> tuple:
+    return torch.empty_like(y, memory_format=torch.contiguous_format), torch.empty_like(k)
 
 
 def _backward_from_output(g: torch.Tensor, y: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
