@@ -185,11 +185,14 @@ def compare(
     timeout: float = 3000.0,
     as_cli: bool = False,
     live: bool | None = None,
+    compile_b: bool = False,
 ) -> list[dict[str, Any]]:
     """Interleave A (the revision at ``site``) and B (this code) for every case; one row per case.
     ``as_cli``: every worker under its side's ``hyperzzw train`` heap setting (see :func:`_run`).
     ``live`` (default: where :func:`live_peaks_supported`): after the rounds, one more process per
-    side and case, one timed call, under :data:`LIVE_TUNABLE`; its peak is the side's ``live_peak``."""
+    side and case, one timed call, under :data:`LIVE_TUNABLE`; its peak is the side's ``live_peak``.
+    ``compile_b``: side B's workers run under ``Terminator.compile()`` (the first call, which
+    compiles, is untimed; its seconds are B's ``first_call``), side A as the revision runs by default."""
     live = live_peaks_supported() if live is None else live
     rows = []
     for kind, b in cases:
@@ -202,13 +205,16 @@ def compare(
             "budget": 1e9,
             "config": config,
         }
+        specs = {"A": spec, "B": dict(spec, compile=True) if compile_b else spec}
         got: dict[str, list[dict[str, Any]]] = {"A": [], "B": []}
         for r in range(rounds):
             for side in ("A", "B"):
-                res = _run(spec, site if side == "A" else None, timeout, as_cli)
+                res = _run(specs[side], site if side == "A" else None, timeout, as_cli)
                 inside = Path(res["core_file"]).resolve().is_relative_to(site.resolve())
                 if inside != (side == "A"):
                     raise ABError(f"bench ab: side {side} imported {res['core_file']}, the other side's code")
+                if side == "B" and compile_b and not res.get("compiled"):
+                    raise ABError(f"bench ab: side B did not run compiled on {spec} (Terminator.compile fell back)")
                 got[side].append(res)
             log(
                 f"  {kind} B={b} round {r + 1}/{rounds}: A {got['A'][-1]['median']:.4f} s, "
@@ -217,7 +223,7 @@ def compare(
         row = summarize(kind, b, config, got)
         if live:
             for side in ("A", "B"):
-                res = _run(dict(spec, reps=1), site if side == "A" else None, timeout, live=True)
+                res = _run(dict(specs[side], reps=1), site if side == "A" else None, timeout, live=True)
                 row[side]["live_peak"] = res["peak_delta"]
             row["live_ratio"] = row["B"]["live_peak"] / max(row["A"]["live_peak"], 1)
             log(
@@ -247,6 +253,8 @@ def summarize(kind: str, batch: int, config: str, got: dict[str, list[dict[str, 
             "n": len(times),
             "peak_delta": max(res["peak_delta"] for res in got[side]),
             "core_file": got[side][0]["core_file"],
+            "compiled": bool(got[side][0].get("compiled", False)),
+            "first_call": statistics.median(res.get("first_call", 0.0) for res in got[side]),
             "heap": got[side][0].get("heap", "C library defaults"),
         }
     row["time_ratio"] = row["B"]["median"] / row["A"]["median"]
@@ -284,6 +292,18 @@ def _heap_lines(res: dict[str, Any]) -> list[str]:
     ]
 
 
+def _compile_lines(res: dict[str, Any]) -> list[str]:
+    """With ``compile_b``: B ran under ``Terminator.compile()``, and what compiling cost."""
+    if not res.get("compile_b"):
+        return []
+    costs = ", ".join(f"{r['kind']} B={r['batch']} {r['B']['first_call']:.0f} s" for r in res["rows"])
+    return [
+        "`--compile-b`: side B ran under `Terminator.compile()` (opt-in), side A as the revision runs by "
+        f"default. B's first call in each process compiled and is not timed (median: {costs}).",
+        "",
+    ]
+
+
 def render(res: dict[str, Any]) -> str:
     """A markdown report of :func:`compare`'s rows."""
     lines = [
@@ -295,6 +315,7 @@ def render(res: dict[str, Any]) -> str:
         f"{res['load_after'][0]:.2f}. B/A below 1: this checkout is faster or smaller.",
         "",
         *_heap_lines(res),
+        *_compile_lines(res),
         "B/A per round: each round's B process against its A process (the paired comparison), median "
         "and range over the rounds.",
         "",
@@ -361,6 +382,7 @@ def run(
     log: Callable[[str], None],
     cases: tuple[tuple[str, int], ...] | None = None,
     as_cli: bool = False,
+    compile_b: bool = False,
 ) -> dict[str, Any]:
     """Build ``rev``, compare, write ``ab.json`` and ``ab.md`` to ``out`` (when given); return the
     result. ``cases`` ((kind, batch), …) default to issue 16's (``DEFAULT_CASES``; quick: ``QUICK_CASES``)."""
@@ -383,9 +405,12 @@ def run(
             "config": config,
             "load_before": load_average(),
             "as_cli": as_cli,
+            "compile_b": compile_b,
         }
         cases = cases or (QUICK_CASES if quick else DEFAULT_CASES)
-        res["rows"] = compare(cases, site, rounds=rounds, reps=reps, config=config, log=log, as_cli=as_cli)
+        res["rows"] = compare(
+            cases, site, rounds=rounds, reps=reps, config=config, log=log, as_cli=as_cli, compile_b=compile_b
+        )
         res["load_after"] = load_average()
         log("ab: measuring the machine's matmul and copy limits (for the roofline bounds)")
         from .machine import peaks

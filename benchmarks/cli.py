@@ -294,6 +294,7 @@ def cmd_ab(args: argparse.Namespace) -> int:
             config=args.config,
             out=Path(args.out) if args.out else None,
             as_cli=args.as_cli,
+            compile_b=args.compile_b,
             command="hyperzzw bench " + " ".join(args.argv),
             now=_now(),
             log=_log,
@@ -361,6 +362,12 @@ def main(argv: list[str] | None = None, prog: str = "python -m benchmarks") -> i
         action="store_true",
         help="each side's workers run under the heap setting of that side's own `hyperzzw train` "
         "(train/memory.py's keep_freed_memory where the side has it; glibc's defaults otherwise)",
+    )
+    ab.add_argument(
+        "--compile-b",
+        action="store_true",
+        help="side B runs under Terminator.compile() (opt-in; its first call compiles and is not timed), "
+        "side A as the revision runs by default",
     )
     args = p.parse_args(argv)
     args.argv = argv

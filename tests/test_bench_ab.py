@@ -158,3 +158,53 @@ def test_the_report_gives_the_live_peaks_and_their_ratio() -> None:
     assert "| train B=32 | 2000 MiB | 1500 MiB | 0.75x |" in text and ab.LIVE_TUNABLE in text
     del row["live_ratio"]  # a machine without glibc's tunables: no live-peak table
     assert "live peak" not in ab.render(_result([row], rounds=1)).lower()
+
+
+def test_compile_b_compiles_side_b_only_and_refuses_a_fallback(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """``--compile-b``: B's workers get ``compile`` in their spec, A's never; a B worker that ran
+    eager (Terminator.compile fell back) stops the comparison instead of being reported as compiled;
+    the report says what compiling cost."""
+    specs: list[tuple[str, dict]] = []
+
+    def fake_run(spec: dict, site: Path | None, timeout: float, as_cli: bool = False, live: bool = False) -> dict:
+        side = "A" if site is not None else "B"
+        specs.append((side, spec))
+        compiled = bool(spec.get("compile")) and not fallback
+        core = str((site or tmp_path / "b") / "hyperzzw_core" / "__init__.py")
+        return {
+            "times": [1.0],
+            "median": 1.0,
+            "peak_delta": 2**20,
+            "core_file": core,
+            "compiled": compiled,
+            "first_call": 40.0 if compiled else 0.1,
+        }
+
+    monkeypatch.setattr(ab, "_run", fake_run)
+    fallback = False
+    (row,) = ab.compare(
+        (("train", 2),),
+        tmp_path / "a",
+        rounds=2,
+        reps=1,
+        config="tiny",
+        log=lambda _m: None,
+        live=False,
+        compile_b=True,
+    )
+    assert [(side, bool(s.get("compile"))) for side, s in specs] == [("A", False), ("B", True)] * 2
+    assert row["B"]["compiled"] and not row["A"]["compiled"] and row["B"]["first_call"] == 40.0
+    text = ab.render(_result([row], rounds=2, compile_b=True))
+    assert "`--compile-b`" in text and "train B=2 40 s" in text
+    fallback = True
+    with pytest.raises(ab.ABError, match="side B did not run compiled"):
+        ab.compare(
+            (("train", 2),),
+            tmp_path / "a",
+            rounds=1,
+            reps=1,
+            config="tiny",
+            log=lambda _m: None,
+            live=False,
+            compile_b=True,
+        )
