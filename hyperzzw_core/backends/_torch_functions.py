@@ -90,27 +90,28 @@ class DepthwiseConvOneDNN(torch.autograd.Function):
         want = (bool(ctx.needs_input_grad[0]), bool(ctx.needs_input_grad[1]))
         if torch.compiler.is_compiling():
             gy, gk = depthwise_conv_backward(g, y, k, list(ctx.pad), list(want))
-        else:
-            gy, gk = _depthwise_conv_backward(g, y, k, list(ctx.pad), list(want))
-        return (gy if want[0] else None), (gk if want[1] else None), None
+            return (gy if want[0] else None), (gk if want[1] else None), None
+        gy_, gk_ = _depthwise_conv_backward(g, y, k, list(ctx.pad), list(want))
+        return gy_, gk_, None
 
 
 def _depthwise_conv_backward(
     g: torch.Tensor, y: torch.Tensor, k: torch.Tensor, pad: list[int], want: list[bool]
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(gy, gk) of :class:`DepthwiseConvOneDNN`, each in the layout where oneDNN is fast (zeros
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """(gy, gk) of :class:`DepthwiseConvOneDNN`, each in the layout where oneDNN is fast (None
     where ``want`` says no)."""
     groups = int(y.shape[1])
 
     def grads(g: torch.Tensor, y: torch.Tensor, mask: tuple[bool, bool, bool]) -> tuple:
         return torch.ops.aten.convolution_backward(g, y, k, None, (1, 1), pad, (1, 1), False, (0, 0), groups, mask)
 
-    gy = grads(g.contiguous(), y, (True, False, False))[0] if want[0] else torch.zeros_like(y)
+    gy = grads(g.contiguous(), y, (True, False, False))[0] if want[0] else None
     cl = torch.channels_last
-    if want[1]:
-        gk = grads(g.contiguous(memory_format=cl), y.contiguous(memory_format=cl), (False, True, False))[1]
-    else:
-        gk = torch.zeros_like(k)
+    gk = (
+        grads(g.contiguous(memory_format=cl), y.contiguous(memory_format=cl), (False, True, False))[1]
+        if want[1]
+        else None
+    )
     return gy, gk
 
 
@@ -121,8 +122,10 @@ def depthwise_conv_backward(
     """:func:`_depthwise_conv_backward` as one operator that torch.compile does not look into:
     Inductor otherwise chooses the layouts of its inputs itself, and oneDNN's depth-wise weight
     gradient is slow in any but channels-last (docs/speed.md)."""
-    gy, gk = _depthwise_conv_backward(g, y, k, pad, want)
-    return gy.contiguous(), gk.contiguous()
+    gy, gk = _depthwise_conv_backward(g, y, k, pad, want)  # (an operator returns tensors: zeros for None)
+    return (torch.zeros_like(y) if gy is None else gy.contiguous()), (
+        torch.zeros_like(k) if gk is None else gk.contiguous()
+    )
 
 
 @depthwise_conv_backward.register_fake
