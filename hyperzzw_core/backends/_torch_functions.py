@@ -115,7 +115,7 @@ def _depthwise_conv_backward(
     return gy, gk
 
 
-@torch.library.custom_op("hyperzzw::depthwise_conv_backward", mutates_args=())
+@torch.library.custom_op("hyperzzw::depthwise_conv_backward", mutates_args=())  # torch >= 2.4
 def depthwise_conv_backward(
     g: torch.Tensor, y: torch.Tensor, k: torch.Tensor, pad: list[int], want: list[bool]
 ) -> tuple[torch.Tensor, torch.Tensor]:
