@@ -151,11 +151,11 @@ def _run(
     env = dict(os.environ)
     if site is not None:
         env["PYTHONPATH"] = os.pathsep.join([str(site), *filter(None, [env.get("PYTHONPATH")])])
-    heap = "'C library defaults'"
+    heap = "C library defaults"
     if live:
         env["GLIBC_TUNABLES"] = ":".join(filter(None, [env.get("GLIBC_TUNABLES"), LIVE_TUNABLE]))
-        heap = repr(f"blocks of 64 KiB or more mapped and returned ({LIVE_TUNABLE})")
-    code = (HEAP_AS_CLI if as_cli else f"heap = {heap}\n") + (
+        heap = f"blocks of 64 KiB or more mapped and returned ({LIVE_TUNABLE})"
+    code = (HEAP_AS_CLI if as_cli else f"heap = {heap!r}\n") + (
         "import json, sys, hyperzzw_core; from hyperzzw_core.benchmarks._worker import main; "
         "out = main(json.loads(sys.argv[1])); out['core_file'] = hyperzzw_core.__file__; out['heap'] = heap; "
         "print(json.dumps(out))"
@@ -206,10 +206,11 @@ def compare(
             "config": config,
         }
         specs = {"A": spec, "B": dict(spec, compile=True) if compile_b else spec}
+        sites = {"A": site, "B": None}  # None: this environment
         got: dict[str, list[dict[str, Any]]] = {"A": [], "B": []}
         for r in range(rounds):
             for side in ("A", "B"):
-                res = _run(specs[side], site if side == "A" else None, timeout, as_cli)
+                res = _run(specs[side], sites[side], timeout, as_cli)
                 inside = Path(res["core_file"]).resolve().is_relative_to(site.resolve())
                 if inside != (side == "A"):
                     raise ABError(f"bench ab: side {side} imported {res['core_file']}, the other side's code")
@@ -223,7 +224,7 @@ def compare(
         row = summarize(kind, b, config, got)
         if live:
             for side in ("A", "B"):
-                res = _run(dict(specs[side], reps=1), site if side == "A" else None, timeout, live=True)
+                res = _run(dict(specs[side], reps=1), sites[side], timeout, live=True)
                 row[side]["live_peak"] = res["peak_delta"]
             row["live_ratio"] = row["B"]["live_peak"] / max(row["A"]["live_peak"], 1)
             log(

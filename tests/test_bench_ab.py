@@ -181,30 +181,25 @@ def test_compile_b_compiles_side_b_only_and_refuses_a_fallback(monkeypatch: pyte
         }
 
     monkeypatch.setattr(ab, "_run", fake_run)
-    fallback = False
-    (row,) = ab.compare(
-        (("train", 2),),
-        tmp_path / "a",
-        rounds=2,
-        reps=1,
-        config="tiny",
-        log=lambda _m: None,
-        live=False,
-        compile_b=True,
-    )
-    assert [(side, bool(s.get("compile"))) for side, s in specs] == [("A", False), ("B", True)] * 2
-    assert row["B"]["compiled"] and not row["A"]["compiled"] and row["B"]["first_call"] == 40.0
-    text = ab.render(_result([row], rounds=2, compile_b=True))
-    assert "`--compile-b`" in text and "train B=2 40 s" in text
-    fallback = True
-    with pytest.raises(ab.ABError, match="side B did not run compiled"):
-        ab.compare(
+
+    def compare_compiled(rounds: int) -> list[dict]:
+        return ab.compare(
             (("train", 2),),
             tmp_path / "a",
-            rounds=1,
+            rounds=rounds,
             reps=1,
             config="tiny",
             log=lambda _m: None,
             live=False,
             compile_b=True,
         )
+
+    fallback = False
+    (row,) = compare_compiled(rounds=2)
+    assert [(side, bool(s.get("compile"))) for side, s in specs] == [("A", False), ("B", True)] * 2
+    assert row["B"]["compiled"] and not row["A"]["compiled"] and row["B"]["first_call"] == 40.0
+    text = ab.render(_result([row], rounds=2, compile_b=True))
+    assert "`--compile-b`" in text and "train B=2 40 s" in text
+    fallback = True
+    with pytest.raises(ab.ABError, match="side B did not run compiled"):
+        compare_compiled(rounds=1)
