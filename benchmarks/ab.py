@@ -36,6 +36,13 @@ from .timing import load_average
 #: (kind, batch) of the default comparison: the training step and the eval forward of issue 16
 DEFAULT_CASES = (("train", 32), ("forward", 8), ("forward", 1))
 QUICK_CASES = (("train", 2), ("forward", 1))
+#: issue 16's targets, for the ``cifar10()`` cases: (kind, batch) → the largest B/A each allows, for
+#: the time and (training) the memory
+ISSUE_16_TARGETS: dict[tuple[str, int], dict[str, float]] = {
+    ("train", 32): {"time": 0.55, "memory": 0.5},
+    ("forward", 8): {"time": 0.65},
+    ("forward", 1): {"time": 0.60},
+}
 
 
 class ABError(RuntimeError):
@@ -281,6 +288,88 @@ def add_bounds(rows: list[dict[str, Any]], pk: dict[str, Any]) -> None:
             r[side]["of_bound"] = bound / r[side]["median"]
 
 
+def _status(estimates: list[float], limit: float) -> str:
+    """ "met" when every estimate is within ``limit``, "not met" when none is; else the estimates
+    disagree (the machine's noise straddles the target) and nothing is claimed."""
+    within = [e <= limit for e in estimates]
+    if all(within):
+        return "met"
+    return "not met" if not any(within) else "not shown above noise"
+
+
+def verdicts(res: dict[str, Any]) -> list[dict[str, Any]]:
+    """Issue 16's targets (``ISSUE_16_TARGETS``) that this run measured, each with its verdict.
+
+    Time: both estimates of B/A, the pooled ``time_ratio`` and the per-round ``paired_ratio``, must
+    be within the target for "met" (:func:`_status`). With the roofline bound of the row (see
+    :func:`add_bounds`), the time the target allows (limit × A's median) is set against it: below
+    the bound the target is out of reach on this machine whatever the code does; otherwise the
+    share of the bound the target asks for (bound / allowed) is given beside B's share.
+    Memory: the live peak's ratio where the run measured it, else the peak RSS's.
+    Only for ``cifar10()``, the configuration the targets are set for; [] otherwise.
+    """
+    if res["config"] != "cifar10":
+        return []
+    out = []
+    for r in res["rows"]:
+        limits = ISSUE_16_TARGETS.get((r["kind"], r["batch"]), {})
+        name = f"{r['kind']} B={r['batch']}"
+        if "time" in limits:
+            v: dict[str, Any] = {
+                "target": f"{name} time",
+                "limit": limits["time"],
+                "measured": r["time_ratio"],
+                "paired": r["paired_ratio"],
+                "status": _status([r["time_ratio"], r["paired_ratio"]], limits["time"]),
+            }
+            if "bound" in r:
+                allowed = limits["time"] * r["A"]["median"]
+                v.update(allowed=allowed, bound=r["bound"]["seconds"], needs=r["bound"]["seconds"] / allowed)
+                v["b_share"] = r["B"]["of_bound"]
+                if allowed < r["bound"]["seconds"]:
+                    v["status"] = "out of reach (allowed time below the bound)"
+            out.append(v)
+        if "memory" in limits:
+            live = "live_ratio" in r
+            ratio = r["live_ratio"] if live else r["peak_ratio"]
+            out.append(
+                {
+                    "target": f"{name} memory ({'live peak' if live else 'peak RSS'})",
+                    "limit": limits["memory"],
+                    "measured": ratio,
+                    "status": _status([ratio], limits["memory"]),
+                }
+            )
+    return out
+
+
+def _target_lines(res: dict[str, Any]) -> list[str]:
+    """The table of :func:`verdicts`, when the run measured any of issue 16's targets."""
+    rows = verdicts(res)
+    if not rows:
+        return []
+    who = "B under the opt-in `Terminator.compile()`" if res.get("compile_b") else "B as it runs by default"
+    lines = [
+        "",
+        f"Issue 16's targets in this run ({who}): met only when the pooled and the per-round B/A are "
+        "both within the target. The time a target allows is its limit times A's median; set against "
+        "the roofline bound below, it gives the share of the bound the target asks for.",
+        "",
+        "| target | allows B/A | measured B/A | status | allowed time against the bound |",
+        "|---|---|---|---|---|",
+    ]
+    for v in rows:
+        measured = f"{v['measured']:.2f}x" + (f" (per round {v['paired']:.2f}x)" if "paired" in v else "")
+        bound = (
+            f"{v['allowed']:.4f} s allowed, bound {v['bound']:.4f} s: asks for {v['needs']:.0%} of the bound, "
+            f"B reaches {v['b_share']:.0%}"
+            if "allowed" in v
+            else "–"
+        )
+        lines.append(f"| {v['target']} | ≤ {v['limit']:.2f}x | {measured} | **{v['status']}** | {bound} |")
+    return lines
+
+
 def _heap_lines(res: dict[str, Any]) -> list[str]:
     """With ``as_cli``, the process heap setting each side ran under (the same for every case)."""
     if not res.get("as_cli") or not res["rows"]:
@@ -367,6 +456,7 @@ def render(res: dict[str, Any]) -> str:
                 f"| {r['kind']} B={r['batch']} | {bd['gflop']:.2f} | {bd['gbytes']:.2f} | {bd['seconds']:.4f} s | "
                 f"{r['A']['of_bound']:.0%} | {r['B']['of_bound']:.0%} |"
             )
+    lines += _target_lines(res)
     return "\n".join(lines) + "\n"
 
 

@@ -203,3 +203,39 @@ def test_compile_b_compiles_side_b_only_and_refuses_a_fallback(monkeypatch: pyte
     fallback = True
     with pytest.raises(ab.ABError, match="side B did not run compiled"):
         compare_compiled(rounds=1)
+
+
+def test_issue_16_targets_are_judged_on_both_estimates_and_against_the_bound() -> None:
+    """Hand-made cifar10() rows with the verdicts worked out by hand: a target is met only when the
+    pooled and the per-round ratio are both within it; a time it allows below the roofline bound is
+    out of reach; memory is judged on the live peak where there is one, else on the peak RSS."""
+
+    def row(kind: str, b: int, a_med: float, ratio: float, paired: float, bound: float, **extra: float) -> dict:
+        side = {"median": a_med, "min": a_med, "n": 3, "peak_delta": 2**30, "core_file": "x"}
+        r = {"kind": kind, "batch": b, "config": "cifar10", "A": side, "B": dict(side, median=a_med * ratio)}
+        r.update(time_ratio=ratio, round_ratios=[paired], paired_ratio=paired, bound={"seconds": bound}, peak_ratio=1.0)
+        r.update(extra)
+        r["B"]["of_bound"] = bound / (a_med * ratio)
+        return r
+
+    rows = [
+        row("train", 32, 2.0, 0.50, 0.60, 0.8, peak_ratio=0.6, live_ratio=0.45),  # straddles 0.55
+        row("forward", 8, 0.2, 0.60, 0.62, 0.05),  # both within 0.65
+        row("forward", 1, 0.01, 0.70, 0.70, 0.008),  # 0.6 · 0.01 s allowed < 0.008 s bound
+        row("forward", 4, 0.1, 0.10, 0.10, 0.01),  # not one of the targets' cases
+    ]
+    got = {v["target"]: v for v in ab.verdicts(_result(rows, rounds=1, config="cifar10"))}
+    assert got["train B=32 time"]["status"] == "not shown above noise"
+    assert got["train B=32 time"]["needs"] == pytest.approx(0.8 / (0.55 * 2.0))
+    assert got["train B=32 memory (live peak)"]["status"] == "met"
+    assert got["forward B=8 time"]["status"] == "met"
+    assert got["forward B=1 time"]["status"].startswith("out of reach")
+    assert len(got) == 4 and not any(t.startswith("forward B=4") for t in got)
+    del rows[0]["live_ratio"]  # no live peak measured: the peak RSS ratio 0.6 decides
+    got = {v["target"]: v for v in ab.verdicts(_result(rows, rounds=1, config="cifar10"))}
+    assert got["train B=32 memory (peak RSS)"]["status"] == "not met"
+    rows[0].update(time_ratio=0.6)  # neither estimate within
+    text = ab.render(_result(rows, rounds=1, config="cifar10"))
+    assert "| train B=32 time | ≤ 0.55x | 0.60x (per round 0.60x) | **not met** |" in text
+    assert "asks for 73% of the bound" in text
+    assert "Issue 16's targets" not in ab.render(_result(rows, rounds=1))  # tiny(): the targets are cifar10()'s
