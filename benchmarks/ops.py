@@ -293,14 +293,15 @@ def _leaves(obj: Any) -> list[Any]:
 
 
 def saved_tensor_bytes(fn: Callable[[], Any]) -> int:
-    """Bytes of the distinct storages autograd saves for backward while ``fn()`` runs (parameters and
-    inputs excluded): the activation memory of a training step, measured exactly."""
+    """Bytes of the distinct storages autograd saves for backward while ``fn()`` runs (parameters, views
+    of them, and inputs excluded): the activation memory of a training step, measured exactly."""
     import torch
 
     seen: dict[int, int] = {}
 
     def pack(t: torch.Tensor) -> torch.Tensor:
-        if not (t.is_leaf and t.requires_grad) and t.device.type != "meta":
+        base = t if t._base is None else t._base  # a view of a parameter (W.expand(…)) is the parameter
+        if not (base.is_leaf and base.requires_grad) and t.device.type != "meta":
             st = t.untyped_storage()
             seen[st.data_ptr()] = st.nbytes()
         return t

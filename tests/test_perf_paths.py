@@ -470,6 +470,17 @@ def test_depthwise_backward_operator_passes_opcheck_and_matches_the_reference(wa
             assert_close(got, ref, dtype="float32", scale=float(np.abs(ref).max()), ref_low=low, name="grad")
 
 
+def test_saved_tensor_bytes_counts_activations_not_parameters_or_their_views() -> None:
+    """``baddbmm(β, W.expand(…), 2·x)`` keeps W's expanded view and 2·x for backward: the count is 2·x's
+    bytes, worked out by hand, not W's (a view of a parameter, before the fix counted as an
+    activation)."""
+    from hyperzzw_core.benchmarks.ops import saved_tensor_bytes
+
+    w = torch.nn.Parameter(torch.ones(5, 3))
+    x = torch.ones(4, 3, 7, requires_grad=True)
+    assert saved_tensor_bytes(lambda: torch.baddbmm(torch.zeros(1, 5, 1), w.expand(4, 5, 3), 2 * x)) == 4 * 3 * 7 * 4
+
+
 def test_compiled_training_runs_the_depthwise_backward_as_one_opaque_operator(monkeypatch: pytest.MonkeyPatch) -> None:
     """Under torch.compile (aot_eager: AOT autograd traces the backward) the float32 network's
     depth-wise backward runs inside ``hyperzzw::depthwise_conv_backward``, never traced into the
