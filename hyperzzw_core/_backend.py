@@ -273,6 +273,11 @@ def depthwise_conv(xp: Any, y: Any, k_l: Any) -> Any:
     return backend_for(xp).depthwise_conv(xp, y, k_l)
 
 
+def depthwise_mixer(xp: Any, y: Any, k_l: Any, w: Any, b: Any) -> Any | None:
+    """W·DWConv(Y, K_l) + β as (B, O, N) by the backend's fused operator, or None (compose them)."""
+    return backend_for(xp).depthwise_mixer_fast(xp, y, k_l, w, b)
+
+
 def depthwise_method(xp: Any, y: Any, k_l: Any) -> str:
     """``"direct"`` or ``"fft"`` for a depth-wise convolution of ``y`` with ``k_l`` on this backend."""
     return backend_for(xp).depthwise_method(xp, y, k_l)

@@ -77,8 +77,12 @@ def hyperzzw_2e(k: Any, z: Any, *, check_finite: bool = True) -> Any:
 
 
 def _local_conv(xp: Any, params: dict, y: Any, k_l: Any, eps: float) -> Any:
-    d = B.depthwise_conv(xp, y, k_l)
-    return _gelu(xp, _batch_standardize(xp, _pointwise_linear(xp, params, d), eps))
+    m = B.depthwise_mixer(xp, y, k_l, params["weight"], params["bias"])
+    if m is None:
+        m = _pointwise_linear(xp, params, B.depthwise_conv(xp, y, k_l))
+    else:
+        m = xp.reshape(m, (m.shape[0], m.shape[1]) + tuple(y.shape[2:]))
+    return _gelu(xp, _batch_standardize(xp, m, eps))
 
 
 def local_conv(params: dict, y: Any, k_l: Any, *, eps: float = 1e-5, check_finite: bool = True) -> Any:

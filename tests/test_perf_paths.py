@@ -470,6 +470,72 @@ def test_depthwise_backward_operator_passes_opcheck_and_matches_the_reference(wa
             assert_close(got, ref, dtype="float32", scale=float(np.abs(ref).max()), ref_low=low, name="grad")
 
 
+def _mixer_of_conv(y: np.ndarray, k: np.ndarray, w: np.ndarray, b: np.ndarray, g: np.ndarray) -> tuple:
+    """M = W·DWConv(Y, K) + β and its VJP at g, composed from the reference's depth-wise convolution
+    and its VJP with einsum for the mixer, in the inputs' dtype: (M, ∂Y, ∂K, ∂W, ∂β)."""
+    n, c = y.shape[:2]
+    d = R.depthwise_conv(y, k).reshape(n, c, -1)
+    m = np.einsum("oc,bcp->bop", w, d) + b[None, :, None]
+    gd = np.einsum("oc,bop->bcp", w, g).reshape(y.shape)
+    gy, gk = R.depthwise_conv_vjp(y, k, gd)
+    return m, gy, gk, np.einsum("bop,bcp->oc", g, d), g.sum(axis=(0, 2))
+
+
+@pytest.mark.parametrize("d", [1, 2])
+def test_depthwise_mixer_has_the_references_values_and_gradients(d: int) -> None:
+    """``DepthwiseConvMixer`` (the float32 oneDNN training path of a local branch's convolution and
+    mixer) against the reference composed by hand, every input's gradient, with the gradients asked
+    for one at a time too; its forward, ∂W and ∂β are those of the unfused autograd path to the bit
+    (the same calls), and the backend uses it exactly where that path would run oneDNN with gradients."""
+    from hyperzzw_core.backends import _torch_functions as TF
+
+    rng = np.random.default_rng(20 + d)
+    for h, k in ((9, 3), (11, 7)):  # 81 and 121 positions in 2-D: above the dense path's 64
+        size = (h * h,) if d == 1 else (h, h)
+        y = rng.standard_normal((2, 6) + size).astype(np.float32)
+        kern = (rng.standard_normal((6, 1) + (k,) * d) / k).astype(np.float32)
+        w = (rng.standard_normal((4, 6)) / 3).astype(np.float32)
+        bias = rng.standard_normal(4).astype(np.float32)
+        g = rng.standard_normal((2, 4, int(np.prod(size)))).astype(np.float32)
+        wants = _mixer_of_conv(*(a.astype(np.float64) for a in (y, kern, w, bias, g)))
+        lows = _mixer_of_conv(y, kern, w, bias, g)
+        pad = ((k - 1) // 2,) * d
+        for asked in (
+            (True,) * 4,
+            (True, False, False, False),
+            (False, True, False, False),
+            (False, False, True, True),
+        ):
+            ins = [torch.from_numpy(a).requires_grad_(on) for a, on in zip((y, kern, w, bias), asked, strict=True)]
+            out = TF.DepthwiseConvMixer.apply(*ins, pad)
+            assert_close(out, wants[0], dtype="float32", ref_low=lows[0], name=f"M d={d} k={k}")
+            out.backward(torch.from_numpy(g))
+            for t, want, low, name in zip(ins, wants[1:], lows[1:], ("Y", "K", "W", "beta"), strict=True):
+                if t.requires_grad:
+                    scale = float(np.abs(want).max())
+                    assert_close(t.grad, want, dtype="float32", scale=scale, ref_low=low, name=f"d{name} d={d} k={k}")
+                    assert t.grad.shape == t.shape and t.grad.is_contiguous()
+                else:
+                    assert t.grad is None
+        # the unfused path: oneDNN's Function, then the backend's product under autograd
+        ins = [torch.from_numpy(a).requires_grad_() for a in (y, kern, w, bias)]
+        ref = [torch.from_numpy(a).requires_grad_() for a in (y, kern, w, bias)]
+        fused = B.depthwise_mixer(xt, *ins)
+        conv = B._torch_depthwise_direct(torch, ref[0], ref[1])
+        unfused = B.pointwise_linear(xt, ref[2], ref[3], conv.reshape(2, 6, -1))
+        assert torch.equal(fused, unfused)
+        fused.backward(torch.from_numpy(g))
+        unfused.backward(torch.from_numpy(g))
+        assert torch.equal(ins[2].grad, ref[2].grad) and torch.equal(ins[3].grad, ref[3].grad)
+        with torch.no_grad():  # inference, float64, the dense path: the composition (None)
+            assert B.depthwise_mixer(xt, *(torch.from_numpy(a) for a in (y, kern, w, bias))) is None
+        assert (
+            B.depthwise_mixer(xt, *(torch.from_numpy(a).double().requires_grad_() for a in (y, kern, w, bias))) is None
+        )
+    small = [torch.from_numpy(a).requires_grad_() for a in _conv_case(rng, 2, 8, 3, "float32")]
+    assert B.depthwise_mixer(xt, *small, torch.ones(3, 3, requires_grad=True), torch.zeros(3)) is None
+
+
 def test_saved_tensor_bytes_counts_activations_not_parameters_or_their_views() -> None:
     """``baddbmm(β, W.expand(…), 2·x)`` keeps W's expanded view and 2·x for backward: the count is 2·x's
     bytes, worked out by hand, not W's (a view of a parameter, before the fix counted as an
@@ -481,23 +547,59 @@ def test_saved_tensor_bytes_counts_activations_not_parameters_or_their_views() -
     assert saved_tensor_bytes(lambda: torch.baddbmm(torch.zeros(1, 5, 1), w.expand(4, 5, 3), 2 * x)) == 4 * 3 * 7 * 4
 
 
+def test_local_branches_keep_no_activation_between_convolution_and_mixer(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The ``cifar10()`` training step at B = 2 keeps, for backward, exactly one (B, C, H, W) float32
+    activation fewer per local branch than the unfused path (the convolution's output D, which the
+    mixer's product kept), C read off each block's parameters; loss and gradients are the same."""
+    from hyperzzw_core.benchmarks.ops import saved_tensor_bytes
+
+    cfg = R.cifar10()
+    x, labels = (torch.from_numpy(a) for a in _batch(cfg))
+    x = x.float()
+    got = {}
+    for fused in (True, False):
+        if not fused:
+            monkeypatch.setattr(type(backends.backend_for(xt)), "depthwise_mixer_fast", lambda *a: None)
+        model = T.Terminator(cfg, 0, dtype=torch.float32)
+        torch.manual_seed(0)
+        nbytes = saved_tensor_bytes(lambda m=model: m.loss(x, labels))
+        torch.manual_seed(0)
+        model.loss(x, labels).backward()
+        got[fused] = nbytes, {k: p.grad for k, p in model.named_parameters()}
+    h, w = cfg.input_shape[1:]
+    d_bytes = sum(
+        4 * 2 * int(br["mixer"]["weight"].shape[1]) * h * w
+        for bp in R.init_params(cfg, 0)["blocks"]
+        for br in bp["local"]
+    )
+    assert got[False][0] - got[True][0] == d_bytes
+    for k, want in got[False][1].items():  # ∂Y, ∂K by oneDNN's channels-last kernels: equal up to rounding
+        assert torch.allclose(got[True][1][k], want, rtol=1e-5, atol=1e-6 * float(want.abs().max())), k
+
+
 def test_compiled_training_runs_the_depthwise_backward_as_one_opaque_operator(monkeypatch: pytest.MonkeyPatch) -> None:
     """Under torch.compile (aot_eager: AOT autograd traces the backward) the float32 network's
     depth-wise backward runs inside ``hyperzzw::depthwise_conv_backward``, never traced into the
     graph, where Inductor chose layouts in which oneDNN's weight gradient took 3.4x as long
-    (docs/speed.md); loss and gradients are eager's."""
+    (docs/speed.md), once per branch that eager runs through ``DepthwiseConvMixer`` (which compiled
+    graphs leave to Inductor); loss and gradients are eager's."""
     import inspect
 
     from hyperzzw_core.backends import _torch_functions as TF
 
     callers: list[str] = []
-    body = TF._depthwise_conv_backward
+    body, mixer_backward = TF._depthwise_conv_backward, TF.DepthwiseConvMixer.backward
 
     def counted(*args: Any) -> Any:
         callers.append(inspect.stack()[1].function)
         return body(*args)
 
+    def mixer_counted(ctx: Any, g: Any) -> Any:  # eager training fuses each branch's convolution and mixer
+        callers.append("mixer")
+        return mixer_backward(ctx, g)
+
     monkeypatch.setattr(TF, "_depthwise_conv_backward", counted)
+    monkeypatch.setattr(TF.DepthwiseConvMixer, "backward", staticmethod(mixer_counted))
     cfg = R.digits().replace(input_shape=[1, 16, 16], grid=None)  # 16 x 16: the convolution path
     x, labels = (torch.from_numpy(a) for a in _batch(cfg))
     x = x.float()
@@ -511,8 +613,8 @@ def test_compiled_training_runs_the_depthwise_backward_as_one_opaque_operator(mo
         loss.backward()
         losses.append(loss.detach())
         grads.append({k: p.grad for k, p in model.named_parameters()})
-    n_eager = callers.count("backward")
-    assert n_eager > 0 and callers == ["backward"] * n_eager + ["depthwise_conv_backward"] * n_eager, callers
+    n_eager = callers.count("mixer")
+    assert n_eager > 0 and callers == ["mixer"] * n_eager + ["depthwise_conv_backward"] * n_eager, callers
     assert torch.allclose(losses[1], losses[0], rtol=1e-5, atol=0)
     for k, want in grads[0].items():
         scale = float(want.abs().max())

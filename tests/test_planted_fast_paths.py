@@ -115,6 +115,84 @@ def test_a_bug_planted_in_a_fast_path_fails_the_differential_comparison(monkeypa
     assert caught, f"a bug planted in {cls.__name__}.{method} went unseen by {names} on {library}"
 
 
+#: fast paths that only float32 training takes, planted below instead of through FAST_PATHS' float64 samples
+PLANTED_IN_FLOAT32_TRAINING = {(backends.TorchBackend, "depthwise_mixer_fast")}
+
+
+def _local_conv_float32_training_mismatches() -> list[str]:
+    """What of the core's ``local_conv`` on torch, float32 with gradients, on 9×9 and 81 positions
+    (above the dense path's 64: oneDNN's path, which ``depthwise_mixer_fast`` fuses), disagrees
+    with the reference's value and VJP (float32 policy against the float64 reference)."""
+    rng = np.random.default_rng(3)
+    bad = []
+    for shape, k in (((2, 6, 9, 9), 3), ((2, 6, 81), 7)):
+        c, d = shape[1], len(shape) - 2
+        args = (
+            {"weight": rng.standard_normal((c, c)) / 3, "bias": rng.standard_normal(c)},
+            rng.standard_normal(shape),
+            rng.standard_normal((c, 1) + (k,) * d) / k,
+        )
+        g = rng.standard_normal(shape)
+        low = tuple(_cast_tree(a, np.float32) for a in args)
+        t_args = tuple(_cast_tree(a, torch.from_numpy) for a in low)
+        for leaf in flatten(t_args[0]).values():
+            leaf.requires_grad_()
+        t_args[1].requires_grad_()
+        t_args[2].requires_grad_()
+        out = hyperzzw_core.local_conv(*t_args)
+        out.backward(torch.from_numpy(g.astype(np.float32)))
+        got = {"value": out.detach(), "y": t_args[1].grad, "k_l": t_args[2].grad}
+        got.update({f"params/{n}": v.grad for n, v in flatten(t_args[0]).items()})
+        wants, lows = [], []
+        for a, gg in ((args, g), (low, g.astype(np.float32))):
+            gp, gy, gk = R.local_conv_vjp(*a, gg)
+            vals = {"value": R.local_conv(*a), "y": gy, "k_l": gk}
+            vals.update({f"params/{n}": v for n, v in flatten(gp).items()})
+            (wants if a is args else lows).append(vals)
+        for key, want in wants[0].items():
+            try:
+                scale = float(np.max(np.abs(want)))
+                assert_close(to_numpy(got[key]), want, dtype="float32", scale=scale, ref_low=lows[0][key], name=key)
+            except AssertionError:
+                bad.append(f"local_conv/{d}d/{key}")
+    return bad
+
+
+def _cast_tree(tree: Any, fn: Any) -> Any:
+    """``fn`` (a dtype or a converter) applied to every array of a dict of arrays or an array."""
+    conv = (lambda a: a.astype(fn)) if isinstance(fn, type) else fn
+    return {k: conv(v) for k, v in tree.items()} if isinstance(tree, dict) else conv(tree)
+
+
+@pytest.mark.parametrize("plant", ["output", "gradient of K_l"])
+def test_a_bug_planted_in_the_float32_training_fusion_fails_the_comparison(monkeypatch, plant: str) -> None:
+    """``TorchBackend.depthwise_mixer_fast`` runs only with gradients in float32: the core's
+    ``local_conv`` then agrees with the reference's value and VJP, and disagrees once its output,
+    (its first sample: BS follows, which a uniform scale cannot survive) or the Function's gradient of
+    the kernel alone, is scaled by 1 + 1e-3 (far above the float32 policy)."""
+    from hyperzzw_core.backends import _torch_functions as TF
+
+    assert _local_conv_float32_training_mismatches() == [], "the core must agree before the bug is planted"
+    if plant == "output":  # (BS follows, which a scale of a whole channel cannot survive: the first sample's)
+        fused = vars(backends.TorchBackend)["depthwise_mixer_fast"]
+
+        def wrong_first_sample(self: Any, *args: Any) -> Any:
+            out = fused(self, *args)
+            return None if out is None else torch.cat([out[:1] * (1 + 1e-3), out[1:]])
+
+        monkeypatch.setattr(backends.TorchBackend, "depthwise_mixer_fast", wrong_first_sample)
+    else:
+        backward = TF.DepthwiseConvMixer.backward
+
+        def wrong(ctx: Any, g: Any) -> Any:
+            gy, gk, *rest = backward(ctx, g)
+            return (gy, None if gk is None else gk * (1 + 1e-3), *rest)
+
+        monkeypatch.setattr(TF.DepthwiseConvMixer, "backward", staticmethod(wrong))
+    caught = _local_conv_float32_training_mismatches()
+    assert caught and all(("k_l" in c) for c in caught) == (plant != "output"), caught
+
+
 #: backend methods that choose or move things but compute no operator values
 PLUMBING = {
     "standard_namespace",
@@ -137,5 +215,5 @@ PLUMBING = {
 def test_every_fast_path_of_numpy_and_torch_has_a_planted_bug(cls):
     """A new fast path must join FAST_PATHS (the CuPy kernels need a GPU: tests/test_cupy_adapter.py)."""
     computing = {name for name, v in vars(cls).items() if callable(v) and not name.startswith("__")} - PLUMBING
-    planted = {m for c, m, _, _ in FAST_PATHS if c is cls}
+    planted = {m for c, m, _, _ in FAST_PATHS if c is cls} | {m for c, m in PLANTED_IN_FLOAT32_TRAINING if c is cls}
     assert computing - planted == set(), f"{cls.__name__}: fast paths without a planted bug"

@@ -335,6 +335,11 @@ class ArrayAPIBackend:
         """BS over ``axes`` by a native kernel, or None (the operator's generic formula)."""
         return None
 
+    def depthwise_mixer_fast(self, xp: Any, y: Any, k_l: Any, w: Any, b: Any) -> Any | None:
+        """W·DWConv(Y, K_l) + β (a local branch's mixer of its depth-wise convolution; spec §2.3) as
+        (B, O, N) by one fused operator, or None (the composition of the two)."""
+        return None
+
     def g_ibs_fast(self, xp: Any, x: Any, groups: int, eps: float) -> Any | None:
         """G-IBS by one fused kernel, or None (the operator's generic formula)."""
         return None

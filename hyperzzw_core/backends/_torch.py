@@ -209,3 +209,22 @@ class TorchBackend(ArrayAPIBackend):
 
     def depthwise_direct(self, xp: Any, y: Any, k_l: Any) -> Any:
         return torch_depthwise_direct(_torch(), y, k_l)
+
+    def depthwise_mixer_fast(self, xp: Any, y: Any, k_l: Any, w: Any, b: Any) -> Any | None:
+        """Eager training on the float32 oneDNN path (the direct method with a graph to record):
+        ``DepthwiseConvMixer``, which keeps no activation between the convolution and the mixer.
+        Else None: inference, float64, the dense and FFT paths, and torch.compile traces (where
+        Inductor's partitioner chooses what to keep)."""
+        torch = _torch()
+        if (
+            torch.compiler.is_compiling()
+            or y.ndim not in (3, 4)
+            or not _records_graph(torch, y, k_l, w, b)
+            or not _onednn_float32(torch, y)
+            or self.depthwise_method(xp, y, k_l) != "direct"
+        ):
+            return None
+        from ._torch_functions import DepthwiseConvMixer
+
+        pad = tuple((int(k) - 1) // 2 for k in k_l.shape[2:])
+        return DepthwiseConvMixer.apply(y, k_l, w, b, pad)

@@ -74,7 +74,7 @@ class DepthwiseConvOneDNN(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(y: torch.Tensor, k: torch.Tensor, pad: tuple[int, int]) -> torch.Tensor:
+    def forward(y: torch.Tensor, k: torch.Tensor, pad: tuple[int, ...]) -> torch.Tensor:
         return torch.nn.functional.conv2d(y, k, padding=pad, groups=int(y.shape[1]))
 
     @staticmethod
@@ -113,6 +113,83 @@ def _depthwise_conv_backward(
         else None
     )
     return gy, gk
+
+
+class DepthwiseConvMixer(torch.autograd.Function):
+    """M = W·D + β with D = DWConv(Y, K): a local branch's depth-wise convolution and its channel
+    mixer (spec §2.3) as one Function that keeps Y, K and W for backward but not D, for the
+    float32 oneDNN path with gradients. Y (B, C, H, W) or (B, C, L), K (C, 1, kh, kw) or (C, 1, k),
+    W (O, C), β (O,) → M (B, O, H·W) (the caller restores the spatial axes).
+
+    Forward: the calls of the unfused path (:class:`DepthwiseConvOneDNN`'s NCHW convolution, then
+    the backend's ``pointwise_linear``), so that M is eval mode's M to the bit.
+    Backward:
+
+    * ∂W = Σ_b g_b·D_bᵀ from D recomputed by the forward's convolution (the same bits; one
+      convolution more, in exchange for not keeping an activation of Y's size per branch: 134 MiB
+      of the ``cifar10()`` step at B = 32, docs/speed.md);
+    * ∂D = Wᵀ·g formed directly in channels-last, as the rows (B, H·W, C) = gᵀ·W, where oneDNN's
+      depth-wise kernels are fast; ∂Y and ∂K then come from one channels-last
+      ``convolution_backward`` (the unfused backward copies ∂D and Y to channels-last for ∂K and
+      computes ∂Y in NCHW); ∂Y is returned in NCHW.
+
+    First derivatives only.
+    """
+
+    @staticmethod
+    def forward(
+        y: torch.Tensor, k: torch.Tensor, w: torch.Tensor, b: torch.Tensor, pad: tuple[int, ...]
+    ) -> torch.Tensor:
+        if y.ndim == 3:  # (B, C, L) as (B, C, 1, L), as DepthwiseConvOneDNN
+            d = DepthwiseConvOneDNN.forward(torch.unsqueeze(y, 2), torch.unsqueeze(k, 2), (0,) + pad)
+        else:
+            d = DepthwiseConvOneDNN.forward(y, k, pad)
+        n = int(d.shape[0])
+        return torch.baddbmm(
+            torch.reshape(b, (1, -1, 1)), w.expand(n, w.shape[0], w.shape[1]), d.reshape(n, d.shape[1], -1)
+        )
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: torch.Tensor) -> None:
+        y, k, w, _, pad = inputs
+        ctx.save_for_backward(y, k, w)
+        ctx.pad = pad
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        y, k, w = ctx.saved_tensors
+        want_y, want_k, want_w, want_b = (bool(v) for v in ctx.needs_input_grad[:4])
+        y4, k4 = (torch.unsqueeze(y, 2), torch.unsqueeze(k, 2)) if y.ndim == 3 else (y, k)
+        pad = ((0,) + ctx.pad) if y.ndim == 3 else ctx.pad
+        n, c, h, wd = (int(v) for v in y4.shape)
+        o = int(w.shape[0])
+        g = g.reshape(n, o, h * wd)
+        gy = gk = gw = gb = None
+        if want_w:  # as autograd differentiates baddbmm's expanded W: the batch of products, then summed
+            d = DepthwiseConvOneDNN.forward(y4, k4, pad)
+            gw = torch.bmm(g, d.reshape(n, c, -1).transpose(1, 2)).sum_to_size(o, c)
+            del d
+        if want_b:
+            gb = g.sum_to_size(1, o, 1).reshape(o)
+        if want_y or want_k:
+            gd = torch.bmm(g.transpose(1, 2), w.expand(n, o, c)).view(n, h, wd, c).permute(0, 3, 1, 2)
+            gy4, gk4, _ = torch.ops.aten.convolution_backward(
+                gd,
+                y4.contiguous(memory_format=torch.channels_last),
+                k4,
+                None,
+                (1, 1),
+                pad,
+                (1, 1),
+                False,
+                (0, 0),
+                c,
+                (want_y, want_k, False),
+            )
+            gy = gy4.contiguous().view(y.shape) if want_y else None
+            gk = gk4.view(k.shape) if want_k else None
+        return gy, gk, gw, gb, None
 
 
 @torch.library.custom_op("hyperzzw::depthwise_conv_backward", mutates_args=())  # torch >= 2.4
