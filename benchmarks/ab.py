@@ -36,6 +36,8 @@ from .timing import load_average
 #: (kind, batch) of the default comparison: the training step and the eval forward of issue 16
 DEFAULT_CASES = (("train", 32), ("forward", 8), ("forward", 1))
 QUICK_CASES = (("train", 2), ("forward", 1))
+#: the commit before issue 16's work: its targets are ratios to this revision's figures
+ISSUE_16_BASELINE = "1a7ecc5b958fca43ce0e88f779a14a4664567453"
 #: issue 16's targets, for the ``cifar10()`` cases: (kind, batch) → the largest B/A each allows, for
 #: the time and (training) the memory
 ISSUE_16_TARGETS: dict[tuple[str, int], dict[str, float]] = {
@@ -306,9 +308,10 @@ def verdicts(res: dict[str, Any]) -> list[dict[str, Any]]:
     the bound the target is out of reach on this machine whatever the code does; otherwise the
     share of the bound the target asks for (bound / allowed) is given beside B's share.
     Memory: the live peak's ratio where the run measured it, else the peak RSS's.
-    Only for ``cifar10()``, the configuration the targets are set for; [] otherwise.
+    Only where side A is ``ISSUE_16_BASELINE`` (the targets are ratios to it) and for ``cifar10()``,
+    the configuration they are set for; [] otherwise.
     """
-    if res["config"] != "cifar10":
+    if res["config"] != "cifar10" or res["commit"] != ISSUE_16_BASELINE:
         return []
     out = []
     for r in res["rows"]:

@@ -206,9 +206,11 @@ def test_compile_b_compiles_side_b_only_and_refuses_a_fallback(monkeypatch: pyte
 
 
 def test_issue_16_targets_are_judged_on_both_estimates_and_against_the_bound() -> None:
-    """Hand-made cifar10() rows with the verdicts worked out by hand: a target is met only when the
-    pooled and the per-round ratio are both within it; a time it allows below the roofline bound is
-    out of reach; memory is judged on the live peak where there is one, else on the peak RSS."""
+    """Hand-made cifar10() rows against the code before issue 16, with the verdicts worked out by
+    hand: a target is met only when the pooled and the per-round ratio are both within it; a time
+    it allows below the roofline bound is out of reach; memory is judged on the live peak where
+    there is one, else on the peak RSS. Against another revision, or another configuration, no
+    verdict."""
 
     def row(kind: str, b: int, a_med: float, ratio: float, paired: float, bound: float, **extra: float) -> dict:
         side = {"median": a_med, "min": a_med, "n": 3, "peak_delta": 2**30, "core_file": "x"}
@@ -224,7 +226,8 @@ def test_issue_16_targets_are_judged_on_both_estimates_and_against_the_bound() -
         row("forward", 1, 0.01, 0.70, 0.70, 0.008),  # 0.6 · 0.01 s allowed < 0.008 s bound
         row("forward", 4, 0.1, 0.10, 0.10, 0.01),  # not one of the targets' cases
     ]
-    got = {v["target"]: v for v in ab.verdicts(_result(rows, rounds=1, config="cifar10"))}
+    base = {"config": "cifar10", "commit": ab.ISSUE_16_BASELINE}
+    got = {v["target"]: v for v in ab.verdicts(_result(rows, rounds=1, **base))}
     assert got["train B=32 time"]["status"] == "not shown above noise"
     assert got["train B=32 time"]["needs"] == pytest.approx(0.8 / (0.55 * 2.0))
     assert got["train B=32 memory (live peak)"]["status"] == "met"
@@ -232,10 +235,12 @@ def test_issue_16_targets_are_judged_on_both_estimates_and_against_the_bound() -
     assert got["forward B=1 time"]["status"].startswith("out of reach")
     assert len(got) == 4 and not any(t.startswith("forward B=4") for t in got)
     del rows[0]["live_ratio"]  # no live peak measured: the peak RSS ratio 0.6 decides
-    got = {v["target"]: v for v in ab.verdicts(_result(rows, rounds=1, config="cifar10"))}
+    got = {v["target"]: v for v in ab.verdicts(_result(rows, rounds=1, **base))}
     assert got["train B=32 memory (peak RSS)"]["status"] == "not met"
     rows[0].update(time_ratio=0.6)  # neither estimate within
-    text = ab.render(_result(rows, rounds=1, config="cifar10"))
+    text = ab.render(_result(rows, rounds=1, **base))
     assert "| train B=32 time | ≤ 0.55x | 0.60x (per round 0.60x) | **not met** |" in text
     assert "asks for 73% of the bound" in text
-    assert "Issue 16's targets" not in ab.render(_result(rows, rounds=1))  # tiny(): the targets are cifar10()'s
+    assert "Issue 16's targets" not in ab.render(_result(rows, rounds=1, commit=ab.ISSUE_16_BASELINE))  # tiny()
+    # A is another revision: the targets are ratios to the code before issue 16, so no verdict
+    assert "Issue 16's targets" not in ab.render(_result(rows, rounds=1, config="cifar10", commit="f" * 40))
