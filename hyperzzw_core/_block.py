@@ -12,7 +12,7 @@ from . import _backend as B
 from ._activations import _gelu, _si_glu
 from ._checks import as_float_array, check_params, ns, shape_of
 from ._checks import check_finite as _check_finite
-from ._hyperzzw import _local_conv
+from ._hyperzzw import _local_conv_pre_activation
 from ._interaction import (
     _channel_kernel,
     _hyper_channel_interaction,
@@ -139,16 +139,22 @@ def _forward(
     for j, (role, p) in enumerate(zip(local_roles(len(params["local"])), params["local"], strict=True)):
         ctx, inp = LOCAL_ROLES[role]
         kernel = _magnet_l(xp, p["slow_l"], t[ctx], None if frozen is None else frozen[role], kernels["local"][j])
-        t[role] = _local_conv(xp, p["mixer"], t[inp], kernel, eps)
-        shifts[role] = p["bias"]  # L_i = LocalConv(…) + b_i: b_i is folded into the bottleneck's bias
-    branches = {name: (a, 1, shifts.get(name)) for name, a in t.items()}
+        # L_i = LocalConv(…) + b_i = GELU(BS(…)) + b_i: the GELU is taken inside the bottleneck's
+        # product (so that training keeps BS(…) only, not L_i too) and b_i folded into its bias
+        t[role] = _local_conv_pre_activation(xp, p["mixer"], t[inp], kernel, eps)
+        shifts[role] = p["bias"]
+    branches = {name: (a, 1, shifts.get(name), name in shifts) for name, a in t.items()}
     if x_pre is not None:
-        branches["x_pre"] = (x_pre, _tile_to("x_pre", x_pre, c), None)
+        branches["x_pre"] = (x_pre, _tile_to("x_pre", x_pre, c), None, False)
     if x_pre_pre is not None:
-        branches["x_pre_pre"] = (x_pre_pre, _tile_to("x_pre_pre", x_pre_pre, c), None)
+        branches["x_pre_pre"] = (x_pre_pre, _tile_to("x_pre_pre", x_pre_pre, c), None, False)
     order = concat_order(len(params["local"]), x_pre is not None, x_pre_pre is not None)
     p_out = _bottleneck_branches(xp, params["bottleneck"], [branches[n] for n in order])
-    out = _gelu(xp, _g_ibs(xp, p_out, groups, eps)) + params["bias"]
+    t.clear()  # what backward does not keep is freed before the block's last, largest arrays
+    branches.clear()
+    y = _g_ibs(xp, p_out, groups, eps)
+    del p_out
+    out = _gelu(xp, y) + params["bias"]
     if dropout_mask is not None:
         out = out * xp.reshape(dropout_mask, tuple(dropout_mask.shape) + (1,) * (z.ndim - 2))
     return out, k_g

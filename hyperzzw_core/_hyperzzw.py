@@ -76,13 +76,19 @@ def hyperzzw_2e(k: Any, z: Any, *, check_finite: bool = True) -> Any:
     return _hyperzzw_2e(k, z)
 
 
-def _local_conv(xp: Any, params: dict, y: Any, k_l: Any, eps: float) -> Any:
+def _local_conv_pre_activation(xp: Any, params: dict, y: Any, k_l: Any, eps: float) -> Any:
+    """BS(Mixer(depthwise_conv(Y, K_l))): LocalConv before its GELU (spec §2.3). Shapes as
+    :func:`local_conv`."""
     m = B.depthwise_mixer(xp, y, k_l, params["weight"], params["bias"])
     if m is None:
         m = _pointwise_linear(xp, params, B.depthwise_conv(xp, y, k_l))
     else:
         m = xp.reshape(m, (m.shape[0], m.shape[1]) + tuple(y.shape[2:]))
-    return _gelu(xp, _batch_standardize(xp, m, eps))
+    return _batch_standardize(xp, m, eps)
+
+
+def _local_conv(xp: Any, params: dict, y: Any, k_l: Any, eps: float) -> Any:
+    return _gelu(xp, _local_conv_pre_activation(xp, params, y, k_l, eps))
 
 
 def local_conv(params: dict, y: Any, k_l: Any, *, eps: float = 1e-5, check_finite: bool = True) -> Any:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import _backend as B
+from ._activations import _gelu
 from ._checks import as_float_array, check_finite, check_params, check_shape, ns, shape_of
 from ._standardize import _instance_standardize
 
@@ -47,10 +48,17 @@ def _pointwise_linear(xp: Any, params: Params, x: Any) -> Any:
     return xp.reshape(y, (b, -1) + tuple(x.shape[2:]))
 
 
-def _summed_products(xp: Any, ws: list[Any], bias: Any, xs: list[Any]) -> Any:
-    """Σ_i W_i·x_i + β in one accumulation. Shapes: x_i (B, I_i, *S), W_i (O, I_i) → (B, O, *S)."""
+def _summed_products(xp: Any, ws: list[Any], bias: Any, xs: list[Any], gelu: list[bool] | None = None) -> Any:
+    """Σ_i W_i·a_i + β in one accumulation, a_i = GELU(x_i) where ``gelu[i]``, else x_i: an
+    activation taken inside the product, so that a backend may keep x_i for backward instead of
+    a_i (``pointwise_linear_sum_gelu``). Shapes: x_i (B, I_i, *S), W_i (O, I_i) → (B, O, *S)."""
     b = xs[0].shape[0]
-    y = B.pointwise_linear_sum(xp, ws, bias, [xp.reshape(x, (b, x.shape[1], -1)) for x in xs])
+    flat = [xp.reshape(x, (b, x.shape[1], -1)) for x in xs]
+    y = None if gelu is None or not any(gelu) else B.pointwise_linear_sum_gelu(xp, ws, bias, flat, gelu)
+    if y is None:
+        if gelu is not None:
+            flat = [_gelu(xp, x) if on else x for x, on in zip(flat, gelu, strict=True)]
+        y = B.pointwise_linear_sum(xp, ws, bias, flat)
     return xp.reshape(y, (b, -1) + tuple(xs[0].shape[2:]))
 
 
@@ -75,10 +83,12 @@ def _stacked_linears(xp: Any, layers: list[Params], x: Any) -> list[Any]:
     return B.split_channels(xp, y, [int(p["weight"].shape[0]) for p in layers])
 
 
-def _bottleneck_branches(xp: Any, params: Params, branches: list[tuple[Any, int, Any]]) -> Any:
+def _bottleneck_branches(xp: Any, params: Params, branches: list[tuple[Any, int, Any, bool]]) -> Any:
     """The bottleneck of the concatenated, tiled, shifted branches without forming the concatenation.
 
-    Branch i is x_i + c_i (c_i a scalar, or None for 0) tiled s_i times along the channels.
+    Branch i (x_i, s_i, c_i, g_i) is a_i + c_i (c_i a scalar, or None for 0) tiled s_i times along
+    the channels, a_i = GELU(x_i) where g_i (the local branches, whose GELU the product takes:
+    :func:`_summed_products`), else x_i; below, x_i stands for a_i.
     P = W·concat(tile(x_1 + c_1, s_1), …) + β = Σ_i W_i'·x_i + (β + Σ_i c_i·W_i'·1), where W_i is
     the block of W's columns that meets branch i and W_i' (O, C_i) = Σ_j W_i[:, j·C_i:(j+1)·C_i]
     folds its s_i tiles (tile(t, s) repeats the whole channel stack, :func:`tile_channels`).
@@ -86,7 +96,7 @@ def _bottleneck_branches(xp: Any, params: Params, branches: list[tuple[Any, int,
     """
     w = params["weight"]
     ws, start, bias = [], 0, params["bias"]
-    for x, reps, shift in branches:
+    for x, reps, shift, _ in branches:
         c = int(x.shape[1])
         block = w[:, start : start + reps * c]
         if reps > 1:
@@ -97,7 +107,7 @@ def _bottleneck_branches(xp: Any, params: Params, branches: list[tuple[Any, int,
         start += reps * c
     if start != w.shape[1]:
         raise ValueError(f"params['weight']: {w.shape[1]} input channels, the branches make {start}")
-    return _summed_products(xp, ws, bias, [x for x, _, _ in branches])
+    return _summed_products(xp, ws, bias, [br[0] for br in branches], [br[3] for br in branches])
 
 
 def pointwise_linear(params: Params, x: Any, *, check_finite: bool = True) -> Any:

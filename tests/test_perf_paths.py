@@ -547,10 +547,42 @@ def test_saved_tensor_bytes_counts_activations_not_parameters_or_their_views() -
     assert saved_tensor_bytes(lambda: torch.baddbmm(torch.zeros(1, 5, 1), w.expand(4, 5, 3), 2 * x)) == 4 * 3 * 7 * 4
 
 
-def test_local_branches_keep_no_activation_between_convolution_and_mixer(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_gelu_product_sum_is_autograd_of_the_composition_to_the_bit() -> None:
+    """``GeluProductSum``'s hand-written backward against autograd through the composition it
+    replaces (GELU of the flagged inputs, then the backend's ``pointwise_linear_sum``): value and
+    every gradient (β, each W_i, each x_i, with a tiled weight made of two slices of one matrix)
+    equal to the bit, float32."""
+    from hyperzzw_core.backends import _torch_functions as TF
+
+    rng = np.random.default_rng(8)
+    shapes, gelu = [3, 5, 3, 4], [False, True, True, False]
+    x_np = [rng.standard_normal((2, c, 7)).astype(np.float32) for c in shapes]
+    big_np = rng.standard_normal((6, 18)).astype(np.float32)
+    b_np = rng.standard_normal(6).astype(np.float32)
+    g = torch.from_numpy(rng.standard_normal((2, 6, 7)).astype(np.float32))
+    runs = []
+    for fused in (True, False):
+        big, b = torch.from_numpy(big_np).requires_grad_(), torch.from_numpy(b_np).requires_grad_()
+        xs = [torch.from_numpy(a).requires_grad_() for a in x_np]
+        ws = [big[:, 0:3] + big[:, 15:18], big[:, 3:8], big[:, 8:11], big[:, 11:15]]
+        if fused:
+            out = TF.GeluProductSum.apply(tuple(gelu), b, *ws, *xs)
+        else:
+            acts = [torch.nn.functional.gelu(x) if on else x for x, on in zip(xs, gelu, strict=True)]
+            out = B.pointwise_linear_sum(xt, ws, b, acts)
+        out.backward(g)
+        runs.append([out.detach(), b.grad, big.grad, *(x.grad for x in xs)])
+    for got, want in zip(*runs, strict=True):
+        assert torch.equal(got, want)
+
+
+@pytest.mark.parametrize("fusion", ["depthwise_mixer_fast", "pointwise_linear_sum_gelu"])
+def test_local_branches_keep_one_activation_fewer_per_fusion(monkeypatch: pytest.MonkeyPatch, fusion: str) -> None:
     """The ``cifar10()`` training step at B = 2 keeps, for backward, exactly one (B, C, H, W) float32
-    activation fewer per local branch than the unfused path (the convolution's output D, which the
-    mixer's product kept), C read off each block's parameters; loss and gradients are the same."""
+    activation per local branch fewer with each fusion than without it (C read off each block's
+    parameters): ``depthwise_mixer_fast`` drops the convolution's output D, which the mixer's
+    product kept; ``pointwise_linear_sum_gelu`` the branch's GELU(BS(…)), which the bottleneck's
+    product kept. Loss and gradients are the same."""
     from hyperzzw_core.benchmarks.ops import saved_tensor_bytes
 
     cfg = R.cifar10()
@@ -559,22 +591,24 @@ def test_local_branches_keep_no_activation_between_convolution_and_mixer(monkeyp
     got = {}
     for fused in (True, False):
         if not fused:
-            monkeypatch.setattr(type(backends.backend_for(xt)), "depthwise_mixer_fast", lambda *a: None)
+            monkeypatch.setattr(type(backends.backend_for(xt)), fusion, lambda *a: None)
         model = T.Terminator(cfg, 0, dtype=torch.float32)
         torch.manual_seed(0)
         nbytes = saved_tensor_bytes(lambda m=model: m.loss(x, labels))
         torch.manual_seed(0)
-        model.loss(x, labels).backward()
-        got[fused] = nbytes, {k: p.grad for k, p in model.named_parameters()}
+        loss = model.loss(x, labels)
+        loss.backward()
+        got[fused] = nbytes, loss.detach(), {k: p.grad for k, p in model.named_parameters()}
     h, w = cfg.input_shape[1:]
-    d_bytes = sum(
+    branch_bytes = sum(
         4 * 2 * int(br["mixer"]["weight"].shape[1]) * h * w
         for bp in R.init_params(cfg, 0)["blocks"]
         for br in bp["local"]
     )
-    assert got[False][0] - got[True][0] == d_bytes
-    for k, want in got[False][1].items():  # ∂Y, ∂K by oneDNN's channels-last kernels: equal up to rounding
-        assert torch.allclose(got[True][1][k], want, rtol=1e-5, atol=1e-6 * float(want.abs().max())), k
+    assert got[False][0] - got[True][0] == branch_bytes
+    assert torch.equal(got[True][1], got[False][1])
+    for k, want in got[False][2].items():  # ∂Y, ∂K by oneDNN's channels-last kernels: equal up to rounding
+        assert torch.allclose(got[True][2][k], want, rtol=1e-5, atol=1e-6 * float(want.abs().max())), k
 
 
 def test_compiled_training_runs_the_depthwise_backward_as_one_opaque_operator(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -911,7 +945,7 @@ def test_bottleneck_branches_refuse_a_weight_of_another_width() -> None:
     x = np.ones((2, 3, 4, 4))
     params = {"weight": np.ones((5, 3 * 3 + 1)), "bias": np.zeros(5)}
     with pytest.raises(ValueError, match=r"10 input channels, the branches make 9"):
-        _bottleneck_branches(xnp, params, [(x, 1, None), (x, 2, None)])
+        _bottleneck_branches(xnp, params, [(x, 1, None, False), (x, 2, None, False)])
 
 
 # ------------------------------------------------------------------- batched slow networks

@@ -20,8 +20,9 @@ from backends import Backend, _numpy, _torch
 import hyperzzw_core
 from hyperzzw_core import backends
 from hyperzzw_core import reference as R
-from hyperzzw_core.reference import flatten
+from hyperzzw_core.reference import flatten, tree_map
 from hyperzzw_core.testing import REGISTRY, assert_close, to_numpy
+from hyperzzw_core.testing.registry import Sample
 
 torch = pytest.importorskip("torch")
 
@@ -115,82 +116,121 @@ def test_a_bug_planted_in_a_fast_path_fails_the_differential_comparison(monkeypa
     assert caught, f"a bug planted in {cls.__name__}.{method} went unseen by {names} on {library}"
 
 
-#: fast paths that only float32 training takes, planted below instead of through FAST_PATHS' float64 samples
-PLANTED_IN_FLOAT32_TRAINING = {(backends.TorchBackend, "depthwise_mixer_fast")}
+#: fast paths that only training takes (a graph to record), planted below instead of through
+#: FAST_PATHS' forward samples
+PLANTED_IN_TRAINING = {
+    (backends.TorchBackend, "depthwise_mixer_fast"),
+    (backends.TorchBackend, "pointwise_linear_sum_gelu"),
+}
 
 
-def _local_conv_float32_training_mismatches() -> list[str]:
-    """What of the core's ``local_conv`` on torch, float32 with gradients, on 9×9 and 81 positions
-    (above the dense path's 64: oneDNN's path, which ``depthwise_mixer_fast`` fuses), disagrees
-    with the reference's value and VJP (float32 policy against the float64 reference)."""
+def _local_conv_samples() -> list[Sample]:
+    """float32 ``local_conv`` samples on 9×9 and 81 positions: above the dense path's 64, where
+    float32 training takes oneDNN's path, which ``depthwise_mixer_fast`` fuses."""
     rng = np.random.default_rng(3)
-    bad = []
+    out = []
     for shape, k in (((2, 6, 9, 9), 3), ((2, 6, 81), 7)):
         c, d = shape[1], len(shape) - 2
-        args = (
-            {"weight": rng.standard_normal((c, c)) / 3, "bias": rng.standard_normal(c)},
-            rng.standard_normal(shape),
-            rng.standard_normal((c, 1) + (k,) * d) / k,
-        )
-        g = rng.standard_normal(shape)
-        low = tuple(_cast_tree(a, np.float32) for a in args)
-        t_args = tuple(_cast_tree(a, torch.from_numpy) for a in low)
-        for leaf in flatten(t_args[0]).values():
-            leaf.requires_grad_()
-        t_args[1].requires_grad_()
-        t_args[2].requires_grad_()
-        out = hyperzzw_core.local_conv(*t_args)
-        out.backward(torch.from_numpy(g.astype(np.float32)))
-        got = {"value": out.detach(), "y": t_args[1].grad, "k_l": t_args[2].grad}
-        got.update({f"params/{n}": v.grad for n, v in flatten(t_args[0]).items()})
-        wants, lows = [], []
-        for a, gg in ((args, g), (low, g.astype(np.float32))):
-            gp, gy, gk = R.local_conv_vjp(*a, gg)
-            vals = {"value": R.local_conv(*a), "y": gy, "k_l": gk}
-            vals.update({f"params/{n}": v for n, v in flatten(gp).items()})
-            (wants if a is args else lows).append(vals)
-        for key, want in wants[0].items():
-            try:
-                scale = float(np.max(np.abs(want)))
-                assert_close(to_numpy(got[key]), want, dtype="float32", scale=scale, ref_low=lows[0][key], name=key)
+        params = {"weight": rng.standard_normal((c, c)) / 3, "bias": rng.standard_normal(c)}
+        args = (params, rng.standard_normal(shape), rng.standard_normal((c, 1) + (k,) * d) / k)
+        out.append(Sample(tree_map(lambda a: a.astype(np.float32), args), {}, f"{d}d-k{k}"))
+    return out
+
+
+def _training_mismatches(name: str, samples: list[Sample], dtype: str) -> list[str]:
+    """What of operator ``name``'s value and gradients (the core on torch under autograd, in
+    ``dtype``) on ``samples`` disagrees with the reference's value and VJP (the policy against the
+    float64 reference, with the reference in float32 as the float32 bound)."""
+    spec = REGISTRY[name]
+    rng = np.random.default_rng(4)
+    bad = []
+    for sample in samples:
+        args = list(_torch("cpu").convert(sample.args))
+        diff = [i for i in spec.differentiable if args[i] is not None]
+        for i in diff:
+            args[i] = tree_map(lambda t: t.requires_grad_(), args[i])
+        out = getattr(hyperzzw_core, name)(*args, **_torch("cpu").convert(sample.kwargs))
+        outs = out if isinstance(out, tuple) else (out,)
+        cot = tuple(rng.standard_normal(tuple(o.shape)).astype(dtype) for o in outs)
+        sum((o * torch.from_numpy(c)).sum() for o, c in zip(outs, cot, strict=True)).backward()
+        cot_ref = cot if isinstance(out, tuple) else cot[0]
+        keep = [j for j, i in enumerate(spec.differentiable) if i in diff]
+
+        def reference(a: Any, cot_ref: Any = cot_ref, keep: list[int] = keep, sample: Sample = sample) -> dict:
+            grads = spec.vjp(a, sample.kwargs, cot_ref)
+            return {"value": spec.reference(*a, **sample.kwargs), "grad": [grads[j] for j in keep]}
+
+        want = reference(tree_map(lambda a: None if a is None else a.astype(np.float64), sample.args))
+        low = reference(sample.args) if dtype == "float32" else None
+        got = flatten({"value": out, "grad": [tree_map(lambda t: t.grad, args[i]) for i in diff]})
+        lows = flatten(low) if low is not None else {}
+        flat = flatten(want)
+        scales = {part: max(float(np.max(np.abs(v))) for k, v in flat.items() if k.startswith(part)) for part in want}
+        for key, ref in flat.items():
+            try:  # one scale per part, as the differential tests: a bias gradient that is 0 up to rounding
+                scale = scales[key.split(".")[0]]
+                assert_close(to_numpy(got[key]), ref, dtype=dtype, scale=scale, ref_low=lows.get(key), name=key)
             except AssertionError:
-                bad.append(f"local_conv/{d}d/{key}")
+                bad.append(f"{name}/{sample.label}/{key}")
     return bad
 
 
-def _cast_tree(tree: Any, fn: Any) -> Any:
-    """``fn`` (a dtype or a converter) applied to every array of a dict of arrays or an array."""
-    conv = (lambda a: a.astype(fn)) if isinstance(fn, type) else fn
-    return {k: conv(v) for k, v in tree.items()} if isinstance(tree, dict) else conv(tree)
+def test_a_bug_planted_in_the_training_fusions_fails_the_comparison(monkeypatch) -> None:
+    """The fast paths that run only with gradients, each checked by the differential comparison of
+    an operator that uses it (value and VJP against the reference), which must agree as they are
+    and disagree once a bug is planted in the forward or in the backward alone (scales of 1 + 1e-3
+    in float32, 1 + 1e-6 in float64: far above each policy):
 
-
-@pytest.mark.parametrize("plant", ["output", "gradient of K_l"])
-def test_a_bug_planted_in_the_float32_training_fusion_fails_the_comparison(monkeypatch, plant: str) -> None:
-    """``TorchBackend.depthwise_mixer_fast`` runs only with gradients in float32: the core's
-    ``local_conv`` then agrees with the reference's value and VJP, and disagrees once its output,
-    (its first sample: BS follows, which a uniform scale cannot survive) or the Function's gradient of
-    the kernel alone, is scaled by 1 + 1e-3 (far above the float32 policy)."""
+    * ``depthwise_mixer_fast`` (float32, oneDNN's sizes), through ``local_conv``: its output's first
+      sample scaled (BS follows, which a uniform scale cannot survive), then the kernel's gradient;
+    * ``pointwise_linear_sum_gelu`` (float64, the registry's SFNE block samples), through
+      ``sfne_block``: its last term's weight scaled, then the gradient of its GELU inputs.
+    """
     from hyperzzw_core.backends import _torch_functions as TF
 
-    assert _local_conv_float32_training_mismatches() == [], "the core must agree before the bug is planted"
-    if plant == "output":  # (BS follows, which a scale of a whole channel cannot survive: the first sample's)
-        fused = vars(backends.TorchBackend)["depthwise_mixer_fast"]
+    cases = {
+        "local_conv": (_local_conv_samples(), "float32", 1e-3),
+        "sfne_block": (REGISTRY["sfne_block"].samples("float64"), "float64", 1e-6),
+    }
+    for name, (samples, dtype, _) in cases.items():
+        assert _training_mismatches(name, samples, dtype) == [], f"{name} must agree before a bug is planted"
+    fused = vars(backends.TorchBackend)["depthwise_mixer_fast"]
+    products = vars(backends.TorchBackend)["pointwise_linear_sum_gelu"]
 
-        def wrong_first_sample(self: Any, *args: Any) -> Any:
-            out = fused(self, *args)
-            return None if out is None else torch.cat([out[:1] * (1 + 1e-3), out[1:]])
+    def wrong_first_sample(self: Any, *args: Any) -> Any:
+        out = fused(self, *args)
+        return None if out is None else torch.cat([out[:1] * (1 + 1e-3), out[1:]])
 
-        monkeypatch.setattr(backends.TorchBackend, "depthwise_mixer_fast", wrong_first_sample)
-    else:
-        backward = TF.DepthwiseConvMixer.backward
+    def wrong_last_weight(self: Any, xp: Any, ws: list[Any], b: Any, xs: list[Any], gelu: list[bool]) -> Any:
+        return products(self, xp, [*ws[:-1], ws[-1] * (1 + 1e-6)], b, xs, gelu)
 
+    def scaled_backward(fn: Any, pick: Any) -> Any:
         def wrong(ctx: Any, g: Any) -> Any:
-            gy, gk, *rest = backward(ctx, g)
-            return (gy, None if gk is None else gk * (1 + 1e-3), *rest)
+            grads = list(fn(ctx, g))
+            for i in pick(ctx, len(grads)):
+                grads[i] = None if grads[i] is None else grads[i] * (1 + cases_by_fn[fn])
+            return tuple(grads)
 
-        monkeypatch.setattr(TF.DepthwiseConvMixer, "backward", staticmethod(wrong))
-    caught = _local_conv_float32_training_mismatches()
-    assert caught and all(("k_l" in c) for c in caught) == (plant != "output"), caught
+        return staticmethod(wrong)
+
+    mixer_bw, sum_bw = TF.DepthwiseConvMixer.backward, TF.GeluProductSum.backward
+    cases_by_fn = {mixer_bw: 1e-3, sum_bw: 1e-6}
+    plants = [
+        ("local_conv", backends.TorchBackend, "depthwise_mixer_fast", wrong_first_sample),
+        ("local_conv", TF.DepthwiseConvMixer, "backward", scaled_backward(mixer_bw, lambda ctx, n: [1])),
+        ("sfne_block", backends.TorchBackend, "pointwise_linear_sum_gelu", wrong_last_weight),
+        (
+            "sfne_block",
+            TF.GeluProductSum,
+            "backward",
+            scaled_backward(sum_bw, lambda ctx, n: [n - len(ctx.gelu) + i for i, on in enumerate(ctx.gelu) if on]),
+        ),
+    ]
+    for name, owner, method, wrong in plants:
+        with monkeypatch.context() as m:
+            m.setattr(owner, method, wrong)
+            samples, dtype, _ = cases[name]
+            assert _training_mismatches(name, samples, dtype), f"a bug planted in {owner.__name__}.{method} went unseen"
 
 
 #: backend methods that choose or move things but compute no operator values
@@ -215,5 +255,5 @@ PLUMBING = {
 def test_every_fast_path_of_numpy_and_torch_has_a_planted_bug(cls):
     """A new fast path must join FAST_PATHS (the CuPy kernels need a GPU: tests/test_cupy_adapter.py)."""
     computing = {name for name, v in vars(cls).items() if callable(v) and not name.startswith("__")} - PLUMBING
-    planted = {m for c, m, _, _ in FAST_PATHS if c is cls} | {m for c, m in PLANTED_IN_FLOAT32_TRAINING if c is cls}
+    planted = {m for c, m, _, _ in FAST_PATHS if c is cls} | {m for c, m in PLANTED_IN_TRAINING if c is cls}
     assert computing - planted == set(), f"{cls.__name__}: fast paths without a planted bug"

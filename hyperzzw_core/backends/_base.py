@@ -335,6 +335,11 @@ class ArrayAPIBackend:
         """BS over ``axes`` by a native kernel, or None (the operator's generic formula)."""
         return None
 
+    def pointwise_linear_sum_gelu(self, xp: Any, ws: list[Any], b: Any, xs: list[Any], gelu: list[bool]) -> Any | None:
+        """Σ_i W_i·a_i + β with a_i = GELU(x_i) where ``gelu[i]``, else x_i, as (B, O, N) by one
+        fused operator, or None (GELU, then ``pointwise_linear_sum``)."""
+        return None
+
     def depthwise_mixer_fast(self, xp: Any, y: Any, k_l: Any, w: Any, b: Any) -> Any | None:
         """W·DWConv(Y, K_l) + β (a local branch's mixer of its depth-wise convolution; spec §2.3) as
         (B, O, N) by one fused operator, or None (the composition of the two)."""

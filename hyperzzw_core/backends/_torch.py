@@ -145,6 +145,17 @@ class TorchBackend(ArrayAPIBackend):
             y = y.baddbmm_(w.expand(n, *w.shape), x)
         return y
 
+    def pointwise_linear_sum_gelu(self, xp: Any, ws: list[Any], b: Any, xs: list[Any], gelu: list[bool]) -> Any | None:
+        """With a graph to record (outside torch.compile traces): ``GeluProductSum``, the calls of
+        :meth:`pointwise_linear_sum` on GELU(x_i), keeping x_i instead of GELU(x_i) for backward.
+        Else None (the same calls, composed)."""
+        torch = _torch()
+        if torch.compiler.is_compiling() or not _records_graph(torch, b, *ws, *xs):
+            return None
+        from ._torch_functions import GeluProductSum
+
+        return GeluProductSum.apply(tuple(bool(on) for on in gelu), b, *ws, *xs)
+
     def instance_standardize_fast(self, xp: Any, x: Any, eps: float) -> Any | None:
         """The native kernels (no affine, no running statistics: exactly (x − μ)/√(σ² + eps) with
         the biased variance; forward and backward each one fused kernel, 3x faster than autograd

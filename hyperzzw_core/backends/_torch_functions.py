@@ -115,6 +115,59 @@ def _depthwise_conv_backward(
     return gy, gk
 
 
+class GeluProductSum(torch.autograd.Function):
+    """Y = Σ_i W_i·a_i + β, a_i = GELU(x_i) where ``gelu[i]``, else x_i: the SFNE block's bottleneck
+    (spec §2.10), whose local branches enter through their GELU (spec §2.3). x_i (B, I_i, N),
+    W_i (O, I_i), β (O,) → Y (B, O, N). ``apply(gelu, β, W_1, …, W_n, x_1, …, x_n)``.
+
+    Forward: the calls of the torch backend's ``pointwise_linear_sum`` (one ``baddbmm`` with β,
+    then one ``baddbmm_`` per term), each a_i formed just before its product and dropped after it.
+    Kept for backward: x_i and W_i, not a_i (one activation fewer per local branch: 140 MiB of the
+    ``cifar10()`` step at B = 32, docs/speed.md). Backward: what autograd computes for that chain
+    (∂W_i = Σ_b g_b·a_iᵀ, ∂a_i = W_iᵀ·g, ∂β = Σ g), with a_i recomputed by the same GELU (the same
+    bits) and ∂x_i = GELU'(x_i)·∂a_i by the native GELU backward. First derivatives only.
+    """
+
+    @staticmethod
+    def forward(gelu: tuple[bool, ...], b: torch.Tensor, *wx: torch.Tensor) -> torch.Tensor:
+        n_terms = len(gelu)
+        ws, xs = wx[:n_terms], wx[n_terms:]
+        n = int(xs[0].shape[0])
+        act = torch.nn.functional.gelu
+        y = torch.baddbmm(torch.reshape(b, (1, -1, 1)), ws[0].expand(n, *ws[0].shape), act(xs[0]) if gelu[0] else xs[0])
+        for w, x, on in zip(ws[1:], xs[1:], gelu[1:], strict=True):
+            y = y.baddbmm_(w.expand(n, *w.shape), act(x) if on else x)
+        return y
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: torch.Tensor) -> None:
+        ctx.gelu = inputs[0]
+        ctx.save_for_backward(*inputs[2:])
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        n_terms = len(ctx.gelu)
+        saved = ctx.saved_tensors
+        ws, xs = saved[:n_terms], saved[n_terms:]
+        want = ctx.needs_input_grad
+        want_w, want_x = want[2 : 2 + n_terms], want[2 + n_terms :]
+        n, o = int(g.shape[0]), int(g.shape[1])
+        gb = g.sum_to_size(1, o, 1).reshape(o) if want[1] else None
+        gws: list[torch.Tensor | None] = []
+        gxs: list[torch.Tensor | None] = []
+        for w, x, on, ww, wx in zip(ws, xs, ctx.gelu, want_w, want_x, strict=True):
+            a = torch.nn.functional.gelu(x) if (on and ww) else x
+            gws.append(g.bmm(a.transpose(1, 2)).sum_to_size(w.shape) if ww else None)
+            del a
+            if wx:
+                ga = w.expand(n, *w.shape).transpose(1, 2).bmm(g)
+                gxs.append(torch.ops.aten.gelu_backward(ga, x) if on else ga)
+            else:
+                gxs.append(None)
+        return (None, gb, *gws, *gxs)
+
+
 class DepthwiseConvMixer(torch.autograd.Function):
     """M = W·D + β with D = DWConv(Y, K): a local branch's depth-wise convolution and its channel
     mixer (spec §2.3) as one Function that keeps Y, K and W for backward but not D, for the
