@@ -253,10 +253,12 @@ def pointwise_linear_sum(xp: Any, ws: list[Any], b: Any, xs: list[Any]) -> Any:
     return backend_for(xp).pointwise_linear_sum(xp, ws, b, xs)
 
 
-def pointwise_linear_sum_gelu(xp: Any, ws: list[Any], b: Any, xs: list[Any], gelu: list[bool]) -> Any | None:
-    """Σ_i W_i·a_i + β, a_i = GELU(x_i) where ``gelu[i]`` else x_i, by the backend's fused
-    operator (B, O, N), or None (compose them)."""
-    return backend_for(xp).pointwise_linear_sum_gelu(xp, ws, b, xs, gelu)
+def pointwise_linear_sum_gelu(
+    xp: Any, ws: list[Any], b: Any, xs: list[Any], gelu: list[bool], maps: list[Any]
+) -> Any | None:
+    """Σ_i W_i·a_i + β, a_i = GELU(x_i) where ``gelu[i]`` else x_i, plus ``maps[i]`` (N,) where
+    given, by the backend's fused operator (B, O, N), or None (compose them)."""
+    return backend_for(xp).pointwise_linear_sum_gelu(xp, ws, b, xs, gelu, maps)
 
 
 def split_channels(xp: Any, y: Any, sizes: list[int]) -> list[Any]:

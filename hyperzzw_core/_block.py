@@ -17,7 +17,7 @@ from ._interaction import (
     _channel_kernel,
     _hyper_channel_interaction,
     _hyper_interaction,
-    _rgu_hidden,
+    _rgu_pre_activation,
     check_hci,
     check_hi,
     check_rgu,
@@ -124,8 +124,10 @@ def _forward(
     rs, rf = params["rgu_slow"], params["rgu_fast"]
     k_s, v_s = _stacked_linears(xp, [rs["w_k"], rs["w_v"]], zhat)
     k_f, v_f, mixed = _stacked_linears(xp, [rf["w_k"], rf["w_v"], params["mixer"]], z)
-    a_s, a_f = _rgu_hidden(xp, rs, k_s, v_s, eps), _rgu_hidden(xp, rf, k_f, v_f, eps)
-    r_sum = _pointwise_linear_sum(xp, [rs["w_y"], rf["w_y"]], [a_s, a_f])
+    # W_y·A per RGU, A = GELU(n) + bias_p: the GELU and bias_p taken inside the product (as the local
+    # branches' GELU in the bottleneck's), so that training keeps n only, which IS keeps anyway
+    n_s, n_f = _rgu_pre_activation(xp, rs, k_s, v_s, eps), _rgu_pre_activation(xp, rf, k_f, v_f, eps)
+    r_sum = _pointwise_linear_sum(xp, [rs["w_y"], rf["w_y"]], [n_s, n_f], [True, True], [rs["bias_p"], rf["bias_p"]])
     t = {"Z": z}
     t["fast"] = _instance_standardize(xp, r_sum, eps)
     t["M"] = _instance_standardize(xp, mixed, eps)

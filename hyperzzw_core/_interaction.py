@@ -50,12 +50,17 @@ def check_rgu(xp: Any, params: dict, z_shape: tuple[int, ...], dtype: Any, name:
         check_linear_params(xp, params[key], c, dtype, f"{name}['{key}']")
 
 
+def _rgu_pre_activation(xp: Any, params: dict, kz: Any, v: Any, eps: float) -> Any:
+    """IS(K·Z ⊙ W_q·V) from K·Z and V = W_v·Z: the RGU's hidden state before its GELU and bias_p
+    (spec §2.5)."""
+    q = _pointwise_linear(xp, params["w_q"], v)
+    return _instance_standardize(xp, kz * q, eps)
+
+
 def _rgu_hidden(xp: Any, params: dict, kz: Any, v: Any, eps: float) -> Any:
     """The RGU's gated hidden state A = GELU(IS(K·Z ⊙ W_q·V)) + bias_p from K·Z and V = W_v·Z
     (spec §2.5); RGU(Z) = W_y·A."""
-    q = _pointwise_linear(xp, params["w_q"], v)
-    n = _instance_standardize(xp, kz * q, eps)
-    return _gelu(xp, n) + params["bias_p"]
+    return _gelu(xp, _rgu_pre_activation(xp, params, kz, v, eps)) + params["bias_p"]
 
 
 def _rgu(xp: Any, params: dict, z: Any, eps: float) -> Any:

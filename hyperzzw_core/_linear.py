@@ -48,26 +48,40 @@ def _pointwise_linear(xp: Any, params: Params, x: Any) -> Any:
     return xp.reshape(y, (b, -1) + tuple(x.shape[2:]))
 
 
-def _summed_products(xp: Any, ws: list[Any], bias: Any, xs: list[Any], gelu: list[bool] | None = None) -> Any:
-    """Σ_i W_i·a_i + β in one accumulation, a_i = GELU(x_i) where ``gelu[i]``, else x_i: an
-    activation taken inside the product, so that a backend may keep x_i for backward instead of
-    a_i (``pointwise_linear_sum_gelu``). Shapes: x_i (B, I_i, *S), W_i (O, I_i) → (B, O, *S)."""
+def _summed_products(
+    xp: Any,
+    ws: list[Any],
+    bias: Any,
+    xs: list[Any],
+    gelu: list[bool] | None = None,
+    maps: list[Any] | None = None,
+) -> Any:
+    """Σ_i W_i·a_i + β in one accumulation, a_i = GELU(x_i) where ``gelu[i]`` (else x_i), plus the
+    spatial map ``maps[i]`` (*S) where given: an activation taken inside the product, so that a
+    backend may keep x_i for backward instead of a_i (``pointwise_linear_sum_gelu``).
+    Shapes: x_i (B, I_i, *S), W_i (O, I_i) → (B, O, *S)."""
     b = xs[0].shape[0]
     flat = [xp.reshape(x, (b, x.shape[1], -1)) for x in xs]
-    y = None if gelu is None or not any(gelu) else B.pointwise_linear_sum_gelu(xp, ws, bias, flat, gelu)
+    gelu = gelu or [False] * len(xs)
+    flat_maps = [None if m is None else xp.reshape(m, (-1,)) for m in (maps or [None] * len(xs))]
+    fused = any(gelu) or any(m is not None for m in flat_maps)
+    y = B.pointwise_linear_sum_gelu(xp, ws, bias, flat, gelu, flat_maps) if fused else None
     if y is None:
-        if gelu is not None:
-            flat = [_gelu(xp, x) if on else x for x, on in zip(flat, gelu, strict=True)]
+        acts = [_gelu(xp, x) if on else x for x, on in zip(flat, gelu, strict=True)]
+        flat = [a if m is None else a + m for a, m in zip(acts, flat_maps, strict=True)]
         y = B.pointwise_linear_sum(xp, ws, bias, flat)
     return xp.reshape(y, (b, -1) + tuple(xs[0].shape[2:]))
 
 
-def _pointwise_linear_sum(xp: Any, layers: list[Params], xs: list[Any]) -> Any:
-    """Σ_i (W_i·x_i + β_i) in one accumulation. Shapes: x_i (B, I_i, *S) → (B, O, *S)."""
+def _pointwise_linear_sum(
+    xp: Any, layers: list[Params], xs: list[Any], gelu: list[bool] | None = None, maps: list[Any] | None = None
+) -> Any:
+    """Σ_i (W_i·a_i + β_i) in one accumulation, a_i as :func:`_summed_products`. Shapes:
+    x_i (B, I_i, *S) → (B, O, *S)."""
     bias = layers[0]["bias"]
     for p in layers[1:]:
         bias = bias + p["bias"]
-    return _summed_products(xp, [p["weight"] for p in layers], bias, xs)
+    return _summed_products(xp, [p["weight"] for p in layers], bias, xs, gelu, maps)
 
 
 def _stacked_linears(xp: Any, layers: list[Params], x: Any) -> list[Any]:

@@ -549,29 +549,32 @@ def test_saved_tensor_bytes_counts_activations_not_parameters_or_their_views() -
 
 def test_gelu_product_sum_is_autograd_of_the_composition_to_the_bit() -> None:
     """``GeluProductSum``'s hand-written backward against autograd through the composition it
-    replaces (GELU of the flagged inputs, then the backend's ``pointwise_linear_sum``): value and
-    every gradient (β, each W_i, each x_i, with a tiled weight made of two slices of one matrix)
-    equal to the bit, float32."""
+    replaces (GELU of the flagged inputs, a spatial map added to the last two, then the backend's
+    ``pointwise_linear_sum``): value and every gradient (β, each W_i, each x_i, each map, with a
+    tiled weight made of two slices of one matrix) equal to the bit, float32."""
     from hyperzzw_core.backends import _torch_functions as TF
 
     rng = np.random.default_rng(8)
-    shapes, gelu = [3, 5, 3, 4], [False, True, True, False]
+    shapes, gelu, has_map = [3, 5, 3, 4], [False, True, True, False], [False, False, True, True]
     x_np = [rng.standard_normal((2, c, 7)).astype(np.float32) for c in shapes]
     big_np = rng.standard_normal((6, 18)).astype(np.float32)
     b_np = rng.standard_normal(6).astype(np.float32)
+    maps_np = [rng.standard_normal(7).astype(np.float32) for _ in range(2)]
     g = torch.from_numpy(rng.standard_normal((2, 6, 7)).astype(np.float32))
     runs = []
     for fused in (True, False):
         big, b = torch.from_numpy(big_np).requires_grad_(), torch.from_numpy(b_np).requires_grad_()
         xs = [torch.from_numpy(a).requires_grad_() for a in x_np]
+        maps = [torch.from_numpy(a).requires_grad_() for a in maps_np]
         ws = [big[:, 0:3] + big[:, 15:18], big[:, 3:8], big[:, 8:11], big[:, 11:15]]
         if fused:
-            out = TF.GeluProductSum.apply(tuple(gelu), b, *ws, *xs)
+            out = TF.GeluProductSum.apply(tuple(zip(gelu, has_map, strict=True)), b, *ws, *xs, *maps)
         else:
             acts = [torch.nn.functional.gelu(x) if on else x for x, on in zip(xs, gelu, strict=True)]
+            acts[2:] = [a + m for a, m in zip(acts[2:], maps, strict=True)]
             out = B.pointwise_linear_sum(xt, ws, b, acts)
         out.backward(g)
-        runs.append([out.detach(), b.grad, big.grad, *(x.grad for x in xs)])
+        runs.append([out.detach(), b.grad, big.grad, *(x.grad for x in xs), *(m.grad for m in maps)])
     for got, want in zip(*runs, strict=True):
         assert torch.equal(got, want)
 
@@ -579,10 +582,11 @@ def test_gelu_product_sum_is_autograd_of_the_composition_to_the_bit() -> None:
 @pytest.mark.parametrize("fusion", ["depthwise_mixer_fast", "pointwise_linear_sum_gelu"])
 def test_local_branches_keep_one_activation_fewer_per_fusion(monkeypatch: pytest.MonkeyPatch, fusion: str) -> None:
     """The ``cifar10()`` training step at B = 2 keeps, for backward, exactly one (B, C, H, W) float32
-    activation per local branch fewer with each fusion than without it (C read off each block's
-    parameters): ``depthwise_mixer_fast`` drops the convolution's output D, which the mixer's
-    product kept; ``pointwise_linear_sum_gelu`` the branch's GELU(BS(…)), which the bottleneck's
-    product kept. Loss and gradients are the same."""
+    activation fewer per fused term than without the fusion (C read off each block's parameters):
+    ``depthwise_mixer_fast`` drops each local branch's convolution output D, which the mixer's
+    product kept; ``pointwise_linear_sum_gelu`` each local branch's GELU(BS(…)), which the
+    bottleneck's product kept, and each RGU's GELU(n) + bias_p, which W_y's product kept. Loss and
+    gradients are the same."""
     from hyperzzw_core.benchmarks.ops import saved_tensor_bytes
 
     cfg = R.cifar10()
@@ -600,12 +604,11 @@ def test_local_branches_keep_one_activation_fewer_per_fusion(monkeypatch: pytest
         loss.backward()
         got[fused] = nbytes, loss.detach(), {k: p.grad for k, p in model.named_parameters()}
     h, w = cfg.input_shape[1:]
-    branch_bytes = sum(
-        4 * 2 * int(br["mixer"]["weight"].shape[1]) * h * w
-        for bp in R.init_params(cfg, 0)["blocks"]
-        for br in bp["local"]
-    )
-    assert got[False][0] - got[True][0] == branch_bytes
+    blocks = R.init_params(cfg, 0)["blocks"]
+    widths = [int(br["mixer"]["weight"].shape[1]) for bp in blocks for br in bp["local"]]
+    if fusion == "pointwise_linear_sum_gelu":  # the RGUs' hidden states GELU(n) + bias_p too
+        widths += [int(bp[r]["w_y"]["weight"].shape[1]) for bp in blocks for r in ("rgu_slow", "rgu_fast")]
+    assert got[False][0] - got[True][0] == sum(4 * 2 * c * h * w for c in widths)
     assert torch.equal(got[True][1], got[False][1])
     for k, want in got[False][2].items():  # ∂Y, ∂K by oneDNN's channels-last kernels: equal up to rounding
         assert torch.allclose(got[True][2][k], want, rtol=1e-5, atol=1e-6 * float(want.abs().max())), k

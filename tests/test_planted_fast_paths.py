@@ -201,8 +201,8 @@ def test_a_bug_planted_in_the_training_fusions_fails_the_comparison(monkeypatch)
         out = fused(self, *args)
         return None if out is None else torch.cat([out[:1] * (1 + 1e-3), out[1:]])
 
-    def wrong_last_weight(self: Any, xp: Any, ws: list[Any], b: Any, xs: list[Any], gelu: list[bool]) -> Any:
-        return products(self, xp, [*ws[:-1], ws[-1] * (1 + 1e-6)], b, xs, gelu)
+    def wrong_last_weight(self: Any, xp: Any, ws: list[Any], b: Any, xs: list[Any], *acts: Any) -> Any:
+        return products(self, xp, [*ws[:-1], ws[-1] * (1 + 1e-6)], b, xs, *acts)
 
     def scaled_backward(fn: Any, pick: Any) -> Any:
         def wrong(ctx: Any, g: Any) -> Any:
@@ -223,7 +223,7 @@ def test_a_bug_planted_in_the_training_fusions_fails_the_comparison(monkeypatch)
             "sfne_block",
             TF.GeluProductSum,
             "backward",
-            scaled_backward(sum_bw, lambda ctx, n: [n - len(ctx.gelu) + i for i, on in enumerate(ctx.gelu) if on]),
+            scaled_backward(sum_bw, lambda ctx, n: [2 + len(ctx.spec) + i for i, (on, _) in enumerate(ctx.spec) if on]),
         ),
     ]
     for name, owner, method, wrong in plants:

@@ -335,9 +335,12 @@ class ArrayAPIBackend:
         """BS over ``axes`` by a native kernel, or None (the operator's generic formula)."""
         return None
 
-    def pointwise_linear_sum_gelu(self, xp: Any, ws: list[Any], b: Any, xs: list[Any], gelu: list[bool]) -> Any | None:
-        """Σ_i W_i·a_i + β with a_i = GELU(x_i) where ``gelu[i]``, else x_i, as (B, O, N) by one
-        fused operator, or None (GELU, then ``pointwise_linear_sum``)."""
+    def pointwise_linear_sum_gelu(
+        self, xp: Any, ws: list[Any], b: Any, xs: list[Any], gelu: list[bool], maps: list[Any]
+    ) -> Any | None:
+        """Σ_i W_i·a_i + β with a_i = GELU(x_i) where ``gelu[i]`` (else x_i), plus ``maps[i]`` (N,)
+        where not None, as (B, O, N) by one fused operator, or None (the activations, then
+        ``pointwise_linear_sum``)."""
         return None
 
     def depthwise_mixer_fast(self, xp: Any, y: Any, k_l: Any, w: Any, b: Any) -> Any | None:

@@ -145,16 +145,20 @@ class TorchBackend(ArrayAPIBackend):
             y = y.baddbmm_(w.expand(n, *w.shape), x)
         return y
 
-    def pointwise_linear_sum_gelu(self, xp: Any, ws: list[Any], b: Any, xs: list[Any], gelu: list[bool]) -> Any | None:
+    def pointwise_linear_sum_gelu(
+        self, xp: Any, ws: list[Any], b: Any, xs: list[Any], gelu: list[bool], maps: list[Any]
+    ) -> Any | None:
         """With a graph to record (outside torch.compile traces): ``GeluProductSum``, the calls of
-        :meth:`pointwise_linear_sum` on GELU(x_i), keeping x_i instead of GELU(x_i) for backward.
-        Else None (the same calls, composed)."""
+        :meth:`pointwise_linear_sum` on a_i = GELU(x_i) (+ map_i), keeping x_i instead of a_i for
+        backward. Else None (the same calls, composed)."""
         torch = _torch()
-        if torch.compiler.is_compiling() or not _records_graph(torch, b, *ws, *xs):
+        present = [m for m in maps if m is not None]
+        if torch.compiler.is_compiling() or not _records_graph(torch, b, *ws, *xs, *present):
             return None
         from ._torch_functions import GeluProductSum
 
-        return GeluProductSum.apply(tuple(bool(on) for on in gelu), b, *ws, *xs)
+        spec = tuple((bool(on), m is not None) for on, m in zip(gelu, maps, strict=True))
+        return GeluProductSum.apply(spec, b, *ws, *xs, *present)
 
     def instance_standardize_fast(self, xp: Any, x: Any, eps: float) -> Any | None:
         """The native kernels (no affine, no running statistics: exactly (x − μ)/√(σ² + eps) with

@@ -116,56 +116,72 @@ def _depthwise_conv_backward(
 
 
 class GeluProductSum(torch.autograd.Function):
-    """Y = Σ_i W_i·a_i + β, a_i = GELU(x_i) where ``gelu[i]``, else x_i: the SFNE block's bottleneck
-    (spec §2.10), whose local branches enter through their GELU (spec §2.3). x_i (B, I_i, N),
-    W_i (O, I_i), β (O,) → Y (B, O, N). ``apply(gelu, β, W_1, …, W_n, x_1, …, x_n)``.
+    """Y = Σ_i W_i·a_i + β, a_i = GELU(x_i) where the term says so (else x_i), plus a spatial map
+    m_i (N,) where it has one: the SFNE block's bottleneck, whose local branches enter through
+    their GELU (spec §2.3, §2.10), and the RGUs' W_y, whose hidden states are GELU(n) + bias_p
+    (spec §2.5). x_i (B, I_i, N), W_i (O, I_i), β (O,) → Y (B, O, N).
+    ``apply(spec, β, W_1, …, W_n, x_1, …, x_n, m_j, …)`` with ``spec[i]`` = (GELU?, has a map?)
+    and the maps of the terms that have one, in order.
 
     Forward: the calls of the torch backend's ``pointwise_linear_sum`` (one ``baddbmm`` with β,
     then one ``baddbmm_`` per term), each a_i formed just before its product and dropped after it.
-    Kept for backward: x_i and W_i, not a_i (one activation fewer per local branch: 140 MiB of the
-    ``cifar10()`` step at B = 32, docs/speed.md). Backward: what autograd computes for that chain
-    (∂W_i = Σ_b g_b·a_iᵀ, ∂a_i = W_iᵀ·g, ∂β = Σ g), with a_i recomputed by the same GELU (the same
-    bits) and ∂x_i = GELU'(x_i)·∂a_i by the native GELU backward. First derivatives only.
+    Kept for backward: x_i, W_i and m_i, not a_i (one activation fewer per term: 140 MiB of the
+    ``cifar10()`` step at B = 32 for the local branches, 70 MiB for the RGUs; docs/speed.md).
+    Backward: what autograd computes for that chain (∂W_i = Σ_b g_b·a_iᵀ, ∂a_i = W_iᵀ·g,
+    ∂β = Σ g, ∂m_i = Σ_{b,c} ∂a_i), with a_i recomputed by the same calls (the same bits) and
+    ∂x_i = GELU'(x_i)·∂a_i by the native GELU backward. First derivatives only.
     """
 
     @staticmethod
-    def forward(gelu: tuple[bool, ...], b: torch.Tensor, *wx: torch.Tensor) -> torch.Tensor:
-        n_terms = len(gelu)
-        ws, xs = wx[:n_terms], wx[n_terms:]
+    def _activation(x: torch.Tensor, on: bool, m: torch.Tensor | None) -> torch.Tensor:
+        a = torch.nn.functional.gelu(x) if on else x
+        return a if m is None else a + m
+
+    @staticmethod
+    def _split(spec: tuple[tuple[bool, bool], ...], tensors: tuple[torch.Tensor, ...]) -> tuple[list, list, list]:
+        n = len(spec)
+        ws, xs, rest = list(tensors[:n]), list(tensors[n : 2 * n]), iter(tensors[2 * n :])
+        maps = [next(rest) if has else None for _, has in spec]
+        return ws, xs, maps
+
+    @staticmethod
+    def forward(spec: tuple[tuple[bool, bool], ...], b: torch.Tensor, *tensors: torch.Tensor) -> torch.Tensor:
+        ws, xs, maps = GeluProductSum._split(spec, tensors)
+        act = GeluProductSum._activation
         n = int(xs[0].shape[0])
-        act = torch.nn.functional.gelu
-        y = torch.baddbmm(torch.reshape(b, (1, -1, 1)), ws[0].expand(n, *ws[0].shape), act(xs[0]) if gelu[0] else xs[0])
-        for w, x, on in zip(ws[1:], xs[1:], gelu[1:], strict=True):
-            y = y.baddbmm_(w.expand(n, *w.shape), act(x) if on else x)
+        y = torch.baddbmm(torch.reshape(b, (1, -1, 1)), ws[0].expand(n, *ws[0].shape), act(xs[0], spec[0][0], maps[0]))
+        for w, x, (on, _), m in zip(ws[1:], xs[1:], spec[1:], maps[1:], strict=True):
+            y = y.baddbmm_(w.expand(n, *w.shape), act(x, on, m))
         return y
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: torch.Tensor) -> None:
-        ctx.gelu = inputs[0]
+        ctx.spec = inputs[0]
         ctx.save_for_backward(*inputs[2:])
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        n_terms = len(ctx.gelu)
-        saved = ctx.saved_tensors
-        ws, xs = saved[:n_terms], saved[n_terms:]
-        want = ctx.needs_input_grad
-        want_w, want_x = want[2 : 2 + n_terms], want[2 + n_terms :]
+        spec = ctx.spec
+        ws, xs, maps = GeluProductSum._split(spec, ctx.saved_tensors)
+        want_w, want_x, want_m = GeluProductSum._split(spec, tuple(ctx.needs_input_grad[2:]))
         n, o = int(g.shape[0]), int(g.shape[1])
-        gb = g.sum_to_size(1, o, 1).reshape(o) if want[1] else None
+        gb = g.sum_to_size(1, o, 1).reshape(o) if ctx.needs_input_grad[1] else None
         gws: list[torch.Tensor | None] = []
         gxs: list[torch.Tensor | None] = []
-        for w, x, on, ww, wx in zip(ws, xs, ctx.gelu, want_w, want_x, strict=True):
-            a = torch.nn.functional.gelu(x) if (on and ww) else x
-            gws.append(g.bmm(a.transpose(1, 2)).sum_to_size(w.shape) if ww else None)
-            del a
-            if wx:
-                ga = w.expand(n, *w.shape).transpose(1, 2).bmm(g)
-                gxs.append(torch.ops.aten.gelu_backward(ga, x) if on else ga)
+        gms: list[torch.Tensor | None] = []
+        for w, x, (on, has), m, ww, wx, wm in zip(ws, xs, spec, maps, want_w, want_x, want_m, strict=True):
+            if ww:
+                a = GeluProductSum._activation(x, on, m)
+                gws.append(g.bmm(a.transpose(1, 2)).sum_to_size(w.shape))
+                del a
             else:
-                gxs.append(None)
-        return (None, gb, *gws, *gxs)
+                gws.append(None)
+            ga = w.expand(n, *w.shape).transpose(1, 2).bmm(g) if (wx or (has and wm)) else None
+            gxs.append(None if not wx or ga is None else (torch.ops.aten.gelu_backward(ga, x) if on else ga))
+            if has:
+                gms.append(ga.sum_to_size(1, 1, m.shape[-1]).reshape(m.shape) if (wm and ga is not None) else None)
+        return (None, gb, *gws, *gxs, *gms)
 
 
 class DepthwiseConvMixer(torch.autograd.Function):
