@@ -261,6 +261,11 @@ def pointwise_linear_sum_gelu(
     return backend_for(xp).pointwise_linear_sum_gelu(xp, ws, b, xs, gelu, maps)
 
 
+def gated_pointwise_linear(xp: Any, k: Any, w: Any, b: Any, v: Any) -> Any | None:
+    """K ⊙ (W·V + β), K and V (B, C, N), by the backend's fused operator, or None (compose them)."""
+    return backend_for(xp).gated_pointwise_linear(xp, k, w, b, v)
+
+
 def split_channels(xp: Any, y: Any, sizes: list[int]) -> list[Any]:
     """``y`` (B, Σ sizes, *S) cut along the channel axis into consecutive pieces of ``sizes``."""
     return backend_for(xp).split_channels(xp, y, sizes)

@@ -53,8 +53,16 @@ def check_rgu(xp: Any, params: dict, z_shape: tuple[int, ...], dtype: Any, name:
 def _rgu_pre_activation(xp: Any, params: dict, kz: Any, v: Any, eps: float) -> Any:
     """IS(K·Z ⊙ W_q·V) from K·Z and V = W_v·Z: the RGU's hidden state before its GELU and bias_p
     (spec §2.5)."""
-    q = _pointwise_linear(xp, params["w_q"], v)
-    return _instance_standardize(xp, kz * q, eps)
+    w_q = params["w_q"]
+    b, c = v.shape[:2]
+    gated = B.gated_pointwise_linear(
+        xp, xp.reshape(kz, (b, c, -1)), w_q["weight"], w_q["bias"], xp.reshape(v, (b, c, -1))
+    )
+    if gated is None:
+        gated = kz * _pointwise_linear(xp, w_q, v)
+    else:
+        gated = xp.reshape(gated, tuple(v.shape))
+    return _instance_standardize(xp, gated, eps)
 
 
 def _rgu_hidden(xp: Any, params: dict, kz: Any, v: Any, eps: float) -> Any:

@@ -579,13 +579,33 @@ def test_gelu_product_sum_is_autograd_of_the_composition_to_the_bit() -> None:
         assert torch.equal(got, want)
 
 
-@pytest.mark.parametrize("fusion", ["depthwise_mixer_fast", "pointwise_linear_sum_gelu"])
+def test_gated_product_is_autograd_of_the_composition_to_the_bit() -> None:
+    """``GatedProduct``'s hand-written backward against autograd through the calls it replaces
+    (the backend's ``pointwise_linear``, then the gate): value and the gradients of K, W, β and V
+    equal to the bit, float32, with K a channel slice of a larger array as in the RGU."""
+    from hyperzzw_core.backends import _torch_functions as TF
+
+    rng = np.random.default_rng(9)
+    arrays = [rng.standard_normal(s).astype(np.float32) for s in ((2, 8, 5), (4, 4), (4,), (2, 4, 5), (2, 4, 5))]
+    runs = []
+    for fused in (True, False):
+        stacked, w, b, v = (torch.from_numpy(a).requires_grad_() for a in arrays[:4])
+        k = stacked[:, 2:6]
+        out = TF.GatedProduct.apply(k, w, b, v) if fused else k * B.pointwise_linear(xt, w, b, v)
+        out.backward(torch.from_numpy(arrays[4]))
+        runs.append([out.detach(), stacked.grad, w.grad, b.grad, v.grad])
+    for got, want in zip(*runs, strict=True):
+        assert torch.equal(got, want)
+
+
+@pytest.mark.parametrize("fusion", ["depthwise_mixer_fast", "pointwise_linear_sum_gelu", "gated_pointwise_linear"])
 def test_local_branches_keep_one_activation_fewer_per_fusion(monkeypatch: pytest.MonkeyPatch, fusion: str) -> None:
     """The ``cifar10()`` training step at B = 2 keeps, for backward, exactly one (B, C, H, W) float32
     activation fewer per fused term than without the fusion (C read off each block's parameters):
     ``depthwise_mixer_fast`` drops each local branch's convolution output D, which the mixer's
     product kept; ``pointwise_linear_sum_gelu`` each local branch's GELU(BS(…)), which the
-    bottleneck's product kept, and each RGU's GELU(n) + bias_p, which W_y's product kept. Loss and
+    bottleneck's product kept, and each RGU's GELU(n) + bias_p, which W_y's product kept;
+    ``gated_pointwise_linear`` each RGU's Q = W_q·V + β, which the gate's product kept. Loss and
     gradients are the same."""
     from hyperzzw_core.benchmarks.ops import saved_tensor_bytes
 
@@ -606,8 +626,11 @@ def test_local_branches_keep_one_activation_fewer_per_fusion(monkeypatch: pytest
     h, w = cfg.input_shape[1:]
     blocks = R.init_params(cfg, 0)["blocks"]
     widths = [int(br["mixer"]["weight"].shape[1]) for bp in blocks for br in bp["local"]]
+    rgus = [int(bp[r]["w_q"]["weight"].shape[0]) for bp in blocks for r in ("rgu_slow", "rgu_fast")]
     if fusion == "pointwise_linear_sum_gelu":  # the RGUs' hidden states GELU(n) + bias_p too
-        widths += [int(bp[r]["w_y"]["weight"].shape[1]) for bp in blocks for r in ("rgu_slow", "rgu_fast")]
+        widths += rgus
+    if fusion == "gated_pointwise_linear":  # each RGU's W_q·V + β only
+        widths = rgus
     assert got[False][0] - got[True][0] == sum(4 * 2 * c * h * w for c in widths)
     assert torch.equal(got[True][1], got[False][1])
     for k, want in got[False][2].items():  # ∂Y, ∂K by oneDNN's channels-last kernels: equal up to rounding

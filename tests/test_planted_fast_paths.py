@@ -121,6 +121,7 @@ def test_a_bug_planted_in_a_fast_path_fails_the_differential_comparison(monkeypa
 PLANTED_IN_TRAINING = {
     (backends.TorchBackend, "depthwise_mixer_fast"),
     (backends.TorchBackend, "pointwise_linear_sum_gelu"),
+    (backends.TorchBackend, "gated_pointwise_linear"),
 }
 
 
@@ -184,13 +185,16 @@ def test_a_bug_planted_in_the_training_fusions_fails_the_comparison(monkeypatch)
     * ``depthwise_mixer_fast`` (float32, oneDNN's sizes), through ``local_conv``: its output's first
       sample scaled (BS follows, which a uniform scale cannot survive), then the kernel's gradient;
     * ``pointwise_linear_sum_gelu`` (float64, the registry's SFNE block samples), through
-      ``sfne_block``: its last term's weight scaled, then the gradient of its GELU inputs.
+      ``sfne_block``: its last term's weight scaled, then the gradient of its GELU inputs;
+    * ``gated_pointwise_linear`` (float64, the registry's RGU samples), through ``rgu``: its output
+      scaled by a ramp along the positions (IS follows), then the gradient of V.
     """
     from hyperzzw_core.backends import _torch_functions as TF
 
     cases = {
         "local_conv": (_local_conv_samples(), "float32", 1e-3),
         "sfne_block": (REGISTRY["sfne_block"].samples("float64"), "float64", 1e-6),
+        "rgu": (REGISTRY["rgu"].samples("float64"), "float64", 1e-6),
     }
     for name, (samples, dtype, _) in cases.items():
         assert _training_mismatches(name, samples, dtype) == [], f"{name} must agree before a bug is planted"
@@ -213,8 +217,14 @@ def test_a_bug_planted_in_the_training_fusions_fails_the_comparison(monkeypatch)
 
         return staticmethod(wrong)
 
-    mixer_bw, sum_bw = TF.DepthwiseConvMixer.backward, TF.GeluProductSum.backward
-    cases_by_fn = {mixer_bw: 1e-3, sum_bw: 1e-6}
+    gated = vars(backends.TorchBackend)["gated_pointwise_linear"]
+
+    def wrong_ramp(self: Any, *args: Any) -> Any:  # (IS follows: a scale that varies along the positions)
+        out = gated(self, *args)
+        return None if out is None else out * (1 + 1e-6 * torch.linspace(0, 1, out.shape[-1], dtype=out.dtype))
+
+    mixer_bw, sum_bw, gated_bw = TF.DepthwiseConvMixer.backward, TF.GeluProductSum.backward, TF.GatedProduct.backward
+    cases_by_fn = {mixer_bw: 1e-3, sum_bw: 1e-6, gated_bw: 1e-6}
     plants = [
         ("local_conv", backends.TorchBackend, "depthwise_mixer_fast", wrong_first_sample),
         ("local_conv", TF.DepthwiseConvMixer, "backward", scaled_backward(mixer_bw, lambda ctx, n: [1])),
@@ -225,6 +235,8 @@ def test_a_bug_planted_in_the_training_fusions_fails_the_comparison(monkeypatch)
             "backward",
             scaled_backward(sum_bw, lambda ctx, n: [2 + len(ctx.spec) + i for i, (on, _) in enumerate(ctx.spec) if on]),
         ),
+        ("rgu", backends.TorchBackend, "gated_pointwise_linear", wrong_ramp),
+        ("rgu", TF.GatedProduct, "backward", scaled_backward(gated_bw, lambda ctx, n: [3])),
     ]
     for name, owner, method, wrong in plants:
         with monkeypatch.context() as m:

@@ -343,6 +343,11 @@ class ArrayAPIBackend:
         ``pointwise_linear_sum``)."""
         return None
 
+    def gated_pointwise_linear(self, xp: Any, k: Any, w: Any, b: Any, v: Any) -> Any | None:
+        """K ⊙ (W·V + β) for K, V (B, C, N), W (O, C), β (O,) (the RGU's gate, spec §2.5) as
+        (B, O, N) by one fused operator, or None (the product, then the gate)."""
+        return None
+
     def depthwise_mixer_fast(self, xp: Any, y: Any, k_l: Any, w: Any, b: Any) -> Any | None:
         """W·DWConv(Y, K_l) + β (a local branch's mixer of its depth-wise convolution; spec §2.3) as
         (B, O, N) by one fused operator, or None (the composition of the two)."""

@@ -115,6 +115,47 @@ def _depthwise_conv_backward(
     return gy, gk
 
 
+class GatedProduct(torch.autograd.Function):
+    """P = K ⊙ Q with Q = W·V + β: the RGU's gate (spec §2.5) as one Function that keeps K, V and W
+    but not Q. K, V (B, C, N), W (O, C), β (O,) → P (B, O, N).
+
+    Forward: the calls of the unfused path (the torch backend's ``pointwise_linear``, one
+    ``baddbmm``, then the product). Kept: K, W, β and V. Backward: Q recomputed by the same
+    ``baddbmm`` (the same bits;
+    one more C×C product per RGU in exchange for one activation fewer: 66 MiB of the ``cifar10()``
+    step at B = 32, docs/speed.md), then what autograd computes for the chain: ∂K = g·Q,
+    ∂Q = g·K, ∂W = Σ_b ∂Q_b·V_bᵀ, ∂β = Σ ∂Q, ∂V = Wᵀ·∂Q. K is a slice of the RGU's stacked
+    product, whose storage the product of V keeps anyway. First derivatives only.
+    """
+
+    @staticmethod
+    def _q(w: torch.Tensor, b: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return torch.baddbmm(torch.reshape(b, (1, -1, 1)), w.expand(int(v.shape[0]), w.shape[0], w.shape[1]), v)
+
+    @staticmethod
+    def forward(k: torch.Tensor, w: torch.Tensor, b: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return k * GatedProduct._q(w, b, v)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: torch.Tensor) -> None:
+        ctx.save_for_backward(*inputs)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        k, w, b, v = ctx.saved_tensors
+        want_k, want_w, want_b, want_v = (bool(x) for x in ctx.needs_input_grad)
+        n, o = int(v.shape[0]), int(w.shape[0])
+        gk = g * GatedProduct._q(w, b, v) if want_k else None
+        gq = g * k if (want_w or want_b or want_v) else None
+        gw = gb = gv = None
+        if gq is not None:
+            gw = gq.bmm(v.transpose(1, 2)).sum_to_size(w.shape) if want_w else None
+            gb = gq.sum_to_size(1, o, 1).reshape(o) if want_b else None
+            gv = w.expand(n, *w.shape).transpose(1, 2).bmm(gq) if want_v else None
+        return gk, gw, gb, gv
+
+
 class GeluProductSum(torch.autograd.Function):
     """Y = Σ_i W_i·a_i + β, a_i = GELU(x_i) where the term says so (else x_i), plus a spatial map
     m_i (N,) where it has one: the SFNE block's bottleneck, whose local branches enter through
