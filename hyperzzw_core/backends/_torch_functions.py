@@ -121,11 +121,10 @@ class GatedProduct(torch.autograd.Function):
 
     Forward: the calls of the unfused path (the torch backend's ``pointwise_linear``, one
     ``baddbmm``, then the product). Kept: K, W, β and V. Backward: Q recomputed by the same
-    ``baddbmm`` (the same bits;
-    one more C×C product per RGU in exchange for one activation fewer: 66 MiB of the ``cifar10()``
-    step at B = 32, docs/speed.md), then what autograd computes for the chain: ∂K = g·Q,
-    ∂Q = g·K, ∂W = Σ_b ∂Q_b·V_bᵀ, ∂β = Σ ∂Q, ∂V = Wᵀ·∂Q. K is a slice of the RGU's stacked
-    product, whose storage the product of V keeps anyway. First derivatives only.
+    ``baddbmm`` (the same bits; one more C×C product per RGU in exchange for one activation fewer:
+    66 MiB of the ``cifar10()`` step at B = 32, docs/speed.md), then what autograd computes for the
+    chain: ∂K = g·Q, ∂Q = g·K, ∂W = Σ_b ∂Q_b·V_bᵀ, ∂β = Σ ∂Q, ∂V = Wᵀ·∂Q. K is a slice of the
+    RGU's stacked product, whose storage the product of V keeps anyway. First derivatives only.
     """
 
     @staticmethod
@@ -166,8 +165,8 @@ class GeluProductSum(torch.autograd.Function):
 
     Forward: the calls of the torch backend's ``pointwise_linear_sum`` (one ``baddbmm`` with β,
     then one ``baddbmm_`` per term), each a_i formed just before its product and dropped after it.
-    Kept for backward: x_i, W_i and m_i, not a_i (one activation fewer per term: 140 MiB of the
-    ``cifar10()`` step at B = 32 for the local branches, 70 MiB for the RGUs; docs/speed.md).
+    Kept for backward: x_i, W_i and m_i, not a_i (one activation fewer per term: 134 MiB of the
+    ``cifar10()`` step at B = 32 for the local branches, 66 MiB for the RGUs; docs/speed.md).
     Backward: what autograd computes for that chain (∂W_i = Σ_b g_b·a_iᵀ, ∂a_i = W_iᵀ·g,
     ∂β = Σ g, ∂m_i = Σ_{b,c} ∂a_i), with a_i recomputed by the same calls (the same bits) and
     ∂x_i = GELU'(x_i)·∂a_i by the native GELU backward. First derivatives only.
