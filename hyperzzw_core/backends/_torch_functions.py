@@ -115,6 +115,29 @@ def _depthwise_conv_backward(
     return gy, gk
 
 
+def _linear(w: torch.Tensor, b: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """W·x + β for x (B, I, N) as the torch backend's ``pointwise_linear`` computes it (one
+    ``baddbmm`` with W expanded over the batch), so that a Function below gives its bits."""
+    return torch.baddbmm(torch.reshape(b, (1, -1, 1)), w.expand(int(x.shape[0]), w.shape[0], w.shape[1]), x)
+
+
+def _linear_weight_grad(g: torch.Tensor, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """∂W of :func:`_linear` at g (B, O, N), as autograd differentiates the expanded W: the batch
+    of products g_b·x_bᵀ, then summed over the batch."""
+    return g.bmm(x.transpose(1, 2)).sum_to_size(w.shape)
+
+
+def _linear_bias_grad(g: torch.Tensor) -> torch.Tensor:
+    """∂β of :func:`_linear` at g (B, O, N): g summed to the broadcast (1, O, 1), as autograd does."""
+    o = int(g.shape[1])
+    return g.sum_to_size(1, o, 1).reshape(o)
+
+
+def _linear_input_grad(g: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """∂x of :func:`_linear` at g (B, O, N): Wᵀ·g batch by batch, as autograd computes it."""
+    return w.expand(int(g.shape[0]), *w.shape).transpose(1, 2).bmm(g)
+
+
 class GatedProduct(torch.autograd.Function):
     """P = K ⊙ Q with Q = W·V + β: the RGU's gate (spec §2.5) as one Function that keeps K, V and W
     but not Q. K, V (B, C, N), W (O, C), β (O,) → P (B, O, N).
@@ -128,12 +151,8 @@ class GatedProduct(torch.autograd.Function):
     """
 
     @staticmethod
-    def _q(w: torch.Tensor, b: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        return torch.baddbmm(torch.reshape(b, (1, -1, 1)), w.expand(int(v.shape[0]), w.shape[0], w.shape[1]), v)
-
-    @staticmethod
     def forward(k: torch.Tensor, w: torch.Tensor, b: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        return k * GatedProduct._q(w, b, v)
+        return k * _linear(w, b, v)
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: torch.Tensor) -> None:
@@ -144,14 +163,13 @@ class GatedProduct(torch.autograd.Function):
     def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         k, w, b, v = ctx.saved_tensors
         want_k, want_w, want_b, want_v = (bool(x) for x in ctx.needs_input_grad)
-        n, o = int(v.shape[0]), int(w.shape[0])
-        gk = g * GatedProduct._q(w, b, v) if want_k else None
-        gq = g * k if (want_w or want_b or want_v) else None
+        gk = g * _linear(w, b, v) if want_k else None
         gw = gb = gv = None
-        if gq is not None:
-            gw = gq.bmm(v.transpose(1, 2)).sum_to_size(w.shape) if want_w else None
-            gb = gq.sum_to_size(1, o, 1).reshape(o) if want_b else None
-            gv = w.expand(n, *w.shape).transpose(1, 2).bmm(gq) if want_v else None
+        if want_w or want_b or want_v:
+            gq = g * k
+            gw = _linear_weight_grad(gq, v, w) if want_w else None
+            gb = _linear_bias_grad(gq) if want_b else None
+            gv = _linear_input_grad(gq, w) if want_v else None
         return gk, gw, gb, gv
 
 
@@ -189,7 +207,7 @@ class GeluProductSum(torch.autograd.Function):
         ws, xs, maps = GeluProductSum._split(spec, tensors)
         act = GeluProductSum._activation
         n = int(xs[0].shape[0])
-        y = torch.baddbmm(torch.reshape(b, (1, -1, 1)), ws[0].expand(n, *ws[0].shape), act(xs[0], spec[0][0], maps[0]))
+        y = _linear(ws[0], b, act(xs[0], spec[0][0], maps[0]))
         for w, x, (on, _), m in zip(ws[1:], xs[1:], spec[1:], maps[1:], strict=True):
             y = y.baddbmm_(w.expand(n, *w.shape), act(x, on, m))
         return y
@@ -205,21 +223,15 @@ class GeluProductSum(torch.autograd.Function):
         spec = ctx.spec
         ws, xs, maps = GeluProductSum._split(spec, ctx.saved_tensors)
         want_w, want_x, want_m = GeluProductSum._split(spec, tuple(ctx.needs_input_grad[2:]))
-        n, o = int(g.shape[0]), int(g.shape[1])
-        gb = g.sum_to_size(1, o, 1).reshape(o) if ctx.needs_input_grad[1] else None
+        gb = _linear_bias_grad(g) if ctx.needs_input_grad[1] else None
         gws: list[torch.Tensor | None] = []
         gxs: list[torch.Tensor | None] = []
         gms: list[torch.Tensor | None] = []
         for w, x, (on, has), m, ww, wx, wm in zip(ws, xs, spec, maps, want_w, want_x, want_m, strict=True):
-            if ww:
-                a = GeluProductSum._activation(x, on, m)
-                gws.append(g.bmm(a.transpose(1, 2)).sum_to_size(w.shape))
-                del a
-            else:
-                gws.append(None)
-            ga = w.expand(n, *w.shape).transpose(1, 2).bmm(g) if (wx or (has and wm)) else None
-            gxs.append(None if not wx or ga is None else (torch.ops.aten.gelu_backward(ga, x) if on else ga))
-            if has:
+            gws.append(_linear_weight_grad(g, GeluProductSum._activation(x, on, m), w) if ww else None)
+            ga = _linear_input_grad(g, w) if (wx or wm) else None
+            gxs.append((torch.ops.aten.gelu_backward(ga, x) if on else ga) if wx else None)
+            if has:  # ∂m: ∂a summed over the batch and the channels, as autograd reduces the broadcast
                 gms.append(ga.sum_to_size(1, 1, m.shape[-1]).reshape(m.shape) if (wm and ga is not None) else None)
         return (None, gb, *gws, *gxs, *gms)
 
@@ -253,10 +265,7 @@ class DepthwiseConvMixer(torch.autograd.Function):
             d = DepthwiseConvOneDNN.forward(torch.unsqueeze(y, 2), torch.unsqueeze(k, 2), (0,) + pad)
         else:
             d = DepthwiseConvOneDNN.forward(y, k, pad)
-        n = int(d.shape[0])
-        return torch.baddbmm(
-            torch.reshape(b, (1, -1, 1)), w.expand(n, w.shape[0], w.shape[1]), d.reshape(n, d.shape[1], -1)
-        )
+        return _linear(w, b, d.reshape(int(d.shape[0]), int(d.shape[1]), -1))
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: torch.Tensor) -> None:
@@ -275,12 +284,10 @@ class DepthwiseConvMixer(torch.autograd.Function):
         o = int(w.shape[0])
         g = g.reshape(n, o, h * wd)
         gy = gk = gw = gb = None
-        if want_w:  # as autograd differentiates baddbmm's expanded W: the batch of products, then summed
-            d = DepthwiseConvOneDNN.forward(y4, k4, pad)
-            gw = torch.bmm(g, d.reshape(n, c, -1).transpose(1, 2)).sum_to_size(o, c)
-            del d
+        if want_w:  # D recomputed by the forward's convolution
+            gw = _linear_weight_grad(g, DepthwiseConvOneDNN.forward(y4, k4, pad).reshape(n, c, -1), w)
         if want_b:
-            gb = g.sum_to_size(1, o, 1).reshape(o)
+            gb = _linear_bias_grad(g)
         if want_y or want_k:
             gd = torch.bmm(g.transpose(1, 2), w.expand(n, o, c)).view(n, h, wd, c).permute(0, 3, 1, 2)
             gy4, gk4, _ = torch.ops.aten.convolution_backward(
