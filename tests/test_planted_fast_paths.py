@@ -192,11 +192,11 @@ def test_a_bug_planted_in_the_training_fusions_fails_the_comparison(monkeypatch)
     from hyperzzw_core.backends import _torch_functions as TF
 
     cases = {
-        "local_conv": (_local_conv_samples(), "float32", 1e-3),
-        "sfne_block": (REGISTRY["sfne_block"].samples("float64"), "float64", 1e-6),
-        "rgu": (REGISTRY["rgu"].samples("float64"), "float64", 1e-6),
+        "local_conv": (_local_conv_samples(), "float32"),
+        "sfne_block": (REGISTRY["sfne_block"].samples("float64"), "float64"),
+        "rgu": (REGISTRY["rgu"].samples("float64"), "float64"),
     }
-    for name, (samples, dtype, _) in cases.items():
+    for name, (samples, dtype) in cases.items():
         assert _training_mismatches(name, samples, dtype) == [], f"{name} must agree before a bug is planted"
     fused = vars(backends.TorchBackend)["depthwise_mixer_fast"]
     products = vars(backends.TorchBackend)["pointwise_linear_sum_gelu"]
@@ -208,11 +208,13 @@ def test_a_bug_planted_in_the_training_fusions_fails_the_comparison(monkeypatch)
     def wrong_last_weight(self: Any, xp: Any, ws: list[Any], b: Any, xs: list[Any], *acts: Any) -> Any:
         return products(self, xp, [*ws[:-1], ws[-1] * (1 + 1e-6)], b, xs, *acts)
 
-    def scaled_backward(fn: Any, pick: Any) -> Any:
+    def scaled_backward(fn: Any, pick: Any, by: float) -> Any:
+        """``fn`` with the gradients at the positions ``pick(ctx)`` scaled by 1 + ``by``."""
+
         def wrong(ctx: Any, g: Any) -> Any:
             grads = list(fn(ctx, g))
-            for i in pick(ctx, len(grads)):
-                grads[i] = None if grads[i] is None else grads[i] * (1 + cases_by_fn[fn])
+            for i in pick(ctx):
+                grads[i] = None if grads[i] is None else grads[i] * (1 + by)
             return tuple(grads)
 
         return staticmethod(wrong)
@@ -223,25 +225,26 @@ def test_a_bug_planted_in_the_training_fusions_fails_the_comparison(monkeypatch)
         out = gated(self, *args)
         return None if out is None else out * (1 + 1e-6 * torch.linspace(0, 1, out.shape[-1], dtype=out.dtype))
 
-    mixer_bw, sum_bw, gated_bw = TF.DepthwiseConvMixer.backward, TF.GeluProductSum.backward, TF.GatedProduct.backward
-    cases_by_fn = {mixer_bw: 1e-3, sum_bw: 1e-6, gated_bw: 1e-6}
+    def gelu_inputs(ctx: Any) -> list[int]:  # GeluProductSum's gradients: (spec, β, W_i…, x_i…, m_j…)
+        return [2 + len(ctx.spec) + i for i, (on, _) in enumerate(ctx.spec) if on]
+
     plants = [
         ("local_conv", backends.TorchBackend, "depthwise_mixer_fast", wrong_first_sample),
-        ("local_conv", TF.DepthwiseConvMixer, "backward", scaled_backward(mixer_bw, lambda ctx, n: [1])),
-        ("sfne_block", backends.TorchBackend, "pointwise_linear_sum_gelu", wrong_last_weight),
         (
-            "sfne_block",
-            TF.GeluProductSum,
+            "local_conv",
+            TF.DepthwiseConvMixer,
             "backward",
-            scaled_backward(sum_bw, lambda ctx, n: [2 + len(ctx.spec) + i for i, (on, _) in enumerate(ctx.spec) if on]),
+            scaled_backward(TF.DepthwiseConvMixer.backward, lambda ctx: [1], 1e-3),
         ),
+        ("sfne_block", backends.TorchBackend, "pointwise_linear_sum_gelu", wrong_last_weight),
+        ("sfne_block", TF.GeluProductSum, "backward", scaled_backward(TF.GeluProductSum.backward, gelu_inputs, 1e-6)),
         ("rgu", backends.TorchBackend, "gated_pointwise_linear", wrong_ramp),
-        ("rgu", TF.GatedProduct, "backward", scaled_backward(gated_bw, lambda ctx, n: [3])),
+        ("rgu", TF.GatedProduct, "backward", scaled_backward(TF.GatedProduct.backward, lambda ctx: [3], 1e-6)),
     ]
     for name, owner, method, wrong in plants:
         with monkeypatch.context() as m:
             m.setattr(owner, method, wrong)
-            samples, dtype, _ = cases[name]
+            samples, dtype = cases[name]
             assert _training_mismatches(name, samples, dtype), f"a bug planted in {owner.__name__}.{method} went unseen"
 
 
