@@ -261,9 +261,13 @@ def pointwise_linear_sum_gelu(
     return backend_for(xp).pointwise_linear_sum_gelu(xp, ws, b, xs, gelu, maps)
 
 
-def gated_pointwise_linear(xp: Any, k: Any, w: Any, b: Any, v: Any) -> Any | None:
-    """K ⊙ (W·V + β), K and V (B, C, N), by the backend's fused operator, or None (compose them)."""
-    return backend_for(xp).gated_pointwise_linear(xp, k, w, b, v)
+def gated_pointwise_linear(
+    xp: Any, k: Any, w: Any, b: Any, v: Any, source: tuple[Any, Any, Any] | None = None
+) -> Any | None:
+    """K ⊙ (W·V + β), K and V (B, C, N), by the backend's fused operator, or None (compose them).
+    ``source``: None, or (W_s, β_s, X) whose ``pointwise_linear`` has K and V as its channels
+    [0, C) and [C, 2C) (the operator may recompute them from it instead of keeping them)."""
+    return backend_for(xp).gated_pointwise_linear(xp, k, w, b, v, source)
 
 
 def split_channels(xp: Any, y: Any, sizes: list[int]) -> list[Any]:

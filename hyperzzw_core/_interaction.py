@@ -50,13 +50,21 @@ def check_rgu(xp: Any, params: dict, z_shape: tuple[int, ...], dtype: Any, name:
         check_linear_params(xp, params[key], c, dtype, f"{name}['{key}']")
 
 
-def _rgu_pre_activation(xp: Any, params: dict, kz: Any, v: Any, eps: float) -> Any:
+def _rgu_pre_activation(
+    xp: Any, params: dict, kz: Any, v: Any, eps: float, source: tuple[dict, Any] | None = None
+) -> Any:
     """IS(K·Z ⊙ W_q·V) from K·Z and V = W_v·Z: the RGU's hidden state before its GELU and bias_p
-    (spec §2.5)."""
+    (spec §2.5). ``source``: None, or (stacked, X) with K·Z and V the channels [0, C) and [C, 2C)
+    of Linear_stacked(X) (the SFNE block's stacked products, §1.3), from which a backend may
+    recompute them for backward instead of keeping them."""
     w_q = params["w_q"]
     b, c = v.shape[:2]
+    src = None
+    if source is not None:
+        stacked, x = source
+        src = (stacked["weight"], stacked["bias"], xp.reshape(x, (b, x.shape[1], -1)))
     gated = B.gated_pointwise_linear(
-        xp, xp.reshape(kz, (b, c, -1)), w_q["weight"], w_q["bias"], xp.reshape(v, (b, c, -1))
+        xp, xp.reshape(kz, (b, c, -1)), w_q["weight"], w_q["bias"], xp.reshape(v, (b, c, -1)), src
     )
     if gated is None:
         gated = kz * _pointwise_linear(xp, w_q, v)

@@ -84,17 +84,19 @@ def _pointwise_linear_sum(
     return _summed_products(xp, [p["weight"] for p in layers], bias, xs, gelu, maps)
 
 
-def _stacked_linears(xp: Any, layers: list[Params], x: Any) -> list[Any]:
+def _stacked_linears(xp: Any, layers: list[Params], x: Any) -> tuple[list[Any], Params]:
     """Several point-wise linears of one input as one product: [W_1; …; W_n]·x + [β_1; …; β_n],
-    returned as the n outputs (channel slices of one array). Shapes: x (B, I, *S) → (B, O_i, *S)."""
+    returned as the n outputs (channel slices of one array) and the stacked parameters
+    {"weight": [W_1; …; W_n], "bias": [β_1; …; β_n]} whose product they are (from which a backend
+    may recompute them). Shapes: x (B, I, *S) → (B, O_i, *S)."""
     if len(layers) == 1:
-        return [_pointwise_linear(xp, layers[0], x)]
+        return [_pointwise_linear(xp, layers[0], x)], layers[0]
     stacked = {
         "weight": xp.concat([p["weight"] for p in layers], axis=0),
         "bias": xp.concat([p["bias"] for p in layers], axis=0),
     }
     y = _pointwise_linear(xp, stacked, x)
-    return B.split_channels(xp, y, [int(p["weight"].shape[0]) for p in layers])
+    return B.split_channels(xp, y, [int(p["weight"].shape[0]) for p in layers]), stacked
 
 
 def _bottleneck_branches(xp: Any, params: Params, branches: list[tuple[Any, int, Any, bool]]) -> Any:

@@ -579,21 +579,29 @@ def test_gelu_product_sum_is_autograd_of_the_composition_to_the_bit() -> None:
         assert torch.equal(got, want)
 
 
-def test_gated_product_is_autograd_of_the_composition_to_the_bit() -> None:
+@pytest.mark.parametrize("source", [False, True], ids=["kept", "recomputed"])
+def test_gated_product_is_autograd_of_the_composition_to_the_bit(source: bool) -> None:
     """``GatedProduct``'s hand-written backward against autograd through the calls it replaces
     (the backend's ``pointwise_linear``, then the gate): value and the gradients of K, W, β and V
-    equal to the bit, float32, with K a channel slice of a larger array as in the RGU."""
+    equal to the bit, float32, with K and V channel slices of a stacked product as in the SFNE
+    block; given that product's source (``recomputed``), K and V recomputed from it in backward,
+    and the gradients of the stacked weight, bias and input through the product's own autograd."""
     from hyperzzw_core.backends import _torch_functions as TF
 
     rng = np.random.default_rng(9)
-    arrays = [rng.standard_normal(s).astype(np.float32) for s in ((2, 8, 5), (4, 4), (4,), (2, 4, 5), (2, 4, 5))]
+    shapes = ((12, 3), (12,), (2, 3, 5), (4, 4), (4,), (2, 4, 5))
+    arrays = [rng.standard_normal(s).astype(np.float32) for s in shapes]
     runs = []
     for fused in (True, False):
-        stacked, w, b, v = (torch.from_numpy(a).requires_grad_() for a in arrays[:4])
-        k = stacked[:, 2:6]
-        out = TF.GatedProduct.apply(k, w, b, v) if fused else k * B.pointwise_linear(xt, w, b, v)
-        out.backward(torch.from_numpy(arrays[4]))
-        runs.append([out.detach(), stacked.grad, w.grad, b.grad, v.grad])
+        w_s, b_s, x, w, b = (torch.from_numpy(a).requires_grad_() for a in arrays[:5])
+        stacked = B.pointwise_linear(xt, w_s, b_s, x)
+        k, v = stacked[:, :4], stacked[:, 4:8]
+        if fused:
+            out = TF.GatedProduct.apply(k, w, b, v, (w_s, b_s, x) if source else None)
+        else:
+            out = k * B.pointwise_linear(xt, w, b, v)
+        out.backward(torch.from_numpy(arrays[5]))
+        runs.append([out.detach(), w_s.grad, b_s.grad, x.grad, w.grad, b.grad])
     for got, want in zip(*runs, strict=True):
         assert torch.equal(got, want)
 
@@ -605,8 +613,9 @@ def test_local_branches_keep_one_activation_fewer_per_fusion(monkeypatch: pytest
     ``depthwise_mixer_fast`` drops each local branch's convolution output D, which the mixer's
     product kept; ``pointwise_linear_sum_gelu`` each local branch's GELU(BS(…)), which the
     bottleneck's product kept, and each RGU's GELU(n) + bias_p, which W_y's product kept;
-    ``gated_pointwise_linear`` each RGU's Q = W_q·V + β, which the gate's product kept. Loss and
-    gradients are the same."""
+    ``gated_pointwise_linear`` each RGU's Q = W_q·V + β, which the gate's product kept, and the
+    storage of each RGU's stacked product (2C channels for RGU_slow's [K; V], 3C for RGU_fast's
+    [K; V; mixer]), which it kept through K and V. Loss and gradients are the same."""
     from hyperzzw_core.benchmarks.ops import saved_tensor_bytes
 
     cfg = R.cifar10()
@@ -629,9 +638,14 @@ def test_local_branches_keep_one_activation_fewer_per_fusion(monkeypatch: pytest
     rgus = [int(bp[r]["w_q"]["weight"].shape[0]) for bp in blocks for r in ("rgu_slow", "rgu_fast")]
     if fusion == "pointwise_linear_sum_gelu":  # the RGUs' hidden states GELU(n) + bias_p too
         widths += rgus
-    if fusion == "gated_pointwise_linear":  # each RGU's W_q·V + β only
-        widths = rgus
-    assert got[False][0] - got[True][0] == sum(4 * 2 * c * h * w for c in widths)
+    kept = 0  # bytes that only the fused path keeps
+    if fusion == "gated_pointwise_linear":  # each RGU's W_q·V + β, and its stacked product
+        cs = [int(bp["rgu_slow"]["w_q"]["weight"].shape[0]) for bp in blocks]
+        widths = rgus + [5 * c for c in cs]
+        # to recompute K and V, the gates keep the stacked biases (5C per block) and block 1's stacked
+        # [W_K; W_V; W_mixer] (3C × C), which that product (of the image, no gradient) does not keep
+        kept = 4 * (sum(5 * c for c in cs) + 3 * cs[0] * cs[0])
+    assert got[False][0] - got[True][0] == sum(4 * 2 * c * h * w for c in widths) - kept
     assert torch.equal(got[True][1], got[False][1])
     for k, want in got[False][2].items():  # ∂Y, ∂K by oneDNN's channels-last kernels: equal up to rounding
         assert torch.allclose(got[True][2][k], want, rtol=1e-5, atol=1e-6 * float(want.abs().max())), k
@@ -861,7 +875,10 @@ def test_network_float32_with_every_fast_path_meets_the_policy() -> None:
 def test_cost_model_matches_torch_flop_counter() -> None:
     """The benchmarks' analytic FLOP model (benchmarks/costs.py) against torch's FlopCounterMode:
     forward batched products and convolutions, backward batched products and convolutions (tiny
-    config, whose 8×8 training convolutions take the dense path, and cifar10 on 8×8)."""
+    config, whose 8×8 training convolutions take the dense path, and cifar10 on 8×8). The model
+    counts the computation, not what the backward recomputes to keep less: each RGU's W_q·V + β
+    and its stacked product ([K; V] for RGU_slow, [K; V; mixer] for RGU_fast), 2·B·N·7C² per
+    block, are taken off the counted backward."""
     from torch.utils import flop_counter
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -884,6 +901,8 @@ def test_cost_model_matches_torch_flop_counter() -> None:
         model_b = sum(t.bwd[c].flops for c in ("gemm", "global", "conv"))
         counted_f = sum(fwd.get(k, 0) for k in ("aten.baddbmm", "aten.baddbmm_", "aten.bmm", "aten.convolution"))
         counted_b = sum(bwd.get(k, 0) for k in ("aten.baddbmm", "aten.bmm", "aten.convolution_backward"))
+        n = cfg.input_shape[1] * cfg.input_shape[2]
+        counted_b -= sum(2 * 3 * n * 7 * c * c for c in cfg.block_channels)  # the recomputed products
         # the model also counts the bias additions (B·O·N per linear) and MAGNet_L's pooling products
         assert 0.9 < counted_f / model_f < 1.1, (counted_f, model_f)
         assert 0.9 < counted_b / model_b < 1.1, (counted_b, model_b)

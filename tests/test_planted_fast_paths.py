@@ -187,7 +187,9 @@ def test_a_bug_planted_in_the_training_fusions_fails_the_comparison(monkeypatch)
     * ``pointwise_linear_sum_gelu`` (float64, the registry's SFNE block samples), through
       ``sfne_block``: its last term's weight scaled, then the gradient of its GELU inputs;
     * ``gated_pointwise_linear`` (float64, the registry's RGU samples), through ``rgu``: its output
-      scaled by a ramp along the positions (IS follows), then the gradient of V.
+      scaled by a ramp along the positions (IS follows), then the gradient of V; and through
+      ``sfne_block`` (whose RGUs recompute K and V from their stacked product in backward), the
+      recomputed V.
     """
     from hyperzzw_core.backends import _torch_functions as TF
 
@@ -225,6 +227,12 @@ def test_a_bug_planted_in_the_training_fusions_fails_the_comparison(monkeypatch)
         out = gated(self, *args)
         return None if out is None else out * (1 + 1e-6 * torch.linspace(0, 1, out.shape[-1], dtype=out.dtype))
 
+    saved = TF.GatedProduct._saved
+
+    def wrong_recomputed_v(ctx: Any) -> Any:
+        k, w, b, v = saved(ctx)
+        return (k, w, b, v * (1 + 1e-6)) if ctx.recomputes else (k, w, b, v)
+
     def gelu_inputs(ctx: Any) -> list[int]:  # GeluProductSum's gradients: (spec, β, W_i…, x_i…, m_j…)
         return [2 + len(ctx.spec) + i for i, (on, _) in enumerate(ctx.spec) if on]
 
@@ -240,6 +248,7 @@ def test_a_bug_planted_in_the_training_fusions_fails_the_comparison(monkeypatch)
         ("sfne_block", TF.GeluProductSum, "backward", scaled_backward(TF.GeluProductSum.backward, gelu_inputs, 1e-6)),
         ("rgu", backends.TorchBackend, "gated_pointwise_linear", wrong_ramp),
         ("rgu", TF.GatedProduct, "backward", scaled_backward(TF.GatedProduct.backward, lambda ctx: [3], 1e-6)),
+        ("sfne_block", TF.GatedProduct, "_saved", staticmethod(wrong_recomputed_v)),
     ]
     for name, owner, method, wrong in plants:
         with monkeypatch.context() as m:

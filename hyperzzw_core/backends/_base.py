@@ -343,9 +343,14 @@ class ArrayAPIBackend:
         ``pointwise_linear_sum``)."""
         return None
 
-    def gated_pointwise_linear(self, xp: Any, k: Any, w: Any, b: Any, v: Any) -> Any | None:
+    def gated_pointwise_linear(
+        self, xp: Any, k: Any, w: Any, b: Any, v: Any, source: tuple[Any, Any, Any] | None = None
+    ) -> Any | None:
         """K ⊙ (W·V + β) for K, V (B, C, N), W (O, C), β (O,) (the RGU's gate, spec §2.5) as
-        (B, O, N) by one fused operator, or None (the product, then the gate)."""
+        (B, O, N) by one fused operator, or None (the product, then the gate). ``source``: None,
+        or (W_s, β_s, X) with K and V the channels [0, C) and [C, 2C) of ``pointwise_linear(W_s,
+        β_s, X)``, from which the operator may recompute them for backward instead of keeping
+        them."""
         return None
 
     def depthwise_mixer_fast(self, xp: Any, y: Any, k_l: Any, w: Any, b: Any) -> Any | None:

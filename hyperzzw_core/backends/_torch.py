@@ -160,15 +160,18 @@ class TorchBackend(ArrayAPIBackend):
         spec = tuple((bool(on), m is not None) for on, m in zip(gelu, maps, strict=True))
         return GeluProductSum.apply(spec, b, *ws, *xs, *present)
 
-    def gated_pointwise_linear(self, xp: Any, k: Any, w: Any, b: Any, v: Any) -> Any | None:
+    def gated_pointwise_linear(
+        self, xp: Any, k: Any, w: Any, b: Any, v: Any, source: tuple[Any, Any, Any] | None = None
+    ) -> Any | None:
         """With a graph to record (outside torch.compile traces): ``GatedProduct``, which keeps
-        K, V and W but not W·V + β. Else None (the same calls, composed)."""
+        K, V and W but not W·V + β, and given a source, recomputes K and V from it in backward
+        instead of keeping them. Else None (the same calls, composed)."""
         torch = _torch()
         if torch.compiler.is_compiling() or not _records_graph(torch, k, w, b, v):
             return None
         from ._torch_functions import GatedProduct
 
-        return GatedProduct.apply(k, w, b, v)
+        return GatedProduct.apply(k, w, b, v, source)
 
     def instance_standardize_fast(self, xp: Any, x: Any, eps: float) -> Any | None:
         """The native kernels (no affine, no running statistics: exactly (x − μ)/√(σ² + eps) with

@@ -139,30 +139,57 @@ def _linear_input_grad(g: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
 
 
 class GatedProduct(torch.autograd.Function):
-    """P = K ⊙ Q with Q = W·V + β: the RGU's gate (spec §2.5) as one Function that keeps K, V and W
-    but not Q. K, V (B, C, N), W (O, C), β (O,) → P (B, O, N).
+    """P = K ⊙ Q with Q = W·V + β: the RGU's gate (spec §2.5) as one Function that does not keep Q,
+    and given a source, not K and V either. K, V (B, C, N), W (O, C), β (O,) → P (B, O, N).
+    ``apply(K, W, β, V, source)``; ``source`` is None or (W_s, β_s, X) with K and V the channels
+    [0, C) and [C, 2C) of the stacked product W_s·X + β_s that made them (the block's, §1.3).
 
     Forward: the calls of the unfused path (the torch backend's ``pointwise_linear``, one
-    ``baddbmm``, then the product). Kept: K, W, β and V. Backward: Q recomputed by the same
-    ``baddbmm`` (the same bits; one more C×C product per RGU in exchange for one activation fewer:
-    66 MiB of the ``cifar10()`` step at B = 32, docs/speed.md), then what autograd computes for the
-    chain: ∂K = g·Q, ∂Q = g·K, ∂W = Σ_b ∂Q_b·V_bᵀ, ∂β = Σ ∂Q, ∂V = Wᵀ·∂Q. K is a slice of the
-    RGU's stacked product, whose storage the product of V keeps anyway. First derivatives only.
+    ``baddbmm``, then the product). Kept: W, β, and K and V, or with a source W_s, β_s and X
+    instead (X, the block's Z or Ẑ, is kept by the stacked product's own backward anyway).
+    Backward: Q recomputed by the same ``baddbmm`` (the same bits; one more C×C product per RGU in
+    exchange for one activation fewer: 66 MiB of the ``cifar10()`` step at B = 32); with a source,
+    K and V first, by the stacked product's ``baddbmm`` again (the same bits; one more product of
+    the stack per RGU, in exchange for the stack's whole storage, which K and V are views of: 167
+    MiB of that step, docs/speed.md). Then what autograd computes for the chain: ∂K = g·Q,
+    ∂Q = g·K, ∂W = Σ_b ∂Q_b·V_bᵀ, ∂β = Σ ∂Q, ∂V = Wᵀ·∂Q. First derivatives only; the source
+    gets no gradient (its product's backward gives X and W_s theirs, through K and V).
     """
 
     @staticmethod
-    def forward(k: torch.Tensor, w: torch.Tensor, b: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    def forward(
+        k: torch.Tensor,
+        w: torch.Tensor,
+        b: torch.Tensor,
+        v: torch.Tensor,
+        source: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
         return k * _linear(w, b, v)
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: torch.Tensor) -> None:
-        ctx.save_for_backward(*inputs)
+        k, w, b, v, source = inputs
+        ctx.recomputes = source is not None
+        if source is None:
+            ctx.save_for_backward(k, w, b, v)
+        else:
+            ctx.save_for_backward(w, b, *(t.detach() for t in source))
+
+    @staticmethod
+    def _saved(ctx: Any) -> tuple[torch.Tensor, ...]:
+        """(K, W, β, V), K and V recomputed from the source if there is one."""
+        if not ctx.recomputes:
+            return ctx.saved_tensors
+        w, b, w_s, b_s, x_s = ctx.saved_tensors
+        c = int(w.shape[1])
+        stacked = _linear(w_s, b_s, x_s)
+        return stacked[:, :c], w, b, stacked[:, c : 2 * c]
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        k, w, b, v = ctx.saved_tensors
-        want_k, want_w, want_b, want_v = (bool(x) for x in ctx.needs_input_grad)
+        k, w, b, v = GatedProduct._saved(ctx)
+        want_k, want_w, want_b, want_v = (bool(x) for x in ctx.needs_input_grad[:4])
         gk = g * _linear(w, b, v) if want_k else None
         gw = gb = gv = None
         if want_w or want_b or want_v:
@@ -170,7 +197,7 @@ class GatedProduct(torch.autograd.Function):
             gw = _linear_weight_grad(gq, v, w) if want_w else None
             gb = _linear_bias_grad(gq) if want_b else None
             gv = _linear_input_grad(gq, w) if want_v else None
-        return gk, gw, gb, gv
+        return gk, gw, gb, gv, None
 
 
 class GeluProductSum(torch.autograd.Function):
