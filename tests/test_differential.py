@@ -18,10 +18,11 @@ from typing import Any
 import numpy as np
 import pytest
 from backends import Backend
+from vjp_check import autograd_against_vjp, cast_floats, leaves
 from xp_assert import xp_assert_close
 
 import hyperzzw_core
-from hyperzzw_core.reference import TerminatorConfig, flatten, tree_map
+from hyperzzw_core.reference import flatten
 from hyperzzw_core.testing import REGISTRY, to_numpy
 
 NAMES = sorted(REGISTRY)
@@ -35,40 +36,23 @@ def _core(name: str) -> Any:
     return fn
 
 
-def _cast_floats(obj: Any, dtype: Any) -> Any:
-    """Cast every floating NumPy array in a nested structure to ``dtype``."""
-    if isinstance(obj, np.ndarray):
-        return obj.astype(dtype) if obj.dtype.kind == "f" else obj
-    if isinstance(obj, dict):
-        return {k: _cast_floats(v, dtype) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_cast_floats(v, dtype) for v in obj]
-    if isinstance(obj, tuple) and not isinstance(obj, TerminatorConfig):
-        return tuple(_cast_floats(v, dtype) for v in obj)
-    return obj
-
-
 def _samples(spec: Any, dtype: str) -> list[Any]:
     """The registry's samples with every float array in ``dtype`` (a sample built as
     ``float32_array / np.sqrt(n)`` is float64 under NumPy 2's promotion rules)."""
     return [
-        dataclasses.replace(s, args=_cast_floats(s.args, dtype), kwargs=_cast_floats(s.kwargs, dtype))
+        dataclasses.replace(s, args=cast_floats(s.args, dtype), kwargs=cast_floats(s.kwargs, dtype))
         for s in spec.samples(dtype)
     ]
 
 
-def _leaves(out: Any) -> dict[str, Any]:
-    return flatten(list(out)) if isinstance(out, tuple) else flatten(out)
-
-
-def _scale(leaves: dict[str, Any]) -> float:
-    return max([float(np.max(np.abs(to_numpy(v)))) for v in leaves.values() if np.size(to_numpy(v))] + [0.0])
+def _scale(arrays: dict[str, Any]) -> float:
+    return max([float(np.max(np.abs(to_numpy(v)))) for v in arrays.values() if np.size(to_numpy(v))] + [0.0])
 
 
 def _check_outputs(name: str, b: Backend, dtype: str, out: Any, expected: Any, ref_low: Any) -> None:
-    got, want = _leaves(out), _leaves(expected)
+    got, want = leaves(out), leaves(expected)
     assert list(got) == list(want), f"{name}: output structure {list(got)} != reference {list(want)}"
-    low = _leaves(ref_low) if ref_low is not None else {}
+    low = leaves(ref_low) if ref_low is not None else {}
     scale = _scale(want)
     for key, a in got.items():
         where = f"{name}[{key}]" if key else name
@@ -77,7 +61,7 @@ def _check_outputs(name: str, b: Backend, dtype: str, out: Any, expected: Any, r
 
 def _reference_pair(spec: Any, args: tuple, kwargs: dict, dtype: str) -> tuple[Any, Any]:
     """(float64 reference on the dtype-rounded inputs, reference in ``dtype`` or None)."""
-    expected = spec.reference(*_cast_floats(args, np.float64), **kwargs)
+    expected = spec.reference(*cast_floats(args, np.float64), **kwargs)
     ref_low = spec.reference(*args, **kwargs) if dtype == "float32" else None
     return expected, ref_low
 
@@ -99,61 +83,22 @@ def test_forward_matches_reference(backend: Backend, name: str, dtype: str) -> N
         _check_outputs(f"{name}/{sample.label}", backend, dtype, out, expected, ref_low)
 
 
-def _random_like(out: Any, rng: np.random.Generator, dtype: str) -> Any:
-    if isinstance(out, tuple):
-        return tuple(_random_like(o, rng, dtype) for o in out)
-    return tree_map(lambda a: rng.standard_normal(np.shape(a)).astype(dtype), out)
-
-
-def _require_grad(tree: Any) -> Any:
-    return tree_map(lambda t: t.requires_grad_() if t.is_floating_point() else t, tree)
-
-
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("name", GRAD_NAMES)
 def test_autograd_matches_reference_vjp(torch_backend: Backend, name: str, dtype: str) -> None:
-    import torch
-
-    spec = REGISTRY[name]
     rng = np.random.default_rng(1234)
-    for sample in _samples(spec, dtype):
-        args = list(torch_backend.convert(sample.args))
-        kwargs = torch_backend.convert(sample.kwargs)
-        for i in spec.differentiable:
-            if args[i] is not None:
-                args[i] = _require_grad(args[i])
-        out = _core(name)(*args, **kwargs)
-        ref_out = spec.reference(*sample.args, **sample.kwargs)
-        cot = _random_like(ref_out, rng, dtype)
-        cot_t = torch_backend.convert(cot)
-        got_leaves, cot_leaves = _leaves(out), _leaves(cot_t)
-        total = sum((got_leaves[k] * cot_leaves[k]).sum() for k in got_leaves)
-        total.backward()
-
-        args64 = _cast_floats(sample.args, np.float64)
-        expected = spec.vjp(args64, sample.kwargs, _cast_floats(cot, np.float64))
-        ref_low = spec.vjp(sample.args, sample.kwargs, cot) if dtype == "float32" else None
-        grads, want, low = {}, {}, {}
-        for j, i in enumerate(spec.differentiable):
-            if args[i] is None:
-                continue
-            g = tree_map(lambda t: torch.zeros_like(t) if t.grad is None else t.grad, args[i])
-            for k, v in flatten({"arg": g}).items():
-                grads[f"{i}:{k}"] = v
-            for k, v in flatten({"arg": expected[j]}).items():
-                want[f"{i}:{k}"] = v
-            if ref_low is not None:
-                for k, v in flatten({"arg": ref_low[j]}).items():
-                    low[f"{i}:{k}"] = v
-        assert list(grads) == list(want), f"{name}: gradient structure {list(grads)} != {list(want)}"
-        scale = _scale(want)
-        for k, g in grads.items():
+    for sample in _samples(REGISTRY[name], dtype):
+        pair = autograd_against_vjp(torch_backend, name, sample, dtype, rng)
+        structure = f"{name}: gradient structure {list(pair.grads)} != {list(pair.want)}"
+        assert list(pair.grads) == list(pair.want), structure
+        scale = _scale(pair.want)
+        for k, g in pair.grads.items():
             xp_assert_close(
                 g,
-                want[k],
+                pair.want[k],
                 backend=torch_backend,
                 dtype=dtype,
-                ref_low=low.get(k),
+                ref_low=pair.low.get(k),
                 scale=scale,
                 name=f"grad {name}/{sample.label} {k}",
             )

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 from backends import Backend, _numpy, _torch
+from vjp_check import autograd_against_vjp, cast_floats, leaves
 
 import hyperzzw_core
 from hyperzzw_core import backends
@@ -48,10 +49,6 @@ FAST_PATHS = [
 ]
 
 
-def _leaves(out: Any) -> dict[str, Any]:
-    return flatten(list(out)) if isinstance(out, tuple) else flatten(out)
-
-
 def _l2_mismatch(library: str) -> bool:
     """Whether the §2.13 regulariser of the tiny network (not a kit operator: no registry samples)
     disagrees with its direct NumPy computation, ‖p‖ = √Σp² per parameter, float64."""
@@ -76,8 +73,8 @@ def _mismatches(names: list[str], library: str) -> list[str]:
         spec = REGISTRY[name]
         for sample in spec.samples("float64"):
             b: Backend = _numpy() if library == "numpy" else _torch("cpu")  # converts copies of the arrays
-            got = _leaves(getattr(hyperzzw_core, name)(*b.convert(sample.args), **b.convert(sample.kwargs)))
-            want = _leaves(spec.reference(*sample.args, **sample.kwargs))
+            got = leaves(getattr(hyperzzw_core, name)(*b.convert(sample.args), **b.convert(sample.kwargs)))
+            want = leaves(spec.reference(*sample.args, **sample.kwargs))
             scale = max([float(np.max(np.abs(v))) for v in want.values() if np.size(v)] + [0.0])
             try:
                 for key, value in want.items():
@@ -141,38 +138,25 @@ def _local_conv_samples() -> list[Sample]:
 def _training_mismatches(name: str, samples: list[Sample], dtype: str) -> list[str]:
     """What of operator ``name``'s value and gradients (the core on torch under autograd, in
     ``dtype``) on ``samples`` disagrees with the reference's value and VJP (the policy against the
-    float64 reference, with the reference in float32 as the float32 bound)."""
+    float64 reference, with the reference in float32 as the float32 bound; one scale per part, the
+    value's and the gradients')."""
     spec = REGISTRY[name]
     rng = np.random.default_rng(4)
     bad = []
     for sample in samples:
-        args = list(_torch("cpu").convert(sample.args))
-        diff = [i for i in spec.differentiable if args[i] is not None]
-        for i in diff:
-            args[i] = tree_map(lambda t: t.requires_grad_(), args[i])
-        out = getattr(hyperzzw_core, name)(*args, **_torch("cpu").convert(sample.kwargs))
-        outs = out if isinstance(out, tuple) else (out,)
-        cot = tuple(rng.standard_normal(tuple(o.shape)).astype(dtype) for o in outs)
-        sum((o * torch.from_numpy(c)).sum() for o, c in zip(outs, cot, strict=True)).backward()
-        cot_ref = cot if isinstance(out, tuple) else cot[0]
-        keep = [j for j, i in enumerate(spec.differentiable) if i in diff]
-
-        def reference(a: Any, cot_ref: Any = cot_ref, keep: list[int] = keep, sample: Sample = sample) -> dict:
-            grads = spec.vjp(a, sample.kwargs, cot_ref)
-            return {"value": spec.reference(*a, **sample.kwargs), "grad": [grads[j] for j in keep]}
-
-        want = reference(tree_map(lambda a: None if a is None else a.astype(np.float64), sample.args))
-        low = reference(sample.args) if dtype == "float32" else None
-        got = flatten({"value": out, "grad": [tree_map(lambda t: t.grad, args[i]) for i in diff]})
-        lows = flatten(low) if low is not None else {}
-        flat = flatten(want)
-        scales = {part: max(float(np.max(np.abs(v))) for k, v in flat.items() if k.startswith(part)) for part in want}
-        for key, ref in flat.items():
-            try:  # one scale per part, as the differential tests: a bias gradient that is 0 up to rounding
-                scale = scales[key.split(".")[0]]
-                assert_close(to_numpy(got[key]), ref, dtype=dtype, scale=scale, ref_low=lows.get(key), name=key)
-            except AssertionError:
-                bad.append(f"{name}/{sample.label}/{key}")
+        pair = autograd_against_vjp(_torch("cpu"), name, sample, dtype, rng)
+        value = spec.reference(*cast_floats(sample.args, np.float64), **sample.kwargs)
+        parts = {
+            "value": (leaves(pair.out), leaves(value), leaves(pair.ref_out) if dtype == "float32" else {}),
+            "grad": (pair.grads, pair.want, pair.low),
+        }
+        for part, (got, want, low) in parts.items():
+            scale = max(float(np.max(np.abs(v))) for v in want.values())
+            for key, ref in want.items():
+                try:  # one scale per part, as the differential tests: a bias gradient that is 0 up to rounding
+                    assert_close(to_numpy(got[key]), ref, dtype=dtype, scale=scale, ref_low=low.get(key), name=key)
+                except AssertionError:
+                    bad.append(f"{name}/{sample.label}/{part}/{key}")
     return bad
 
 
