@@ -606,6 +606,27 @@ def test_gated_product_is_autograd_of_the_composition_to_the_bit(source: bool) -
         assert torch.equal(got, want)
 
 
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        ("few rows", r"cannot give K \(2, 4, 5\) and V \(2, 4, 5\) as channels \[0, 4\) and \[4, 8\)"),
+        ("bias", r"W_s \(12, 3\) and β_s \(11,\)"),
+        ("input", r"X has shape \(2, 3, 6\); expected \(2, 3, 5\)"),
+    ],
+)
+def test_gated_product_refuses_a_source_of_the_wrong_shape(bad: str, match: str) -> None:
+    """A source that cannot have made K and V (too few rows for [K; V], a bias or an input of
+    another shape) is refused before any product, naming what it expected."""
+    from hyperzzw_core.backends import _torch_functions as TF
+
+    w_s, b_s, x = torch.ones(12, 3), torch.ones(12), torch.ones(2, 3, 5)
+    k = v = torch.ones(2, 4, 5)
+    w, b = torch.ones(4, 4), torch.ones(4)
+    source = {"few rows": (w_s[:7], b_s[:7], x), "bias": (w_s, b_s[:11], x), "input": (w_s, b_s, torch.ones(2, 3, 6))}
+    with pytest.raises(ValueError, match=match):
+        TF.GatedProduct.apply(k, w, b, v, source[bad])
+
+
 @pytest.mark.parametrize("fusion", ["depthwise_mixer_fast", "pointwise_linear_sum_gelu", "gated_pointwise_linear"])
 def test_local_branches_keep_one_activation_fewer_per_fusion(monkeypatch: pytest.MonkeyPatch, fusion: str) -> None:
     """The ``cifar10()`` training step at B = 2 keeps, for backward, exactly one (B, C, H, W) float32

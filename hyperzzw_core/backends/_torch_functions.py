@@ -164,7 +164,26 @@ class GatedProduct(torch.autograd.Function):
         v: torch.Tensor,
         source: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
+        if source is not None:
+            GatedProduct._check_source(k, v, source)
         return k * _linear(w, b, v)
+
+    @staticmethod
+    def _check_source(k: torch.Tensor, v: torch.Tensor, source: tuple[torch.Tensor, ...]) -> None:
+        """Raise ValueError unless W_s·X + β_s has the shape to give K and V as its channels [0, C)
+        and [C, 2C) (their values are the caller's contract: recomputing them here would cost the
+        product that the source saves)."""
+        w_s, b_s, x_s = source
+        n, c, m = (int(d) for d in k.shape)
+        rows, cols = (int(d) for d in w_s.shape)
+        if tuple(v.shape) != (n, c, m) or rows < 2 * c or tuple(b_s.shape) != (rows,):
+            raise ValueError(
+                f"source: W_s {tuple(w_s.shape)} and β_s {tuple(b_s.shape)} cannot give K {tuple(k.shape)} and "
+                f"V {tuple(v.shape)} as channels [0, {c}) and [{c}, {2 * c}) of W_s·X + β_s"
+            )
+        if tuple(x_s.shape) != (n, cols, m):
+            expected = f"({n}, {cols}, {m}) for W_s {rows}×{cols}"
+            raise ValueError(f"source: X has shape {tuple(x_s.shape)}; expected {expected}")
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: torch.Tensor) -> None:
