@@ -124,9 +124,10 @@ def _forward(
     rs, rf = params["rgu_slow"], params["rgu_fast"]
     (k_s, v_s), slow = _stacked_linears(xp, [rs["w_k"], rs["w_v"]], zhat)
     (k_f, v_f, mixed), fast = _stacked_linears(xp, [rf["w_k"], rf["w_v"], params["mixer"]], z)
-    # each gate may recompute its K and V from the stacked product (whose input is kept anyway) and
-    # W_y·A per RGU, A = GELU(n) + bias_p, takes the GELU and bias_p inside the product (as the local
-    # branches' GELU in the bottleneck's), so that training keeps of the RGUs n only, which IS keeps
+    # each RGU's gate gets its stacked product's operands, from which a backend may recompute K and V
+    # for backward instead of keeping them (the input is kept anyway); W_y·A, A = GELU(n) + bias_p,
+    # takes the GELU and bias_p inside the product (as the bottleneck takes the local branches'
+    # GELU), so that training keeps of each RGU only n, which IS keeps anyway
     n_s = _rgu_pre_activation(xp, rs, k_s, v_s, eps, (slow, zhat))
     n_f = _rgu_pre_activation(xp, rf, k_f, v_f, eps, (fast, z))
     r_sum = _pointwise_linear_sum(xp, [rs["w_y"], rf["w_y"]], [n_s, n_f], [True, True], [rs["bias_p"], rf["bias_p"]])
