@@ -8,7 +8,7 @@ forward path goes through ``functools.lru_cache`` or array-api-compat's cached t
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, ClassVar
 
 from ._base import DENSE_MAX_POSITIONS, FFT_MIN_KERNEL, FFT_MIN_SPATIAL, ArrayAPIBackend, spatial_size
@@ -42,6 +42,26 @@ def _onednn_float32(torch: Any, y: Any) -> bool:
     if torch.compiler.is_compiling():
         return bool(torch._C._has_mkldnn)
     return bool(torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled)
+
+
+def torch_pointwise_linear(torch: Any, w: Any, b: Any, x: Any) -> Any:
+    """W·x + β for x (B, I, N) as one ``baddbmm`` (batched GEMM, bias fused, W expanded over the
+    batch: no transposed copies, where ``W @ x`` folds the batch through two copies). Every torch
+    point-wise linear is this call, so that an autograd Function that recomputes a product in
+    backward (``_torch_functions``) gets the forward's bits."""
+    return torch.baddbmm(torch.reshape(b, (1, -1, 1)), w.expand(x.shape[0], w.shape[0], w.shape[1]), x)
+
+
+def torch_pointwise_linear_sum(torch: Any, ws: Sequence[Any], b: Any, xs: Iterable[Any]) -> Any:
+    """Σ_i W_i·x_i + β: :func:`torch_pointwise_linear` for the first term, then one in-place
+    ``baddbmm_`` per further term into the same output. ``xs`` may be a generator, so that each
+    x_i is formed just before its product and dropped after it."""
+    terms = iter(xs)
+    y = torch_pointwise_linear(torch, ws[0], b, next(terms))
+    n = y.shape[0]
+    for w, x in zip(ws[1:], terms, strict=True):
+        y = y.baddbmm_(w.expand(n, *w.shape), x)
+    return y
 
 
 def torch_depthwise_direct(torch: Any, y: Any, k_l: Any) -> Any:
@@ -123,11 +143,8 @@ class TorchBackend(ArrayAPIBackend):
         return torch.sum(torch.stack(torch._foreach_norm(list(arrays))))
 
     def pointwise_linear(self, xp: Any, w: Any, b: Any, x: Any) -> Any:
-        """One ``baddbmm`` (batched GEMM, bias fused, no transposed copies; ``W @ x`` folds the
-        batch through two copies)."""
-        torch = _torch()
-        n = x.shape[0]
-        return torch.baddbmm(torch.reshape(b, (1, -1, 1)), w.expand(n, w.shape[0], w.shape[1]), x)
+        """One ``baddbmm`` (:func:`torch_pointwise_linear`)."""
+        return torch_pointwise_linear(_torch(), w, b, x)
 
     def split_channels(self, xp: Any, y: Any, sizes: list[int]) -> list[Any]:
         """``torch.split``: its backward writes the pieces' gradients into one array (one ``cat``),
@@ -137,13 +154,9 @@ class TorchBackend(ArrayAPIBackend):
     def pointwise_linear_sum(self, xp: Any, ws: list[Any], b: Any, xs: list[Any]) -> Any:
         """One ``baddbmm`` for the first term (bias fused), then one in-place ``baddbmm_`` per
         further term into the same output: no concatenated copy of the branches is made or kept
-        for backward (a ``baddbmm`` saves its two matrices, never its output)."""
-        torch = _torch()
-        n = xs[0].shape[0]
-        y = torch.baddbmm(torch.reshape(b, (1, -1, 1)), ws[0].expand(n, *ws[0].shape), xs[0])
-        for w, x in zip(ws[1:], xs[1:], strict=True):
-            y = y.baddbmm_(w.expand(n, *w.shape), x)
-        return y
+        for backward (a ``baddbmm`` saves its two matrices, never its output;
+        :func:`torch_pointwise_linear_sum`)."""
+        return torch_pointwise_linear_sum(_torch(), ws, b, xs)
 
     def pointwise_linear_sum_gelu(
         self, xp: Any, ws: list[Any], b: Any, xs: list[Any], gelu: list[bool], maps: list[Any]

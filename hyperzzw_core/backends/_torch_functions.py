@@ -11,6 +11,8 @@ from typing import Any
 
 import torch
 
+from ._torch import torch_pointwise_linear, torch_pointwise_linear_sum
+
 
 class _KeepsOutput(torch.autograd.Function):
     """A standardisation whose forward returns (y, r) and keeps both, not its input, for backward."""
@@ -116,9 +118,9 @@ def _depthwise_conv_backward(
 
 
 def _linear(w: torch.Tensor, b: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """W·x + β for x (B, I, N) as the torch backend's ``pointwise_linear`` computes it (one
-    ``baddbmm`` with W expanded over the batch), so that a Function below gives its bits."""
-    return torch.baddbmm(torch.reshape(b, (1, -1, 1)), w.expand(int(x.shape[0]), w.shape[0], w.shape[1]), x)
+    """W·x + β for x (B, I, N) by the torch backend's own call (:func:`torch_pointwise_linear`), so
+    that a Function below gives its bits."""
+    return torch_pointwise_linear(torch, w, b, x)
 
 
 def _linear_weight_grad(g: torch.Tensor, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -251,12 +253,8 @@ class GeluProductSum(torch.autograd.Function):
     @staticmethod
     def forward(spec: tuple[tuple[bool, bool], ...], b: torch.Tensor, *tensors: torch.Tensor) -> torch.Tensor:
         ws, xs, maps = GeluProductSum._split(spec, tensors)
-        act = GeluProductSum._activation
-        n = int(xs[0].shape[0])
-        y = _linear(ws[0], b, act(xs[0], spec[0][0], maps[0]))
-        for w, x, (on, _), m in zip(ws[1:], xs[1:], spec[1:], maps[1:], strict=True):
-            y = y.baddbmm_(w.expand(n, *w.shape), act(x, on, m))
-        return y
+        acts = (GeluProductSum._activation(x, on, m) for x, (on, _), m in zip(xs, spec, maps, strict=True))
+        return torch_pointwise_linear_sum(torch, ws, b, acts)
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: torch.Tensor) -> None:
