@@ -118,6 +118,32 @@ def _profile(torch: Any, fn: Any) -> dict[str, Any]:
     return {"total_self_s": total, "groups": groups}
 
 
+def _eager_floor(torch: Any, cfg: Any, kind: str, model: Any, x: Any, fn: Any, device: str) -> dict[str, Any]:
+    """:func:`benchmarks.floor.eager_floor` of ``fn`` (a call on ``x``); its smaller calls are the
+    same kind of call on a model of ``cfg`` at another input size, in ``model``'s mode and dtype."""
+    from hyperzzw_core.adapters.torch import Terminator
+
+    from .floor import eager_floor
+
+    def make_small(batch: int, shape: tuple[int, ...]) -> Any:
+        small = Terminator(
+            cfg.replace(input_shape=(cfg.input_shape[0], *shape)), 0, device=device, dtype=model.head.weight.dtype
+        )
+        small.train(model.training)
+        x = torch.zeros((batch, cfg.input_shape[0], *shape), device=device, dtype=model.head.weight.dtype).normal_()
+        labels = torch.zeros((batch,), dtype=torch.int64, device=device)
+        if kind == "train":
+            return lambda: (small.zero_grad(set_to_none=True), small.loss(x, labels).backward())
+
+        def forward() -> None:
+            with torch.no_grad():
+                small(x)
+
+        return forward
+
+    return eager_floor(torch, fn, make_small, x.shape[0], tuple(cfg.input_shape[1:]))
+
+
 def main(spec: dict[str, Any]) -> dict[str, Any]:
     import numpy as np
 
@@ -183,6 +209,8 @@ def main(spec: dict[str, Any]) -> dict[str, Any]:
             out["saved_bytes"] = saved_tensor_bytes(lambda: model.loss(x, labels))
         if spec.get("profile"):
             out["profile"] = _profile(torch, fn)
+        if spec.get("floor"):
+            out["floor"] = _eager_floor(torch, cfg, kind, model, x, fn, device)
         out["threads"] = torch.get_num_threads()
         out["compiled"] = bool(getattr(model, "is_compiled", False))
     else:

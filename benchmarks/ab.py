@@ -201,7 +201,9 @@ def compare(
     ``live`` (default: where :func:`live_peaks_supported`): after the rounds, one more process per
     side and case, one timed call, under :data:`LIVE_TUNABLE`; its peak is the side's ``live_peak``.
     ``compile_b``: side B's workers run under ``Terminator.compile()`` (the first call, which
-    compiles, is untimed; its seconds are B's ``first_call``), side A as the revision runs by default."""
+    compiles, is untimed; its seconds are B's ``first_call``), side A as the revision runs by default.
+    Without it, side B's last process measures its eager floor after its timed calls
+    (:mod:`benchmarks.floor`): the row's ``B["floor"]``."""
     live = live_peaks_supported() if live is None else live
     rows = []
     for kind, b in cases:
@@ -219,7 +221,8 @@ def compare(
         got: dict[str, list[dict[str, Any]]] = {"A": [], "B": []}
         for r in range(rounds):
             for side in ("A", "B"):
-                res = _run(specs[side], sites[side], timeout, as_cli)
+                floor = side == "B" and r == rounds - 1 and not compile_b
+                res = _run(dict(specs[side], floor=True) if floor else specs[side], sites[side], timeout, as_cli)
                 inside = Path(res["core_file"]).resolve().is_relative_to(site.resolve())
                 if inside != (side == "A"):
                     raise ABError(f"bench ab: side {side} imported {res['core_file']}, the other side's code")
@@ -267,6 +270,8 @@ def summarize(kind: str, batch: int, config: str, got: dict[str, list[dict[str, 
             "first_call": statistics.median(res.get("first_call", 0.0) for res in got[side]),
             "heap": got[side][0].get("heap", "C library defaults"),
         }
+    if "floor" in got["B"][-1]:
+        row["B"]["floor"] = got["B"][-1]["floor"]
     row["time_ratio"] = row["B"]["median"] / row["A"]["median"]
     row["round_ratios"] = [b["median"] / a["median"] for a, b in zip(got["A"], got["B"], strict=True)]
     row["paired_ratio"] = statistics.median(row["round_ratios"])
@@ -306,7 +311,10 @@ def verdicts(res: dict[str, Any]) -> list[dict[str, Any]]:
     be within the target for "met" (:func:`_status`). With the roofline bound of the row (see
     :func:`add_bounds`), the time the target allows (limit × A's median) is set against it: below
     the bound the target is out of reach on this machine whatever the code does; otherwise the
-    share of the bound the target asks for (bound / allowed) is given beside B's share.
+    share of the bound the target asks for (bound / allowed) is given beside B's share. Where
+    side B measured its eager floor (:mod:`benchmarks.floor`), ``floor_share`` is that floor over
+    the allowed time: above 1, no execution that issues B's calls one by one with torch's
+    kernels can meet the target.
     Memory: the live peak's ratio where the run measured it, else the peak RSS's.
     Only where side A is ``ISSUE_16_BASELINE`` (the targets are ratios to it) and for ``cifar10()``,
     the configuration they are set for; [] otherwise.
@@ -331,6 +339,10 @@ def verdicts(res: dict[str, Any]) -> list[dict[str, Any]]:
                 v["b_share"] = r["B"]["of_bound"]
                 if allowed < r["bound"]["seconds"]:
                     v["status"] = "out of reach (allowed time below the bound)"
+            floor = r["B"].get("floor", {}).get("seconds")
+            if floor is not None:
+                allowed = limits["time"] * r["A"]["median"]
+                v.update(floor=floor, floor_share=floor / allowed)
             out.append(v)
         if "memory" in limits:
             live = "live_ratio" in r
@@ -356,10 +368,13 @@ def _target_lines(res: dict[str, Any]) -> list[str]:
         "",
         f"Issue 16's targets in this run ({who}): met only when the pooled and the per-round B/A are "
         "both within the target. The time a target allows is its limit times A's median; set against "
-        "the roofline bound below, it gives the share of the bound the target asks for.",
+        "the roofline bound below, it gives the share of the bound the target asks for. B's eager floor "
+        "(the table above it) over the allowed time: above 100%, no execution that issues B's calls one "
+        "by one with torch's kernels meets the target; only fewer or faster kernels can.",
         "",
-        "| target | allows B/A | measured B/A | status | allowed time against the bound |",
-        "|---|---|---|---|---|",
+        "| target | allows B/A | measured B/A | status | allowed time against the bound | B's eager floor against "
+        "the allowed time |",
+        "|---|---|---|---|---|---|",
     ]
     for v in rows:
         measured = f"{v['measured']:.2f}x" + (f" (per round {v['paired']:.2f}x)" if "paired" in v else "")
@@ -369,7 +384,12 @@ def _target_lines(res: dict[str, Any]) -> list[str]:
             if "allowed" in v
             else "–"
         )
-        lines.append(f"| {v['target']} | ≤ {v['limit']:.2f}x | {measured} | **{v['status']}** | {bound} |")
+        floor = "–"
+        if "floor" in v:
+            floor = f"{v['floor']:.4f} s: {v['floor_share']:.0%}" + (
+                " (out of reach of an eager execution)" if v["floor_share"] > 1 else ""
+            )
+        lines.append(f"| {v['target']} | ≤ {v['limit']:.2f}x | {measured} | **{v['status']}** | {bound} | {floor} |")
     return lines
 
 
@@ -459,8 +479,44 @@ def render(res: dict[str, Any]) -> str:
                 f"| {r['kind']} B={r['batch']} | {bd['gflop']:.2f} | {bd['gbytes']:.2f} | {bd['seconds']:.4f} s | "
                 f"{r['A']['of_bound']:.0%} | {r['B']['of_bound']:.0%} |"
             )
+    lines += _floor_lines(res)
     lines += _target_lines(res)
     return "\n".join(lines) + "\n"
+
+
+def _floor_lines(res: dict[str, Any]) -> list[str]:
+    """The table of side B's eager floors (:mod:`benchmarks.floor`), where its last process measured them."""
+    rows = [r for r in res["rows"] if "floor" in r["B"]]
+    if not rows:
+        return []
+    lines = [
+        "",
+        "Side B's eager floor, measured by its last process after its timed calls (benchmarks/floor.py): "
+        "the kernel floor replays every matrix product and convolution of one call (forward and backward) "
+        "alone, on fresh tensors of the same layout; the call floor is the same kind of call on a smaller "
+        "input that makes the same count of every aten call, less its own kernel floor. Their sum is a "
+        "lower estimate of any execution that issues these calls one by one with torch's kernels.",
+        "",
+        "| measurement | B median | kernel floor: products + convolutions (calls) | call floor (smaller input) "
+        "| eager floor | floor / B median |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        fl, med = r["B"]["floor"], r["B"]["median"]
+        k = fl["kernels"]
+        by = k["by_category"]
+        c = fl["calls"]
+        if c["seconds"] is None:
+            calls, total, share = f"n/a: {c['why']}", "–", "–"
+        else:
+            shape = "x".join(map(str, c["shape"]))
+            calls = f"{c['seconds']:.4f} s (B={c['batch']}, {shape}: {c['call']:.4f} s less {c['kernels']:.4f} s)"
+            total, share = f"{fl['seconds']:.4f} s", f"{fl['seconds'] / med:.0%}"
+        lines.append(
+            f"| {r['kind']} B={r['batch']} | {med:.4f} s | {k['seconds']:.4f} s: {by.get('gemm', 0.0):.4f} + "
+            f"{by.get('convolution', 0.0):.4f} s ({k['n_calls']}) | {calls} | {total} | {share} |"
+        )
+    return lines
 
 
 def run(

@@ -74,6 +74,10 @@ def test_each_side_imports_its_own_code(tmp_path: Path) -> None:
     assert Path(row["B"]["core_file"]).resolve() == Path(hyperzzw_core.__file__).resolve()
     assert row["A"]["n"] == row["B"]["n"] == 1
     assert row["A"]["heap"] == row["B"]["heap"] == "C library defaults"
+    # side B's last process measured its eager floor (benchmarks/floor.py); side A, the revision, not
+    fl = row["B"]["floor"]
+    assert "floor" not in row["A"] and fl["kernels"]["n_calls"] > 0 and fl["kernels"]["seconds"] > 0
+    assert fl["calls"]["seconds"] is not None and fl["seconds"] == fl["kernels"]["seconds"] + fl["calls"]["seconds"]
     # where glibc reads tunables, one more process per side measured the live peak
     assert ("live_ratio" in row) == ab.live_peaks_supported()
     if "live_ratio" in row:
@@ -244,3 +248,47 @@ def test_issue_16_targets_are_judged_on_both_estimates_and_against_the_bound() -
     assert "Issue 16's targets" not in ab.render(_result(rows, rounds=1, commit=ab.ISSUE_16_BASELINE))  # tiny()
     # A is another revision: the targets are ratios to the code before issue 16, so no verdict
     assert "Issue 16's targets" not in ab.render(_result(rows, rounds=1, config="cifar10", commit="f" * 40))
+
+
+def test_the_eager_floor_is_set_against_the_time_each_target_allows() -> None:
+    """Hand-made cifar10() rows with side B's eager floor: the floor over the allowed time (limit ×
+    A's median), worked out here, is reported per target, and only a floor above the allowed time
+    says the target is out of reach of an eager execution. A row without a call floor reports why."""
+
+    def row(kind: str, b: int, a_med: float, floor_s: float | None) -> dict:
+        side = {"median": a_med, "min": a_med, "n": 3, "peak_delta": 2**30, "core_file": "x"}
+        calls = (
+            {"seconds": None, "why": "B=1 4x4: other calls"}
+            if floor_s is None
+            else {
+                "seconds": 0.1 * floor_s,
+                "batch": 1,
+                "shape": [4, 4],
+                "call": 0.2 * floor_s,
+                "kernels": 0.1 * floor_s,
+            }
+        )
+        fl = {
+            "seconds": floor_s,
+            "kernels": {
+                "seconds": 0.9 * (floor_s or 1.0),
+                "by_category": {"gemm": 0.8, "convolution": 0.1},
+                "n_calls": 7,
+            },
+            "calls": calls,
+        }
+        r = {"kind": kind, "batch": b, "config": "cifar10", "A": side, "B": dict(side, median=0.8 * a_med, floor=fl)}
+        r.update(time_ratio=0.8, round_ratios=[0.8], paired_ratio=0.8, peak_ratio=1.0)
+        return r
+
+    rows = [row("train", 32, 2.0, 1.2), row("forward", 8, 0.2, 0.1), row("forward", 1, 0.01, None)]
+    res = _result(rows, rounds=1, config="cifar10", commit=ab.ISSUE_16_BASELINE)
+    got = {v["target"]: v for v in ab.verdicts(res)}
+    assert got["train B=32 time"]["floor_share"] == pytest.approx(1.2 / (0.55 * 2.0))
+    assert got["forward B=8 time"]["floor_share"] == pytest.approx(0.1 / (0.65 * 0.2))
+    assert "floor" not in got["forward B=1 time"]
+    text = ab.render(res)
+    assert "| 1.2000 s: 109% (out of reach of an eager execution) |" in text
+    assert "| 0.1000 s: 77% |" in text
+    assert "n/a: B=1 4x4: other calls" in text
+    assert f"| train B=32 | {0.8 * 2.0:.4f} s | 1.0800 s: 0.8000 + 0.1000 s (7) |" in text

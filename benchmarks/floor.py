@@ -1,0 +1,194 @@
+"""What an operator-by-operator execution of a measurement cannot go below (issue 16).
+
+Two floors of one whole-network call (the training step or the eval forward), both measured in
+the process that timed it:
+
+* the **kernel floor**: every matrix product and convolution the call ran (the aten operators of
+  :data:`HEAVY`, forward and backward), recorded with their shapes, strides and arguments by a
+  dispatch mode, then replayed alone on fresh tensors of the same layout, each the median of a
+  few repetitions, times the number of calls. Alone, an operator's inputs are warm in the cache,
+  so the replay is a lower estimate of what the same kernel takes inside the network;
+* the **call floor**: the same kind of call on a smaller input (a batch of one where that runs the
+  same aten calls, else the same batch; a small spatial size) that makes the same count of every
+  aten call (:func:`op_counts`), minus that call's own kernel floor. What remains is the cost of
+  issuing the calls (Python, dispatch, allocation) and of the other kernels on smaller arrays,
+  which the full-size call pays at least once.
+
+Their sum, the **eager floor**, is a lower estimate of any execution that issues the same calls
+one by one with torch's kernels: only fewer or faster kernels (fusion, compilation, another
+library) go below it. It is set against the time a target allows in ``bench ab``'s report.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+#: aten operators whose kernels the floor replays, by category
+HEAVY: dict[str, str] = {
+    "mm": "gemm",
+    "bmm": "gemm",
+    "baddbmm": "gemm",
+    "baddbmm_": "gemm",
+    "addmm": "gemm",
+    "addmm_": "gemm",
+    "addbmm": "gemm",
+    "convolution": "convolution",
+    "convolution_backward": "convolution",
+    "_fft_r2c": "convolution",
+    "_fft_c2r": "convolution",
+    "_fft_c2c": "convolution",
+}
+
+#: sides tried, smallest first, for the call floor's small input (every spatial side set to it)
+SMALL_SIDES = (4, 9, 16)
+
+
+def _spec(torch: Any, a: Any) -> Any:
+    """A hashable description of one argument: tensors by layout (not values), sequences recursively."""
+    if isinstance(a, torch.Tensor):
+        return ("tensor", tuple(a.shape), tuple(a.stride()), a.dtype, a.device)
+    if isinstance(a, list | tuple):
+        return (type(a).__name__, tuple(_spec(torch, v) for v in a))
+    return ("value", a)
+
+
+def rebuild(torch: Any, spec: Any, gen: Any) -> Any:
+    """An argument of the layout ``spec`` describes: floating tensors get standard normal values
+    over a storage just large enough for their strides (so expanded and transposed views keep
+    their strides); other tensors are zeros."""
+    tag, body = spec[0], spec[1:]
+    if tag == "tensor":
+        shape, stride, dtype, device = body
+        if not dtype.is_floating_point:
+            return torch.zeros(shape, dtype=dtype, device=device)
+        extent = 1 + sum((n - 1) * s for n, s in zip(shape, stride, strict=True)) if all(shape) else 1
+        base = torch.randn(extent, dtype=dtype, device=device, generator=gen)
+        return base.as_strided(shape, stride)
+    if tag in ("list", "tuple"):
+        items = [rebuild(torch, s, gen) for s in body[0]]
+        return items if tag == "list" else tuple(items)
+    return body[0]
+
+
+def record_heavy_calls(torch: Any, fn: Callable[[], Any]) -> Counter:
+    """Run ``fn`` once under a dispatch mode; → Counter of (operator, args spec, kwargs spec) for
+    every call of an operator in :data:`HEAVY`, the backward's included."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    calls: Counter = Counter()
+
+    class _Record(TorchDispatchMode):
+        def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+            kwargs = kwargs or {}
+            if func.overloadpacket.__name__ in HEAVY:
+                key = (func, _spec(torch, tuple(args)), _spec(torch, tuple(sorted(kwargs.items()))))
+                calls[key] += 1
+            return func(*args, **kwargs)
+
+    with _Record():
+        fn()
+    return calls
+
+
+def op_counts(torch: Any, fn: Callable[[], Any]) -> Counter:
+    """How many times ``fn`` calls each aten operator (one run under a dispatch mode)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    counts: Counter = Counter()
+
+    class _Count(TorchDispatchMode):
+        def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+            counts[func.overloadpacket.__name__] += 1
+            return func(*args, **(kwargs or {}))
+
+    with _Count():
+        fn()
+    return counts
+
+
+def replay(torch: Any, calls: Counter, reps: int = 5, seed: int = 0) -> dict[str, float]:
+    """Seconds per category (:data:`HEAVY`) of replaying ``calls`` (from :func:`record_heavy_calls`):
+    per distinct call, the median of ``reps`` timed runs after one untimed, times its count."""
+    gen = torch.Generator().manual_seed(seed)
+    out = dict.fromkeys(sorted(set(HEAVY.values())), 0.0)
+    for (func, args_spec, kwargs_spec), count in calls.items():
+        args = rebuild(torch, args_spec, gen)
+        kwargs = dict(rebuild(torch, kwargs_spec, gen))
+        func(*args, **kwargs)
+        times = []
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            func(*args, **kwargs)
+            times.append(time.perf_counter() - t0)
+        out[HEAVY[func.overloadpacket.__name__]] += statistics.median(times) * count
+    return out
+
+
+def kernel_floor(torch: Any, fn: Callable[[], Any], reps: int = 5) -> dict[str, Any]:
+    """``{"seconds", "by_category", "n_calls"}``: :func:`replay` of ``fn``'s heavy calls."""
+    calls = record_heavy_calls(torch, fn)
+    by = replay(torch, calls, reps)
+    return {"seconds": sum(by.values()), "by_category": by, "n_calls": sum(calls.values())}
+
+
+def _median_time(fn: Callable[[], Any], reps: int) -> float:
+    fn()
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def call_floor(
+    torch: Any,
+    reference_counts: Counter,
+    make_fn: Callable[[int, tuple[int, ...]], Callable[[], Any]],
+    batch: int,
+    spatial: tuple[int, ...],
+    reps: int = 11,
+) -> dict[str, Any]:
+    """The call floor (module docstring). ``make_fn(b, shape)`` makes the same kind of call on a
+    batch of b at another spatial shape. Tried in order: a batch of one, then ``batch``, each at the
+    sides of :data:`SMALL_SIDES` below the input's own; the first that makes the same count of
+    every aten call as ``reference_counts`` is used (a smaller input of the same calls does no
+    more work in any of them). → ``{"seconds", "batch", "shape", "call", "kernels"}``, or
+    ``{"seconds": None, "why": …}`` when no smaller input runs the same calls."""
+    tried = []
+    for b in sorted({1, batch}):
+        for side in SMALL_SIDES:
+            shape = (side,) * len(spatial)
+            if any(s <= side for s in spatial):
+                break
+            fn = make_fn(b, shape)
+            fn()  # the first call builds caches (grids, the eval-mode slow kernels)
+            counts = op_counts(torch, fn)
+            if counts != reference_counts:
+                diff = sorted(set(counts.items()) ^ set(reference_counts.items()))[:4]
+                tried.append(f"B={b} {'x'.join(map(str, shape))}: other calls {diff}")
+                continue
+            whole = _median_time(fn, reps)
+            kernels = kernel_floor(torch, fn)["seconds"]
+            return {"seconds": max(whole - kernels, 0.0), "batch": b, "shape": shape, "call": whole, "kernels": kernels}
+    return {"seconds": None, "why": "; ".join(tried) or f"no side of {SMALL_SIDES} below the input's {spatial}"}
+
+
+def eager_floor(
+    torch: Any,
+    fn: Callable[[], Any],
+    make_small: Callable[[int, tuple[int, ...]], Callable[[], Any]],
+    batch: int,
+    spatial: tuple[int, ...],
+) -> dict[str, Any]:
+    """Both floors of ``fn``, a call on a batch of ``batch`` at the spatial shape ``spatial`` (module
+    docstring); ``make_small`` as :func:`call_floor` takes it. ``seconds`` is their sum, None
+    without a call floor."""
+    kernels = kernel_floor(torch, fn)
+    calls = call_floor(torch, op_counts(torch, fn), make_small, batch, spatial)
+    total = None if calls["seconds"] is None else kernels["seconds"] + calls["seconds"]
+    return {"seconds": total, "kernels": kernels, "calls": calls}

@@ -1,0 +1,136 @@
+"""``benchmarks.floor``: the recorded products are every product the step runs, replays keep their
+layouts, and the call floor only uses a smaller input that makes the same calls."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from hyperzzw_core import reference as R  # noqa: E402
+from hyperzzw_core.adapters.torch import Terminator  # noqa: E402
+from hyperzzw_core.benchmarks import floor  # noqa: E402
+
+
+def _gemm_flops(func: Any, args: tuple) -> int:
+    """2·(batch)·m·n·k from the recorded operand shapes (the product operands are the last two)."""
+    a, b = args[-2], args[-1]
+    assert a[0] == b[0] == "tensor"
+    sa, sb = a[1], b[1]
+    batch = sa[0] if len(sa) == 3 else 1
+    return 2 * batch * sa[-2] * sa[-1] * sb[-1]
+
+
+@pytest.mark.parametrize("kind", ["train", "forward"])
+def test_recorded_products_are_the_flop_counters_products(kind: str) -> None:
+    """The matrix products recorded over one ``tiny()`` call at 12×12, float32 (its backward
+    included in training) carry, by their shapes, exactly the FLOPs torch's ``FlopCounterMode``
+    counts for the same call: a product the recorder missed (say, the backward's) would leave FLOPs
+    uncounted. The depth-wise convolutions are recorded too (at 12×12 training takes the convolution
+    path, not the dense one of inputs up to 64 positions), with their backward in training."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    cfg = R.tiny().replace(input_shape=(1, 12, 12))
+    model = Terminator(cfg, 0, dtype=torch.float32).train(kind == "train")
+    x = torch.randn((3, *cfg.input_shape))
+    labels = torch.tensor([0, 1, 2])
+
+    def step() -> None:
+        if kind == "train":
+            model.zero_grad(set_to_none=True)
+            model.loss(x, labels).backward()
+        else:
+            with torch.no_grad():
+                model(x)
+
+    step()
+    calls = floor.record_heavy_calls(torch, step)
+    recorded = sum(
+        _gemm_flops(func, args[1]) * n
+        for (func, args, _kw), n in calls.items()
+        if floor.HEAVY[func.overloadpacket.__name__] == "gemm"
+    )
+    with FlopCounterMode(display=False) as counter:
+        step()
+    names = ("mm", "bmm", "baddbmm", "addmm")
+    counted = sum(n for op, n in counter.get_flop_counts()["Global"].items() if op.__name__ in names)
+    in_place = sum(
+        _gemm_flops(func, args[1]) * n
+        for (func, args, _kw), n in calls.items()
+        if func.overloadpacket.__name__ == "baddbmm_"
+    )
+    # FlopCounterMode has no formula for the in-place baddbmm_: those FLOPs are added to its count
+    assert recorded == counted + in_place and recorded > 0
+    kinds = Counter(func.overloadpacket.__name__ for func, _a, _k in calls)
+    assert kinds["convolution"] > 0 and (kinds["convolution_backward"] > 0) == (kind == "train")
+
+
+def test_rebuilt_arguments_keep_shape_stride_and_dtype() -> None:
+    """Expanded (stride 0), transposed and integer tensors, nested in a list, come back with their
+    layout; plain values come back as they were."""
+    base = torch.randn(4, 6)
+    args = (base.t(), torch.randn(5, 1).expand(5, 7), [torch.arange(3), 2.5], True)
+    spec = floor._spec(torch, args)
+    again = floor.rebuild(torch, spec, torch.Generator().manual_seed(0))
+    assert isinstance(again[2], list) and again[2][1] == 2.5 and again[3] is True
+    for old, new in zip((args[0], args[1], args[2][0]), (again[0], again[1], again[2][0]), strict=True):
+        assert (tuple(new.shape), new.stride(), new.dtype) == (tuple(old.shape), old.stride(), old.dtype)
+    assert again[1].stride() == (1, 0)
+
+
+def test_replay_sums_each_distinct_call_times_its_count(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a clock that advances one second per timed call, every distinct call's median is one
+    second and the categories add up to the counts recorded: 3 products and 1 convolution."""
+    a = torch.randn(8, 8)
+    w = torch.randn(2, 1, 3, 3)
+    x = torch.randn(1, 2, 5, 5)
+
+    def fn() -> None:
+        for _ in range(3):
+            torch.mm(a, a)
+        torch.nn.functional.conv2d(x, w, groups=2)
+
+    calls = floor.record_heavy_calls(torch, fn)
+    assert sum(calls.values()) == 4 and len(calls) == 2
+    ticks = iter(range(1000))
+    monkeypatch.setattr(floor.time, "perf_counter", lambda: float(next(ticks)))
+    assert floor.replay(torch, calls, reps=3) == {"convolution": 1.0, "gemm": 3.0}
+
+
+def test_call_floor_uses_only_a_smaller_input_with_the_same_calls() -> None:
+    """Against a product on (16, 16): a smaller input that runs other calls (an add) is refused and
+    named; then the first candidate with the same calls, a batch of one at 4×4, is the one used."""
+    a = torch.randn(16, 16)
+    reference = floor.op_counts(torch, lambda: torch.mm(a, a))
+    made = []
+
+    def make(batch: int, shape: tuple[int, ...]) -> Any:
+        made.append((batch, shape))
+        small = torch.randn(shape)
+        return (lambda: small + small) if batch == 1 and shape == (4, 4) else (lambda: torch.mm(small, small))
+
+    got = floor.call_floor(torch, reference, make, 8, (16, 16), reps=3)
+    assert made == [(1, (4, 4)), (1, (9, 9))]
+    assert got["batch"] == 1 and got["shape"] == (9, 9) and got["seconds"] >= 0.0
+    # nothing smaller makes the same calls: no call floor, and why
+    none = floor.call_floor(torch, reference, lambda b, s: lambda: torch.randn(s) + 1, 1, (16, 16), reps=3)
+    assert none["seconds"] is None and "B=1 4x4: other calls" in none["why"] and "B=1 9x9" in none["why"]
+    # an input no larger than the smallest side: nothing to try
+    assert floor.call_floor(torch, reference, make, 1, (4, 4))["why"].startswith("no side of")
+
+
+def test_a_batch_dependent_path_falls_back_to_the_measured_batch() -> None:
+    """When a batch of one makes other calls than the measured batch of 8, the call floor is taken
+    at the measured batch (a smaller spatial input of the same calls)."""
+    big = torch.randn(8, 16, 16)
+    reference = floor.op_counts(torch, lambda: torch.bmm(big, big))
+
+    def make(batch: int, shape: tuple[int, ...]) -> Any:
+        t = torch.randn((batch, *shape))
+        return (lambda: torch.mm(t[0], t[0])) if batch == 1 else (lambda: torch.bmm(t, t))
+
+    got = floor.call_floor(torch, reference, make, 8, (16, 16), reps=3)
+    assert got["batch"] == 8 and got["shape"] == (4, 4)
