@@ -368,9 +368,9 @@ def _target_lines(res: dict[str, Any]) -> list[str]:
         "",
         f"Issue 16's targets in this run ({who}): met only when the pooled and the per-round B/A are "
         "both within the target. The time a target allows is its limit times A's median; set against "
-        "the roofline bound below, it gives the share of the bound the target asks for. B's eager floor "
-        "(the table above it) over the allowed time: above 100%, no execution that issues B's calls one "
-        "by one with torch's kernels meets the target; only fewer or faster kernels can.",
+        "the roofline bound (the table of bounds above), it gives the share of the bound the target asks "
+        "for. B's eager floor (the table just above) over the allowed time: above 100%, no execution that "
+        "issues B's calls one by one with torch's kernels meets the target; only fewer or faster kernels can.",
         "",
         "| target | allows B/A | measured B/A | status | allowed time against the bound | B's eager floor against "
         "the allowed time |",
