@@ -130,16 +130,18 @@ def _eager_floor(torch: Any, cfg: Any, kind: str, model: Any, x: Any, fn: Any, d
             cfg.replace(input_shape=(cfg.input_shape[0], *shape)), 0, device=device, dtype=model.head.weight.dtype
         )
         small.train(model.training)
-        x = torch.zeros((batch, cfg.input_shape[0], *shape), device=device, dtype=model.head.weight.dtype).normal_()
+        xs = torch.zeros((batch, cfg.input_shape[0], *shape), device=device, dtype=model.head.weight.dtype).normal_()
         labels = torch.zeros((batch,), dtype=torch.int64, device=device)
-        if kind == "train":
-            return lambda: (small.zero_grad(set_to_none=True), small.loss(x, labels).backward())
+
+        def step() -> None:
+            small.zero_grad(set_to_none=True)
+            small.loss(xs, labels).backward()
 
         def forward() -> None:
             with torch.no_grad():
-                small(x)
+                small(xs)
 
-        return forward
+        return step if kind == "train" else forward
 
     return eager_floor(torch, fn, make_small, x.shape[0], tuple(cfg.input_shape[1:]))
 
