@@ -125,12 +125,12 @@ def _eager_floor(torch: Any, cfg: Any, kind: str, model: Any, x: Any, fn: Any, d
 
     from .floor import eager_floor
 
+    dtype = model.head.weight.dtype
+
     def make_small(batch: int, shape: tuple[int, ...]) -> Any:
-        small = Terminator(
-            cfg.replace(input_shape=(cfg.input_shape[0], *shape)), 0, device=device, dtype=model.head.weight.dtype
-        )
+        small = Terminator(cfg.replace(input_shape=(cfg.input_shape[0], *shape)), 0, device=device, dtype=dtype)
         small.train(model.training)
-        xs = torch.zeros((batch, cfg.input_shape[0], *shape), device=device, dtype=model.head.weight.dtype).normal_()
+        xs = torch.zeros((batch, cfg.input_shape[0], *shape), device=device, dtype=dtype).normal_()
         labels = torch.zeros((batch,), dtype=torch.int64, device=device)
 
         def step() -> None:

@@ -333,15 +333,14 @@ def verdicts(res: dict[str, Any]) -> list[dict[str, Any]]:
                 "paired": r["paired_ratio"],
                 "status": _status([r["time_ratio"], r["paired_ratio"]], limits["time"]),
             }
+            allowed = limits["time"] * r["A"]["median"]
             if "bound" in r:
-                allowed = limits["time"] * r["A"]["median"]
                 v.update(allowed=allowed, bound=r["bound"]["seconds"], needs=r["bound"]["seconds"] / allowed)
                 v["b_share"] = r["B"]["of_bound"]
                 if allowed < r["bound"]["seconds"]:
                     v["status"] = "out of reach (allowed time below the bound)"
             floor = r["B"].get("floor", {}).get("seconds")
             if floor is not None:
-                allowed = limits["time"] * r["A"]["median"]
                 v.update(floor=floor, floor_share=floor / allowed)
             out.append(v)
         if "memory" in limits:

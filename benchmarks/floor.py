@@ -10,7 +10,7 @@ the process that timed it:
   so the replay is a lower estimate of what the same kernel takes inside the network;
 * the **call floor**: the same kind of call on a smaller input (a batch of one where that runs the
   same aten calls, else the same batch; a small spatial size) that makes the same count of every
-  aten call (:func:`op_counts`), minus that call's own kernel floor. What remains is the cost of
+  aten call (:func:`record_calls`), minus that call's own kernel floor. What remains is the cost of
   issuing the calls (Python, dispatch, allocation) and of the other kernels on smaller arrays,
   which the full-size call pays at least once.
 
@@ -21,11 +21,13 @@ library) go below it. It is set against the time a target allows in ``bench ab``
 
 from __future__ import annotations
 
-import statistics
-import time
+import functools
+import math
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
+
+from .timing import best_and_median, measure
 
 #: aten operators whose kernels the floor replays, by category
 HEAVY: dict[str, str] = {
@@ -74,75 +76,46 @@ def rebuild(torch: Any, spec: Any, gen: Any) -> Any:
     return body[0]
 
 
-def record_heavy_calls(torch: Any, fn: Callable[[], Any]) -> Counter:
-    """Run ``fn`` once under a dispatch mode; → Counter of (operator, args spec, kwargs spec) for
-    every call of an operator in :data:`HEAVY`, the backward's included."""
+def record_calls(torch: Any, fn: Callable[[], Any]) -> tuple[Counter, Counter]:
+    """Run ``fn`` once under a dispatch mode; → (heavy, counts): a Counter of (operator, args spec,
+    kwargs spec) for every call of an operator in :data:`HEAVY`, the backward's included, and how
+    many times each aten operator was called."""
     from torch.utils._python_dispatch import TorchDispatchMode
 
-    calls: Counter = Counter()
+    heavy: Counter = Counter()
+    counts: Counter = Counter()
 
     class _Record(TorchDispatchMode):
         def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
             kwargs = kwargs or {}
-            if func.overloadpacket.__name__ in HEAVY:
-                key = (func, _spec(torch, tuple(args)), _spec(torch, tuple(sorted(kwargs.items()))))
-                calls[key] += 1
+            name = func.overloadpacket.__name__
+            counts[name] += 1
+            if name in HEAVY:
+                heavy[(func, _spec(torch, tuple(args)), _spec(torch, tuple(sorted(kwargs.items()))))] += 1
             return func(*args, **kwargs)
 
     with _Record():
         fn()
-    return calls
-
-
-def op_counts(torch: Any, fn: Callable[[], Any]) -> Counter:
-    """How many times ``fn`` calls each aten operator (one run under a dispatch mode)."""
-    from torch.utils._python_dispatch import TorchDispatchMode
-
-    counts: Counter = Counter()
-
-    class _Count(TorchDispatchMode):
-        def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
-            counts[func.overloadpacket.__name__] += 1
-            return func(*args, **(kwargs or {}))
-
-    with _Count():
-        fn()
-    return counts
+    return heavy, counts
 
 
 def replay(torch: Any, calls: Counter, reps: int = 5, seed: int = 0) -> dict[str, float]:
-    """Seconds per category (:data:`HEAVY`) of replaying ``calls`` (from :func:`record_heavy_calls`):
+    """Seconds per category (:data:`HEAVY`) of replaying the heavy ``calls`` of :func:`record_calls`:
     per distinct call, the median of ``reps`` timed runs after one untimed, times its count."""
     gen = torch.Generator().manual_seed(seed)
     out = dict.fromkeys(sorted(set(HEAVY.values())), 0.0)
     for (func, args_spec, kwargs_spec), count in calls.items():
         args = rebuild(torch, args_spec, gen)
         kwargs = dict(rebuild(torch, kwargs_spec, gen))
-        func(*args, **kwargs)
-        times = []
-        for _ in range(reps):
-            t0 = time.perf_counter()
-            func(*args, **kwargs)
-            times.append(time.perf_counter() - t0)
-        out[HEAVY[func.overloadpacket.__name__]] += statistics.median(times) * count
+        _best, median = best_and_median(functools.partial(func, *args, **kwargs), reps)
+        out[HEAVY[func.overloadpacket.__name__]] += median * count
     return out
 
 
-def kernel_floor(torch: Any, fn: Callable[[], Any], reps: int = 5) -> dict[str, Any]:
-    """``{"seconds", "by_category", "n_calls"}``: :func:`replay` of ``fn``'s heavy calls."""
-    calls = record_heavy_calls(torch, fn)
+def kernel_floor(torch: Any, calls: Counter, reps: int = 5) -> dict[str, Any]:
+    """``{"seconds", "by_category", "n_calls"}``: :func:`replay` of the heavy ``calls``."""
     by = replay(torch, calls, reps)
     return {"seconds": sum(by.values()), "by_category": by, "n_calls": sum(calls.values())}
-
-
-def _median_time(fn: Callable[[], Any], reps: int) -> float:
-    fn()
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def call_floor(
@@ -167,13 +140,13 @@ def call_floor(
                 break
             fn = make_fn(b, shape)
             fn()  # the first call builds caches (grids, the eval-mode slow kernels)
-            counts = op_counts(torch, fn)
+            heavy, counts = record_calls(torch, fn)
             if counts != reference_counts:
                 diff = sorted(set(counts.items()) ^ set(reference_counts.items()))[:4]
                 tried.append(f"B={b} {'x'.join(map(str, shape))}: other calls {diff}")
                 continue
-            whole = _median_time(fn, reps)
-            kernels = kernel_floor(torch, fn)["seconds"]
+            whole = measure(fn, reps=reps, min_reps=reps, budget=math.inf).median
+            kernels = kernel_floor(torch, heavy)["seconds"]
             return {"seconds": max(whole - kernels, 0.0), "batch": b, "shape": shape, "call": whole, "kernels": kernels}
     return {"seconds": None, "why": "; ".join(tried) or f"no side of {SMALL_SIDES} below the input's {spatial}"}
 
@@ -188,7 +161,8 @@ def eager_floor(
     """Both floors of ``fn``, a call on a batch of ``batch`` at the spatial shape ``spatial`` (module
     docstring); ``make_small`` as :func:`call_floor` takes it. ``seconds`` is their sum, None
     without a call floor."""
-    kernels = kernel_floor(torch, fn)
-    calls = call_floor(torch, op_counts(torch, fn), make_small, batch, spatial)
+    heavy, counts = record_calls(torch, fn)
+    kernels = kernel_floor(torch, heavy)
+    calls = call_floor(torch, counts, make_small, batch, spatial)
     total = None if calls["seconds"] is None else kernels["seconds"] + calls["seconds"]
     return {"seconds": total, "kernels": kernels, "calls": calls}

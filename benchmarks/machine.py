@@ -5,12 +5,11 @@ from __future__ import annotations
 import os
 import platform
 import sys
-import time
 from typing import Any
 
 import numpy as np
 
-from .timing import load_average
+from .timing import best_and_median, load_average
 
 
 def cpu_model() -> str:
@@ -94,18 +93,6 @@ def describe() -> dict[str, Any]:
     return info
 
 
-def _best(fn: Any, reps: int) -> tuple[float, float]:
-    """(best, median) seconds of ``fn`` over ``reps`` timed calls after one warm-up."""
-    fn()
-    ts = []
-    for _ in range(reps):
-        t = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t)
-    ts.sort()
-    return ts[0], ts[len(ts) // 2]
-
-
 def peaks(quick: bool = False) -> dict[str, Any]:
     """The machine's limits, measured now: large-matmul FLOP/s (torch and NumPy, float32 and
     float64) and large-copy bandwidth (bytes read + written per second, torch and NumPy).
@@ -129,19 +116,19 @@ def peaks(quick: bool = False) -> dict[str, Any]:
                 a = np.random.default_rng(0).standard_normal((n, n)).astype(dt)
                 b = np.random.default_rng(1).standard_normal((n, n)).astype(dt)
                 fn = lambda a=a, b=b: a @ b  # noqa: E731
-            best, med = _best(fn, reps)
+            best, med = best_and_median(fn, reps)
             out[f"{lib}_matmul_{dt}"] = 2.0 * n**3 / best
             out[f"{lib}_matmul_{dt}_median"] = 2.0 * n**3 / med
     nbytes = (64 if quick else 256) * 2**20
     src = torch.empty(nbytes // 4, dtype=torch.float32).normal_()
     dst = torch.empty_like(src)
-    best, med = _best(lambda: dst.copy_(src), reps)
+    best, med = best_and_median(lambda: dst.copy_(src), reps)
     out["copy_bytes"] = nbytes
     out["torch_copy"] = 2.0 * nbytes / best
     out["torch_copy_median"] = 2.0 * nbytes / med
     nsrc = np.random.default_rng(0).standard_normal(nbytes // 8)
     ndst = np.empty_like(nsrc)
-    best, med = _best(lambda: np.copyto(ndst, nsrc), reps)
+    best, med = best_and_median(lambda: np.copyto(ndst, nsrc), reps)
     out["numpy_copy"] = 2.0 * nbytes / best
     out["numpy_copy_median"] = 2.0 * nbytes / med
     return out

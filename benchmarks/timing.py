@@ -53,6 +53,21 @@ def measure(
     return _timing(times)
 
 
+def best_and_median(fn: Callable[[], Any], reps: int) -> tuple[float, float]:
+    """(best, median) seconds of ``fn`` over ``reps`` timed calls after one warm-up, with no garbage
+    collection between them (unlike :func:`measure`): for short calls repeated many times, such as
+    the machine's limits and the kernel replays of ``benchmarks.floor``, where a collection before
+    each would cost more than the calls."""
+    fn()
+    ts = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t)
+    ts.sort()
+    return ts[0], ts[len(ts) // 2]
+
+
 def measure_interleaved(fns: dict[str, Callable[[], Any]], *, reps: int = 5, warmup: int = 1) -> dict[str, Timing]:
     """Time several alternatives in round-robin (A, B, A, B, …), so that a change of the machine's
     load during the measurement affects all of them alike."""

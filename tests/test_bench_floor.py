@@ -12,7 +12,7 @@ torch = pytest.importorskip("torch")
 
 from hyperzzw_core import reference as R  # noqa: E402
 from hyperzzw_core.adapters.torch import Terminator  # noqa: E402
-from hyperzzw_core.benchmarks import floor  # noqa: E402
+from hyperzzw_core.benchmarks import floor, timing  # noqa: E402
 
 
 def _gemm_flops(func: Any, args: tuple) -> int:
@@ -47,7 +47,7 @@ def test_recorded_products_are_the_flop_counters_products(kind: str) -> None:
                 model(x)
 
     step()
-    calls = floor.record_heavy_calls(torch, step)
+    calls, _counts = floor.record_calls(torch, step)
     recorded = sum(
         _gemm_flops(func, args[1]) * n
         for (func, args, _kw), n in calls.items()
@@ -93,10 +93,10 @@ def test_replay_sums_each_distinct_call_times_its_count(monkeypatch: pytest.Monk
             torch.mm(a, a)
         torch.nn.functional.conv2d(x, w, groups=2)
 
-    calls = floor.record_heavy_calls(torch, fn)
+    calls, _counts = floor.record_calls(torch, fn)
     assert sum(calls.values()) == 4 and len(calls) == 2
     ticks = iter(range(1000))
-    monkeypatch.setattr(floor.time, "perf_counter", lambda: float(next(ticks)))
+    monkeypatch.setattr(timing.time, "perf_counter", lambda: float(next(ticks)))
     assert floor.replay(torch, calls, reps=3) == {"convolution": 1.0, "gemm": 3.0}
 
 
@@ -104,7 +104,7 @@ def test_call_floor_uses_only_a_smaller_input_with_the_same_calls() -> None:
     """Against a product on (16, 16): a smaller input that runs other calls (an add) is refused and
     named; then the first candidate with the same calls, a batch of one at 4×4, is the one used."""
     a = torch.randn(16, 16)
-    reference = floor.op_counts(torch, lambda: torch.mm(a, a))
+    _heavy, reference = floor.record_calls(torch, lambda: torch.mm(a, a))
     made = []
 
     def make(batch: int, shape: tuple[int, ...]) -> Any:
@@ -126,7 +126,7 @@ def test_a_batch_dependent_path_falls_back_to_the_measured_batch() -> None:
     """When a batch of one makes other calls than the measured batch of 8, the call floor is taken
     at the measured batch (a smaller spatial input of the same calls)."""
     big = torch.randn(8, 16, 16)
-    reference = floor.op_counts(torch, lambda: torch.bmm(big, big))
+    _heavy, reference = floor.record_calls(torch, lambda: torch.bmm(big, big))
 
     def make(batch: int, shape: tuple[int, ...]) -> Any:
         t = torch.randn((batch, *shape))
