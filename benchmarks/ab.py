@@ -31,6 +31,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from .floor import CATEGORIES
 from .timing import load_average
 
 #: (kind, batch) of the default comparison: the training step and the eval forward of issue 16
@@ -202,8 +203,8 @@ def compare(
     side and case, one timed call, under :data:`LIVE_TUNABLE`; its peak is the side's ``live_peak``.
     ``compile_b``: side B's workers run under ``Terminator.compile()`` (the first call, which
     compiles, is untimed; its seconds are B's ``first_call``), side A as the revision runs by default.
-    Without it, side B's last process measures its eager floor after its timed calls
-    (:mod:`benchmarks.floor`): the row's ``B["floor"]``."""
+    Without it, every process of side B measures its eager floor after its timed calls
+    (:mod:`benchmarks.floor`; see :func:`summarize`)."""
     live = live_peaks_supported() if live is None else live
     rows = []
     for kind, b in cases:
@@ -221,7 +222,7 @@ def compare(
         got: dict[str, list[dict[str, Any]]] = {"A": [], "B": []}
         for r in range(rounds):
             for side in ("A", "B"):
-                floor = side == "B" and r == rounds - 1 and not compile_b
+                floor = side == "B" and not compile_b
                 res = _run(dict(specs[side], floor=True) if floor else specs[side], sites[side], timeout, as_cli)
                 inside = Path(res["core_file"]).resolve().is_relative_to(site.resolve())
                 if inside != (side == "A"):
@@ -256,6 +257,12 @@ def summarize(kind: str, batch: int, config: str, got: dict[str, list[dict[str, 
     the machine's load between rounds moves both, so their median (``paired_ratio``) and range
     are the comparison's estimate and its spread where the pooled medians are skewed by a slow
     round on one side.
+
+    Where side B's processes measured their eager floor: ``B["floor_rounds"]``, each round's floor
+    (seconds, None without a call floor), and ``B["floor"]``, the whole measurement of the round
+    whose floor is the median (the lower one of an even count); ``floor_over_a``, each round's
+    floor over the median of A's process in the same round (None without a call floor), the floor's
+    counterpart of ``round_ratios``.
     """
     row: dict[str, Any] = {"kind": kind, "batch": batch, "config": config}
     for side in ("A", "B"):
@@ -270,8 +277,15 @@ def summarize(kind: str, batch: int, config: str, got: dict[str, list[dict[str, 
             "first_call": statistics.median(res.get("first_call", 0.0) for res in got[side]),
             "heap": got[side][0].get("heap", "C library defaults"),
         }
-    if "floor" in got["B"][-1]:
-        row["B"]["floor"] = got["B"][-1]["floor"]
+    floors = [res["floor"] for res in got["B"] if "floor" in res]
+    if floors:
+        row["B"]["floor_rounds"] = [f["seconds"] for f in floors]
+        known = sorted((f for f in floors if f["seconds"] is not None), key=lambda f: f["seconds"])
+        row["B"]["floor"] = known[(len(known) - 1) // 2] if known else floors[-1]
+        row["floor_over_a"] = [
+            None if "floor" not in b or b["floor"]["seconds"] is None else b["floor"]["seconds"] / a["median"]
+            for a, b in zip(got["A"], got["B"], strict=True)
+        ]
     row["time_ratio"] = row["B"]["median"] / row["A"]["median"]
     row["round_ratios"] = [b["median"] / a["median"] for a, b in zip(got["A"], got["B"], strict=True)]
     row["paired_ratio"] = statistics.median(row["round_ratios"])
@@ -312,9 +326,11 @@ def verdicts(res: dict[str, Any]) -> list[dict[str, Any]]:
     :func:`add_bounds`), the time the target allows (limit × A's median) is set against it: below
     the bound the target is out of reach on this machine whatever the code does; otherwise the
     share of the bound the target asks for (bound / allowed) is given beside B's share. Where
-    side B measured its eager floor (:mod:`benchmarks.floor`), ``floor_share`` is that floor over
-    the allowed time: above 1, no execution that issues B's calls one by one with torch's
-    kernels can meet the target.
+    side B measured its eager floor (:mod:`benchmarks.floor`), ``floor_share`` is the median
+    round's floor over the allowed time, and ``floor_shares`` each round's floor over the time the
+    target allows against A's process of the same round (``floor_over_a`` / limit). Where both the
+    pooled share and the median of the rounds' shares are above 1, ``out_of_reach`` is True: no
+    execution of B's arithmetic call by call with torch's kernels meets the target.
     Memory: the live peak's ratio where the run measured it, else the peak RSS's.
     Only where side A is ``ISSUE_16_BASELINE`` (the targets are ratios to it) and for ``cifar10()``,
     the configuration they are set for; [] otherwise.
@@ -341,7 +357,9 @@ def verdicts(res: dict[str, Any]) -> list[dict[str, Any]]:
                     v["status"] = "out of reach (allowed time below the bound)"
             floor = r["B"].get("floor", {}).get("seconds")
             if floor is not None:
-                v.update(floor=floor, floor_share=floor / allowed)
+                shares = [f / limits["time"] for f in r.get("floor_over_a", []) if f is not None]
+                v.update(floor=floor, floor_share=floor / allowed, floor_shares=shares)
+                v["out_of_reach"] = all(e > 1 for e in [v["floor_share"], statistics.median(shares)])
             out.append(v)
         if "memory" in limits:
             live = "live_ratio" in r
@@ -368,8 +386,10 @@ def _target_lines(res: dict[str, Any]) -> list[str]:
         f"Issue 16's targets in this run ({who}): met only when the pooled and the per-round B/A are "
         "both within the target. The time a target allows is its limit times A's median; set against "
         "the roofline bound (the table of bounds above), it gives the share of the bound the target asks "
-        "for. B's eager floor (the table just above) over the allowed time: above 100%, no execution that "
-        "issues B's calls one by one with torch's kernels meets the target; only fewer or faster kernels can.",
+        "for. B's eager floor (the table just above; its median round, then the median and range of each "
+        "round's floor over the time allowed against A's process of the same round) over the allowed time: "
+        "where both are above 100%, no execution that runs B's arithmetic call by call with torch's kernels "
+        "meets the target; only fused or other kernels can.",
         "",
         "| target | allows B/A | measured B/A | status | allowed time against the bound | B's eager floor against "
         "the allowed time |",
@@ -385,9 +405,11 @@ def _target_lines(res: dict[str, Any]) -> list[str]:
         )
         floor = "–"
         if "floor" in v:
-            floor = f"{v['floor']:.4f} s: {v['floor_share']:.0%}" + (
-                " (out of reach of an eager execution)" if v["floor_share"] > 1 else ""
-            )
+            fs = v["floor_shares"]
+            floor = (
+                f"{v['floor']:.4f} s: {v['floor_share']:.0%}; per round {statistics.median(fs):.0%} "
+                f"({min(fs):.0%} to {max(fs):.0%})"
+            ) + (" (out of reach of an eager execution)" if v["out_of_reach"] else "")
         lines.append(f"| {v['target']} | ≤ {v['limit']:.2f}x | {measured} | **{v['status']}** | {bound} | {floor} |")
     return lines
 
@@ -490,15 +512,18 @@ def _floor_lines(res: dict[str, Any]) -> list[str]:
         return []
     lines = [
         "",
-        "Side B's eager floor, measured by its last process after its timed calls (benchmarks/floor.py): "
-        "the kernel floor replays every matrix product and convolution of one call (forward and backward) "
-        "alone, on fresh tensors of the same layout; the call floor is the same kind of call on a smaller "
-        "input that makes the same count of every aten call, less its own kernel floor. Their sum is a "
-        "lower estimate of any execution that issues these calls one by one with torch's kernels.",
+        "Side B's eager floor, measured by each of its processes after its timed calls (benchmarks/floor.py); "
+        "the round whose floor is the median is shown. The kernel floor replays every aten call of one call "
+        "(forward and backward) that computes values alone, on fresh tensors of the same layout: matrix "
+        "products, convolutions, standardisations, and the other element-wise operators and reductions "
+        "(views, copies, concatenations, fills and constants are left out). The call floor is the same kind "
+        "of call on a smaller input that makes the same count of every aten call, less its own kernel floor. "
+        "Their sum is a lower estimate of any execution that runs the same arithmetic call by call with "
+        "torch's kernels, which keeps every value to the bit.",
         "",
-        "| measurement | B median | kernel floor: products + convolutions (calls) | call floor (smaller input) "
-        "| eager floor | floor / B median |",
-        "|---|---|---|---|---|---|",
+        "| measurement | B median | kernel floor: products + convolutions + standardisations + other (calls) "
+        "| call floor (smaller input) | eager floor | floor / B median | floor per round |",
+        "|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         fl, med = r["B"]["floor"], r["B"]["median"]
@@ -511,9 +536,14 @@ def _floor_lines(res: dict[str, Any]) -> list[str]:
             shape = "x".join(map(str, c["shape"]))
             calls = f"{c['seconds']:.4f} s (B={c['batch']}, {shape}: {c['call']:.4f} s less {c['kernels']:.4f} s)"
             total, share = f"{fl['seconds']:.4f} s", f"{fl['seconds'] / med:.0%}"
+        parts = " + ".join(f"{by.get(c, 0.0):.4f}" for c in CATEGORIES)
+        left = k.get("left_out") or {}
+        failed = f"; left out, failed on fresh values: {', '.join(f'{n} ×{c}' for n, c in sorted(left.items()))}"
+        rounds = ", ".join("–" if f is None else f"{f:.4f}" for f in r["B"]["floor_rounds"])
         lines.append(
-            f"| {r['kind']} B={r['batch']} | {med:.4f} s | {k['seconds']:.4f} s: {by.get('gemm', 0.0):.4f} + "
-            f"{by.get('convolution', 0.0):.4f} s ({k['n_calls']}) | {calls} | {total} | {share} |"
+            f"| {r['kind']} B={r['batch']} | {med:.4f} s | {k['seconds']:.4f} s: {parts} s ({k['n_calls']})"
+            f"{failed if left else ''} "
+            f"| {calls} | {total} | {share} | {rounds} |"
         )
     return lines
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import hyperzzw_core
-from hyperzzw_core.benchmarks import ab
+from hyperzzw_core.benchmarks import ab, floor
 from hyperzzw_core.train import memory
 
 REPO = Path(__file__).resolve().parents[1]
@@ -251,44 +251,65 @@ def test_issue_16_targets_are_judged_on_both_estimates_and_against_the_bound() -
 
 
 def test_the_eager_floor_is_set_against_the_time_each_target_allows() -> None:
-    """Hand-made cifar10() rows with side B's eager floor: the floor over the allowed time (limit ×
-    A's median), worked out here, is reported per target, and only a floor above the allowed time
-    says the target is out of reach of an eager execution. A row without a call floor reports why."""
+    """Hand-made cifar10() rounds where every process of side B measured its eager floor. The row
+    shows the round whose floor is the median; each target's floor is set against the time it
+    allows, pooled (the median round's floor over limit × A's median) and per round (each floor
+    over limit × the median of A's process of the same round), all worked out here. Only where both
+    are above 100% is the target out of reach of an eager execution; a round without a call floor
+    has no share, and a replay that failed on fresh values is named."""
 
-    def row(kind: str, b: int, a_med: float, floor_s: float | None) -> dict:
-        side = {"median": a_med, "min": a_med, "n": 3, "peak_delta": 2**30, "core_file": "x"}
+    def worker(t: float) -> dict:
+        return {"times": [t, t, t], "median": t, "peak_delta": 2**30, "core_file": "x"}
+
+    def worker_b(t: float, floor_s: float | None, left_out: dict | None) -> dict:
+        res = worker(t)
         calls = (
             {"seconds": None, "why": "B=1 4x4: other calls"}
             if floor_s is None
-            else {
-                "seconds": 0.1 * floor_s,
-                "batch": 1,
-                "shape": [4, 4],
-                "call": 0.2 * floor_s,
-                "kernels": 0.1 * floor_s,
-            }
+            else {"seconds": 0.1 * floor_s, "batch": 1, "shape": [4, 4], "call": 0.2 * floor_s}
         )
-        fl = {
+        if floor_s is not None:
+            calls["kernels"] = 0.1 * floor_s
+        kernels = 0.9 * (floor_s or 1.0)
+        by = dict(zip(floor.CATEGORIES, (0.5 * kernels, 0.1 * kernels, 0.3 * kernels, 0.1 * kernels), strict=True))
+        res["floor"] = {
             "seconds": floor_s,
-            "kernels": {
-                "seconds": 0.9 * (floor_s or 1.0),
-                "by_category": {"gemm": 0.8, "convolution": 0.1},
-                "n_calls": 7,
-            },
+            "kernels": {"seconds": kernels, "by_category": by, "n_calls": 7, "left_out": left_out or {}},
             "calls": calls,
         }
-        r = {"kind": kind, "batch": b, "config": "cifar10", "A": side, "B": dict(side, median=0.8 * a_med, floor=fl)}
-        r.update(time_ratio=0.8, round_ratios=[0.8], paired_ratio=0.8, peak_ratio=1.0)
-        return r
+        return res
 
-    rows = [row("train", 32, 2.0, 1.2), row("forward", 8, 0.2, 0.1), row("forward", 1, 0.01, None)]
-    res = _result(rows, rounds=1, config="cifar10", commit=ab.ISSUE_16_BASELINE)
+    def case(kind: str, b: int, a: list[float], floors: list[float | None], left_out: dict | None = None) -> dict:
+        got = {"A": [worker(t) for t in a], "B": [worker_b(0.8 * a[0], f, left_out) for f in floors]}
+        return ab.summarize(kind, b, "cifar10", got)
+
+    rows = [
+        # median floor 1.25 s (round 3): 1.25 / (0.55 × 2.0) pooled; rounds 1.3/1.1, 1.2/1.1, 1.25/1.32
+        case("train", 32, [2.0, 2.0, 2.4], [1.3, 1.2, 1.25]),
+        # pooled 0.7 / 0.65 is above 100%, but the rounds' median, 0.6 / 0.65, is not
+        case("forward", 8, [1.0, 1.0, 3.0], [0.6, 0.72, 0.7], left_out={"multinomial": 2}),
+        # only round 2 has a call floor
+        case("forward", 1, [0.01, 0.02, 0.02], [None, 0.0065, None]),
+    ]
+    assert rows[0]["B"]["floor"]["seconds"] == 1.25 and rows[0]["B"]["floor_rounds"] == [1.3, 1.2, 1.25]
+    assert rows[2]["B"]["floor"]["seconds"] == 0.0065 and rows[2]["floor_over_a"] == [None, pytest.approx(0.325), None]
+    res = _result(rows, rounds=3, config="cifar10", commit=ab.ISSUE_16_BASELINE)
     got = {v["target"]: v for v in ab.verdicts(res)}
-    assert got["train B=32 time"]["floor_share"] == pytest.approx(1.2 / (0.55 * 2.0))
-    assert got["forward B=8 time"]["floor_share"] == pytest.approx(0.1 / (0.65 * 0.2))
-    assert "floor" not in got["forward B=1 time"]
+    train, b8, b1 = got["train B=32 time"], got["forward B=8 time"], got["forward B=1 time"]
+    assert train["floor_share"] == pytest.approx(1.25 / 1.1)
+    assert train["floor_shares"] == pytest.approx([1.3 / 1.1, 1.2 / 1.1, 1.25 / (0.55 * 2.4)])
+    assert train["out_of_reach"]
+    assert b8["floor_share"] == pytest.approx(0.7 / 0.65) and not b8["out_of_reach"]
+    assert b8["floor_shares"] == pytest.approx([0.6 / 0.65, 0.72 / 0.65, 0.7 / (0.65 * 3.0)])
+    assert b1["floor_shares"] == pytest.approx([0.0065 / (0.6 * 0.02)]) and not b1["out_of_reach"]
     text = ab.render(res)
-    assert "| 1.2000 s: 109% (out of reach of an eager execution) |" in text
-    assert "| 0.1000 s: 77% |" in text
-    assert "n/a: B=1 4x4: other calls" in text
-    assert f"| train B=32 | {0.8 * 2.0:.4f} s | 1.0800 s: 0.8000 + 0.1000 s (7) |" in text
+    assert "| 1.2500 s: 114%; per round 109% (95% to 118%) (out of reach of an eager execution) |" in text
+    assert "| 0.7000 s: 108%; per round 92% (36% to 111%) |" in text
+    k = 0.9 * 1.25
+    assert (
+        f"| train B=32 | 1.6000 s | {k:.4f} s: {0.5 * k:.4f} + {0.1 * k:.4f} + {0.3 * k:.4f} + {0.1 * k:.4f} s (7) "
+        in text
+    )
+    assert "| 1.2500 s | 78% | 1.3000, 1.2000, 1.2500 |" in text
+    assert "+ 0.0630 s (7); left out, failed on fresh values: multinomial ×2 |" in text
+    assert "| –, 0.0065, – |" in text

@@ -51,7 +51,7 @@ def test_recorded_products_are_the_flop_counters_products(kind: str) -> None:
     recorded = sum(
         _gemm_flops(func, args[1]) * n
         for (func, args, _kw), n in calls.items()
-        if floor.HEAVY[func.overloadpacket.__name__] == "gemm"
+        if floor.category(func.overloadpacket.__name__) == "gemm"
     )
     with FlopCounterMode(display=False) as counter:
         step()
@@ -97,7 +97,53 @@ def test_replay_sums_each_distinct_call_times_its_count(monkeypatch: pytest.Monk
     assert sum(calls.values()) == 4 and len(calls) == 2
     ticks = iter(range(1000))
     monkeypatch.setattr(timing.time, "perf_counter", lambda: float(next(ticks)))
-    assert floor.replay(torch, calls, reps=3) == {"convolution": 1.0, "gemm": 3.0}
+    want = {"gemm": 3.0, "convolution": 1.0, "standardization": 0.0, "other": 0.0}
+    assert floor.replay(torch, calls, reps=3) == {"by_category": want, "left_out": {}}
+
+
+def test_the_kernels_are_the_calls_that_compute_values() -> None:
+    """Against a hand-written list: of a function that views, copies, concatenates, pads, fills and
+    builds a constant besides computing, only the computing calls are kept, each in its category;
+    every call is counted."""
+    x = torch.randn(4, 6, 5)
+    w = torch.randn(6, 1, 3)
+
+    def fn() -> None:
+        v = x.transpose(1, 2)[0]  # views
+        c = torch.cat([v.contiguous(), v.clone()])  # moves: clone ×2, cat
+        torch.nn.functional.pad(c, (1, 1))  # a move: constant_pad_nd
+        grid = torch.arange(5.0)  # a constant
+        torch.zeros(3).fill_(2.0)  # a constant, then a move
+        y = torch.mm(v, x[1]) * grid  # a product, an element-wise operator
+        torch.nn.functional.batch_norm(x, None, None, training=True)  # a standardisation
+        torch.nn.functional.gelu(y).sum()  # element-wise, a reduction
+        torch.nn.functional.conv1d(x, w, groups=6)  # a convolution
+
+    kernels, counts = floor.record_calls(torch, fn)
+    got = Counter({func.overloadpacket.__name__: n for (func, _a, _k), n in kernels.items()})
+    assert got == Counter({"mm": 1, "mul": 1, "native_batch_norm": 1, "gelu": 1, "sum": 1, "convolution": 1})
+    assert {floor.category(n) for n in got} == set(floor.CATEGORIES)
+    assert floor.category("native_batch_norm") == "standardization" and floor.category("mul") == "other"
+    for moved in ("clone", "cat", "constant_pad_nd", "arange", "fill_", "transpose"):
+        assert counts[moved] >= 1, moved  # counted for the call floor, not replayed
+
+
+def test_a_replay_that_fails_on_fresh_values_is_left_out_and_named() -> None:
+    """``multinomial`` refuses the negative weights a fresh standard normal tensor has: its call is
+    left out of the sum (which stays a lower estimate) and named with its count; the product beside
+    it is replayed."""
+    w = torch.rand(3, 4)
+    a = torch.randn(8, 8)
+
+    def fn() -> None:
+        torch.mm(a, a)
+        torch.multinomial(w, 1)
+        torch.multinomial(w, 1)
+
+    kernels, _counts = floor.record_calls(torch, fn)
+    got = floor.kernel_floor(torch, kernels, reps=1)
+    assert got["left_out"] == {"multinomial": 2} and got["n_calls"] == 3
+    assert got["by_category"]["gemm"] > 0 and got["seconds"] == got["by_category"]["gemm"]
 
 
 def test_call_floor_uses_only_a_smaller_input_with_the_same_calls() -> None:
