@@ -132,12 +132,12 @@ def category(name: str) -> str:
 
 
 def computes_values(torch: Any, func: Any, args: tuple, kwargs: dict[str, Any]) -> bool:
-    """Whether the kernel floor replays a call of ``func``: not a view (a result that aliases an
-    input without writing it), not one of :data:`MOVES`, and with a tensor among its arguments (a
-    call without one makes a constant)."""
+    """Whether the kernel floor replays a call of ``func`` (an aten ``OpOverload``): not a view (its
+    ``is_view``: a result that aliases an input without writing it), not one of :data:`MOVES`, and
+    with a tensor among its arguments (a call without one makes a constant)."""
     if func.overloadpacket.__name__ in MOVES:
         return False
-    if any(r.alias_info is not None and not r.alias_info.is_write for r in func._schema.returns):
+    if func.is_view:
         return False
     return _has_tensor(torch, (tuple(args), tuple(kwargs.values())))
 
