@@ -58,7 +58,7 @@ STANDARDIZATIONS = frozenset(
 )
 
 #: aten operators that only move, copy or allocate values: an execution of the same arithmetic need
-#: not run them, so the kernel floor leaves them out (views are left out by their schema)
+#: not run them, so the kernel floor leaves them out (views are left out by the operator's is_view)
 MOVES = frozenset(
     {
         "clone",
