@@ -295,18 +295,34 @@ def summarize(kind: str, batch: int, config: str, got: dict[str, list[dict[str, 
 
 def add_bounds(rows: list[dict[str, Any]], pk: dict[str, Any]) -> None:
     """Each row's roofline bound (benchmarks/costs.py's model of this checkout's computation, the
-    torch float32 matmul and copy limits ``pk`` measured in the same run) and the fraction of it
-    each side reached (bound / median)."""
+    torch float32 product and copy limits ``pk`` measured in the same run: machine.product_peak,
+    the better of torch's matmul and its oneDNN 1×1 convolution) and the fraction of it each side
+    reached (bound / median)."""
     from hyperzzw_core import reference as R
 
     from .costs import roofline_seconds, step_cost
+    from .machine import product_peak
 
     for r in rows:
         cost = step_cost(R.preset(r["config"]), r["batch"], 4, r["kind"])
-        bound = roofline_seconds(cost, pk["torch_matmul_float32"], pk["torch_copy"])
+        bound = roofline_seconds(cost, product_peak(pk), pk["torch_copy"])
         r["bound"] = {"seconds": bound, "gflop": cost.flops / 1e9, "gbytes": cost.bytes / 1e9}
         for side in ("A", "B"):
             r[side]["of_bound"] = bound / r[side]["median"]
+
+
+def _product_peaks(pk: dict[str, Any]) -> str:
+    """The float32 product limits in words, the peak that bounds use first (machine.product_peak)."""
+    from .machine import product_peak
+
+    mm = pk["torch_matmul_float32"]
+    conv = pk.get("torch_conv1x1_float32")
+    if conv is None:
+        return f"matmul {mm / 1e9:.1f} GFLOP/s, the peak"
+    return (
+        f"peak {product_peak(pk) / 1e9:.1f} GFLOP/s, the better of matmul {mm / 1e9:.1f} and oneDNN's 1×1 "
+        f"convolution {conv / 1e9:.1f}"
+    )
 
 
 def _status(estimates: list[float], limit: float) -> str:
@@ -394,7 +410,8 @@ def _target_lines(res: dict[str, Any]) -> list[str]:
         "for. B's eager floor (the table just above; its median round, then the median and range of each "
         "round's floor over the time allowed against A's process of the same round) over the allowed time: "
         "where both are above 100%, no execution that runs B's arithmetic call by call with torch's kernels "
-        "meets the target; only fused or other kernels can.",
+        "(its products as called or, with the same bits, as oneDNN's channels-last convolutions) meets the "
+        "target; only fused or other kernels can.",
         "",
         "| target | allows B/A | measured B/A | status | allowed time against the bound | B's eager floor against "
         "the allowed time |",
@@ -491,10 +508,10 @@ def render(res: dict[str, Any]) -> str:
         pk = res["peaks"]
         lines += [
             "",
-            f"Roofline bounds, from the machine's limits measured in the same run (torch float32 matmul "
-            f"{pk['torch_matmul_float32'] / 1e9:.1f} GFLOP/s, copy {pk['torch_copy'] / 1e9:.1f} GB/s) and "
+            f"Roofline bounds, from the machine's limits measured in the same run (torch float32 products: "
+            f"{_product_peaks(pk)}; copy {pk['torch_copy'] / 1e9:.1f} GB/s) and "
             "the cost model of this checkout's computation (benchmarks/costs.py): bound = max(FLOPs / "
-            "matmul peak, bytes / copy bandwidth); a side's share is bound / its median.",
+            "product peak, bytes / copy bandwidth); a side's share is bound / its median.",
             "",
             "| measurement | model GFLOP | model GB | bound | A share | B share |",
             "|---|---|---|---|---|---|",
@@ -525,11 +542,15 @@ def _floor_lines(res: dict[str, Any]) -> list[str]:
         "(views, copies, concatenations, fills and constants are left out). The call floor is the same kind "
         "of call on a smaller input that makes the same count of every aten call, less its own kernel floor. "
         "Their sum is a lower estimate of any execution that runs the same arithmetic call by call with "
-        "torch's kernels, which keeps every value to the bit.",
+        "torch's kernels, which keeps every value to the bit. The products are taken at the faster of the "
+        "call and oneDNN's 1×1 convolution on operands laid out channels-last, where the convolution gives "
+        "the call's values to the bit (checked call by call; the products column gives both, and how many "
+        "products were taken as convolutions).",
         "",
         "| measurement | B median | kernel floor: products + convolutions + standardisations + other (calls) "
-        "| call floor (smaller input) | eager floor | floor / B median | floor per round |",
-        "|---|---|---|---|---|---|---|",
+        "| products: as called → channels-last where the bits agree | call floor (smaller input) | eager "
+        "floor | floor / B median | floor per round |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         fl, med = r["B"]["floor"], r["B"]["median"]
@@ -542,18 +563,32 @@ def _floor_lines(res: dict[str, Any]) -> list[str]:
             shape = "x".join(map(str, c["shape"]))
             calls = f"{c['seconds']:.4f} s (B={c['batch']}, {shape}: {c['call']:.4f} s less {c['kernels']:.4f} s)"
             total, share = f"{fl['seconds']:.4f} s", f"{fl['seconds'] / med:.0%}"
-        parts = " + ".join(f"{by.get(cat, 0.0):.4f}" for cat in CATEGORIES)
+        products = k.get("products_channels_last")
+        shown = dict(by, gemm=min(products["seconds"], by["gemm"])) if products else by
+        parts = " + ".join(f"{shown.get(cat, 0.0):.4f}" for cat in CATEGORIES)
         left = k.get("left_out") or {}
         failed = ""
         if left:
             failed = "; left out, failed on fresh values: " + ", ".join(f"{n} ×{m}" for n, m in sorted(left.items()))
         rounds = ", ".join("–" if f is None else f"{f:.4f}" for f in r["B"]["floor_rounds"])
+        kernels = k.get("seconds_channels_last", k["seconds"])
         lines.append(
-            f"| {r['kind']} B={r['batch']} | {med:.4f} s | {k['seconds']:.4f} s: {parts} s ({k['n_calls']})"
-            f"{failed} "
+            f"| {r['kind']} B={r['batch']} | {med:.4f} s | {kernels:.4f} s: {parts} s ({k['n_calls']})"
+            f"{failed} | {_products_cell(k)} "
             f"| {calls} | {total} | {share} | {rounds} |"
         )
     return lines
+
+
+def _products_cell(k: dict[str, Any]) -> str:
+    """The floor table's products: as called, then at the channels-last figure where measured
+    (benchmarks/floor.channels_last_products); the kernel floor's products column is the lower."""
+    gemm = k["by_category"]["gemm"]
+    p = k.get("products_channels_last")
+    if p is None:
+        return f"{gemm:.4f} s (channels-last not measured)"
+    unequal = f"; {p['unequal']} gave other bits" if p["unequal"] else ""
+    return f"{gemm:.4f} s → {min(p['seconds'], gemm):.4f} s ({p['converted']} of {p['calls']} as convolutions{unequal})"
 
 
 def run(

@@ -54,7 +54,8 @@ def _machine(quick: bool) -> tuple[dict[str, Any], dict[str, Any]]:
     pk = peaks(quick)
     _log(
         f"  {info['cpu']}: torch matmul f32 {pk['torch_matmul_float32'] / 1e9:.1f} GFLOP/s, "
-        f"f64 {pk['torch_matmul_float64'] / 1e9:.1f} GFLOP/s, copy {pk['torch_copy'] / 1e9:.1f} GB/s"
+        f"f64 {pk['torch_matmul_float64'] / 1e9:.1f} GFLOP/s, oneDNN 1x1 convolution f32 "
+        f"{pk.get('torch_conv1x1_float32', float('nan')) / 1e9:.1f} GFLOP/s, copy {pk['torch_copy'] / 1e9:.1f} GB/s"
     )
     return info, pk
 

@@ -77,7 +77,10 @@ def test_each_side_imports_its_own_code(tmp_path: Path) -> None:
     # side B's last process measured its eager floor (benchmarks/floor.py); side A, the revision, not
     fl = row["B"]["floor"]
     assert "floor" not in row["A"] and fl["kernels"]["n_calls"] > 0 and fl["kernels"]["seconds"] > 0
-    assert fl["calls"]["seconds"] is not None and fl["seconds"] == fl["kernels"]["seconds"] + fl["calls"]["seconds"]
+    assert fl["calls"]["seconds"] is not None
+    assert fl["seconds_as_called"] == fl["kernels"]["seconds"] + fl["calls"]["seconds"]
+    # the eager floor takes the products at their channels-last figure where that is lower
+    assert fl["seconds"] == fl["kernels"]["seconds_channels_last"] + fl["calls"]["seconds"] <= fl["seconds_as_called"]
     # where glibc reads tunables, one more process per side measured the live peak
     assert ("live_ratio" in row) == ab.live_peaks_supported()
     if "live_ratio" in row:
@@ -99,7 +102,7 @@ def test_as_cli_names_a_side_whose_train_sets_no_heap(monkeypatch: pytest.Monkey
 
 
 def test_the_report_states_each_sides_share_of_the_roofline_bound() -> None:
-    """The bound is the cost model's max(FLOPs / matmul peak, bytes / copy bandwidth), computed here
+    """The bound is the cost model's max(FLOPs / product peak, bytes / copy bandwidth), computed here
     independently from the model's totals, and a side's share is bound / its median."""
     from hyperzzw_core import reference as R
     from hyperzzw_core.benchmarks.costs import step_cost
@@ -116,6 +119,12 @@ def test_the_report_states_each_sides_share_of_the_roofline_bound() -> None:
     text = ab.render(_result(rows, rounds=1, peaks=pk))
     assert f"{flops / 1e9:.2f}" in text and "1.0 GFLOP/s" in text
     assert f"{flops / 1e9 / 2.0:.0%} | {flops / 1e9:.0%} |" in text
+    # where oneDNN's 1×1 convolution ran faster than the matmul, it is the peak the bound uses
+    pk_conv = dict(pk, torch_conv1x1_float32=4e9, torch_conv1x1_float32_median=3e9)
+    ab.add_bounds(rows, pk_conv)
+    assert rows[0]["bound"]["seconds"] == pytest.approx(flops / 4e9)
+    text = ab.render(_result(rows, rounds=1, peaks=pk_conv))
+    assert "peak 4.0 GFLOP/s, the better of matmul 1.0 and oneDNN's 1×1 convolution 4.0" in text
 
 
 def test_rounds_are_paired_so_one_slow_round_does_not_decide_the_ratio() -> None:

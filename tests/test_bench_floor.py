@@ -180,3 +180,104 @@ def test_a_batch_dependent_path_falls_back_to_the_measured_batch() -> None:
 
     got = floor.call_floor(torch, reference, make, 8, (16, 16), reps=3)
     assert got["batch"] == 8 and got["shape"] == (4, 4)
+
+
+onednn = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="torch without oneDNN")
+
+
+def _f64(t: Any) -> Any:
+    return t.detach().to(torch.float64)
+
+
+@onednn
+@pytest.mark.parametrize("form", ["bias", "accumulate", "left", "right", "batch of one"])
+def test_a_shared_weight_product_runs_as_a_channels_last_convolution(form: str) -> None:
+    """Each form of product with a weight shared by the batch, as the network records them, against
+    the same product in float64 (einsum): the convolution computes it, and says whether its bits
+    are the call's exactly as an independent comparison finds."""
+    g = torch.Generator().manual_seed(1)
+    b, o, k, n = 3, 5, 7, 11
+    w = torch.randn(o, k, generator=g)
+    x = torch.randn(b, k, n, generator=g)
+    if form == "bias":
+        bias = torch.randn(1, o, 1, generator=g)
+        func, args = torch.ops.aten.baddbmm.default, (bias, w.expand(b, o, k), x)
+        want = _f64(bias) + torch.einsum("ok,bkn->bon", _f64(w), _f64(x))
+    elif form == "accumulate":
+        y = torch.randn(b, o, n, generator=g)
+        func, args = torch.ops.aten.baddbmm_.default, (y, w.expand(b, o, k), x)
+        want = _f64(y) + torch.einsum("ok,bkn->bon", _f64(w), _f64(x))
+    elif form == "left":
+        func, args = torch.ops.aten.bmm.default, (w.expand(b, o, k), x)
+        want = torch.einsum("ok,bkn->bon", _f64(w), _f64(x))
+    elif form == "right":  # x_b·W: (b, n, k) by (k, o)
+        xt = torch.randn(b, n, k, generator=g)
+        func, args = torch.ops.aten.bmm.default, (xt, w.t().expand(b, k, o))
+        want = torch.einsum("bnk,ko->bno", _f64(xt), _f64(w.t()))
+    else:  # a batch of one: its weight's batch stride is not 0
+        big = torch.randn(2 * o, k, generator=g)
+        func, args = torch.ops.aten.bmm.default, (big[None, :o], x[:1])
+        assert args[0].stride(0) != 0
+        want = torch.einsum("ok,bkn->bon", _f64(big[:o]), _f64(x[:1]))
+    before = [a.clone() for a in args]
+    run, same_bits = floor.channels_last_product(torch, func, args, {})
+    assert all(torch.equal(a, c) for a, c in zip(args, before, strict=True)), "the call's operands were changed"
+    got = run()
+    got = got.squeeze(3).transpose(1, 2) if form == "right" else got.squeeze(3)
+    assert got.shape == want.shape
+    assert torch.allclose(_f64(got), want, rtol=1e-5, atol=1e-5)
+    call = func(*((args[0].clone(),) + args[1:])) if form == "accumulate" else func(*args)
+    assert same_bits == torch.equal(call, got)
+
+
+def test_other_products_stay_as_called() -> None:
+    """Two per-batch factors (the weight gradients), float64, an explicit beta, or a 2-D ``mm``: no
+    convolution is offered."""
+    a, x = torch.randn(3, 4, 5), torch.randn(3, 5, 6)
+    w = torch.randn(4, 5)
+    aten = torch.ops.aten
+    assert floor.channels_last_product(torch, aten.bmm.default, (a, x), {}) is None
+    assert floor.channels_last_product(torch, aten.bmm.default, (w.double().expand(3, 4, 5), x.double()), {}) is None
+    bias = torch.randn(1, 4, 1)
+    assert floor.channels_last_product(torch, aten.baddbmm.default, (bias, w.expand(3, 4, 5), x), {"beta": 2}) is None
+    assert floor.channels_last_product(torch, aten.mm.default, (w, x[0]), {}) is None
+
+
+def test_a_convolution_is_taken_only_with_the_same_bits_and_when_faster(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The products' channels-last figure, with the convolution and the clock planted (every call
+    as called takes 1 s): a faster convolution that gives other bits is never taken (each counted
+    as unequal), a faster one with the same bits always is, a slower one never; the calls count
+    every product and only the products."""
+    w, x = torch.randn(4, 5), torch.randn(3, 5, 6)
+    b1 = torch.randn(3, 4, 5)
+
+    def fn() -> None:
+        torch.bmm(w.expand(3, 4, 5), x)  # shared weight, twice
+        torch.bmm(w.expand(3, 4, 5), x)
+        torch.bmm(b1, x)  # two per-batch factors
+        torch.nn.functional.gelu(x)  # not a product
+
+    calls, _ = floor.record_calls(torch, fn)
+
+    def conv() -> None:
+        """The planted convolution (never run: the clock is planted too)."""
+
+    def plant(conv_seconds: float, same_bits: bool) -> None:
+        def alt(torch: Any, func: Any, args: tuple, kwargs: dict) -> Any:
+            return None if args[0].stride(0) != 0 else (conv, same_bits)
+
+        def clock(fn: Any, reps: int) -> tuple[float, float]:
+            t = conv_seconds if fn is conv else 1.0
+            return t, t
+
+        monkeypatch.setattr(floor, "channels_last_product", alt)
+        monkeypatch.setattr(floor, "best_and_median", clock)
+
+    for conv_seconds, same_bits, converted, unequal, seconds in (
+        (0.25, False, 0, 2, 3.0),
+        (0.25, True, 2, 0, 1.5),
+        (2.0, True, 0, 0, 3.0),
+    ):
+        plant(conv_seconds, same_bits)
+        got = floor.channels_last_products(torch, calls, reps=1)
+        assert got == {"seconds": seconds, "calls": 3, "converted": converted, "unequal": unequal}
