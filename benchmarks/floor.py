@@ -202,10 +202,10 @@ def replay(torch: Any, calls: Counter, reps: int = 5, seed: int = 0) -> dict[str
 def channels_last_product(torch: Any, func: Any, args: tuple, kwargs: dict[str, Any]) -> Any:
     """The product call ``func(*args, **kwargs)`` (``bmm``, ``baddbmm``, ``baddbmm_`` in float32 on
     the CPU) as oneDNN's 1×1 convolution on operands laid out channels-last, where one factor is a
-    weight shared by the batch (batch stride 0, or a batch of one: W·x_b, or x_b·W): → ``(run, same_bits)``, ``run``
-    a call of the convolution (its operands converted beforehand, untimed) and ``same_bits``
-    whether it gives the call's values to the bit on ``args``. None for any other call, or without
-    oneDNN.
+    weight shared by the batch (batch stride 0, or a batch of one: W·x_b, or x_b·W).
+    → ``(run, same_bits)``: ``run`` a call of the convolution (its operands converted beforehand,
+    untimed), ``same_bits`` whether it gives the call's values to the bit on ``args``. None for
+    any other call, or without oneDNN.
 
     With a weight of O × K, the batch's K × N factor becomes an image (B, K, N, 1) whose channels
     are contiguous per position, so the convolution is one product of the B·N positions by the
@@ -256,7 +256,8 @@ def channels_last_products(torch: Any, calls: Counter, reps: int = 5, seed: int 
     that keeps their operands channels-last (any layout of the rest). → ``{"seconds", "calls",
     "converted", "unequal"}``: the products' replay at the better of the two, their count, how many
     run faster as convolutions with the same bits, and how many convolutions gave other bits
-    (kept as called)."""
+    (kept as called). A product whose replay fails on fresh values is left out, as :func:`replay`
+    leaves it out (and names it)."""
     gen = torch.Generator().manual_seed(seed)
     total, n, converted, unequal = 0.0, 0, 0, 0
     for (func, args_spec, kwargs_spec), count in calls.items():
@@ -264,7 +265,10 @@ def channels_last_products(torch: Any, calls: Counter, reps: int = 5, seed: int 
             continue
         args = rebuild(torch, args_spec, gen)
         kwargs = dict(rebuild(torch, kwargs_spec, gen))
-        _best, as_called = best_and_median(functools.partial(func, *args, **kwargs), reps)
+        try:
+            _best, as_called = best_and_median(functools.partial(func, *args, **kwargs), reps)
+        except (RuntimeError, ValueError, IndexError):  # as replay: values the operator refuses
+            continue
         n += count
         alt = channels_last_product(torch, func, args, kwargs)
         seconds = as_called

@@ -3,8 +3,8 @@
 torch reaches a CPU's float32 product rate by two libraries: its BLAS (``torch.mm``: MKL in the
 x86 wheels) and oneDNN (its convolutions). They need not agree: on AMD processors MKL runs
 its 256-bit kernels, while oneDNN uses AVX-512 where the processor has it. On the AMD EPYC
-(Zen 5) of the twelfth and thirteenth sessions ``torch.mm`` reached 205 GFLOP/s and oneDNN's
-1×1 convolution 430 (docs/speed.md). The float32 product peak a measurement is judged against is
+(Zen 5) of the thirteenth session ``torch.mm`` reached 205 GFLOP/s and oneDNN's 1×1
+convolution 404 to 433 (docs/speed.md). The float32 product peak a measurement is judged against is
 therefore the better of the two (:func:`product_peak`), not the BLAS alone.
 """
 

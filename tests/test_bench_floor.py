@@ -3,6 +3,7 @@ layouts, and the call floor only uses a smaller input that makes the same calls.
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from typing import Any
 
@@ -281,3 +282,31 @@ def test_a_convolution_is_taken_only_with_the_same_bits_and_when_faster(monkeypa
         plant(conv_seconds, same_bits)
         got = floor.channels_last_products(torch, calls, reps=1)
         assert got == {"seconds": seconds, "calls": 3, "converted": converted, "unequal": unequal}
+
+
+def test_a_product_that_fails_on_fresh_values_is_left_out_of_the_channels_last_figure(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """As the replay leaves out a call that refuses fresh values, so does the products' figure: with
+    the per-batch product's replay planted to raise, only the shared-weight product is counted."""
+    w, x, b1 = torch.randn(4, 5), torch.randn(3, 5, 6), torch.randn(3, 4, 5)
+
+    def fn() -> None:
+        torch.bmm(w.expand(3, 4, 5), x)
+        torch.bmm(b1, x)
+
+    calls, _ = floor.record_calls(torch, fn)
+
+    def clock(fn: Any, reps: int) -> tuple[float, float]:
+        if isinstance(fn, functools.partial) and fn.args[0].stride(0) != 0:
+            raise RuntimeError("planted: this call refuses its values")
+        return 1.0, 1.0
+
+    monkeypatch.setattr(floor, "channels_last_product", lambda *a: None)
+    monkeypatch.setattr(floor, "best_and_median", clock)
+    assert floor.channels_last_products(torch, calls, reps=1) == {
+        "seconds": 1.0,
+        "calls": 1,
+        "converted": 0,
+        "unequal": 0,
+    }
