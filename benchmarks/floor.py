@@ -29,7 +29,7 @@ One other kernel is within such an execution's reach: torch's BLAS (MKL) is not 
 product on every processor. A product with a weight shared by the batch is also oneDNN's 1×1
 convolution once its operands are laid out channels-last, and that convolution can give the same
 bits (:func:`channels_last_product`, checked call by call). So the eager floor takes each
-product at the faster of the two where the bits agree (:func:`channels_last_products`); the floor
+product at the faster of the two where the bits agree (:func:`replay` with ``layouts``); the floor
 with every product as called is kept beside it (``seconds_as_called``).
 """
 
@@ -177,15 +177,22 @@ def record_calls(torch: Any, fn: Callable[[], Any]) -> tuple[Counter, Counter]:
     return kernels, counts
 
 
-def replay(torch: Any, calls: Counter, reps: int = 5, seed: int = 0) -> dict[str, Any]:
+def replay(torch: Any, calls: Counter, reps: int = 5, seed: int = 0, layouts: bool = False) -> dict[str, Any]:
     """Replay the ``calls`` of :func:`record_calls`: per distinct call, the median of ``reps`` timed
     runs after one untimed, times its count. → ``{"by_category": seconds per category of
     :data:`CATEGORIES`, "left_out": {operator: calls}}``; a call that fails on fresh values (an
     operator that needs particular ones) is left out and named, which keeps the sum a lower
-    estimate."""
+    estimate.
+
+    With ``layouts``, also ``"products_channels_last"``: ``{"seconds", "calls", "converted",
+    "unequal"}``, the products each at the faster of their replay and, where that gives the same
+    bits, :func:`channels_last_product` (what the products take in an execution that keeps their
+    operands channels-last, any layout of the rest); their count; how many ran faster as
+    convolutions with the same bits; how many convolutions gave other bits (kept as called)."""
     gen = torch.Generator().manual_seed(seed)
     by = dict.fromkeys(CATEGORIES, 0.0)
     left_out: Counter = Counter()
+    products = {"seconds": 0.0, "calls": 0, "converted": 0, "unequal": 0}
     for (func, args_spec, kwargs_spec), count in calls.items():
         name = func.overloadpacket.__name__
         args = rebuild(torch, args_spec, gen)
@@ -196,7 +203,32 @@ def replay(torch: Any, calls: Counter, reps: int = 5, seed: int = 0) -> dict[str
             left_out[name] += count
             continue
         by[category(name)] += median * count
-    return {"by_category": by, "left_out": dict(left_out)}
+        if layouts and category(name) == "gemm":
+            _channels_last_figure(torch, products, func, args, kwargs, median, count, reps)
+    out: dict[str, Any] = {"by_category": by, "left_out": dict(left_out)}
+    if layouts:
+        out["products_channels_last"] = products
+    return out
+
+
+def _channels_last_figure(
+    torch: Any, products: dict[str, Any], func: Any, args: tuple, kwargs: dict, as_called: float, count: int, reps: int
+) -> None:
+    """Add one replayed product (its median ``as_called``, ``count`` calls) to :func:`replay`'s
+    ``products_channels_last``."""
+    seconds = as_called
+    alt = channels_last_product(torch, func, args, kwargs)
+    if alt is not None:
+        run, same_bits = alt
+        if same_bits:
+            _best, as_conv = best_and_median(run, reps)
+            if as_conv < as_called:
+                seconds = as_conv
+                products["converted"] += count
+        else:
+            products["unequal"] += count
+    products["seconds"] += seconds * count
+    products["calls"] += count
 
 
 def channels_last_product(torch: Any, func: Any, args: tuple, kwargs: dict[str, Any]) -> Any:
@@ -250,52 +282,18 @@ def channels_last_product(torch: Any, func: Any, args: tuple, kwargs: dict[str, 
     return run, bool(torch.equal(expected, back(got)))
 
 
-def channels_last_products(torch: Any, calls: Counter, reps: int = 5, seed: int = 0) -> dict[str, Any]:
-    """The products of ``calls`` (:func:`record_calls`), each the faster of its call and, where that
-    gives the same bits, :func:`channels_last_product`: what the products take in an execution
-    that keeps their operands channels-last (any layout of the rest). → ``{"seconds", "calls",
-    "converted", "unequal"}``: the products' replay at the better of the two, their count, how many
-    run faster as convolutions with the same bits, and how many convolutions gave other bits
-    (kept as called). A product whose replay fails on fresh values is left out, as :func:`replay`
-    leaves it out (and names it)."""
-    gen = torch.Generator().manual_seed(seed)
-    total, n, converted, unequal = 0.0, 0, 0, 0
-    for (func, args_spec, kwargs_spec), count in calls.items():
-        if category(func.overloadpacket.__name__) != "gemm":
-            continue
-        args = rebuild(torch, args_spec, gen)
-        kwargs = dict(rebuild(torch, kwargs_spec, gen))
-        try:
-            _best, as_called = best_and_median(functools.partial(func, *args, **kwargs), reps)
-        except (RuntimeError, ValueError, IndexError):  # as replay: values the operator refuses
-            continue
-        n += count
-        alt = channels_last_product(torch, func, args, kwargs)
-        seconds = as_called
-        if alt is not None:
-            run, same_bits = alt
-            if same_bits:
-                _best, as_conv = best_and_median(run, reps)
-                if as_conv < as_called:
-                    seconds, converted = as_conv, converted + count
-            else:
-                unequal += count
-        total += seconds * count
-    return {"seconds": total, "calls": n, "converted": converted, "unequal": unequal}
-
-
 def kernel_floor(torch: Any, calls: Counter, reps: int = 5, layouts: bool = False) -> dict[str, Any]:
     """``{"seconds", "by_category", "n_calls", "left_out"}``: :func:`replay` of ``calls``. With
-    ``layouts``, also ``"products_channels_last"`` (:func:`channels_last_products`) and
-    ``"seconds_channels_last"``: the floor with the products at that figure (a lower estimate for an
-    execution that lays the products' operands out channels-last and keeps every value's bits)."""
-    got = replay(torch, calls, reps)
+    ``layouts``, also its ``"products_channels_last"`` and ``"seconds_channels_last"``: the floor
+    with the products at that figure (a lower estimate for an execution that lays the products'
+    operands out channels-last and keeps every value's bits)."""
+    got = replay(torch, calls, reps, layouts=layouts)
     by = got["by_category"]
     out = {"seconds": sum(by.values()), "by_category": by, "n_calls": sum(calls.values()), "left_out": got["left_out"]}
     if layouts:
-        products = channels_last_products(torch, calls, reps)
+        products = got["products_channels_last"]
         out["products_channels_last"] = products
-        out["seconds_channels_last"] = out["seconds"] - by["gemm"] + min(products["seconds"], by["gemm"])
+        out["seconds_channels_last"] = out["seconds"] - by["gemm"] + products["seconds"]
     return out
 
 

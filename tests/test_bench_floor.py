@@ -280,7 +280,7 @@ def test_a_convolution_is_taken_only_with_the_same_bits_and_when_faster(monkeypa
         (2.0, True, 0, 0, 3.0),
     ):
         plant(conv_seconds, same_bits)
-        got = floor.channels_last_products(torch, calls, reps=1)
+        got = floor.replay(torch, calls, reps=1, layouts=True)["products_channels_last"]
         assert got == {"seconds": seconds, "calls": 3, "converted": converted, "unequal": unequal}
 
 
@@ -304,7 +304,7 @@ def test_a_product_that_fails_on_fresh_values_is_left_out_of_the_channels_last_f
 
     monkeypatch.setattr(floor, "channels_last_product", lambda *a: None)
     monkeypatch.setattr(floor, "best_and_median", clock)
-    assert floor.channels_last_products(torch, calls, reps=1) == {
+    assert floor.replay(torch, calls, reps=1, layouts=True)["products_channels_last"] == {
         "seconds": 1.0,
         "calls": 1,
         "converted": 0,
