@@ -39,6 +39,13 @@ FFT_MIN_SPATIAL = 16
 #: 64-step inputs the dense product won at every k in 3…9 (0.2 to 0.6 of oneDNN's time), on 12×12 it
 #: lost for k = 3 and on 16×16 and 256 steps it lost or tied.
 DENSE_MAX_POSITIONS = 64
+#: Smallest product O·I·N (multiply-adds per sample: O outputs, I inputs, N positions) at which the
+#: torch CPU path runs a float32 point-wise linear W·x_b + β as oneDNN's matrix product, one call
+#: per sample (:func:`hyperzzw_core.backends._torch.onednn_rows`), instead of one batched BLAS call.
+#: Set from timings of both (B = 1, 8, 32; N = 64, 256, 1024; O, I = 36 to 288; one and four summed
+#: terms; two threads; docs/speed.md): from 2^23 up oneDNN was 1.05 to 2.2x faster at every shape
+#: measured; below, at 96×96 over 256 positions or 144×144 over 64, it lost (0.5 to 0.8x).
+ONEDNN_MIN_PRODUCT = 2**23
 FFT_MIN_KERNEL = {
     ("torch-cpu", "float32"): 17,  # direct = oneDNN depth-wise conv (k = 13 lost at H = 16 and 64)
     ("torch-cpu", "float64"): 5,  # direct = ATen's native (non-oneDNN) depth-wise conv

@@ -1,4 +1,4 @@
-"""The torch backend: torch's native kernels (conv, instance_norm, GELU, SiLU, baddbmm).
+"""The torch backend: torch's native kernels (conv, instance_norm, GELU, SiLU, baddbmm, oneDNN's products).
 
 Everything here traces under ``torch.compile``: torch is read from ``sys.modules`` (it is there
 whenever a tensor was passed in), devices are read from ``tensor.device``, and nothing on the
@@ -7,11 +7,19 @@ forward path goes through ``functools.lru_cache`` or array-api-compat's cached t
 
 from __future__ import annotations
 
+import itertools
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar
 
-from ._base import DENSE_MAX_POSITIONS, FFT_MIN_KERNEL, FFT_MIN_SPATIAL, ArrayAPIBackend, spatial_size
+from ._base import (
+    DENSE_MAX_POSITIONS,
+    FFT_MIN_KERNEL,
+    FFT_MIN_SPATIAL,
+    ONEDNN_MIN_PRODUCT,
+    ArrayAPIBackend,
+    spatial_size,
+)
 
 
 def _torch() -> Any:
@@ -44,18 +52,102 @@ def _onednn_float32(torch: Any, y: Any) -> bool:
     return bool(torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled)
 
 
+def onednn_rows(torch: Any, ws: Sequence[Any], x: Any) -> list[bool]:
+    """For each product W_i·x_b (x (B, I, N), W_i (O, I_i)), whether it runs as oneDNN's matrix
+    product, one call per sample b: float32 CPU tensors with oneDNN, outside torch.compile traces,
+    and at least ``ONEDNN_MIN_PRODUCT`` multiply-adds per sample (O·I_i·N).
+
+    oneDNN takes W as its left factor and x_b as its right one in x_b's own layout (a (N, I)
+    weight given as x_bᵀ, read as strided: no copy), and writes W·x_b (O, N) row-major: the
+    point-wise linear in the channel-first layout, without the layout change that a 1×1
+    convolution wants. On processors where torch's BLAS (MKL) runs narrower vector kernels than
+    oneDNN (the AMD EPYC of docs/speed.md: 200 against 400 GFLOP/s) it is about 1.5x faster at
+    the network's shapes. The decision depends on dtypes, device and shapes only, so the forward
+    of a Function and its recomputation in backward, and a forward with and without gradients,
+    take the same route."""
+    if x.dtype != torch.float32 or x.device.type != "cpu" or torch.compiler.is_compiling():
+        return [False] * len(ws)
+    if not (torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled):
+        return [False] * len(ws)
+    n = int(x.shape[2])
+    return [w.dtype == torch.float32 and int(w.shape[0]) * int(w.shape[1]) * n >= ONEDNN_MIN_PRODUCT for w in ws]
+
+
+def _summed_rows(torch: Any, ws: Sequence[Any], b: Any, xs: Sequence[Any] | Iterator[Any], routes: list[bool]) -> Any:
+    """Σ_i W_i·x_i + β, each term by oneDNN's product per sample where ``routes[i]`` (y_b = W_i·x_ib
+    + y_b, the sum fused into the product, as ``baddbmm_`` adds the product to its output), else by
+    ``baddbmm``/``baddbmm_`` on the whole batch; the first term adds β. The per-sample results
+    are stacked into (B, O, N) once, where a batched term follows them, or at the end. With every
+    term at hand and routed, sample by sample (each y_b finished while it is in cache; the same
+    operations in the same order per sample), else term by term (``xs`` may be a generator)."""
+    product = torch.ops.mkldnn._linear_pointwise.binary
+    terms = iter(xs)
+    x0 = next(terms)
+    batch, o, n = int(x0.shape[0]), int(ws[0].shape[0]), int(x0.shape[2])
+    bias = torch.reshape(b, (o, 1)).expand(o, n)
+    rows: list[Any] = []
+    if isinstance(xs, Sequence) and all(routes):
+        for i in range(batch):
+            y = product(ws[0], bias, x0[i].t(), None, "add")
+            for w, x in zip(ws[1:], xs[1:], strict=True):
+                y = product(w, y, x[i].t(), None, "add")
+            rows.append(y)
+        return torch.stack(rows)
+    whole: Any = None  # the sum as one (B, O, N) array, or None while it is kept per sample in ``rows``
+    for w, x, route in zip(ws, itertools.chain((x0,), terms), routes, strict=True):
+        if route:
+            if rows:  # each y_b replaced as soon as its successor is formed
+                for i in range(batch):
+                    rows[i] = product(w, rows[i], x[i].t(), None, "add")
+            else:  # the first term (β added), or the sum so far as one array read per sample
+                rows = [product(w, bias if whole is None else whole[i], x[i].t(), None, "add") for i in range(batch)]
+                whole = None
+            continue
+        if rows:
+            whole, rows = torch.stack(rows), []
+        if whole is None:
+            whole = torch.baddbmm(torch.reshape(b, (1, -1, 1)), w.expand(batch, *w.shape), x)
+        else:
+            whole = whole.baddbmm_(w.expand(batch, *w.shape), x)
+    return torch.stack(rows) if rows else whole
+
+
 def torch_pointwise_linear(torch: Any, w: Any, b: Any, x: Any) -> Any:
-    """W·x + β for x (B, I, N) as one ``baddbmm`` (batched GEMM, bias fused, W expanded over the
-    batch: no transposed copies, where ``W @ x`` folds the batch through two copies). Every torch
-    point-wise linear is this call, so that an autograd Function that recomputes a product in
-    backward (``_torch_functions``) gets the forward's bits."""
+    """W·x + β for x (B, I, N): oneDNN's product per sample where :func:`onednn_rows` says so,
+    else one ``baddbmm`` (batched GEMM, bias fused, W expanded over the batch: no transposed
+    copies, where ``W @ x`` folds the batch through two copies). With a graph to record, the
+    oneDNN route runs inside ``PointwiseLinear`` (its backward the batched products autograd
+    takes for ``baddbmm``). Every torch point-wise linear is this call, so that an autograd
+    Function that recomputes a product in backward (``_torch_functions``) gets the forward's
+    bits."""
+    if onednn_rows(torch, (w,), x)[0]:
+        if _records_graph(torch, w, b, x):
+            from ._torch_functions import PointwiseLinear
+
+            return PointwiseLinear.apply(w, b, x)
+        return _summed_rows(torch, (w,), b, (x,), [True])
     return torch.baddbmm(torch.reshape(b, (1, -1, 1)), w.expand(x.shape[0], w.shape[0], w.shape[1]), x)
 
 
-def torch_pointwise_linear_sum(torch: Any, ws: Sequence[Any], b: Any, xs: Iterable[Any]) -> Any:
+def torch_pointwise_linear_sum(torch: Any, ws: Sequence[Any], b: Any, xs: Sequence[Any] | Iterator[Any]) -> Any:
     """Σ_i W_i·x_i + β: :func:`torch_pointwise_linear` for the first term, then one in-place
-    ``baddbmm_`` per further term into the same output. ``xs`` may be a generator, so that each
-    x_i is formed just before its product and dropped after it."""
+    ``baddbmm_`` per further term into the same output; the terms that :func:`onednn_rows` routes
+    by oneDNN's product per sample, the sum fused (:func:`_summed_rows`; with a graph to record,
+    inside ``PointwiseLinearSum``). ``xs`` may be a generator, so that each x_i is formed just
+    before its product and dropped after it."""
+    if not isinstance(xs, Sequence):
+        xs = iter(xs)
+        x0 = next(xs)
+        xs = itertools.chain((x0,), xs)
+    else:
+        x0 = xs[0]
+    routes = onednn_rows(torch, ws, x0)
+    if any(routes):
+        if _records_graph(torch, b, *ws, x0):
+            from ._torch_functions import PointwiseLinearSum
+
+            return PointwiseLinearSum.apply(b, *ws, *xs)
+        return _summed_rows(torch, ws, b, xs, routes)
     terms = iter(xs)
     y = torch_pointwise_linear(torch, ws[0], b, next(terms))
     n = y.shape[0]
@@ -143,7 +235,7 @@ class TorchBackend(ArrayAPIBackend):
         return torch.sum(torch.stack(torch._foreach_norm(list(arrays))))
 
     def pointwise_linear(self, xp: Any, w: Any, b: Any, x: Any) -> Any:
-        """One ``baddbmm`` (:func:`torch_pointwise_linear`)."""
+        """One ``baddbmm``, or oneDNN's product per sample (:func:`torch_pointwise_linear`)."""
         return torch_pointwise_linear(_torch(), w, b, x)
 
     def split_channels(self, xp: Any, y: Any, sizes: list[int]) -> list[Any]:
@@ -153,9 +245,9 @@ class TorchBackend(ArrayAPIBackend):
 
     def pointwise_linear_sum(self, xp: Any, ws: list[Any], b: Any, xs: list[Any]) -> Any:
         """One ``baddbmm`` for the first term (bias fused), then one in-place ``baddbmm_`` per
-        further term into the same output: no concatenated copy of the branches is made or kept
-        for backward (a ``baddbmm`` saves its two matrices, never its output;
-        :func:`torch_pointwise_linear_sum`)."""
+        further term into the same output, or oneDNN's products per sample with the sum fused: no
+        concatenated copy of the branches is made or kept for backward (a ``baddbmm`` saves its
+        two matrices, never its output; :func:`torch_pointwise_linear_sum`)."""
         return torch_pointwise_linear_sum(_torch(), ws, b, xs)
 
     def pointwise_linear_sum_gelu(

@@ -140,6 +140,58 @@ def _linear_input_grad(g: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     return w.expand(int(g.shape[0]), *w.shape).transpose(1, 2).bmm(g)
 
 
+class PointwiseLinear(torch.autograd.Function):
+    """W·x + β for x (B, I, N) by :func:`torch_pointwise_linear` run without a graph (its oneDNN
+    route), differentiated as autograd differentiates the ``baddbmm`` it stands for: ∂x = Wᵀ·g
+    batch by batch, ∂W the batch of g_b·x_bᵀ summed, ∂β the sum of g. Kept: W and x."""
+
+    @staticmethod
+    def forward(w: torch.Tensor, b: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return torch_pointwise_linear(torch, w, b, x)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: torch.Tensor) -> None:
+        w, _, x = inputs
+        ctx.save_for_backward(w, x)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, g: torch.Tensor) -> tuple[Any, Any, Any]:
+        w, x = ctx.saved_tensors
+        want_w, want_b, want_x = ctx.needs_input_grad
+        return (
+            _linear_weight_grad(g, x, w) if want_w else None,
+            _linear_bias_grad(g) if want_b else None,
+            _linear_input_grad(g, w) if want_x else None,
+        )
+
+
+class PointwiseLinearSum(torch.autograd.Function):
+    """Σ_i W_i·x_i + β by :func:`torch_pointwise_linear_sum` run without a graph (its oneDNN
+    route); ``apply(b, W_1, …, W_n, x_1, …, x_n)``. Differentiated term by term as
+    :class:`PointwiseLinear`. Kept: every W_i and x_i."""
+
+    @staticmethod
+    def forward(b: torch.Tensor, *operands: torch.Tensor) -> torch.Tensor:
+        n = len(operands) // 2
+        return torch_pointwise_linear_sum(torch, operands[:n], b, operands[n:])
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: torch.Tensor) -> None:
+        ctx.save_for_backward(*inputs[1:])
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, g: torch.Tensor) -> tuple[Any, ...]:
+        operands = ctx.saved_tensors
+        n = len(operands) // 2
+        ws, xs = operands[:n], operands[n:]
+        want = ctx.needs_input_grad
+        gws = [_linear_weight_grad(g, xs[i], w) if want[1 + i] else None for i, w in enumerate(ws)]
+        gxs = [_linear_input_grad(g, w) if want[1 + n + i] else None for i, w in enumerate(ws)]
+        return (_linear_bias_grad(g) if want[0] else None, *gws, *gxs)
+
+
 class GatedProduct(torch.autograd.Function):
     """P = K ⊙ Q with Q = W·V + β: the RGU's gate (spec §2.5) as one Function that does not keep Q,
     and given a source, not K and V either. K, V (B, C, N), W (O, C), β (O,) → P (B, O, N).
@@ -147,11 +199,12 @@ class GatedProduct(torch.autograd.Function):
     [0, C) and [C, 2C) of the stacked product W_s·X + β_s that made them (the block's, §1.3).
 
     Forward: the calls of the unfused path (the torch backend's ``pointwise_linear``, one
-    ``baddbmm``, then the product). Kept: W, β, and K and V, or with a source W_s, β_s and X
-    instead (X, the block's Z or Ẑ, is kept by the stacked product's own backward anyway).
-    Backward: Q recomputed by the same ``baddbmm`` (the same bits; one more C×C product per RGU in
+    ``baddbmm`` or oneDNN's product per sample, then the product). Kept: W, β, and K and V, or
+    with a source W_s, β_s and X instead (X, the block's Z or Ẑ, is kept by the stacked product's
+    own backward anyway).
+    Backward: Q recomputed by the same call (the same bits; one more C×C product per RGU in
     exchange for one activation fewer: 66 MiB of the ``cifar10()`` step at B = 32); with a source,
-    K and V first, by the stacked product's ``baddbmm`` again (the same bits; one more product of
+    K and V first, by the stacked product's call again (the same bits; one more product of
     the stack per RGU, in exchange for the stack's whole storage, which K and V are views of: 167
     MiB of that step, docs/speed.md). Then what autograd computes for the chain: ∂K = g·Q,
     ∂Q = g·K, ∂W = Σ_b ∂Q_b·V_bᵀ, ∂β = Σ ∂Q, ∂V = Wᵀ·∂Q. First derivatives only; the source
@@ -230,7 +283,8 @@ class GeluProductSum(torch.autograd.Function):
     and the maps of the terms that have one, in order.
 
     Forward: the calls of the torch backend's ``pointwise_linear_sum`` (one ``baddbmm`` with β,
-    then one ``baddbmm_`` per term), each a_i formed just before its product and dropped after it.
+    then one ``baddbmm_`` per term, or oneDNN's products per sample), each a_i formed just before
+    its product and dropped after it.
     Kept for backward: x_i, W_i and m_i, not a_i (one activation fewer per term: 134 MiB of the
     ``cifar10()`` step at B = 32 for the local branches, 66 MiB for the RGUs; docs/speed.md).
     Backward: what autograd computes for that chain (∂W_i = Σ_b g_b·a_iᵀ, ∂a_i = W_iᵀ·g,

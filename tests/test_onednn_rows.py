@@ -1,0 +1,203 @@
+"""The torch CPU path's point-wise linears by oneDNN's matrix product, one call per sample
+(``backends._torch.onednn_rows``): which products take it, that the calls are the ones it claims,
+values and gradients against float64 products computed independently (``numpy.einsum``), and the
+same forward with and without gradients. The shapes are the smallest the rule routes
+(O·I·N = 2^23 multiply-adds per sample)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+
+from hyperzzw_core.testing import assert_close
+
+torch = pytest.importorskip("torch")
+
+from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
+
+from hyperzzw_core.backends import _torch as TB  # noqa: E402
+from hyperzzw_core.backends._base import ONEDNN_MIN_PRODUCT  # noqa: E402
+
+pytestmark = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="torch without oneDNN")
+
+N = 1024  # positions; with O = 128 and I = 64 exactly the smallest routed product
+
+
+class _Calls(TorchDispatchMode):
+    """Records the name of every operator called inside it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.names: list[str] = []
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        self.names.append(str(func.overloadpacket))
+        return func(*args, **(kwargs or {}))
+
+
+def _calls(fn: Callable[[], Any]) -> list[str]:
+    with _Calls() as mode:
+        fn()
+    return mode.names
+
+
+def _case(rng: np.random.Generator, b: int, o: int, ins: list[int]) -> tuple[list, np.ndarray, list]:
+    ws = [(rng.standard_normal((o, i)) / np.sqrt(i)).astype(np.float32) for i in ins]
+    xs = [rng.standard_normal((b, i, N)).astype(np.float32) for i in ins]
+    return ws, rng.standard_normal(o).astype(np.float32), xs
+
+
+def _sum_np(ws: list, bias: np.ndarray, xs: list, dtype: Any) -> np.ndarray:
+    """Σ_i W_i·x_i + β by numpy.einsum in ``dtype`` (the float64 one is the expected value)."""
+    out = bias.astype(dtype)[None, :, None] + 0.0
+    for w, x in zip(ws, xs, strict=True):
+        out = out + np.einsum("oi,bin->bon", w.astype(dtype), x.astype(dtype))
+    return out
+
+
+def test_the_rule_routes_float32_cpu_products_from_its_threshold_up() -> None:
+    """Per term: O·I·N at the threshold routes, one position fewer does not; float64 does not; with
+    oneDNN switched off nothing does."""
+    assert ONEDNN_MIN_PRODUCT == 128 * 64 * N
+    x = torch.ones(2, 64, N)
+    w, small = torch.ones(128, 64), torch.ones(127, 64)
+    assert TB.onednn_rows(torch, [w, small, w], x) == [True, False, True]
+    assert TB.onednn_rows(torch, [w], torch.ones(2, 64, N - 1)) == [False]
+    assert TB.onednn_rows(torch, [w.double()], x.double()) == [False]
+    torch.backends.mkldnn.enabled = False
+    try:
+        assert TB.onednn_rows(torch, [w], x) == [False]
+    finally:
+        torch.backends.mkldnn.enabled = True
+
+
+@pytest.mark.parametrize("o", [128, 127], ids=["routed", "batched"])
+def test_the_calls_are_the_ones_the_rule_names(o: int) -> None:
+    """A routed linear and sum make only oneDNN products (no batched BLAS call); one below the
+    threshold only ``baddbmm``/``baddbmm_``."""
+    x = torch.ones(2, 64, N)
+    w, b = torch.ones(o, 64), torch.ones(o)
+    names = _calls(lambda: TB.torch_pointwise_linear(torch, w, b, x))
+    names += _calls(lambda: TB.torch_pointwise_linear_sum(torch, [w, w], b, [x, x]))
+    names += _calls(lambda: TB.torch_pointwise_linear_sum(torch, [w, w], b, iter([x, x])))
+    onednn = [n for n in names if n == "mkldnn._linear_pointwise"]
+    batched = [n for n in names if n in ("aten.baddbmm", "aten.baddbmm_")]
+    if o == 128:
+        assert len(onednn) == 2 + 4 + 4 and not batched, names
+    else:
+        assert not onednn and len(batched) == 1 + 2 + 2, names
+
+
+@pytest.mark.parametrize(
+    "form, routes",
+    [
+        ("linear", None),
+        ("sum, list", None),  # every term at hand: sample by sample
+        ("sum, generator", None),  # term by term
+        ("mixed", [True, False, True]),  # per sample, stacked for a batched term, per sample again
+        ("mixed", [False, True, True]),  # the batched sum so far read per sample
+        ("mixed", [True, True, False]),  # a batched term last
+    ],
+)
+def test_values_against_float64_products(form: str, routes: list[bool] | None) -> None:
+    """Σ_i W_i·x_i + β through each form of the route (the rule's own decision, or the routes
+    given) within the float32 policy of a float64 einsum."""
+    rng = np.random.default_rng(11)
+    ins = [64] if form == "linear" else [64, 80, 96]
+    ws, bias, xs = _case(rng, 3, 128, ins)
+    tw, tb, tx = [torch.from_numpy(w) for w in ws], torch.from_numpy(bias), [torch.from_numpy(x) for x in xs]
+    if form == "linear":
+        got = TB.torch_pointwise_linear(torch, tw[0], tb, tx[0])
+    elif form == "sum, list":
+        got = TB.torch_pointwise_linear_sum(torch, tw, tb, tx)
+    elif form == "sum, generator":
+        got = TB.torch_pointwise_linear_sum(torch, tw, tb, (x for x in tx))
+    else:
+        got = TB._summed_rows(torch, tw, tb, tx, routes)
+    assert got.shape == (3, 128, N) and got.is_contiguous()
+    want, low = _sum_np(ws, bias, xs, np.float64), _sum_np(ws, bias, xs, np.float32)
+    assert_close(got, want, dtype="float32", ref_low=low, name=f"{form} {routes}")
+
+
+@pytest.mark.parametrize("wanted", ["all", "x only", "weights only"])
+@pytest.mark.parametrize("terms", [1, 3])
+def test_gradients_against_float64_products(terms: int, wanted: str) -> None:
+    """With a graph to record, the route runs inside ``PointwiseLinear`` (one term) or
+    ``PointwiseLinearSum``: the value equals the no-gradient forward to the bit, and the gradient
+    of each input that needs one (∂β = Σ g, ∂W_i = Σ_b g_b·x_ibᵀ, ∂x_i = W_iᵀ·g) is within the
+    float32 policy of float64 einsum; an input that needs none gets none."""
+    rng = np.random.default_rng(12)
+    ins = [64, 72, 64][:terms]
+    ws, bias, xs = _case(rng, 2, 128, ins)
+    g = rng.standard_normal((2, 128, N)).astype(np.float32)
+    need_w = wanted != "x only"
+    need_x = wanted != "weights only"
+    tw = [torch.from_numpy(w).requires_grad_(need_w) for w in ws]
+    tb = torch.from_numpy(bias).requires_grad_(need_w)
+    tx = [torch.from_numpy(x).requires_grad_(need_x) for x in xs]
+    if terms == 1:
+        out = TB.torch_pointwise_linear(torch, tw[0], tb, tx[0])
+        with torch.no_grad():
+            plain = TB.torch_pointwise_linear(torch, tw[0], tb, tx[0])
+    else:
+        out = TB.torch_pointwise_linear_sum(torch, tw, tb, tx)
+        with torch.no_grad():
+            plain = TB.torch_pointwise_linear_sum(torch, tw, tb, tx)
+    assert type(out.grad_fn).__name__.startswith("PointwiseLinear")
+    assert torch.equal(out.detach(), plain)
+    out.backward(torch.from_numpy(g))
+    for dt in (np.float64, np.float32):  # expected, then the float32 computation the policy scales by
+        gd = g.astype(dt)
+        want = {"b": gd.sum(axis=(0, 2))}
+        for i, (w, x) in enumerate(zip(ws, xs, strict=True)):
+            want[f"W{i}"] = np.einsum("bon,bin->oi", gd, x.astype(dt))
+            want[f"x{i}"] = np.einsum("oi,bon->bin", w.astype(dt), gd)
+        if dt == np.float64:
+            expected = want
+        else:
+            low = want
+    got = {"b": tb.grad, **{f"W{i}": w.grad for i, w in enumerate(tw)}, **{f"x{i}": x.grad for i, x in enumerate(tx)}}
+    for name, grad in got.items():
+        if not (need_x if name[0] == "x" else need_w):
+            assert grad is None, name
+            continue
+        assert_close(grad, expected[name], dtype="float32", ref_low=low[name], name=f"∂{name}")
+
+
+def test_a_mixed_sum_differentiates_through_both_libraries() -> None:
+    """A sum with a term under the threshold (127 outputs would not route, so the term's input
+    size decides: 64·128·1024 routes, 63·128·1024 does not) runs inside ``PointwiseLinearSum``;
+    its input gradients are within the float32 policy of float64 einsum."""
+    rng = np.random.default_rng(13)
+    ws, bias, xs = _case(rng, 2, 128, [64, 63])
+    assert TB.onednn_rows(torch, [torch.from_numpy(w) for w in ws], torch.from_numpy(xs[0])) == [True, False]
+    g = rng.standard_normal((2, 128, N)).astype(np.float32)
+    tx = [torch.from_numpy(x).requires_grad_() for x in xs]
+    out = TB.torch_pointwise_linear_sum(torch, [torch.from_numpy(w) for w in ws], torch.from_numpy(bias), tx)
+    out.backward(torch.from_numpy(g))
+    for i, (w, t) in enumerate(zip(ws, tx, strict=True)):
+        want = np.einsum("oi,bon->bin", w.astype(np.float64), g.astype(np.float64))
+        low = np.einsum("oi,bon->bin", w, g)
+        assert_close(t.grad, want, dtype="float32", ref_low=low, name=f"∂x{i}")
+
+
+@pytest.mark.parametrize("layout", ["channel slice", "channels last", "every other position"])
+def test_strided_inputs(layout: str) -> None:
+    """x_b is handed to oneDNN as a strided view: a channel slice of a stacked product, a
+    channels-last array and a strided position axis give W·x + β within the float32 policy of a
+    float64 einsum."""
+    rng = np.random.default_rng(14)
+    w, b = (rng.standard_normal((128, 64)) / 8).astype(np.float32), rng.standard_normal(128).astype(np.float32)
+    if layout == "channel slice":
+        x = torch.from_numpy(rng.standard_normal((2, 100, N)).astype(np.float32))[:, 10:74]
+    elif layout == "channels last":
+        x = torch.from_numpy(rng.standard_normal((2, N, 64)).astype(np.float32)).transpose(1, 2)
+    else:
+        x = torch.from_numpy(rng.standard_normal((2, 64, 2 * N)).astype(np.float32))[:, :, ::2]
+    assert not x.is_contiguous()
+    got = TB.torch_pointwise_linear(torch, torch.from_numpy(w), torch.from_numpy(b), x)
+    xs = [x.contiguous().numpy()]
+    assert_close(got, _sum_np([w], b, xs, np.float64), dtype="float32", ref_low=_sum_np([w], b, xs, np.float32))
