@@ -186,6 +186,34 @@ def test_a_batch_dependent_path_falls_back_to_the_measured_batch() -> None:
 onednn = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="torch without oneDNN")
 
 
+@onednn
+def test_the_call_floor_input_takes_the_product_routes_of_the_full_size() -> None:
+    """The torch path routes a float32 linear to oneDNN's per-sample product from O·I·N multiply-
+    adds per sample: a (128, 64) weight at 32×32 routes (2^23), at 9×9 it would not. The smaller
+    input of the call floor takes the full size's route (the threshold scaled by its share of the
+    positions, restored afterwards), so its calls match and it is the one used; the recorded
+    oneDNN products count as products."""
+    from hyperzzw_core.backends import _torch as routes
+
+    w, bias = torch.randn(128, 64), torch.randn(128)
+
+    def make(batch: int, shape: tuple[int, ...]) -> Any:
+        x = torch.randn(batch, 64, shape[0] * shape[1])
+        return lambda: routes.torch_pointwise_linear(torch, w, bias, x)
+
+    full = make(2, (32, 32))
+    kernels, reference = floor.record_calls(torch, full)
+    assert reference["_linear_pointwise"] == 2 and "baddbmm" not in reference
+    assert {floor.category(f.overloadpacket.__name__) for (f, _a, _k) in kernels} == {"gemm"}
+    threshold = routes.ONEDNN_MIN_PRODUCT
+    got = floor.call_floor(torch, reference, make, 2, (32, 32), reps=3)
+    assert routes.ONEDNN_MIN_PRODUCT == threshold
+    assert got["batch"] == 2 and got["shape"] == (4, 4), got
+    with floor.same_product_routes(0.5):
+        assert routes.onednn_rows(torch, [w], torch.ones(1, 64, 512)) == [True]
+    assert routes.onednn_rows(torch, [w], torch.ones(1, 64, 512)) == [False]
+
+
 def _f64(t: Any) -> Any:
     return t.detach().to(torch.float64)
 
