@@ -201,3 +201,22 @@ def test_strided_inputs(layout: str) -> None:
     got = TB.torch_pointwise_linear(torch, torch.from_numpy(w), torch.from_numpy(b), x)
     xs = [x.contiguous().numpy()]
     assert_close(got, _sum_np([w], b, xs, np.float64), dtype="float32", ref_low=_sum_np([w], b, xs, np.float32))
+
+
+def test_an_expanded_gradient() -> None:
+    """The gradient of a sum reaches the route's backward as an expanded array (stride 0 over
+    every axis); each gradient is within the float32 policy of float64 einsum."""
+    rng = np.random.default_rng(15)
+    ws, bias, xs = _case(rng, 2, 128, [64])
+    tw, tb, tx = (torch.from_numpy(a).requires_grad_() for a in (ws[0], bias, xs[0]))
+    TB.torch_pointwise_linear(torch, tw, tb, tx).sum().backward()
+    for dt, found in ((np.float64, {}), (np.float32, {})):
+        g = np.ones((2, 128, N), dtype=dt)
+        found.update(b=g.sum(axis=(0, 2)), W=np.einsum("bon,bin->oi", g, xs[0].astype(dt)))
+        found["x"] = np.einsum("oi,bon->bin", ws[0].astype(dt), g)
+        if dt == np.float64:
+            want = found
+        else:
+            low = found
+    for name, grad in (("b", tb.grad), ("W", tw.grad), ("x", tx.grad)):
+        assert_close(grad, want[name], dtype="float32", ref_low=low[name], name=f"∂{name}")

@@ -547,26 +547,31 @@ def test_saved_tensor_bytes_counts_activations_not_parameters_or_their_views() -
     assert saved_tensor_bytes(lambda: torch.baddbmm(torch.zeros(1, 5, 1), w.expand(4, 5, 3), 2 * x)) == 4 * 3 * 7 * 4
 
 
-def test_gelu_product_sum_is_autograd_of_the_composition_to_the_bit() -> None:
+@pytest.mark.parametrize("size", ["small", "routed"])
+def test_gelu_product_sum_is_autograd_of_the_composition_to_the_bit(size: str) -> None:
     """``GeluProductSum``'s hand-written backward against autograd through the composition it
     replaces (GELU of the flagged inputs, a spatial map added to the last two, then the backend's
     ``pointwise_linear_sum``): value and every gradient (β, each W_i, each x_i, each map, with a
-    tiled weight made of two slices of one matrix) equal to the bit, float32."""
+    tiled weight made of two slices of one matrix) equal to the bit, float32; ``routed``: at a
+    size whose products take oneDNN's per-sample route (``backends._torch.onednn_rows``)."""
     from hyperzzw_core.backends import _torch_functions as TF
 
     rng = np.random.default_rng(8)
-    shapes, gelu, has_map = [3, 5, 3, 4], [False, True, True, False], [False, False, True, True]
-    x_np = [rng.standard_normal((2, c, 7)).astype(np.float32) for c in shapes]
-    big_np = rng.standard_normal((6, 18)).astype(np.float32)
-    b_np = rng.standard_normal(6).astype(np.float32)
-    maps_np = [rng.standard_normal(7).astype(np.float32) for _ in range(2)]
-    g = torch.from_numpy(rng.standard_normal((2, 6, 7)).astype(np.float32))
+    s, o, n = (1, 6, 7) if size == "small" else (24, 128, 1024)
+    shapes, gelu, has_map = [3 * s, 5 * s, 3 * s, 4 * s], [False, True, True, False], [False, False, True, True]
+    x_np = [rng.standard_normal((2, c, n)).astype(np.float32) for c in shapes]
+    big_np = rng.standard_normal((o, 18 * s)).astype(np.float32)
+    b_np = rng.standard_normal(o).astype(np.float32)
+    maps_np = [rng.standard_normal(n).astype(np.float32) for _ in range(2)]
+    g = torch.from_numpy(rng.standard_normal((2, o, n)).astype(np.float32))
     runs = []
     for fused in (True, False):
         big, b = torch.from_numpy(big_np).requires_grad_(), torch.from_numpy(b_np).requires_grad_()
         xs = [torch.from_numpy(a).requires_grad_() for a in x_np]
         maps = [torch.from_numpy(a).requires_grad_() for a in maps_np]
-        ws = [big[:, 0:3] + big[:, 15:18], big[:, 3:8], big[:, 8:11], big[:, 11:15]]
+        cut = [0, 3 * s, 8 * s, 11 * s, 15 * s, 18 * s]
+        ws = [big[:, : cut[1]] + big[:, cut[4] :], *(big[:, cut[j] : cut[j + 1]] for j in (1, 2, 3))]
+        assert backends._torch.onednn_rows(torch, ws, xs[0]) == [size == "routed"] * 4
         if fused:
             out = TF.GeluProductSum.apply(tuple(zip(gelu, has_map, strict=True)), b, *ws, *xs, *maps)
         else:
@@ -579,23 +584,27 @@ def test_gelu_product_sum_is_autograd_of_the_composition_to_the_bit() -> None:
         assert torch.equal(got, want)
 
 
+@pytest.mark.parametrize("size", ["small", "routed"])
 @pytest.mark.parametrize("source", [False, True], ids=["kept", "recomputed"])
-def test_gated_product_is_autograd_of_the_composition_to_the_bit(source: bool) -> None:
+def test_gated_product_is_autograd_of_the_composition_to_the_bit(source: bool, size: str) -> None:
     """``GatedProduct``'s hand-written backward against autograd through the calls it replaces
     (the backend's ``pointwise_linear``, then the gate): value and the gradients of K, W, β and V
     equal to the bit, float32, with K and V channel slices of a stacked product as in the SFNE
     block; given that product's source (``recomputed``), K and V recomputed from it in backward,
-    and the gradients of the stacked weight, bias and input through the product's own autograd."""
+    and the gradients of the stacked weight, bias and input through the product's own autograd.
+    ``routed``: at a size whose products take oneDNN's per-sample route."""
     from hyperzzw_core.backends import _torch_functions as TF
 
     rng = np.random.default_rng(9)
-    shapes = ((12, 3), (12,), (2, 3, 5), (4, 4), (4,), (2, 4, 5))
+    c, i, n = (4, 3, 5) if size == "small" else (128, 72, 1024)
+    shapes = ((3 * c, i), (3 * c,), (2, i, n), (c, c), (c,), (2, c, n))
     arrays = [rng.standard_normal(s).astype(np.float32) for s in shapes]
     runs = []
     for fused in (True, False):
         w_s, b_s, x, w, b = (torch.from_numpy(a).requires_grad_() for a in arrays[:5])
+        assert backends._torch.onednn_rows(torch, [w_s, w], x) == [size == "routed"] * 2
         stacked = B.pointwise_linear(xt, w_s, b_s, x)
-        k, v = stacked[:, :4], stacked[:, 4:8]
+        k, v = stacked[:, :c], stacked[:, c : 2 * c]
         if fused:
             out = TF.GatedProduct.apply(k, w, b, v, (w_s, b_s, x) if source else None)
         else:

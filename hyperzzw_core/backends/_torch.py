@@ -116,8 +116,8 @@ def torch_pointwise_linear(torch: Any, w: Any, b: Any, x: Any) -> Any:
     """W·x + β for x (B, I, N): oneDNN's product per sample where :func:`onednn_rows` says so,
     else one ``baddbmm`` (batched GEMM, bias fused, W expanded over the batch: no transposed
     copies, where ``W @ x`` folds the batch through two copies). With a graph to record, the
-    oneDNN route runs inside ``PointwiseLinear`` (its backward the batched products autograd
-    takes for ``baddbmm``). Every torch point-wise linear is this call, so that an autograd
+    oneDNN route runs inside ``PointwiseLinear`` (its backward the products autograd takes for
+    ``baddbmm``, by oneDNN per sample too). Every torch point-wise linear is this call, so that an autograd
     Function that recomputes a product in backward (``_torch_functions``) gets the forward's
     bits."""
     if onednn_rows(torch, (w,), x)[0]:

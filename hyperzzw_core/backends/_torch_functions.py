@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from ._torch import torch_pointwise_linear, torch_pointwise_linear_sum
+from ._torch import onednn_rows, torch_pointwise_linear, torch_pointwise_linear_sum
 
 
 class _KeepsOutput(torch.autograd.Function):
@@ -125,7 +125,12 @@ def _linear(w: torch.Tensor, b: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 def _linear_weight_grad(g: torch.Tensor, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     """∂W of :func:`_linear` at g (B, O, N), as autograd differentiates the expanded W: the batch
-    of products g_b·x_bᵀ, then summed over the batch."""
+    of products g_b·x_bᵀ, then summed over the batch. Where the forward took oneDNN's route
+    (:func:`onednn_rows`), each g_b·x_bᵀ is oneDNN's product (x_b, (I, N), is its weight as it
+    lies), and the products are stacked and summed as autograd sums them."""
+    if onednn_rows(torch, (w,), x)[0]:
+        product = torch.ops.mkldnn._linear_pointwise
+        return torch.stack([product(g[i], x[i], None, "none", [None], "") for i in range(int(g.shape[0]))]).sum(0)
     return g.bmm(x.transpose(1, 2)).sum_to_size(w.shape)
 
 
@@ -136,14 +141,20 @@ def _linear_bias_grad(g: torch.Tensor) -> torch.Tensor:
 
 
 def _linear_input_grad(g: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """∂x of :func:`_linear` at g (B, O, N): Wᵀ·g batch by batch, as autograd computes it."""
+    """∂x of :func:`_linear` at g (B, O, N): Wᵀ·g batch by batch, as autograd computes it; where
+    the forward took oneDNN's route (:func:`onednn_rows`, the same O·I·N), oneDNN's product per
+    sample (Wᵀ its left factor, g_bᵀ its strided weight), stacked."""
+    if onednn_rows(torch, (w,), g)[0]:
+        product, wt = torch.ops.mkldnn._linear_pointwise, w.t()
+        return torch.stack([product(wt, g[i].t(), None, "none", [None], "") for i in range(int(g.shape[0]))])
     return w.expand(int(g.shape[0]), *w.shape).transpose(1, 2).bmm(g)
 
 
 class PointwiseLinear(torch.autograd.Function):
     """W·x + β for x (B, I, N) by :func:`torch_pointwise_linear` run without a graph (its oneDNN
     route), differentiated as autograd differentiates the ``baddbmm`` it stands for: ∂x = Wᵀ·g
-    batch by batch, ∂W the batch of g_b·x_bᵀ summed, ∂β the sum of g. Kept: W and x."""
+    batch by batch, ∂W the batch of g_b·x_bᵀ summed, ∂β the sum of g, each product by oneDNN
+    too (:func:`_linear_input_grad`, :func:`_linear_weight_grad`). Kept: W and x."""
 
     @staticmethod
     def forward(w: torch.Tensor, b: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
