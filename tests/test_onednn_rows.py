@@ -220,3 +220,20 @@ def test_an_expanded_gradient() -> None:
             low = found
     for name, grad in (("b", tb.grad), ("W", tw.grad), ("x", tx.grad)):
         assert_close(grad, want[name], dtype="float32", ref_low=low[name], name=f"∂{name}")
+
+
+@pytest.mark.parametrize("given", ["list", "generator"])
+def test_a_gradient_wanted_by_a_later_term_only(given: str) -> None:
+    """Only the second term's input needs a gradient (constant weights, bias and first input):
+    the routed sum still records a graph, and that input's gradient is W_1ᵀ·g within the float32
+    policy of float64 einsum, whether the terms come as a list or from a generator."""
+    rng = np.random.default_rng(16)
+    ws, bias, xs = _case(rng, 2, 128, [64, 64])
+    g = rng.standard_normal((2, 128, N)).astype(np.float32)
+    x1 = torch.from_numpy(xs[1]).requires_grad_()
+    terms = [torch.from_numpy(xs[0]), x1]
+    tw = [torch.from_numpy(w) for w in ws]
+    out = TB.torch_pointwise_linear_sum(torch, tw, torch.from_numpy(bias), terms if given == "list" else iter(terms))
+    out.backward(torch.from_numpy(g))
+    want = np.einsum("oi,bon->bin", ws[1].astype(np.float64), g.astype(np.float64))
+    assert_close(x1.grad, want, dtype="float32", ref_low=np.einsum("oi,bon->bin", ws[1], g), name="∂x_1")

@@ -135,15 +135,17 @@ def torch_pointwise_linear_sum(torch: Any, ws: Sequence[Any], b: Any, xs: Sequen
     by oneDNN's product per sample, the sum fused (:func:`_summed_rows`; with a graph to record,
     inside ``PointwiseLinearSum``). ``xs`` may be a generator, so that each x_i is formed just
     before its product and dropped after it."""
-    if not isinstance(xs, Sequence):
+    if not isinstance(xs, Sequence) and torch.is_grad_enabled():
+        xs = list(xs)  # a graph may be recorded through any term: each is needed to tell
+    if isinstance(xs, Sequence):
+        x0, graph = xs[0], _records_graph(torch, b, *ws, *xs)
+    else:  # a generator without grad mode: no graph, each x_i formed just before its product
         xs = iter(xs)
-        x0 = next(xs)
+        x0, graph = next(xs), False
         xs = itertools.chain((x0,), xs)
-    else:
-        x0 = xs[0]
     routes = onednn_rows(torch, ws, x0)
     if any(routes):
-        if _records_graph(torch, b, *ws, x0):
+        if graph:
             from ._torch_functions import PointwiseLinearSum
 
             return PointwiseLinearSum.apply(b, *ws, *xs)
