@@ -237,3 +237,35 @@ def test_a_gradient_wanted_by_a_later_term_only(given: str) -> None:
     out.backward(torch.from_numpy(g))
     want = np.einsum("oi,bon->bin", ws[1].astype(np.float64), g.astype(np.float64))
     assert_close(x1.grad, want, dtype="float32", ref_low=np.einsum("oi,bon->bin", ws[1], g), name="∂x_1")
+
+
+@pytest.mark.parametrize("terms", [1, 2])
+def test_torch_func_grad_through_the_route(terms: int) -> None:
+    """``torch.func.grad`` of ⟨g, Σ_i W_i·x_i + β⟩ through the route (its Functions have the
+    ``setup_context`` form the transforms need): every gradient within the float32 policy of
+    float64 einsum."""
+    rng = np.random.default_rng(17)
+    ws, bias, xs = _case(rng, 2, 128, [64, 96][:terms])
+    g = rng.standard_normal((2, 128, N)).astype(np.float32)
+    tg = torch.from_numpy(g)
+
+    def inner(w: Any, b: Any, x: Any) -> Any:
+        if terms == 1:
+            return (TB.torch_pointwise_linear(torch, w[0], b, x[0]) * tg).sum()
+        return (TB.torch_pointwise_linear_sum(torch, w, b, x) * tg).sum()
+
+    args = ([torch.from_numpy(w) for w in ws], torch.from_numpy(bias), [torch.from_numpy(x) for x in xs])
+    gw, gb, gx = torch.func.grad(inner, argnums=(0, 1, 2))(*args)
+    for dt in (np.float64, np.float32):
+        gd = g.astype(dt)
+        found = {"b": gd.sum(axis=(0, 2))}
+        for i, (w, x) in enumerate(zip(ws, xs, strict=True)):
+            found[f"W{i}"] = np.einsum("bon,bin->oi", gd, x.astype(dt))
+            found[f"x{i}"] = np.einsum("oi,bon->bin", w.astype(dt), gd)
+        if dt == np.float64:
+            want = found
+        else:
+            low = found
+    got = {"b": gb, **{f"W{i}": t for i, t in enumerate(gw)}, **{f"x{i}": t for i, t in enumerate(gx)}}
+    for name, grad in got.items():
+        assert_close(grad, want[name], dtype="float32", ref_low=low[name], name=f"∂{name}")
