@@ -65,9 +65,7 @@ def onednn_rows(torch: Any, ws: Sequence[Any], x: Any) -> list[bool]:
     the network's shapes. The decision depends on dtypes, device and shapes only, so the forward
     of a Function and its recomputation in backward, and a forward with and without gradients,
     take the same route."""
-    if x.dtype != torch.float32 or x.device.type != "cpu" or torch.compiler.is_compiling():
-        return [False] * len(ws)
-    if not (torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled):
+    if torch.compiler.is_compiling() or not _onednn_float32(torch, x):
         return [False] * len(ws)
     n = int(x.shape[2])
     return [w.dtype == torch.float32 and int(w.shape[0]) * int(w.shape[1]) * n >= ONEDNN_MIN_PRODUCT for w in ws]
@@ -80,11 +78,12 @@ def _summed_rows(torch: Any, ws: Sequence[Any], b: Any, xs: Sequence[Any] | Iter
     are stacked into (B, O, N) once, where a batched term follows them, or at the end. With every
     term at hand and routed, sample by sample (each y_b finished while it is in cache; the same
     operations in the same order per sample), else term by term (``xs`` may be a generator)."""
-    product = torch.ops.mkldnn._linear_pointwise.binary
     terms = iter(xs)
     x0 = next(terms)
     batch, o, n = int(x0.shape[0]), int(ws[0].shape[0]), int(x0.shape[2])
-    bias = torch.reshape(b, (o, 1)).expand(o, n)
+    if any(routes):  # looked up only where routed (other builds and devices need not have it)
+        product = torch.ops.mkldnn._linear_pointwise.binary
+        bias = torch.reshape(b, (o, 1)).expand(o, n)
     rows: list[Any] = []
     if isinstance(xs, Sequence) and all(routes):
         for i in range(batch):
@@ -105,11 +104,13 @@ def _summed_rows(torch: Any, ws: Sequence[Any], b: Any, xs: Sequence[Any] | Iter
             continue
         if rows:
             whole, rows = torch.stack(rows), []
-        if whole is None:
-            whole = torch.baddbmm(torch.reshape(b, (1, -1, 1)), w.expand(batch, *w.shape), x)
-        else:
-            whole = whole.baddbmm_(w.expand(batch, *w.shape), x)
+        whole = _batched_linear(torch, w, b, x) if whole is None else whole.baddbmm_(w.expand(batch, *w.shape), x)
     return torch.stack(rows) if rows else whole
+
+
+def _batched_linear(torch: Any, w: Any, b: Any, x: Any) -> Any:
+    """W·x + β for x (B, I, N) as one ``baddbmm`` (β fused, W expanded over the batch)."""
+    return torch.baddbmm(torch.reshape(b, (1, -1, 1)), w.expand(x.shape[0], w.shape[0], w.shape[1]), x)
 
 
 def torch_pointwise_linear(torch: Any, w: Any, b: Any, x: Any) -> Any:
@@ -126,36 +127,30 @@ def torch_pointwise_linear(torch: Any, w: Any, b: Any, x: Any) -> Any:
 
             return PointwiseLinear.apply(w, b, x)
         return _summed_rows(torch, (w,), b, (x,), [True])
-    return torch.baddbmm(torch.reshape(b, (1, -1, 1)), w.expand(x.shape[0], w.shape[0], w.shape[1]), x)
+    return _batched_linear(torch, w, b, x)
 
 
 def torch_pointwise_linear_sum(torch: Any, ws: Sequence[Any], b: Any, xs: Sequence[Any] | Iterator[Any]) -> Any:
-    """Σ_i W_i·x_i + β: :func:`torch_pointwise_linear` for the first term, then one in-place
+    """Σ_i W_i·x_i + β: one ``baddbmm`` for the first term (β fused), then one in-place
     ``baddbmm_`` per further term into the same output; the terms that :func:`onednn_rows` routes
     by oneDNN's product per sample, the sum fused (:func:`_summed_rows`; with a graph to record,
     inside ``PointwiseLinearSum``). ``xs`` may be a generator, so that each x_i is formed just
     before its product and dropped after it."""
-    if not isinstance(xs, Sequence) and torch.is_grad_enabled():
-        xs = list(xs)  # a graph may be recorded through any term: each is needed to tell
     if isinstance(xs, Sequence):
-        x0, graph = xs[0], _records_graph(torch, b, *ws, *xs)
-    else:  # a generator without grad mode: no graph, each x_i formed just before its product
+        x0 = xs[0]
+    else:  # a generator: each x_i formed just before its product
         xs = iter(xs)
-        x0, graph = next(xs), False
+        x0 = next(xs)
         xs = itertools.chain((x0,), xs)
     routes = onednn_rows(torch, ws, x0)
-    if any(routes):
-        if graph:
+    if any(routes) and torch.is_grad_enabled():
+        xs = list(xs)  # a graph may be recorded through any term: each is needed to tell
+        if _records_graph(torch, b, *ws, *xs):
             from ._torch_functions import PointwiseLinearSum
 
             return PointwiseLinearSum.apply(b, *ws, *xs)
-        return _summed_rows(torch, ws, b, xs, routes)
-    terms = iter(xs)
-    y = torch_pointwise_linear(torch, ws[0], b, next(terms))
-    n = y.shape[0]
-    for w, x in zip(ws[1:], terms, strict=True):
-        y = y.baddbmm_(w.expand(n, *w.shape), x)
-    return y
+    # unrouted terms by baddbmm/baddbmm_, through autograd where it records
+    return _summed_rows(torch, ws, b, xs, routes)
 
 
 def torch_depthwise_direct(torch: Any, y: Any, k_l: Any) -> Any:
