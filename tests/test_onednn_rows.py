@@ -58,6 +58,17 @@ def _sum_np(ws: list, bias: np.ndarray, xs: list, dtype: Any) -> np.ndarray:
     return out
 
 
+def _grads_np(ws: list, xs: list, g: np.ndarray, dtype: Any) -> dict[str, np.ndarray]:
+    """The gradients of Σ_i W_i·x_i + β at g by numpy.einsum in ``dtype``: "b" = Σ g,
+    "W{i}" = Σ_b g_b·x_ibᵀ, "x{i}" = W_iᵀ·g."""
+    gd = g.astype(dtype)
+    grads = {"b": gd.sum(axis=(0, 2))}
+    for i, (w, x) in enumerate(zip(ws, xs, strict=True)):
+        grads[f"W{i}"] = np.einsum("bon,bin->oi", gd, x.astype(dtype))
+        grads[f"x{i}"] = np.einsum("oi,bon->bin", w.astype(dtype), gd)
+    return grads
+
+
 def test_the_rule_routes_float32_cpu_products_from_its_threshold_up() -> None:
     """Per term: O·I·N at the threshold routes, one position fewer does not; float64 does not; with
     oneDNN switched off nothing does."""
@@ -149,16 +160,8 @@ def test_gradients_against_float64_products(terms: int, wanted: str) -> None:
     assert type(out.grad_fn).__name__.startswith("PointwiseLinear")
     assert torch.equal(out.detach(), plain)
     out.backward(torch.from_numpy(g))
-    for dt in (np.float64, np.float32):  # expected, then the float32 computation the policy scales by
-        gd = g.astype(dt)
-        want = {"b": gd.sum(axis=(0, 2))}
-        for i, (w, x) in enumerate(zip(ws, xs, strict=True)):
-            want[f"W{i}"] = np.einsum("bon,bin->oi", gd, x.astype(dt))
-            want[f"x{i}"] = np.einsum("oi,bon->bin", w.astype(dt), gd)
-        if dt == np.float64:
-            expected = want
-        else:
-            low = want
+    # expected, then the float32 computation the policy scales by
+    expected, low = _grads_np(ws, xs, g, np.float64), _grads_np(ws, xs, g, np.float32)
     got = {"b": tb.grad, **{f"W{i}": w.grad for i, w in enumerate(tw)}, **{f"x{i}": x.grad for i, x in enumerate(tx)}}
     for name, grad in got.items():
         if not (need_x if name[0] == "x" else need_w):
@@ -178,10 +181,9 @@ def test_a_mixed_sum_differentiates_through_both_libraries() -> None:
     tx = [torch.from_numpy(x).requires_grad_() for x in xs]
     out = TB.torch_pointwise_linear_sum(torch, [torch.from_numpy(w) for w in ws], torch.from_numpy(bias), tx)
     out.backward(torch.from_numpy(g))
-    for i, (w, t) in enumerate(zip(ws, tx, strict=True)):
-        want = np.einsum("oi,bon->bin", w.astype(np.float64), g.astype(np.float64))
-        low = np.einsum("oi,bon->bin", w, g)
-        assert_close(t.grad, want, dtype="float32", ref_low=low, name=f"∂x{i}")
+    want, low = _grads_np(ws, xs, g, np.float64), _grads_np(ws, xs, g, np.float32)
+    for i, t in enumerate(tx):
+        assert_close(t.grad, want[f"x{i}"], dtype="float32", ref_low=low[f"x{i}"], name=f"∂x{i}")
 
 
 @pytest.mark.parametrize("layout", ["channel slice", "channels last", "every other position"])
@@ -210,15 +212,9 @@ def test_an_expanded_gradient() -> None:
     ws, bias, xs = _case(rng, 2, 128, [64])
     tw, tb, tx = (torch.from_numpy(a).requires_grad_() for a in (ws[0], bias, xs[0]))
     TB.torch_pointwise_linear(torch, tw, tb, tx).sum().backward()
-    for dt, found in ((np.float64, {}), (np.float32, {})):
-        g = np.ones((2, 128, N), dtype=dt)
-        found.update(b=g.sum(axis=(0, 2)), W=np.einsum("bon,bin->oi", g, xs[0].astype(dt)))
-        found["x"] = np.einsum("oi,bon->bin", ws[0].astype(dt), g)
-        if dt == np.float64:
-            want = found
-        else:
-            low = found
-    for name, grad in (("b", tb.grad), ("W", tw.grad), ("x", tx.grad)):
+    g = np.ones((2, 128, N), dtype=np.float32)
+    want, low = _grads_np(ws, xs, g, np.float64), _grads_np(ws, xs, g, np.float32)
+    for name, grad in (("b", tb.grad), ("W0", tw.grad), ("x0", tx.grad)):
         assert_close(grad, want[name], dtype="float32", ref_low=low[name], name=f"∂{name}")
 
 
@@ -235,8 +231,8 @@ def test_a_gradient_wanted_by_a_later_term_only(given: str) -> None:
     tw = [torch.from_numpy(w) for w in ws]
     out = TB.torch_pointwise_linear_sum(torch, tw, torch.from_numpy(bias), terms if given == "list" else iter(terms))
     out.backward(torch.from_numpy(g))
-    want = np.einsum("oi,bon->bin", ws[1].astype(np.float64), g.astype(np.float64))
-    assert_close(x1.grad, want, dtype="float32", ref_low=np.einsum("oi,bon->bin", ws[1], g), name="∂x_1")
+    want, low = _grads_np(ws, xs, g, np.float64), _grads_np(ws, xs, g, np.float32)
+    assert_close(x1.grad, want["x1"], dtype="float32", ref_low=low["x1"], name="∂x_1")
 
 
 @pytest.mark.parametrize("terms", [1, 2])
@@ -256,16 +252,7 @@ def test_torch_func_grad_through_the_route(terms: int) -> None:
 
     args = ([torch.from_numpy(w) for w in ws], torch.from_numpy(bias), [torch.from_numpy(x) for x in xs])
     gw, gb, gx = torch.func.grad(inner, argnums=(0, 1, 2))(*args)
-    for dt in (np.float64, np.float32):
-        gd = g.astype(dt)
-        found = {"b": gd.sum(axis=(0, 2))}
-        for i, (w, x) in enumerate(zip(ws, xs, strict=True)):
-            found[f"W{i}"] = np.einsum("bon,bin->oi", gd, x.astype(dt))
-            found[f"x{i}"] = np.einsum("oi,bon->bin", w.astype(dt), gd)
-        if dt == np.float64:
-            want = found
-        else:
-            low = found
+    want, low = _grads_np(ws, xs, g, np.float64), _grads_np(ws, xs, g, np.float32)
     got = {"b": gb, **{f"W{i}": t for i, t in enumerate(gw)}, **{f"x{i}": t for i, t in enumerate(gx)}}
     for name, grad in got.items():
         assert_close(grad, want[name], dtype="float32", ref_low=low[name], name=f"∂{name}")
