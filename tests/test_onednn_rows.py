@@ -1,5 +1,6 @@
 """The torch CPU path's point-wise linears by oneDNN's matrix product, one call per sample
-(``backends._torch.onednn_rows``): which products take it, that the calls are the ones it claims,
+(``backends._torch.onednn_rows`` term by term, ``onednn_concatenated`` for a sum with every term
+at hand, the terms concatenated): which products take it, that the calls are the ones it claims,
 values and gradients against float64 products computed independently (``numpy.einsum``), and the
 same forward with and without gradients. The shapes are the smallest the rule routes
 (O·I·N = 2^23 multiply-adds per sample)."""
@@ -85,28 +86,55 @@ def test_the_rule_routes_float32_cpu_products_from_its_threshold_up() -> None:
         torch.backends.mkldnn.enabled = True
 
 
+def test_the_concatenated_rule_counts_every_term() -> None:
+    """A sum with every term at hand: O·(Σ_i I_i)·N at the threshold routes although no term alone
+    does, one input channel fewer does not; a single term as :func:`onednn_rows`; float64 and a
+    run with oneDNN switched off do not."""
+    x = torch.ones(2, 32, N)
+    half, less = torch.ones(128, 32), torch.ones(128, 31)
+    assert TB.onednn_rows(torch, [half, half], x) == [False, False]
+    assert TB.onednn_concatenated(torch, [half, half], x)
+    assert not TB.onednn_concatenated(torch, [half, less], x)
+    assert TB.onednn_concatenated(torch, [torch.ones(128, 64)], x) and not TB.onednn_concatenated(torch, [half], x)
+    assert not TB.onednn_concatenated(torch, [half.double(), half.double()], x.double())
+    torch.backends.mkldnn.enabled = False
+    try:
+        assert not TB.onednn_concatenated(torch, [half, half], x)
+    finally:
+        torch.backends.mkldnn.enabled = True
+
+
 @pytest.mark.parametrize("o", [128, 127], ids=["routed", "batched"])
 def test_the_calls_are_the_ones_the_rule_names(o: int) -> None:
-    """A routed linear and sum make only oneDNN products (no batched BLAS call); one below the
-    threshold only ``baddbmm``/``baddbmm_``."""
-    x = torch.ones(2, 64, N)
-    w, b = torch.ones(o, 64), torch.ones(o)
-    names = _calls(lambda: TB.torch_pointwise_linear(torch, w, b, x))
-    names += _calls(lambda: TB.torch_pointwise_linear_sum(torch, [w, w], b, [x, x]))
-    names += _calls(lambda: TB.torch_pointwise_linear_sum(torch, [w, w], b, iter([x, x])))
-    onednn = [n for n in names if n == "mkldnn._linear_pointwise"]
-    batched = [n for n in names if n in ("aten.baddbmm", "aten.baddbmm_")]
+    """A routed linear and sum make only oneDNN products (no batched BLAS call): a linear and a sum
+    at hand one per sample (the sum's terms concatenated per sample, although neither term would
+    route alone), a generator of terms one per term and sample; below the threshold only
+    ``baddbmm``/``baddbmm_``."""
+    x, half = torch.ones(2, 64, N), torch.ones(2, 32, N)
+    w, w_half, b = torch.ones(o, 64), torch.ones(o, 32), torch.ones(o)
+    linear = _calls(lambda: TB.torch_pointwise_linear(torch, w, b, x))
+    at_hand = _calls(lambda: TB.torch_pointwise_linear_sum(torch, [w_half, w_half], b, [half, half]))
+    generated = _calls(lambda: TB.torch_pointwise_linear_sum(torch, [w, w], b, iter([x, x])))
+
+    def count(names: list[str], *ops: str) -> int:
+        return sum(n in ops for n in names)
+
+    onednn, batched = ("mkldnn._linear_pointwise",), ("aten.baddbmm", "aten.baddbmm_")
+    every = linear + at_hand + generated
     if o == 128:
-        assert len(onednn) == 2 + 4 + 4 and not batched, names
+        assert (count(linear, *onednn), count(at_hand, *onednn), count(generated, *onednn)) == (2, 2, 4), every
+        assert count(at_hand, "aten.cat") == 1 + 2 and not count(every, *batched), every
     else:
-        assert not onednn and len(batched) == 1 + 2 + 2, names
+        assert (count(linear, *batched), count(at_hand, *batched), count(generated, *batched)) == (1, 2, 2), every
+        assert not count(every, *onednn), every
 
 
 @pytest.mark.parametrize(
     "form, routes",
     [
         ("linear", None),
-        ("sum, list", None),  # every term at hand: sample by sample
+        ("sum, list", None),  # every term at hand: concatenated, sample by sample
+        ("sum, list of small terms", None),  # concatenated, though no term alone would route
         ("sum, generator", None),  # term by term
         ("mixed", [True, False, True]),  # per sample, stacked for a batched term, per sample again
         ("mixed", [False, True, True]),  # the batched sum so far read per sample
@@ -117,12 +145,12 @@ def test_values_against_float64_products(form: str, routes: list[bool] | None) -
     """Σ_i W_i·x_i + β through each form of the route (the rule's own decision, or the routes
     given) within the float32 policy of a float64 einsum."""
     rng = np.random.default_rng(11)
-    ins = [64] if form == "linear" else [64, 80, 96]
+    ins = {"linear": [64], "sum, list of small terms": [32, 16, 16]}.get(form, [64, 80, 96])
     ws, bias, xs = _case(rng, 3, 128, ins)
     tw, tb, tx = [torch.from_numpy(w) for w in ws], torch.from_numpy(bias), [torch.from_numpy(x) for x in xs]
     if form == "linear":
         got = TB.torch_pointwise_linear(torch, tw[0], tb, tx[0])
-    elif form == "sum, list":
+    elif form.startswith("sum, list"):
         got = TB.torch_pointwise_linear_sum(torch, tw, tb, tx)
     elif form == "sum, generator":
         got = TB.torch_pointwise_linear_sum(torch, tw, tb, (x for x in tx))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, ClassVar
 
 from ._base import (
@@ -71,13 +71,49 @@ def onednn_rows(torch: Any, ws: Sequence[Any], x: Any) -> list[bool]:
     return [w.dtype == torch.float32 and int(w.shape[0]) * int(w.shape[1]) * n >= ONEDNN_MIN_PRODUCT for w in ws]
 
 
+def onednn_concatenated(torch: Any, ws: Sequence[Any], x: Any) -> bool:
+    """Whether a sum Σ_i W_i·x_i with every term at hand (x_i (B, I_i, N), W_i (O, I_i)) runs as
+    one oneDNN product per sample of the terms concatenated: [W_1 … W_n]·[x_1b; …; x_nb]. The rule
+    of :func:`onednn_rows` applied to that product, O·(Σ_i I_i)·N multiply-adds per sample, so
+    that a single term is routed exactly as :func:`onednn_rows` routes it, and a sum of terms that
+    are each too small to route may be routed as a whole.
+
+    One product of depth Σ_i I_i is faster than n products of depth I_i each adding into the sum
+    so far: the sum is written once instead of read and written n times, and oneDNN runs deeper
+    products nearer its peak (the ``cifar10()`` bottlenecks at B = 8: 1.06x to 1.3x, and 1.2x to
+    1.6x for sums of terms below the threshold, against the batched BLAS calls; docs/speed.md)."""
+    if torch.compiler.is_compiling() or not _onednn_float32(torch, x) or any(w.dtype != torch.float32 for w in ws):
+        return False
+    return int(ws[0].shape[0]) * sum(int(w.shape[1]) for w in ws) * int(x.shape[2]) >= ONEDNN_MIN_PRODUCT
+
+
+def concatenated_rows(
+    torch: Any, ws: Sequence[Any], b: Any, xs: Sequence[Any], term: Callable[[int, Any], Any] | None = None
+) -> Any:
+    """Σ_i W_i·x_i + β with every term at hand, as one oneDNN product per sample of the terms
+    concatenated (:func:`onednn_concatenated`): y_b = [W_1 … W_n]·[x_1b; …; x_nb] + β, β fused by
+    the product's "add". The weights are concatenated once per call, each sample's terms just
+    before its product (a (Σ I_i, N) copy that stays in cache, dropped after it); a single term is
+    read as it lies. ``term(i, x_ib)``, where given, forms each sample's term from x_ib instead
+    (an element-wise activation, so that the whole (B, I_i, N) activation is never formed). The
+    samples are stacked into (B, O, N) at the end."""
+    product = torch.ops.mkldnn._linear_pointwise.binary  # looked up only here: other builds need not have it
+    o, n = int(ws[0].shape[0]), int(xs[0].shape[2])
+    bias = torch.reshape(b, (o, 1)).expand(o, n)
+    w = ws[0] if len(ws) == 1 else torch.cat(list(ws), dim=1)
+    rows = []
+    for s in range(int(xs[0].shape[0])):
+        parts = [x[s] if term is None else term(i, x[s]) for i, x in enumerate(xs)]
+        rows.append(product(w, bias, (parts[0] if len(parts) == 1 else torch.cat(parts)).t(), None, "add"))
+    return torch.stack(rows)
+
+
 def _summed_rows(torch: Any, ws: Sequence[Any], b: Any, xs: Sequence[Any] | Iterator[Any], routes: list[bool]) -> Any:
-    """Σ_i W_i·x_i + β, each term by oneDNN's product per sample where ``routes[i]`` (y_b = W_i·x_ib
-    + y_b, the sum fused into the product, as ``baddbmm_`` adds the product to its output), else by
+    """Σ_i W_i·x_i + β term by term (``xs`` may be a generator, each x_i formed just before its
+    product): each term by oneDNN's product per sample where ``routes[i]`` (y_b = W_i·x_ib + y_b,
+    the sum fused into the product, as ``baddbmm_`` adds the product to its output), else by
     ``baddbmm``/``baddbmm_`` on the whole batch; the first term adds β. The per-sample results
-    are stacked into (B, O, N) once, where a batched term follows them, or at the end. With every
-    term at hand and routed, sample by sample (each y_b finished while it is in cache; the same
-    operations in the same order per sample), else term by term (``xs`` may be a generator)."""
+    are stacked into (B, O, N) once, where a batched term follows them, or at the end."""
     terms = iter(xs)
     x0 = next(terms)
     batch, o, n = int(x0.shape[0]), int(ws[0].shape[0]), int(x0.shape[2])
@@ -85,13 +121,6 @@ def _summed_rows(torch: Any, ws: Sequence[Any], b: Any, xs: Sequence[Any] | Iter
         product = torch.ops.mkldnn._linear_pointwise.binary
         bias = torch.reshape(b, (o, 1)).expand(o, n)
     rows: list[Any] = []
-    if isinstance(xs, Sequence) and all(routes):
-        for i in range(batch):
-            y = product(ws[0], bias, x0[i].t(), None, "add")
-            for w, x in zip(ws[1:], xs[1:], strict=True):
-                y = product(w, y, x[i].t(), None, "add")
-            rows.append(y)
-        return torch.stack(rows)
     whole: Any = None  # the sum as one (B, O, N) array, or None while it is kept per sample in ``rows``
     for w, x, route in zip(ws, itertools.chain((x0,), terms), routes, strict=True):
         if route:
@@ -126,31 +155,39 @@ def torch_pointwise_linear(torch: Any, w: Any, b: Any, x: Any) -> Any:
             from ._torch_functions import PointwiseLinear
 
             return PointwiseLinear.apply(w, b, x)
-        return _summed_rows(torch, (w,), b, (x,), [True])
+        return concatenated_rows(torch, (w,), b, (x,))
     return _batched_linear(torch, w, b, x)
 
 
 def torch_pointwise_linear_sum(torch: Any, ws: Sequence[Any], b: Any, xs: Sequence[Any] | Iterator[Any]) -> Any:
-    """Σ_i W_i·x_i + β: one ``baddbmm`` for the first term (β fused), then one in-place
-    ``baddbmm_`` per further term into the same output; the terms that :func:`onednn_rows` routes
-    by oneDNN's product per sample, the sum fused (:func:`_summed_rows`; with a graph to record,
-    inside ``PointwiseLinearSum``). ``xs`` may be a generator, so that each x_i is formed just
-    before its product and dropped after it."""
+    """Σ_i W_i·x_i + β. With every term at hand (``xs`` a sequence) that :func:`onednn_concatenated`
+    routes: one oneDNN product per sample of the terms concatenated (:func:`concatenated_rows`;
+    with a graph to record, inside ``PointwiseLinearSum``). Else term by term
+    (:func:`_summed_rows`): one ``baddbmm`` for the first term (β fused), then one in-place
+    ``baddbmm_`` per further term into the same output, the terms that :func:`onednn_rows` routes
+    by oneDNN's product per sample with the sum fused. ``xs`` may be a generator, so that each x_i
+    is formed just before its product and dropped after it."""
     if isinstance(xs, Sequence):
-        x0 = xs[0]
-    else:  # a generator: each x_i formed just before its product
-        xs = iter(xs)
-        x0 = next(xs)
-        xs = itertools.chain((x0,), xs)
+        if onednn_concatenated(torch, ws, xs[0]):
+            if _records_graph(torch, b, *ws, *xs):
+                from ._torch_functions import PointwiseLinearSum
+
+                return PointwiseLinearSum.apply(b, *ws, *xs)
+            return concatenated_rows(torch, ws, b, xs)
+        return _summed_rows(torch, ws, b, xs, [False] * len(ws))  # through autograd where it records
+    xs = iter(xs)  # a generator: each x_i formed just before its product
+    x0 = next(xs)
     routes = onednn_rows(torch, ws, x0)
+    terms: Iterator[Any] = itertools.chain((x0,), xs)
     if any(routes) and torch.is_grad_enabled():
-        xs = list(xs)  # a graph may be recorded through any term: each is needed to tell
-        if _records_graph(torch, b, *ws, *xs):
+        listed = list(terms)  # a graph may be recorded through any term: each is needed to tell
+        if _records_graph(torch, b, *ws, *listed):
             from ._torch_functions import PointwiseLinearSum
 
-            return PointwiseLinearSum.apply(b, *ws, *xs)
+            return PointwiseLinearSum.apply(b, *ws, *listed)
+        terms = iter(listed)
     # unrouted terms by baddbmm/baddbmm_, through autograd where it records
-    return _summed_rows(torch, ws, b, xs, routes)
+    return _summed_rows(torch, ws, b, terms, routes)
 
 
 def torch_depthwise_direct(torch: Any, y: Any, k_l: Any) -> Any:
@@ -252,14 +289,22 @@ class TorchBackend(ArrayAPIBackend):
     ) -> Any | None:
         """With a graph to record (outside torch.compile traces): ``GeluProductSum``, the calls of
         :meth:`pointwise_linear_sum` on a_i = GELU(x_i) (+ map_i), keeping x_i instead of a_i for
-        backward. Else None (the same calls, composed)."""
+        backward. Without one, where the sum takes oneDNN's concatenated product
+        (:func:`onednn_concatenated`): that Function's forward called directly, which forms each
+        sample's a_i just before its product instead of every a_i whole (the same values: the
+        activation is element-wise). Else None (the same calls, composed)."""
         torch = _torch()
         present = [m for m in maps if m is not None]
-        if torch.compiler.is_compiling() or not _records_graph(torch, b, *ws, *xs, *present):
+        if torch.compiler.is_compiling():
+            return None
+        graph = _records_graph(torch, b, *ws, *xs, *present)
+        if not graph and not onednn_concatenated(torch, ws, xs[0]):
             return None
         from ._torch_functions import GeluProductSum
 
         spec = tuple((bool(on), m is not None) for on, m in zip(gelu, maps, strict=True))
+        if not graph:
+            return GeluProductSum.forward(spec, b, *ws, *xs, *present)
         return GeluProductSum.apply(spec, b, *ws, *xs, *present)
 
     def gated_pointwise_linear(

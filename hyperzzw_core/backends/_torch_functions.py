@@ -11,7 +11,13 @@ from typing import Any
 
 import torch
 
-from ._torch import onednn_rows, torch_pointwise_linear, torch_pointwise_linear_sum
+from ._torch import (
+    concatenated_rows,
+    onednn_concatenated,
+    onednn_rows,
+    torch_pointwise_linear,
+    torch_pointwise_linear_sum,
+)
 
 
 class _KeepsOutput(torch.autograd.Function):
@@ -318,6 +324,12 @@ class GeluProductSum(torch.autograd.Function):
     @staticmethod
     def forward(spec: tuple[tuple[bool, bool], ...], b: torch.Tensor, *tensors: torch.Tensor) -> torch.Tensor:
         ws, xs, maps = GeluProductSum._split(spec, tensors)
+        if onednn_concatenated(torch, ws, xs[0]):  # each sample's a_i formed just before its product
+
+            def term(i: int, x: torch.Tensor) -> torch.Tensor:
+                return GeluProductSum._activation(x, spec[i][0], maps[i])
+
+            return concatenated_rows(torch, ws, b, xs, term)
         acts = (GeluProductSum._activation(x, on, m) for x, (on, _), m in zip(xs, spec, maps, strict=True))
         return torch_pointwise_linear_sum(torch, ws, b, acts)
 
