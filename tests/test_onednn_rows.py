@@ -88,18 +88,20 @@ def test_the_rule_routes_float32_cpu_products_from_its_threshold_up() -> None:
 
 def test_the_concatenated_rule_counts_every_term() -> None:
     """A sum with every term at hand: O·(Σ_i I_i)·N at the threshold routes although no term alone
-    does, one input channel fewer does not; a single term as :func:`onednn_rows`; float64 and a
-    run with oneDNN switched off do not."""
-    x = torch.ones(2, 32, N)
+    does, one input channel fewer does not; a single term as :func:`onednn_rows`; float64 (any
+    term's) and a run with oneDNN switched off do not."""
+    x, x_less = torch.ones(2, 32, N), torch.ones(2, 31, N)
     half, less = torch.ones(128, 32), torch.ones(128, 31)
     assert TB.onednn_rows(torch, [half, half], x) == [False, False]
-    assert TB.onednn_concatenated(torch, [half, half], x)
-    assert not TB.onednn_concatenated(torch, [half, less], x)
-    assert TB.onednn_concatenated(torch, [torch.ones(128, 64)], x) and not TB.onednn_concatenated(torch, [half], x)
-    assert not TB.onednn_concatenated(torch, [half.double(), half.double()], x.double())
+    assert TB.onednn_concatenated(torch, [half, half], [x, x])
+    assert not TB.onednn_concatenated(torch, [half, less], [x, x_less])
+    assert TB.onednn_concatenated(torch, [torch.ones(128, 64)], [torch.ones(2, 64, N)])
+    assert not TB.onednn_concatenated(torch, [half], [x])
+    assert not TB.onednn_concatenated(torch, [half.double(), half.double()], [x.double(), x.double()])
+    assert not TB.onednn_concatenated(torch, [half, half], [x, x.double()])
     torch.backends.mkldnn.enabled = False
     try:
-        assert not TB.onednn_concatenated(torch, [half, half], x)
+        assert not TB.onednn_concatenated(torch, [half, half], [x, x])
     finally:
         torch.backends.mkldnn.enabled = True
 
@@ -107,9 +109,9 @@ def test_the_concatenated_rule_counts_every_term() -> None:
 @pytest.mark.parametrize("o", [128, 127], ids=["routed", "batched"])
 def test_the_calls_are_the_ones_the_rule_names(o: int) -> None:
     """A routed linear and sum make only oneDNN products (no batched BLAS call): a linear and a sum
-    at hand one per sample (the sum's terms concatenated per sample, although neither term would
-    route alone), a generator of terms one per term and sample; below the threshold only
-    ``baddbmm``/``baddbmm_``."""
+    at hand one per sample (the sum's weights concatenated once, its terms copied into one buffer
+    per sample, although neither term would route alone), a generator of terms one per term and
+    sample; below the threshold only ``baddbmm``/``baddbmm_``."""
     x, half = torch.ones(2, 64, N), torch.ones(2, 32, N)
     w, w_half, b = torch.ones(o, 64), torch.ones(o, 32), torch.ones(o)
     linear = _calls(lambda: TB.torch_pointwise_linear(torch, w, b, x))
@@ -123,7 +125,8 @@ def test_the_calls_are_the_ones_the_rule_names(o: int) -> None:
     every = linear + at_hand + generated
     if o == 128:
         assert (count(linear, *onednn), count(at_hand, *onednn), count(generated, *onednn)) == (2, 2, 4), every
-        assert count(at_hand, "aten.cat") == 1 + 2 and not count(every, *batched), every
+        assert count(at_hand, "aten.cat") == 1 and count(at_hand, "aten.copy_") == 2 * 2, at_hand
+        assert not count(every, *batched), every
     else:
         assert (count(linear, *batched), count(at_hand, *batched), count(generated, *batched)) == (1, 2, 2), every
         assert not count(every, *onednn), every

@@ -71,7 +71,7 @@ def onednn_rows(torch: Any, ws: Sequence[Any], x: Any) -> list[bool]:
     return [w.dtype == torch.float32 and int(w.shape[0]) * int(w.shape[1]) * n >= ONEDNN_MIN_PRODUCT for w in ws]
 
 
-def onednn_concatenated(torch: Any, ws: Sequence[Any], x: Any) -> bool:
+def onednn_concatenated(torch: Any, ws: Sequence[Any], xs: Sequence[Any]) -> bool:
     """Whether a sum Σ_i W_i·x_i with every term at hand (x_i (B, I_i, N), W_i (O, I_i)) runs as
     one oneDNN product per sample of the terms concatenated: [W_1 … W_n]·[x_1b; …; x_nb]. The rule
     of :func:`onednn_rows` applied to that product, O·(Σ_i I_i)·N multiply-adds per sample, so
@@ -80,32 +80,54 @@ def onednn_concatenated(torch: Any, ws: Sequence[Any], x: Any) -> bool:
 
     One product of depth Σ_i I_i is faster than n products of depth I_i each adding into the sum
     so far: the sum is written once instead of read and written n times, and oneDNN runs deeper
-    products nearer its peak (the ``cifar10()`` bottlenecks at B = 8: 1.06x to 1.3x, and 1.2x to
-    1.6x for sums of terms below the threshold, against the batched BLAS calls; docs/speed.md)."""
-    if torch.compiler.is_compiling() or not _onednn_float32(torch, x) or any(w.dtype != torch.float32 for w in ws):
+    products nearer its peak (the ``cifar10()`` block-4 bottleneck at B = 8: 192 against 361
+    GFLOP/s in the eval forward; sums of terms below the threshold 1.2x to 1.6x faster than the
+    batched BLAS calls; docs/speed.md)."""
+    if torch.compiler.is_compiling() or not all(_onednn_float32(torch, x) for x in xs):
         return False
-    return int(ws[0].shape[0]) * sum(int(w.shape[1]) for w in ws) * int(x.shape[2]) >= ONEDNN_MIN_PRODUCT
+    if any(w.dtype != torch.float32 for w in ws):
+        return False
+    return int(ws[0].shape[0]) * sum(int(w.shape[1]) for w in ws) * int(xs[0].shape[2]) >= ONEDNN_MIN_PRODUCT
 
 
-def concatenated_rows(
-    torch: Any, ws: Sequence[Any], b: Any, xs: Sequence[Any], term: Callable[[int, Any], Any] | None = None
-) -> Any:
+#: ``term(i, x_ib, out)`` writes sample b's i-th term, formed from x_ib (I_i, N), into ``out``.
+Term = Callable[[int, Any, Any], None]
+
+
+def concatenated_terms(torch: Any, xs: Sequence[Any], term: Term | None = None) -> Callable[[int], Any]:
+    """The function s ↦ [a_1s; …; a_ns] (Σ I_i, N) of :func:`concatenated_rows`: each a_is is x_is
+    copied, or formed from it by ``term`` (an element-wise activation, so that no whole (B, I_i, N)
+    activation is formed), written into one buffer that every sample reuses (each sample's product
+    reads it before the next sample is written); a single term without ``term`` is x_1s as it
+    lies."""
+    if len(xs) == 1 and term is None:
+        return lambda s: xs[0][s]
+    sizes = [int(x.shape[1]) for x in xs]
+    buffer = torch.empty((sum(sizes), int(xs[0].shape[2])), dtype=xs[0].dtype, device=xs[0].device)
+    parts = torch.split(buffer, sizes)
+
+    def sample(s: int) -> Any:
+        for i, (x, part) in enumerate(zip(xs, parts, strict=True)):
+            if term is None:
+                part.copy_(x[s])
+            else:
+                term(i, x[s], part)
+        return buffer
+
+    return sample
+
+
+def concatenated_rows(torch: Any, ws: Sequence[Any], b: Any, xs: Sequence[Any], term: Term | None = None) -> Any:
     """Σ_i W_i·x_i + β with every term at hand, as one oneDNN product per sample of the terms
-    concatenated (:func:`onednn_concatenated`): y_b = [W_1 … W_n]·[x_1b; …; x_nb] + β, β fused by
-    the product's "add". The weights are concatenated once per call, each sample's terms just
-    before its product (a (Σ I_i, N) copy that stays in cache, dropped after it); a single term is
-    read as it lies. ``term(i, x_ib)``, where given, forms each sample's term from x_ib instead
-    (an element-wise activation, so that the whole (B, I_i, N) activation is never formed). The
-    samples are stacked into (B, O, N) at the end."""
+    concatenated (:func:`onednn_concatenated`): y_b = [W_1 … W_n]·[a_1b; …; a_nb] + β (a_ib = x_ib,
+    or formed by ``term``; :func:`concatenated_terms`), β fused by the product's "add". The
+    weights are concatenated once per call. The samples are stacked into (B, O, N) at the end."""
     product = torch.ops.mkldnn._linear_pointwise.binary  # looked up only here: other builds need not have it
     o, n = int(ws[0].shape[0]), int(xs[0].shape[2])
     bias = torch.reshape(b, (o, 1)).expand(o, n)
     w = ws[0] if len(ws) == 1 else torch.cat(list(ws), dim=1)
-    rows = []
-    for s in range(int(xs[0].shape[0])):
-        parts = [x[s] if term is None else term(i, x[s]) for i, x in enumerate(xs)]
-        rows.append(product(w, bias, (parts[0] if len(parts) == 1 else torch.cat(parts)).t(), None, "add"))
-    return torch.stack(rows)
+    sample = concatenated_terms(torch, xs, term)
+    return torch.stack([product(w, bias, sample(s).t(), None, "add") for s in range(int(xs[0].shape[0]))])
 
 
 def _summed_rows(torch: Any, ws: Sequence[Any], b: Any, xs: Sequence[Any] | Iterator[Any], routes: list[bool]) -> Any:
@@ -168,7 +190,7 @@ def torch_pointwise_linear_sum(torch: Any, ws: Sequence[Any], b: Any, xs: Sequen
     by oneDNN's product per sample with the sum fused. ``xs`` may be a generator, so that each x_i
     is formed just before its product and dropped after it."""
     if isinstance(xs, Sequence):
-        if onednn_concatenated(torch, ws, xs[0]):
+        if onednn_concatenated(torch, ws, xs):
             if _records_graph(torch, b, *ws, *xs):
                 from ._torch_functions import PointwiseLinearSum
 
@@ -298,7 +320,7 @@ class TorchBackend(ArrayAPIBackend):
         if torch.compiler.is_compiling():
             return None
         graph = _records_graph(torch, b, *ws, *xs, *present)
-        if not graph and not onednn_concatenated(torch, ws, xs[0]):
+        if not graph and not onednn_concatenated(torch, ws, xs):
             return None
         from ._torch_functions import GeluProductSum
 

@@ -7,12 +7,15 @@ form (``forward`` without ``ctx``), which ``torch.func`` transforms (``grad``, `
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 
 from ._torch import (
+    Term,
     concatenated_rows,
+    concatenated_terms,
     onednn_concatenated,
     onednn_rows,
     torch_pointwise_linear,
@@ -156,6 +159,55 @@ def _linear_input_grad(g: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     return w.expand(int(g.shape[0]), *w.shape).transpose(1, 2).bmm(g)
 
 
+def _concatenated_backward(
+    g: torch.Tensor,
+    ws: Sequence[torch.Tensor],
+    xs: Sequence[torch.Tensor],
+    term: Term | None,
+    want_w: bool,
+    each: Callable[[int, list[torch.Tensor]], None] | None,
+) -> list[torch.Tensor] | None:
+    """The products of the backward of :func:`concatenated_rows` at g (B, O, N), each one oneDNN
+    product per sample of the terms concatenated, as in the forward:
+
+    * where ``want_w``: ∂[W_1 … W_n] = Σ_b g_b·a_bᵀ, a_b = [a_1b; …; a_nb] formed again as the
+      forward formed it (:func:`concatenated_terms`), the samples' products accumulated in order by the product's
+      "add"; returned as ∂W_i, the column blocks of that (O, Σ I_i) sum;
+    * where ``each`` is given: ∂a_b = [W_1 … W_n]ᵀ·g_b (Σ I_i, N), handed to ``each(b, [∂a_1b, …,
+      ∂a_nb])`` sample by sample (so that no (B, Σ I_i, N) array is formed).
+
+    One product of the whole depth instead of one per term: 1.3x faster for the ``cifar10()``
+    block-4 bottleneck at B = 32, 1.8x for block 3's (docs/speed.md)."""
+    product = torch.ops.mkldnn._linear_pointwise
+    sizes = [int(w.shape[1]) for w in ws]
+    g = g.contiguous()
+    w_t = (ws[0] if len(ws) == 1 else torch.cat(list(ws), dim=1)).t().contiguous() if each is not None else None
+    total: torch.Tensor | None = None
+    sample = concatenated_terms(torch, xs, term) if want_w else None
+    for s in range(int(g.shape[0])):
+        if sample is not None:
+            a = sample(s)
+            if total is None:
+                total = product(g[s], a, None, "none", [None], "")
+            else:
+                total = product.binary(g[s], total, a, None, "add")
+        if each is not None:
+            each(s, list(torch.split(product(w_t, g[s].t(), None, "none", [None], ""), sizes)))
+    return None if total is None else list(torch.split(total, sizes, dim=1))
+
+
+def _input_grads_into(grads: list[torch.Tensor | None]) -> Callable[[int, list[torch.Tensor]], None]:
+    """An ``each`` for :func:`_concatenated_backward` that copies sample b's ∂a_ib into
+    ``grads[i][b]`` (for the terms whose entry is an array)."""
+
+    def each(s: int, parts: list[torch.Tensor]) -> None:
+        for out, part in zip(grads, parts, strict=True):
+            if out is not None:
+                out[s].copy_(part)
+
+    return each
+
+
 class PointwiseLinear(torch.autograd.Function):
     """W·x + β for x (B, I, N) by :func:`torch_pointwise_linear` run without a graph (its oneDNN
     route), differentiated as autograd differentiates the ``baddbmm`` it stands for: ∂x = Wᵀ·g
@@ -185,8 +237,10 @@ class PointwiseLinear(torch.autograd.Function):
 
 class PointwiseLinearSum(torch.autograd.Function):
     """Σ_i W_i·x_i + β by :func:`torch_pointwise_linear_sum` run without a graph (its oneDNN
-    route); ``apply(b, W_1, …, W_n, x_1, …, x_n)``. Differentiated term by term as
-    :class:`PointwiseLinear`. Kept: every W_i and x_i."""
+    route); ``apply(b, W_1, …, W_n, x_1, …, x_n)``. Where the forward took the concatenated
+    products (:func:`onednn_concatenated`), differentiated by them too
+    (:func:`_concatenated_backward`: ∂[W_1 … W_n] = Σ_b g_b·[x_1b; …; x_nb]ᵀ, ∂x_ib the rows of
+    [W_1 … W_n]ᵀ·g_b), else term by term as :class:`PointwiseLinear`. Kept: every W_i and x_i."""
 
     @staticmethod
     def forward(b: torch.Tensor, *operands: torch.Tensor) -> torch.Tensor:
@@ -204,9 +258,18 @@ class PointwiseLinearSum(torch.autograd.Function):
         n = len(operands) // 2
         ws, xs = operands[:n], operands[n:]
         want = ctx.needs_input_grad
+        gb = _linear_bias_grad(g) if want[0] else None
+        if onednn_concatenated(torch, ws, xs):  # the forward's concatenated products
+            gxs: list[torch.Tensor | None] = [
+                torch.empty(x.shape, dtype=g.dtype) if want[1 + n + i] else None for i, x in enumerate(xs)
+            ]
+            each = _input_grads_into(gxs) if any(t is not None for t in gxs) else None
+            blocks = _concatenated_backward(g, ws, xs, None, any(want[1 : 1 + n]), each)
+            gws = [blocks[i] if blocks is not None and want[1 + i] else None for i in range(n)]
+            return (gb, *gws, *gxs)
         gws = [_linear_weight_grad(g, xs[i], w) if want[1 + i] else None for i, w in enumerate(ws)]
         gxs = [_linear_input_grad(g, w) if want[1 + n + i] else None for i, w in enumerate(ws)]
-        return (_linear_bias_grad(g) if want[0] else None, *gws, *gxs)
+        return (gb, *gws, *gxs)
 
 
 class GatedProduct(torch.autograd.Function):
@@ -299,20 +362,40 @@ class GeluProductSum(torch.autograd.Function):
     ``apply(spec, β, W_1, …, W_n, x_1, …, x_n, m_j, …)`` with ``spec[i]`` = (GELU?, has a map?)
     and the maps of the terms that have one, in order.
 
-    Forward: the calls of the torch backend's ``pointwise_linear_sum`` (one ``baddbmm`` with β,
-    then one ``baddbmm_`` per term, or oneDNN's products per sample), each a_i formed just before
-    its product and dropped after it.
+    Forward: the products of the torch backend's ``pointwise_linear_sum`` on the a_i. Where it
+    takes oneDNN's concatenated product (:func:`onednn_concatenated`), each sample's a_ib are
+    written into one (Σ I_i, N) buffer just before its product (:func:`concatenated_terms`), so
+    no whole a_i is formed; else term by term (one ``baddbmm`` with β, then one ``baddbmm_`` per
+    term, or oneDNN's products per sample), each a_i formed just before its product and dropped
+    after it.
     Kept for backward: x_i, W_i and m_i, not a_i (one activation fewer per term: 134 MiB of the
     ``cifar10()`` step at B = 32 for the local branches, 66 MiB for the RGUs; docs/speed.md).
-    Backward: what autograd computes for that chain (∂W_i = Σ_b g_b·a_iᵀ, ∂a_i = W_iᵀ·g,
-    ∂β = Σ g, ∂m_i = Σ_{b,c} ∂a_i), with a_i recomputed by the same calls (the same bits) and
-    ∂x_i = GELU'(x_i)·∂a_i by the native GELU backward. First derivatives only.
+    Backward: what autograd computes for that chain through ``PointwiseLinearSum`` (∂W_i =
+    Σ_b g_b·a_iᵀ, ∂a_i = W_iᵀ·g, ∂β = Σ g, ∂m_i = Σ_{b,c} ∂a_i; by the concatenated products
+    where the forward took them), with a_i recomputed as the forward formed it (the same bits)
+    and ∂x_i = GELU'(x_i)·∂a_i by the native GELU backward. First derivatives only.
     """
 
     @staticmethod
     def _activation(x: torch.Tensor, on: bool, m: torch.Tensor | None) -> torch.Tensor:
         a = torch.nn.functional.gelu(x) if on else x
         return a if m is None else a + m
+
+    @staticmethod
+    def _term(spec: tuple[tuple[bool, bool], ...], maps: list) -> Term:
+        """A ``term`` for :func:`concatenated_terms`: a_ib = GELU(x_ib) (+ m_i) written into its
+        rows of the sample's buffer, by the native GELU's ``out=`` form and an in-place addition
+        (the values of :meth:`_activation`)."""
+
+        def term(i: int, x: torch.Tensor, out: torch.Tensor) -> None:
+            if spec[i][0]:
+                torch.ops.aten.gelu.out(x, out=out)
+            else:
+                out.copy_(x)
+            if maps[i] is not None:
+                out.add_(maps[i])
+
+        return term
 
     @staticmethod
     def _split(spec: tuple[tuple[bool, bool], ...], tensors: tuple[torch.Tensor, ...]) -> tuple[list, list, list]:
@@ -324,12 +407,8 @@ class GeluProductSum(torch.autograd.Function):
     @staticmethod
     def forward(spec: tuple[tuple[bool, bool], ...], b: torch.Tensor, *tensors: torch.Tensor) -> torch.Tensor:
         ws, xs, maps = GeluProductSum._split(spec, tensors)
-        if onednn_concatenated(torch, ws, xs[0]):  # each sample's a_i formed just before its product
-
-            def term(i: int, x: torch.Tensor) -> torch.Tensor:
-                return GeluProductSum._activation(x, spec[i][0], maps[i])
-
-            return concatenated_rows(torch, ws, b, xs, term)
+        if onednn_concatenated(torch, ws, xs):  # each sample's a_i formed just before its product
+            return concatenated_rows(torch, ws, b, xs, GeluProductSum._term(spec, maps))
         acts = (GeluProductSum._activation(x, on, m) for x, (on, _), m in zip(xs, spec, maps, strict=True))
         return torch_pointwise_linear_sum(torch, ws, b, acts)
 
@@ -345,6 +424,8 @@ class GeluProductSum(torch.autograd.Function):
         ws, xs, maps = GeluProductSum._split(spec, ctx.saved_tensors)
         want_w, want_x, want_m = GeluProductSum._split(spec, tuple(ctx.needs_input_grad[2:]))
         gb = _linear_bias_grad(g) if ctx.needs_input_grad[1] else None
+        if onednn_concatenated(torch, ws, xs):
+            return (None, gb, *GeluProductSum._concatenated_backward(spec, g, ws, xs, maps, want_w, want_x, want_m))
         gws: list[torch.Tensor | None] = []
         gxs: list[torch.Tensor | None] = []
         gms: list[torch.Tensor | None] = []
@@ -355,6 +436,55 @@ class GeluProductSum(torch.autograd.Function):
             if has:  # ∂m: ∂a summed over the batch and the channels, as autograd reduces the broadcast
                 gms.append(ga.sum_to_size(1, 1, m.shape[-1]).reshape(m.shape) if (wm and ga is not None) else None)
         return (None, gb, *gws, *gxs, *gms)
+
+    @staticmethod
+    def _concatenated_backward(
+        spec: tuple[tuple[bool, bool], ...],
+        g: torch.Tensor,
+        ws: list,
+        xs: list,
+        maps: list,
+        want_w: list,
+        want_x: list,
+        want_m: list,
+    ) -> list[torch.Tensor | None]:
+        """∂W_i, ∂x_i, ∂m_i where the forward took oneDNN's concatenated products: those of
+        :func:`_concatenated_backward`, each sample's a_i formed again as the forward formed it.
+        ∂x_ib = GELU'(x_ib)·∂a_ib is written sample by sample by the native GELU backward; a term
+        with a map takes ∂a_i whole, then ∂m_i and ∂x_i from it as autograd reduces and
+        differentiates the composition (its bits)."""
+        n = len(spec)
+        # per term: ∂a_i whole (a map's gradient needs it), ∂x_i written sample by sample, or nothing
+        whole = [has and (wx or wm) for (_, has), wx, wm in zip(spec, want_x, want_m, strict=True)]
+        outs: list[torch.Tensor | None] = [
+            torch.empty(x.shape, dtype=g.dtype) if (keep or wx) else None
+            for x, keep, wx in zip(xs, whole, want_x, strict=True)
+        ]
+
+        def each(s: int, parts: list[torch.Tensor]) -> None:
+            for i, (out, part) in enumerate(zip(outs, parts, strict=True)):
+                if out is None:
+                    continue
+                if spec[i][0] and not whole[i]:  # ∂x_ib = GELU'(x_ib)·∂a_ib
+                    torch.ops.aten.gelu_backward.grad_input(part, xs[i][s], grad_input=out[s])
+                else:
+                    out[s].copy_(part)
+
+        wanted = any(t is not None for t in outs)
+        term = GeluProductSum._term(spec, maps)
+        blocks = _concatenated_backward(g, ws, xs, term, any(want_w), each if wanted else None)
+        gws = [blocks[i] if blocks is not None and want_w[i] else None for i in range(n)]
+        gxs: list[torch.Tensor | None] = []
+        gms: list[torch.Tensor | None] = []
+        for i, ((on, has), x, m, out) in enumerate(zip(spec, xs, maps, outs, strict=True)):
+            if whole[i] and out is not None:  # out is ∂a_i
+                gxs.append((torch.ops.aten.gelu_backward(out, x) if on else out) if want_x[i] else None)
+                gms.append(out.sum_to_size(1, 1, m.shape[-1]).reshape(m.shape) if want_m[i] else None)
+            else:
+                gxs.append(out if want_x[i] else None)
+                if has:
+                    gms.append(None)
+        return [*gws, *gxs, *gms]
 
 
 class DepthwiseConvMixer(torch.autograd.Function):
