@@ -261,7 +261,8 @@ class PointwiseLinearSum(torch.autograd.Function):
         gb = _linear_bias_grad(g) if want[0] else None
         if onednn_concatenated(torch, ws, xs):  # the forward's concatenated products
             gxs: list[torch.Tensor | None] = [
-                torch.empty(x.shape, dtype=g.dtype) if want[1 + n + i] else None for i, x in enumerate(xs)
+                torch.empty(x.shape, dtype=g.dtype, device=g.device) if want[1 + n + i] else None
+                for i, x in enumerate(xs)
             ]
             each = _input_grads_into(gxs) if any(t is not None for t in gxs) else None
             blocks = _concatenated_backward(g, ws, xs, None, any(want[1 : 1 + n]), each)
@@ -425,7 +426,7 @@ class GeluProductSum(torch.autograd.Function):
         want_w, want_x, want_m = GeluProductSum._split(spec, tuple(ctx.needs_input_grad[2:]))
         gb = _linear_bias_grad(g) if ctx.needs_input_grad[1] else None
         if onednn_concatenated(torch, ws, xs):
-            return (None, gb, *GeluProductSum._concatenated_backward(spec, g, ws, xs, maps, want_w, want_x, want_m))
+            return (None, gb, *GeluProductSum._concatenated_grads(spec, g, ws, xs, maps, want_w, want_x, want_m))
         gws: list[torch.Tensor | None] = []
         gxs: list[torch.Tensor | None] = []
         gms: list[torch.Tensor | None] = []
@@ -438,7 +439,7 @@ class GeluProductSum(torch.autograd.Function):
         return (None, gb, *gws, *gxs, *gms)
 
     @staticmethod
-    def _concatenated_backward(
+    def _concatenated_grads(
         spec: tuple[tuple[bool, bool], ...],
         g: torch.Tensor,
         ws: list,
@@ -457,7 +458,7 @@ class GeluProductSum(torch.autograd.Function):
         # per term: ∂a_i whole (a map's gradient needs it), ∂x_i written sample by sample, or nothing
         whole = [has and (wx or wm) for (_, has), wx, wm in zip(spec, want_x, want_m, strict=True)]
         outs: list[torch.Tensor | None] = [
-            torch.empty(x.shape, dtype=g.dtype) if (keep or wx) else None
+            torch.empty(x.shape, dtype=g.dtype, device=g.device) if (keep or wx) else None
             for x, keep, wx in zip(xs, whole, want_x, strict=True)
         ]
 
