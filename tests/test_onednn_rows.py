@@ -287,3 +287,57 @@ def test_torch_func_grad_through_the_route(terms: int) -> None:
     got = {"b": gb, **{f"W{i}": t for i, t in enumerate(gw)}, **{f"x{i}": t for i, t in enumerate(gx)}}
     for name, grad in got.items():
         assert_close(grad, want[name], dtype="float32", ref_low=low[name], name=f"∂{name}")
+
+
+def _gelu_np(x: np.ndarray) -> np.ndarray:
+    """GELU(x) = x·Φ(x) in x's dtype, by SciPy's erf (independent of torch's kernel)."""
+    from scipy.special import erf
+
+    return (0.5 * x * (1.0 + erf(x / np.sqrt(2.0).astype(x.dtype)))).astype(x.dtype)
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "positions first", "channel slice"])
+def test_gelu_terms_through_the_buffer(layout: str) -> None:
+    """``GeluProductSum`` at a routed size (its terms' GELUs written into each sample's buffer):
+    Σ_i W_i·a_i + β with a_i = GELU(x_i) for two terms, x_i for one and a spatial map added to
+    one, the inputs laid out as ``layout``, against float64 (SciPy's erf, NumPy's einsum), within
+    the float32 policy."""
+    from hyperzzw_core.backends import _torch_functions as TF
+
+    rng = np.random.default_rng(14)
+    ins, on, has = [64, 32, 32], [True, False, True], [False, False, True]
+    ws, bias, xs = _case(rng, 2, 128, ins)
+    m = rng.standard_normal(N).astype(np.float32)
+    tx = [torch.from_numpy(x) for x in xs]
+    if layout == "positions first":  # (B, I, N) read from (B, N, I) storage
+        tx = [x.transpose(1, 2).contiguous().transpose(1, 2) for x in tx]
+    elif layout == "channel slice":  # the first I channels of a wider array
+        tx = [torch.cat([x, x], dim=1)[:, : x.shape[1]] for x in tx]
+    assert TB.onednn_concatenated(torch, [torch.from_numpy(w) for w in ws], tx)
+    spec = tuple(zip(on, has, strict=True))
+    got = TF.GeluProductSum.forward(
+        spec, torch.from_numpy(bias), *(torch.from_numpy(w) for w in ws), *tx, torch.from_numpy(m)
+    )
+
+    def acts(dtype: Any) -> list[np.ndarray]:
+        out = [_gelu_np(x.astype(dtype)) if g else x.astype(dtype) for x, g in zip(xs, on, strict=True)]
+        out[2] = out[2] + m.astype(dtype)
+        return out
+
+    want, low = _sum_np(ws, bias, acts(np.float64), np.float64), _sum_np(ws, bias, acts(np.float32), np.float32)
+    assert got.shape == (2, 128, N) and got.is_contiguous()
+    assert_close(got, want, dtype="float32", ref_low=low, name=f"GELU terms, {layout}")
+
+
+def test_a_gelu_term_into_a_strided_out() -> None:
+    """``GeluProductSum._term`` writes GELU(x) right into a non-contiguous ``out`` (a column slice),
+    where torch 2.13's own ``gelu.out`` writes wrong values; within the float32 policy of SciPy's
+    float64 GELU."""
+    from hyperzzw_core.backends import _torch_functions as TF
+
+    x = np.random.default_rng(15).standard_normal((64, 256)).astype(np.float32)
+    out = torch.zeros(64, 512)[:, :256]
+    TF.GeluProductSum._term(((True, False),), [None])(0, torch.from_numpy(x), out)
+    assert_close(
+        out, _gelu_np(x.astype(np.float64)), dtype="float32", ref_low=_gelu_np(x), name="GELU into a column slice"
+    )
