@@ -80,9 +80,9 @@ def onednn_concatenated(torch: Any, ws: Sequence[Any], xs: Sequence[Any]) -> boo
 
     One product of depth Σ_i I_i is faster than n products of depth I_i each adding into the sum
     so far: the sum is written once instead of read and written n times, and oneDNN runs deeper
-    products nearer its peak (the ``cifar10()`` block-4 bottleneck at B = 8: 192 against 361
-    GFLOP/s in the eval forward; sums of terms below the threshold 1.2x to 1.6x faster than the
-    batched BLAS calls; docs/speed.md)."""
+    products nearer its peak (alone at B = 8: the ``cifar10()`` block-3 bottleneck 202 against 314
+    GFLOP/s, block 4's 254 against 291; sums of terms below the threshold 1.2x to 1.6x faster than
+    the batched BLAS calls; their backward 1.3x to 1.8x at B = 32; docs/speed.md)."""
     if torch.compiler.is_compiling() or not all(_onednn_float32(torch, x) for x in xs):
         return False
     if any(w.dtype != torch.float32 for w in ws):
