@@ -341,3 +341,14 @@ def test_a_gelu_term_into_a_strided_out() -> None:
     assert_close(
         out, _gelu_np(x.astype(np.float64)), dtype="float32", ref_low=_gelu_np(x), name="GELU into a column slice"
     )
+
+
+@pytest.mark.parametrize("given", ["list", "generator"])
+def test_a_sum_mixing_dtypes_is_refused(given: str) -> None:
+    """A routed-size sum whose second term is float64 (every term alone routes) raises torch's
+    dtype error: the float64 term is never cast silently into the float32 buffer of the
+    concatenated product, nor read as float32 by a per-term product."""
+    w, b, x = torch.ones(128, 64), torch.ones(128), torch.ones(2, 64, N)
+    xs = [x, x.double()]
+    with pytest.raises(RuntimeError, match=r"(?i)type"):
+        TB.torch_pointwise_linear_sum(torch, [w, w], b, xs if given == "list" else iter(xs))

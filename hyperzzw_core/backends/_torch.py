@@ -54,8 +54,9 @@ def _onednn_float32(torch: Any, y: Any) -> bool:
 
 def onednn_rows(torch: Any, ws: Sequence[Any], x: Any) -> list[bool]:
     """For each product W_i·x_b (x (B, I, N), W_i (O, I_i)), whether it runs as oneDNN's matrix
-    product, one call per sample b: float32 CPU tensors with oneDNN, outside torch.compile traces,
-    and at least ``ONEDNN_MIN_PRODUCT`` multiply-adds per sample (O·I_i·N).
+    product, one call per sample b (:func:`onednn_concatenated` of that term alone): float32 CPU
+    tensors with oneDNN, outside torch.compile traces, and at least ``ONEDNN_MIN_PRODUCT``
+    multiply-adds per sample (O·I_i·N).
 
     oneDNN takes W as its left factor and x_b as its right one in x_b's own layout (a (N, I)
     weight given as x_bᵀ, read as strided: no copy), and writes W·x_b (O, N) row-major: the
@@ -65,10 +66,7 @@ def onednn_rows(torch: Any, ws: Sequence[Any], x: Any) -> list[bool]:
     the network's shapes. The decision depends on dtypes, device and shapes only, so the forward
     of a Function and its recomputation in backward, and a forward with and without gradients,
     take the same route."""
-    if torch.compiler.is_compiling() or not _onednn_float32(torch, x):
-        return [False] * len(ws)
-    n = int(x.shape[2])
-    return [w.dtype == torch.float32 and int(w.shape[0]) * int(w.shape[1]) * n >= ONEDNN_MIN_PRODUCT for w in ws]
+    return [onednn_concatenated(torch, (w,), (x,)) for w in ws]
 
 
 def onednn_concatenated(torch: Any, ws: Sequence[Any], xs: Sequence[Any]) -> bool:
@@ -88,6 +86,12 @@ def onednn_concatenated(torch: Any, ws: Sequence[Any], xs: Sequence[Any]) -> boo
     if any(w.dtype != torch.float32 for w in ws):
         return False
     return int(ws[0].shape[0]) * sum(int(w.shape[1]) for w in ws) * int(xs[0].shape[2]) >= ONEDNN_MIN_PRODUCT
+
+
+def concatenated_weight(torch: Any, ws: Sequence[Any]) -> Any:
+    """[W_1 … W_n] (O, Σ I_i): the weights side by side, as :func:`concatenated_rows` multiplies
+    them (a single W_1 as it lies)."""
+    return ws[0] if len(ws) == 1 else torch.cat(list(ws), dim=1)
 
 
 #: ``term(i, x_ib, out)`` writes sample b's i-th term, formed from x_ib (I_i, N), into ``out``.
@@ -125,7 +129,7 @@ def concatenated_rows(torch: Any, ws: Sequence[Any], b: Any, xs: Sequence[Any], 
     product = torch.ops.mkldnn._linear_pointwise.binary  # looked up only here: other builds need not have it
     o, n = int(ws[0].shape[0]), int(xs[0].shape[2])
     bias = torch.reshape(b, (o, 1)).expand(o, n)
-    w = ws[0] if len(ws) == 1 else torch.cat(list(ws), dim=1)
+    w = concatenated_weight(torch, ws)
     sample = concatenated_terms(torch, xs, term)
     return torch.stack([product(w, bias, sample(s).t(), None, "add") for s in range(int(xs[0].shape[0]))])
 

@@ -16,6 +16,7 @@ from ._torch import (
     Term,
     concatenated_rows,
     concatenated_terms,
+    concatenated_weight,
     onednn_concatenated,
     onednn_rows,
     torch_pointwise_linear,
@@ -181,7 +182,7 @@ def _concatenated_backward(
     product = torch.ops.mkldnn._linear_pointwise
     sizes = [int(w.shape[1]) for w in ws]
     g = g.contiguous()
-    w_t = (ws[0] if len(ws) == 1 else torch.cat(list(ws), dim=1)).t().contiguous() if each is not None else None
+    w_t = concatenated_weight(torch, ws).t().contiguous() if each is not None else None
     total: torch.Tensor | None = None
     sample = concatenated_terms(torch, xs, term) if want_w else None
     for s in range(int(g.shape[0])):
