@@ -59,6 +59,7 @@ HEAVY: dict[str, str] = {
     "_fft_r2c": "convolution",
     "_fft_c2r": "convolution",
     "_fft_c2c": "convolution",
+    "depthwise_weight_grad": "convolution",  # the compiled CPU kernel (hyperzzw::depthwise_weight_grad)
 }
 
 #: the standardisation kernels (statistics and normalisation in one call, and their backward)

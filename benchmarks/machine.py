@@ -59,6 +59,8 @@ def describe() -> dict[str, Any]:
     import scipy
     import torch
 
+    from hyperzzw_core.backends import compiled_kernels
+
     affinity: int | None
     try:
         affinity = len(os.sched_getaffinity(0))
@@ -77,6 +79,7 @@ def describe() -> dict[str, Any]:
         "torch_threads": torch.get_num_threads(),
         "torch_interop_threads": torch.get_num_interop_threads(),
         "torch_mkldnn": bool(torch.backends.mkldnn.is_available()),
+        "compiled_kernels": compiled_kernels(),
         "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "(unset)"),
         "cuda": torch.cuda.is_available(),
         "cuda_device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,

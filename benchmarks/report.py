@@ -33,6 +33,13 @@ def _met(ok: bool) -> str:
     return "**met**" if ok else "**not met**"
 
 
+def _compiled_kernels(kernels: dict[str, bool] | None) -> str:
+    """The compiled CPU kernels a run had (benchmarks.json before 2026-12-02 did not record them)."""
+    if kernels is None:
+        return "not recorded"
+    return ", ".join(f"{name} {'yes' if has else 'no (oneDNN)'}" for name, has in kernels.items())
+
+
 def _conv1x1_row(p: dict[str, Any]) -> list[str]:
     """The limits table's row of oneDNN's float32 1×1 convolution, where the run measured it."""
     if "torch_conv1x1_float32" not in p:
@@ -58,6 +65,7 @@ def _machine(res: dict[str, Any]) -> list[str]:
         f"(oneDNN {'yes' if m['torch_mkldnn'] else 'no'}) |",
         f"| threads | torch {m['torch_threads']} intra-op / {m['torch_interop_threads']} inter-op; "
         f"OMP_NUM_THREADS {m['OMP_NUM_THREADS']}; NumPy BLAS {', '.join(m['numpy_blas']) or 'unknown'} |",
+        f"| compiled CPU kernels | {_compiled_kernels(m.get('compiled_kernels'))} |",
         f"| GPU | {'CUDA: ' + str(m['cuda_device']) if m['cuda'] else 'none (torch CUDA and CuPy skipped)'} |",
         f"| load average (1, 5, 15 min) | before: {la0[0]:.2f}, {la0[1]:.2f}, {la0[2]:.2f}; "
         f"after: {la1[0]:.2f}, {la1[1]:.2f}, {la1[2]:.2f} |",

@@ -35,6 +35,7 @@ from ._base import (
     dtype_name,
     from_matrices,
 )
+from ._compiled import compiled_kernels
 from ._cupy import CuPyBackend
 from ._jax import JaxBackend
 from ._numpy import NumPyBackend, sliding_window_correlate
@@ -55,6 +56,7 @@ __all__ = [
     "backend_for",
     "backend_for_module",
     "clear_constants",
+    "compiled_kernels",
     "cupy_kernels",
     "dense_selection",
     "depthwise_conv_dense",

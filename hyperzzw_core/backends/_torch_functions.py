@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from ._compiled import DEPTHWISE_WEIGHT_GRAD_WIDTHS, cpu_kernels
 from ._torch import (
     Term,
     concatenated_rows,
@@ -76,10 +77,12 @@ class DepthwiseConvOneDNN(torch.autograd.Function):
 
     * forward and input gradient in NCHW, as ``y`` and the gradient arrive (at (32, 144, 32, 32)
       the forward takes 2.6 ms, against 5.4 ms through channels-last and back);
-    * weight gradient in channels-last: oneDNN's NCHW depth-wise weight gradient is
-      pathologically slow for k ≥ 5 (seconds for the CIFAR-10 block 4; docs/benchmarks.md), its
-      channels-last one is not. ``y`` and the gradient are converted in backward (two copies); the
-      channels-last copy of ``y`` is never kept (it would be one more activation per branch).
+    * weight gradient by the compiled CPU kernel in NCHW where it applies
+      (:func:`compiled_depthwise_weight_grad`: float32, 'same' padding, kw ∈ {1, 3, 5, 7, 9});
+      else in channels-last: oneDNN's NCHW depth-wise weight gradient is pathologically slow for
+      k ≥ 5 (seconds for the CIFAR-10 block 4; docs/benchmarks.md), its channels-last one is
+      not. ``y`` and the gradient are then converted in backward (two copies); the channels-last
+      copy of ``y`` is never kept (it would be one more activation per branch).
 
     The forward is the one the eval path runs (no gradients), so that train and eval mode compute
     the same values. First derivatives only.
@@ -107,24 +110,92 @@ class DepthwiseConvOneDNN(torch.autograd.Function):
         return gy_, gk_, None
 
 
+def compiled_weight_grad_applies(y: torch.Tensor, k: torch.Tensor, pad: Sequence[int]) -> bool:
+    """Whether :func:`compiled_depthwise_weight_grad` computes ∂K of a depth-wise convolution of
+    ``y`` (B, C, H, W) with ``k`` (C, 1, kh, kw) padded by ``pad``: the compiled kernels are
+    installed (:func:`hyperzzw_core.backends.compiled_kernels`), float32 on the CPU, 'same'
+    padding of an odd kh and kw ∈ ``DEPTHWISE_WEIGHT_GRAD_WIDTHS``, and not inside a torch.compile
+    trace (the kernel reads data pointers)."""
+    if cpu_kernels is None or y.ndim != 4 or k.ndim != 4 or torch.compiler.is_compiling():
+        return False
+    kh, kw = int(k.shape[2]), int(k.shape[3])
+    return (
+        y.device.type == "cpu"
+        and y.dtype == torch.float32
+        and k.dtype == torch.float32
+        and kh % 2 == 1
+        and kw in DEPTHWISE_WEIGHT_GRAD_WIDTHS
+        and tuple(int(p) for p in pad) == (kh // 2, kw // 2)
+    )
+
+
+def compiled_depthwise_weight_grad(g: torch.Tensor, y: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """∂K (C, 1, kh, kw) of D = DWConv(Y, K), the 'same' depth-wise correlation of spec §2.3, at
+    ∂D = ``g`` (B, C, H, W)::
+
+        ∂K[c, 0, i, j] = Σ_b Σ_{h,w} g[b, c, h, w] · Y[b, c, h + i − kh//2, w + j − kw//2]
+
+    (Y zero outside the image), by the compiled CPU kernel (``_cpu_kernels.c``): NCHW as the
+    arrays lie, each sample's sums in float32 and the samples added in float64, then rounded to
+    float32 once. Where :func:`compiled_weight_grad_applies` holds; on the channels of ``y`` in
+    ``torch.get_num_threads()`` threads. About 7 ms at (32, 144, 32, 32) with k = 9 on two cores,
+    against 28 ms of oneDNN's channels-last kernel and 2 × 5 ms of copies to channels-last
+    (docs/speed.md)."""
+    if tuple(g.shape) != tuple(y.shape):
+        raise ValueError(f"compiled_depthwise_weight_grad: g has shape {tuple(g.shape)}, expected y's {tuple(y.shape)}")
+    return depthwise_weight_grad(g, y, int(k.shape[2]), int(k.shape[3])).to(k.dtype)
+
+
+def _depthwise_weight_grad_cpu(g: torch.Tensor, y: torch.Tensor, kh: int, kw: int) -> torch.Tensor:
+    """The compiled kernel's call (float64 (C, 1, kh, kw)), the CPU kernel of the operator below."""
+    if cpu_kernels is None:
+        raise RuntimeError("hyperzzw::depthwise_weight_grad: the compiled CPU kernels are not built")
+    n, c, h, w = (int(v) for v in y.shape)
+    y_, g_ = y.contiguous(), g.contiguous()
+    out = torch.empty((c, 1, kh, kw), dtype=torch.float64, device=y.device)
+    cpu_kernels.depthwise_weight_grad(
+        y_.data_ptr(), g_.data_ptr(), out.data_ptr(), n, c, h, w, kh, kw, torch.get_num_threads()
+    )
+    return out
+
+
+def _depthwise_weight_grad_meta(g: torch.Tensor, y: torch.Tensor, kh: int, kw: int) -> torch.Tensor:
+    return y.new_empty((int(y.shape[1]), 1, kh, kw), dtype=torch.float64)
+
+
+# The kernel as one torch operator, hyperzzw::depthwise_weight_grad, so that a dispatch mode sees it
+# as one call (the eager floor of benchmarks/floor.py replays it with the convolutions). Registered
+# through torch.library.Library rather than custom_op: the first call of a custom_op imports
+# torch._dynamo (about 1.1 s), this one costs about 70 µs a call.
+_LIBRARY = torch.library.Library("hyperzzw", "FRAGMENT")
+_LIBRARY.define("depthwise_weight_grad(Tensor g, Tensor y, int kh, int kw) -> Tensor")
+_LIBRARY.impl("depthwise_weight_grad", _depthwise_weight_grad_cpu, "CPU")
+_LIBRARY.impl("depthwise_weight_grad", _depthwise_weight_grad_meta, "Meta")
+
+
+def depthwise_weight_grad(g: torch.Tensor, y: torch.Tensor, kh: int, kw: int) -> torch.Tensor:
+    """∂K (C, 1, kh, kw) in float64 by the compiled kernel, through its torch operator."""
+    return torch.ops.hyperzzw.depthwise_weight_grad(g, y, kh, kw)
+
+
 def _depthwise_conv_backward(
     g: torch.Tensor, y: torch.Tensor, k: torch.Tensor, pad: list[int], want: list[bool]
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """(gy, gk) of :class:`DepthwiseConvOneDNN`, each in the layout where oneDNN is fast (None
-    where ``want`` says no)."""
+    """(gy, gk) of :class:`DepthwiseConvOneDNN` (None where ``want`` says no): gy by oneDNN in
+    NCHW; gk by the compiled kernel in NCHW where it applies, else by oneDNN in channels-last, the
+    layout where oneDNN's weight gradient is fast."""
     groups = int(y.shape[1])
 
     def grads(g: torch.Tensor, y: torch.Tensor, mask: tuple[bool, bool, bool]) -> tuple:
         return torch.ops.aten.convolution_backward(g, y, k, None, (1, 1), pad, (1, 1), False, (0, 0), groups, mask)
 
     gy = grads(g.contiguous(), y, (True, False, False))[0] if want[0] else None
+    if not want[1]:
+        return gy, None
+    if compiled_weight_grad_applies(y, k, pad):
+        return gy, compiled_depthwise_weight_grad(g, y, k)
     cl = torch.channels_last
-    gk = (
-        grads(g.contiguous(memory_format=cl), y.contiguous(memory_format=cl), (False, True, False))[1]
-        if want[1]
-        else None
-    )
-    return gy, gk
+    return gy, grads(g.contiguous(memory_format=cl), y.contiguous(memory_format=cl), (False, True, False))[1]
 
 
 def _linear(w: torch.Tensor, b: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -507,8 +578,11 @@ class DepthwiseConvMixer(torch.autograd.Function):
     * ∂W = Σ_b g_b·D_bᵀ from D recomputed by the forward's convolution (the same bits; one
       convolution more, in exchange for not keeping an activation of Y's size per branch: 134 MiB
       of the ``cifar10()`` step at B = 32, docs/speed.md);
-    * ∂D = Wᵀ·g formed directly in channels-last, as the rows (B, H·W, C) = gᵀ·W, where oneDNN's
-      depth-wise kernels are fast; ∂Y and ∂K then come from one channels-last
+    * where the compiled weight gradient applies (:func:`compiled_weight_grad_applies`): ∂D = Wᵀ·g
+      formed in NCHW, ∂Y by oneDNN's NCHW input gradient and ∂K by the compiled kernel, with no
+      layout copy (:func:`_depthwise_conv_backward`, the unfused path's own backward);
+    * else ∂D = Wᵀ·g formed directly in channels-last, as the rows (B, H·W, C) = gᵀ·W, where
+      oneDNN's depth-wise kernels are fast; ∂Y and ∂K then come from one channels-last
       ``convolution_backward`` (the unfused backward copies ∂D and Y to channels-last for ∂K and
       computes ∂Y in NCHW); ∂Y is returned in NCHW.
 
@@ -546,7 +620,13 @@ class DepthwiseConvMixer(torch.autograd.Function):
             gw = _linear_weight_grad(g, DepthwiseConvOneDNN.forward(y4, k4, pad).reshape(n, c, -1), w)
         if want_b:
             gb = _linear_bias_grad(g)
-        if want_y or want_k:
+        if (want_y or want_k) and compiled_weight_grad_applies(y4, k4, pad):
+            # ∂D = Wᵀ·g in NCHW, as the compiled weight gradient and oneDNN's NCHW input gradient read it
+            gd = torch.bmm(w.t().expand(n, c, o), g).view(n, c, h, wd)
+            gy4_, gk4_ = _depthwise_conv_backward(gd, y4, k4, list(pad), [want_y, want_k])
+            gy = gy4_.view(y.shape) if gy4_ is not None else None
+            gk = gk4_.view(k.shape) if gk4_ is not None else None
+        elif want_y or want_k:
             gd = torch.bmm(g.transpose(1, 2), w.expand(n, o, c)).view(n, h, wd, c).permute(0, 3, 1, 2)
             gy4, gk4, _ = torch.ops.aten.convolution_backward(
                 gd,

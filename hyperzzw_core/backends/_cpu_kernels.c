@@ -1,0 +1,224 @@
+/*
+ * hyperzzw_core.backends._cpu_kernels: compiled CPU kernels for the torch backend (docs/speed.md,
+ * "Sixteenth session"). Optional: where it does not build, the torch backend takes oneDNN's kernels.
+ *
+ * depthwise_weight_grad: the weight gradient of a depth-wise 'same' correlation (spec §2.3,
+ * the local branch's D = k_l ⊛ Y), float32 in, float64 out:
+ *
+ *     out[c, i, j] = Σ_b Σ_{h,w} G[b, c, h, w] · Y[b, c, h + i − ph, w + j − pw]
+ *
+ * with Y (B, C, H, W) and G (B, C, H, W) contiguous NCHW, zero outside the image, ph = kh // 2,
+ * pw = kw // 2 (odd kh, kw; kw ∈ {1, 3, 5, 7, 9}). oneDNN's depth-wise weight gradient runs at
+ * about 25 GFLOP/s on two cores and needs channels-last copies of both inputs; this kernel reads
+ * NCHW as it lies.
+ *
+ * Per channel and sample, the image pair is copied into zero-padded buffers, then for every group
+ * of IB kernel rows and every 16 columns, IB·kw accumulators of 16 lanes stay in registers while
+ * the rows stream by: each loaded row of Y serves IB kernel rows, each loaded row of G serves kw
+ * columns. A sample's sums (at most H products per lane) are float32; the 16 lanes and the samples
+ * are added in float64, so the result is more accurate than a float32 sum over all B·H·W products
+ * (tests/test_cpu_kernels.py measures both against float64).
+ *
+ * The channels are split over `threads` POSIX threads (the calling thread is one of them); the
+ * GIL is released during the call. On x86-64 with GCC, the kernel is compiled for x86-64-v4
+ * (AVX-512), v3 (AVX2) and the baseline, and the loader picks the one the CPU runs.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <pthread.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef float v16 __attribute__((vector_size(64)));
+#define VL 16
+
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#define TARGETS __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define TARGETS
+#endif
+
+#define INLINE static inline __attribute__((always_inline))
+
+INLINE v16 load16(const float *p) {
+    v16 v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+INLINE double lanes_sum(v16 v) {
+    double s = 0.0;
+    for (int l = 0; l < VL; ++l) s += (double)v[l];
+    return s;
+}
+
+/* One (channel, sample) image pair for kernel width KW, IB kernel rows at a time.
+ * gp: G padded with IB - 1 zero rows above and below, rows of Wg floats (zero beyond W);
+ * yp: Y padded with ph zero rows above and enough below, rows of Wy floats, Y at column pw;
+ * o: the channel's kh·KW float64 sums, added to. */
+#define DEFINE_IMAGE(KW, IB)                                                                       \
+    INLINE void image_##KW(const float *gp, const float *yp, long H, long Wg, long Wy, long kh,      \
+                           double *o) {                                                            \
+        const long nib = (kh + IB - 1) / IB, nch = Wg / VL;                                        \
+        for (long ib = 0; ib < nib; ++ib) {                                                        \
+            const long i0 = ib * IB;                                                               \
+            for (long ch = 0; ch < nch; ++ch) {                                                    \
+                const long w = ch * VL;                                                            \
+                v16 acc[IB][KW];                                                                   \
+                for (int ii = 0; ii < IB; ++ii)                                                    \
+                    for (int j = 0; j < KW; ++j) acc[ii][j] = (v16){0};                            \
+                for (long r = 0; r < H + IB - 1; ++r) {                                            \
+                    v16 gv[IB];                                                                    \
+                    for (int ii = 0; ii < IB; ++ii) gv[ii] = load16(gp + (r - ii + IB - 1) * Wg + w); \
+                    const float *yr = yp + (r + i0) * Wy + w;                                      \
+                    for (int j = 0; j < KW; ++j) {                                                 \
+                        const v16 yv = load16(yr + j);                                             \
+                        for (int ii = 0; ii < IB; ++ii) acc[ii][j] += gv[ii] * yv;                 \
+                    }                                                                              \
+                }                                                                                  \
+                for (int ii = 0; ii < IB; ++ii)                                                    \
+                    if (i0 + ii < kh)                                                              \
+                        for (int j = 0; j < KW; ++j) o[(i0 + ii) * KW + j] += lanes_sum(acc[ii][j]); \
+            }                                                                                      \
+        }                                                                                          \
+    }
+
+/* IB·KW accumulators, IB rows of G and one of Y: at most 31 of AVX-512's 32 registers. */
+DEFINE_IMAGE(1, 9)
+DEFINE_IMAGE(3, 3)
+DEFINE_IMAGE(5, 5)
+DEFINE_IMAGE(7, 2)
+DEFINE_IMAGE(9, 3)
+
+static long rows_at_once(long kw) {
+    switch (kw) {
+    case 1: return 9;
+    case 3: return 3;
+    case 5: return 5;
+    case 7: return 2;
+    default: return 3;
+    }
+}
+
+typedef struct {
+    const float *y, *g;
+    double *out;
+    long B, C, H, W, kh, kw, c0, c1;
+    int failed;
+} job_t;
+
+TARGETS static void run_channels(job_t *J) {
+    const long B = J->B, C = J->C, H = J->H, W = J->W, kh = J->kh, kw = J->kw;
+    const long ph = kh / 2, pw = kw / 2, IB = rows_at_once(kw);
+    const long Wg = (W + VL - 1) / VL * VL, Wy = Wg + 2 * pw + VL;
+    const long Hg = H + 2 * (IB - 1), Hy = H + (kh + IB - 1) / IB * IB;
+    float *gp = calloc((size_t)(Hg * Wg), sizeof(float));
+    float *yp = calloc((size_t)(Hy * Wy), sizeof(float));
+    if (gp == NULL || yp == NULL) {
+        free(gp);
+        free(yp);
+        J->failed = 1;
+        return;
+    }
+    for (long c = J->c0; c < J->c1; ++c) {
+        double *o = J->out + c * kh * kw;
+        for (long t = 0; t < kh * kw; ++t) o[t] = 0.0;
+        for (long b = 0; b < B; ++b) {
+            const float *yc = J->y + (b * C + c) * H * W, *gc = J->g + (b * C + c) * H * W;
+            for (long h = 0; h < H; ++h) {
+                memcpy(gp + (h + IB - 1) * Wg, gc + h * W, (size_t)W * sizeof(float));
+                memcpy(yp + (h + ph) * Wy + pw, yc + h * W, (size_t)W * sizeof(float));
+            }
+            switch (kw) {
+            case 1: image_1(gp, yp, H, Wg, Wy, kh, o); break;
+            case 3: image_3(gp, yp, H, Wg, Wy, kh, o); break;
+            case 5: image_5(gp, yp, H, Wg, Wy, kh, o); break;
+            case 7: image_7(gp, yp, H, Wg, Wy, kh, o); break;
+            default: image_9(gp, yp, H, Wg, Wy, kh, o); break;
+            }
+        }
+    }
+    free(gp);
+    free(yp);
+}
+
+static void *run_thread(void *job) {
+    run_channels((job_t *)job);
+    return NULL;
+}
+
+#define MAX_THREADS 256
+
+/* 0 on success, -1 where memory could not be had. */
+static int weight_grad(const float *y, const float *g, double *out, long B, long C, long H, long W,
+                       long kh, long kw, long threads) {
+    job_t jobs[MAX_THREADS];
+    pthread_t tid[MAX_THREADS];
+    int started[MAX_THREADS] = {0};
+    if (threads > C) threads = C;
+    if (threads > MAX_THREADS) threads = MAX_THREADS;
+    for (long t = 0; t < threads; ++t)
+        jobs[t] = (job_t){y, g, out, B, C, H, W, kh, kw, C * t / threads, C * (t + 1) / threads, 0};
+    for (long t = 1; t < threads; ++t) started[t] = pthread_create(&tid[t], NULL, run_thread, &jobs[t]) == 0;
+    run_channels(&jobs[0]);
+    int failed = jobs[0].failed;
+    for (long t = 1; t < threads; ++t) {
+        if (started[t])
+            pthread_join(tid[t], NULL);
+        else
+            run_channels(&jobs[t]); /* no thread to be had: this one does its channels */
+        failed |= jobs[t].failed;
+    }
+    return failed ? -1 : 0;
+}
+
+static PyObject *py_depthwise_weight_grad(PyObject *self, PyObject *args) {
+    (void)self;
+    unsigned long long y, g, out;
+    Py_ssize_t B, C, H, W, kh, kw, threads;
+    if (!PyArg_ParseTuple(args, "KKKnnnnnnn", &y, &g, &out, &B, &C, &H, &W, &kh, &kw, &threads))
+        return NULL;
+    if (B < 1 || C < 1 || H < 1 || W < 1) {
+        PyErr_Format(PyExc_ValueError,
+                     "depthwise_weight_grad: shape (B, C, H, W) must be positive, got (%zd, %zd, %zd, %zd)",
+                     B, C, H, W);
+        return NULL;
+    }
+    if (kh < 1 || kh % 2 == 0 || !(kw == 1 || kw == 3 || kw == 5 || kw == 7 || kw == 9)) {
+        PyErr_Format(PyExc_ValueError,
+                     "depthwise_weight_grad: kernel (kh, kw) must have an odd kh and kw in "
+                     "{1, 3, 5, 7, 9}, got (%zd, %zd)",
+                     kh, kw);
+        return NULL;
+    }
+    if (threads < 1) {
+        PyErr_Format(PyExc_ValueError, "depthwise_weight_grad: threads must be at least 1, got %zd", threads);
+        return NULL;
+    }
+    if (y == 0 || g == 0 || out == 0) {
+        PyErr_SetString(PyExc_ValueError, "depthwise_weight_grad: a null data pointer");
+        return NULL;
+    }
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = weight_grad((const float *)(uintptr_t)y, (const float *)(uintptr_t)g, (double *)(uintptr_t)out,
+                     (long)B, (long)C, (long)H, (long)W, (long)kh, (long)kw, (long)threads);
+    Py_END_ALLOW_THREADS
+    if (rc != 0) return PyErr_NoMemory();
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef methods[] = {
+    {"depthwise_weight_grad", py_depthwise_weight_grad, METH_VARARGS,
+     "depthwise_weight_grad(y, g, out, B, C, H, W, kh, kw, threads): out[c, i, j] = "
+     "sum_{b,h,w} g[b,c,h,w] * y[b,c,h+i-kh//2,w+j-kw//2] (zero outside the image) for the data "
+     "pointers of float32 y and g (B, C, H, W), contiguous, and a float64 out (C, kh, kw)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_cpu_kernels",
+                                    "Compiled CPU kernels of the torch backend.", -1, methods};
+
+PyMODINIT_FUNC PyInit__cpu_kernels(void) { return PyModule_Create(&module); }

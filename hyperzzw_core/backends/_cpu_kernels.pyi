@@ -1,0 +1,3 @@
+def depthwise_weight_grad(
+    y: int, g: int, out: int, B: int, C: int, H: int, W: int, kh: int, kw: int, threads: int, /
+) -> None: ...
