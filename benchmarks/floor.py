@@ -64,7 +64,8 @@ HEAVY: dict[str, str] = {
 
 #: the standardisation kernels (statistics and normalisation in one call, and their backward)
 STANDARDIZATIONS = frozenset(
-    f"native_{kind}_norm{part}" for kind in ("batch", "group", "layer") for part in ("", "_backward")
+    [f"native_{kind}_norm{part}" for kind in ("batch", "group", "layer") for part in ("", "_backward")]
+    + ["standardize"]  # the compiled CPU kernel (hyperzzw::standardize)
 )
 
 #: aten operators that only move, copy or allocate values: an execution of the same arithmetic need

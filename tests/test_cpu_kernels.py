@@ -10,6 +10,7 @@ that silently lost its compiled kernels cannot pass.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import numpy as np
 import pytest
@@ -219,3 +220,104 @@ def test_depthwise_functions_have_float64_gradients_on_both_routes(
         assert float((t.double() - want).abs().max() / want.abs().max()) < 2e-6
     k4shape = (c, 1, 1, kk) if y.ndim == 3 else kshape
     assert calls == ([k4shape, k4shape] if compiled else [])
+
+
+STD_CASES = [(1, 12, 64), (4, 6, 33), (3, 5, 1024), (2, 3, 1), (1, 7, 15), (8, 2, 17)]
+
+
+def _standardize_f64(x: np.ndarray, eps: float) -> tuple[np.ndarray, np.ndarray]:
+    x64 = x.astype(np.float64)
+    mu = x64.mean(axis=(0, 2), keepdims=True)
+    r = 1.0 / np.sqrt(((x64 - mu) ** 2).mean(axis=(0, 2), keepdims=True) + eps)
+    return (x64 - mu) * r, r
+
+
+@pytest.mark.parametrize("shape", STD_CASES, ids=lambda s: "x".join(map(str, s)))
+def test_standardize_matches_float64(shape: tuple[int, int, int]) -> None:
+    """y = (x − μ_c)·r_c over (B, N) per channel against the float64 formula, within a few float32
+    roundings of its terms' magnitudes; offset data (mean 5, spread 3) so that a mean or a variance
+    taken carelessly shows."""
+    b, c, n = shape
+    rng = np.random.default_rng(b * 100 + c * 10 + n)
+    x = (5 + 3 * rng.standard_normal(shape)).astype(np.float32)
+    eps = 1e-5
+    y = np.full(shape, np.nan, np.float32)
+    r = np.full(c, np.nan, np.float32)
+    kernels.standardize(x.ctypes.data, y.ctypes.data, r.ctypes.data, b, c, n, eps, 2)
+    want_y, want_r = _standardize_f64(x, eps)
+    u = 2.0**-24
+    assert np.all(np.abs(y - want_y) <= 8 * u * (np.abs(want_y) + 5 * want_r + 1e-30)), np.abs(y - want_y).max()
+    assert np.all(np.abs(r - want_r.ravel()) <= 4 * u * want_r.ravel())
+    # the same for any thread count (each channel summed in one order)
+    for threads in (1, 3, 64):
+        y2, r2 = np.empty_like(y), np.empty_like(r)
+        kernels.standardize(x.ctypes.data, y2.ctypes.data, r2.ctypes.data, b, c, n, eps, threads)
+        assert np.array_equal(y2, y) and np.array_equal(r2, r), threads
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (
+            lambda p: kernels.standardize(p, p, p, 2, 3, 0, 1e-5, 1),
+            "standardize: shape (B, C, N) must be positive, got (2, 3, 0)",
+        ),
+        (lambda p: kernels.standardize(p, p, p, 2, 3, 4, -1.0, 1), "standardize: eps must be at least 0, got -1"),
+        (lambda p: kernels.standardize(p, p, p, 2, 3, 4, 1e-5, 0), "standardize: threads must be at least 1, got 0"),
+    ],
+)
+def test_standardize_refuses_bad_arguments_by_name(call: Any, message: str) -> None:
+    buf = np.zeros(64, np.float32)
+    with pytest.raises(ValueError) as info:
+        call(buf.ctypes.data)
+    assert message in str(info.value)
+
+
+@pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "native"])
+def test_standardize_functions_have_float64_gradients_on_both_routes(
+    monkeypatch: pytest.MonkeyPatch, compiled: bool
+) -> None:
+    """``InstanceStandardize`` and ``NativeBatchStandardize`` with and without the compiled forward
+    against float64 autograd of the formula; the kernel called exactly where it applies (float32),
+    and eval mode's IS (no graph) gives training's values to the bit."""
+    from hyperzzw_core.backends._torch import TorchBackend
+
+    ops: list[str] = []
+    if not compiled:
+        monkeypatch.setattr(TF, "cpu_kernels", None)
+    rng = np.random.default_rng(11)
+    x = torch.from_numpy((2 + 3 * rng.standard_normal((4, 6, 5, 7))).astype(np.float32))
+    g = torch.from_numpy(rng.standard_normal((4, 6, 5, 7)).astype(np.float32))
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class _Ops(TorchDispatchMode):
+        def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+            ops.append(func.overloadpacket.__name__)
+            return func(*args, **(kwargs or {}))
+
+    for name, axes, run in (
+        ("IS", (2, 3), lambda t: TF.InstanceStandardize.apply(t, 1e-5)[0]),
+        ("BS", (0, 2, 3), lambda t: TF.NativeBatchStandardize.apply(t, 1, 1e-5)[0]),
+    ):
+        ops.clear()
+        xt = x.clone().requires_grad_()
+        with _Ops():
+            y = run(xt)
+            (gx,) = torch.autograd.grad(y, xt, g)
+        x64 = x.double().requires_grad_()
+        mu = x64.mean(axis=axes, keepdim=True)
+        y64 = (x64 - mu) / torch.sqrt(((x64 - mu) ** 2).mean(axis=axes, keepdim=True) + 1e-5)
+        (gx64,) = torch.autograd.grad(y64, x64, g.double())
+        assert float((y.double() - y64).abs().max().detach()) < 4e-6, name
+        assert float((gx.double() - gx64).abs().max() / gx64.abs().max()) < 4e-6, name
+        # the backward is the native kernel's either way (as fast as a compiled one)
+        assert ops.count("native_batch_norm_backward") == 1, (name, ops)
+        if compiled:
+            assert ops.count("standardize") == 1 and "native_batch_norm" not in ops, (name, ops)
+        else:
+            assert "standardize" not in ops and ops.count("native_batch_norm") == 1, (name, ops)
+    with torch.no_grad():  # eval mode: the same forward, no Function
+        evals = TorchBackend().instance_standardize_fast(torch, x, 1e-5)
+    assert torch.equal(evals, TF.InstanceStandardize.apply(x, 1e-5)[0])
+    # float64 never takes the kernels
+    assert not TF.compiled_standardize_applies(x.double())

@@ -351,15 +351,18 @@ class TorchBackend(ArrayAPIBackend):
         the biased variance; forward and backward each one fused kernel, 3x faster than autograd
         through the formula; docs/benchmarks.md): below float64 with gradients the
         ``InstanceStandardize`` Function, which saves the output instead of the input (see
-        :func:`_saves_output`), else ``instance_norm``. Per-sample statistics only, so any torch
-        namespace (wrapped or not) may use it."""
+        :func:`_saves_output`); without a graph its forward where the compiled kernel applies
+        (float32 on the CPU, so that eval mode computes training's values), else ``instance_norm``.
+        Per-sample statistics only, so any torch namespace (wrapped or not) may use it."""
         if spatial_size(x) < 2:  # batch_norm wants more than one value per statistic
             return None
         torch = _torch()
-        if _records_graph(torch, x) and _saves_output(x):
-            from ._torch_functions import InstanceStandardize
+        from ._torch_functions import InstanceStandardize, compiled_standardize_applies
 
+        if _records_graph(torch, x) and _saves_output(x):
             return InstanceStandardize.apply(x, float(eps))[0]
+        if compiled_standardize_applies(x):  # no graph: the same forward (the compiled kernel), no Function
+            return InstanceStandardize.forward(x, float(eps))[0]
         return torch.nn.functional.instance_norm(x, eps=eps)
 
     def batch_standardize_fast(self, xp: Any, x: Any, axes: tuple[int, ...], eps: float) -> Any | None:

@@ -664,10 +664,61 @@ def _(g: torch.Tensor, y: torch.Tensor, k: torch.Tensor, pad: list[int], want: l
     return torch.empty_like(y, memory_format=torch.contiguous_format), torch.empty_like(k)
 
 
+def compiled_standardize_applies(x: torch.Tensor) -> bool:
+    """Whether the compiled standardisation kernel (``standardize`` of ``_cpu_kernels.c``) takes
+    the forward of a standardisation of ``x``: installed, float32 on the CPU, not inside a
+    torch.compile trace (it reads data pointers)."""
+    return (
+        cpu_kernels is not None
+        and x.device.type == "cpu"
+        and x.dtype == torch.float32
+        and not torch.compiler.is_compiling()
+    )
+
+
+def _standardize_cpu(x: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    if cpu_kernels is None:
+        raise RuntimeError("hyperzzw::standardize: the compiled CPU kernels are not built")
+    b, c, n = (int(v) for v in x.shape)
+    x_ = x.contiguous()
+    y = torch.empty_like(x_)
+    r = torch.empty((c,), dtype=x.dtype, device=x.device)
+    # one thread: the kernel is memory-bound, and a second thread of its own would contend with
+    # torch's OpenMP worker, which spins on the other core for a while after each parallel call
+    # (measured: 1.18x the eval forward's time at B = 8 with two threads, 0.91x with one)
+    cpu_kernels.standardize(x_.data_ptr(), y.data_ptr(), r.data_ptr(), b, c, n, float(eps), 1)
+    return y, r
+
+
+def _standardize_meta(x: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.empty_like(x, memory_format=torch.contiguous_format), x.new_empty((int(x.shape[1]),))
+
+
+_LIBRARY.define("standardize(Tensor x, float eps) -> (Tensor, Tensor)")
+_LIBRARY.impl("standardize", _standardize_cpu, "CPU")
+_LIBRARY.impl("standardize", _standardize_meta, "Meta")
+
+
+def standardize_channels(x: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """y = (x − μ_c)·r_c with r_c = (σ²_c + eps)^(−1/2), μ_c and the biased σ²_c over (B, N), for
+    each channel c of x (B, C, N) (spec §2.9; IS is x viewed as (1, B·C, N)) → (y, r (C,)).
+
+    The compiled kernel where :func:`compiled_standardize_applies` (two passes for the statistics,
+    each row's lanes added in float64, then the output: one pass over memory where a channel's
+    rows fit in the cache), else torch's native batch-norm kernel. On one thread it takes 1.1 ms
+    at (1, 4608, 1024) against the native kernel's 3.6 ms on two (docs/speed.md)."""
+    if compiled_standardize_applies(x):
+        y, r = torch.ops.hyperzzw.standardize(x, float(eps))
+        return y, r
+    y, _, r = torch.native_batch_norm(x, None, None, None, None, True, 0.0, eps)
+    return y, r
+
+
 def _backward_from_output(g: torch.Tensor, y: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
     """gx = r·(g − mean(g) − y·mean(g·y)) per channel of (N, C, L) views g and y, r (C,): the native
     batch-norm backward of the "input" y with saved mean 0, inverse deviation 1 and weight r (so
-    that x̂ = y), one fused kernel."""
+    that x̂ = y), one fused kernel (as fast as a compiled one: 1.0 ms at (1, 4608, 1024),
+    docs/speed.md)."""
     c = int(r.shape[0])
     zero = torch.zeros((c,), dtype=r.dtype, device=r.device)
     one = torch.ones((c,), dtype=r.dtype, device=r.device)
@@ -680,18 +731,19 @@ def _backward_from_output(g: torch.Tensor, y: torch.Tensor, r: torch.Tensor) -> 
 class InstanceStandardize(_KeepsOutput):
     """y = (x − μ)·(σ² + eps)^(−1/2) per sample and channel over the spatial axes (IS, spec §2.9).
 
-    Forward: torch's native batch-norm kernel on x viewed as (1, B·C, N), which also returns the
-    inverse deviations r. Saved for backward: y and r, not x (the native ``instance_norm`` keeps
-    its input, one more activation per standardisation: y is kept by the block's next operators
-    anyway). Backward from y: gx = r·(g − mean(g) − y·mean(g·y)), which is the native batch-norm
-    backward of the "input" y with saved mean 0, inverse deviation 1 and weight r (then x̂ = y):
-    one fused kernel (``_backward_from_output``). First derivatives only.
+    Forward: :func:`standardize_channels` (the compiled kernel, else torch's native batch-norm
+    kernel) on x viewed as (1, B·C, N), which also returns the inverse deviations r. Saved for
+    backward: y and r, not x (the native ``instance_norm`` keeps its input, one more activation per
+    standardisation: y is kept by the block's next operators anyway). Backward from y:
+    gx = r·(g − mean(g) − y·mean(g·y)), which is the native batch-norm backward of the "input" y
+    with saved mean 0, inverse deviation 1 and weight r (then x̂ = y): one fused kernel
+    (``_backward_from_output``). First derivatives only.
     """
 
     @staticmethod
     def forward(x: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
         b, c = int(x.shape[0]), int(x.shape[1])
-        y, _, r = torch.native_batch_norm(x.reshape(1, b * c, -1), None, None, None, None, True, 0.0, eps)
+        y, r = standardize_channels(x.reshape(1, b * c, -1), eps)
         return y.view(x.shape), r.view((b, c) + (1,) * (x.ndim - 2))
 
     @staticmethod
@@ -703,8 +755,9 @@ class InstanceStandardize(_KeepsOutput):
 
 
 class NativeBatchStandardize(_KeepsOutput):
-    """Batch standardisation over ``axes`` = (0, *spatial) of x (B, *channel, *S) by torch's native
-    batch-norm kernels (forward and backward one fused kernel each), for the plain torch
+    """Batch standardisation over ``axes`` = (0, *spatial) of x (B, *channel, *S) by
+    :func:`standardize_channels` (the compiled kernel, else torch's native one) and the native
+    batch-norm backward (forward and backward one fused kernel each), for the plain torch
     namespace, whose batch means are this process's own (a namespace that redefines ``mean``
     keeps :class:`BatchStandardize`). x is viewed as (B, C', N) with C' the product of its channel
     axes (one copy if x is a strided view, as G-IBS's even half). Saved: y and r, as
@@ -718,7 +771,7 @@ class NativeBatchStandardize(_KeepsOutput):
         c = 1
         for v in x.shape[1 : 1 + n_channel_axes]:
             c *= int(v)
-        y, _, r = torch.native_batch_norm(x.reshape(b, c, -1), None, None, None, None, True, 0.0, eps)
+        y, r = standardize_channels(x.reshape(b, c, -1), eps)
         return y.view(x.shape), r
 
     @staticmethod
