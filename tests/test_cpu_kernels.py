@@ -155,8 +155,19 @@ def test_compiled_route_applies_only_where_the_kernel_computes_it(monkeypatch: p
     assert not TF.compiled_weight_grad_applies(y, torch.zeros(3, 1, 3, 11), (1, 5))  # kw = 11
     assert not TF.compiled_weight_grad_applies(y, torch.zeros(3, 1, 4, 3), (2, 1))  # even kh
     assert not TF.compiled_weight_grad_applies(y[:, :, 0], k[:, :, 0], (1,))  # (B, C, L): callers add the axis
-    with pytest.raises(ValueError, match=r"g has shape \(2, 3, 8, 7\), expected y's \(2, 3, 8, 8\)"):
+    with pytest.raises(
+        ValueError, match=r"g and y must have one shape \(B, C, H, W\), got \(2, 3, 8, 7\) and \(2, 3, 8, 8\)"
+    ):
         TF.compiled_depthwise_weight_grad(torch.zeros(2, 3, 8, 7), y, k)
+    # the operators refuse what their kernels would misread, naming the argument
+    with pytest.raises(
+        ValueError, match=r"depthwise_weight_grad: g must be float32 on the CPU, got torch.float64 on cpu"
+    ):
+        torch.ops.hyperzzw.depthwise_weight_grad(y.double(), y, 5, 3)
+    with pytest.raises(ValueError, match=r"hyperzzw::standardize: x must be float32 on the CPU, got torch.float64"):
+        torch.ops.hyperzzw.standardize(torch.zeros(2, 3, 4, dtype=torch.float64), 1e-5)
+    with pytest.raises(ValueError, match=r"hyperzzw::standardize: x must be \(B, C, N\), got shape \(2, 3, 4, 1\)"):
+        torch.ops.hyperzzw.standardize(torch.zeros(2, 3, 4, 1), 1e-5)
     assert backends.compiled_kernels() == {"depthwise_weight_grad": True}
     monkeypatch.setattr(TF, "cpu_kernels", None)
     assert not TF.compiled_weight_grad_applies(y, k, (2, 1))

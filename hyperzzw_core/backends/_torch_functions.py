@@ -138,18 +138,28 @@ def compiled_depthwise_weight_grad(g: torch.Tensor, y: torch.Tensor, k: torch.Te
     (Y zero outside the image), by the compiled CPU kernel (``_cpu_kernels.c``): NCHW as the
     arrays lie, each sample's sums in float32 and the samples added in float64, then rounded to
     float32 once. Where :func:`compiled_weight_grad_applies` holds; on the channels of ``y`` in
-    ``torch.get_num_threads()`` threads. About 7 ms at (32, 144, 32, 32) with k = 9 on two cores,
-    against 28 ms of oneDNN's channels-last kernel and 2 × 5 ms of copies to channels-last
-    (docs/speed.md)."""
-    if tuple(g.shape) != tuple(y.shape):
-        raise ValueError(f"compiled_depthwise_weight_grad: g has shape {tuple(g.shape)}, expected y's {tuple(y.shape)}")
+    ``torch.get_num_threads()`` threads. At (32, 144, 32, 32) with k = 9 on two cores, about a
+    quarter of the time of oneDNN's channels-last kernel, and no copies to channels-last
+    (docs/speed.md, "Sixteenth session")."""
     return depthwise_weight_grad(g, y, int(k.shape[2]), int(k.shape[3])).to(k.dtype)
+
+
+def _float32_cpu(op: str, **arrays: torch.Tensor) -> None:
+    """Refuse, naming the argument, what a compiled kernel would misread: it reads float32 data
+    pointers on the CPU."""
+    for name, a in arrays.items():
+        if a.dtype != torch.float32 or a.device.type != "cpu":
+            raise ValueError(f"{op}: {name} must be float32 on the CPU, got {a.dtype} on {a.device}")
 
 
 def _depthwise_weight_grad_cpu(g: torch.Tensor, y: torch.Tensor, kh: int, kw: int) -> torch.Tensor:
     """The compiled kernel's call (float64 (C, 1, kh, kw)), the CPU kernel of the operator below."""
+    op = "hyperzzw::depthwise_weight_grad"
     if cpu_kernels is None:
-        raise RuntimeError("hyperzzw::depthwise_weight_grad: the compiled CPU kernels are not built")
+        raise RuntimeError(f"{op}: the compiled CPU kernels are not built")
+    _float32_cpu(op, g=g, y=y)
+    if y.ndim != 4 or tuple(g.shape) != tuple(y.shape):
+        raise ValueError(f"{op}: g and y must have one shape (B, C, H, W), got {tuple(g.shape)} and {tuple(y.shape)}")
     n, c, h, w = (int(v) for v in y.shape)
     y_, g_ = y.contiguous(), g.contiguous()
     out = torch.empty((c, 1, kh, kw), dtype=torch.float64, device=y.device)
@@ -677,8 +687,12 @@ def compiled_standardize_applies(x: torch.Tensor) -> bool:
 
 
 def _standardize_cpu(x: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    op = "hyperzzw::standardize"
     if cpu_kernels is None:
-        raise RuntimeError("hyperzzw::standardize: the compiled CPU kernels are not built")
+        raise RuntimeError(f"{op}: the compiled CPU kernels are not built")
+    _float32_cpu(op, x=x)
+    if x.ndim != 3:
+        raise ValueError(f"{op}: x must be (B, C, N), got shape {tuple(x.shape)}")
     b, c, n = (int(v) for v in x.shape)
     x_ = x.contiguous()
     y = torch.empty_like(x_)
@@ -705,8 +719,8 @@ def standardize_channels(x: torch.Tensor, eps: float) -> tuple[torch.Tensor, tor
 
     The compiled kernel where :func:`compiled_standardize_applies` (two passes for the statistics,
     each row's lanes added in float64, then the output: one pass over memory where a channel's
-    rows fit in the cache), else torch's native batch-norm kernel. On one thread it takes 1.1 ms
-    at (1, 4608, 1024) against the native kernel's 3.6 ms on two (docs/speed.md)."""
+    rows fit in the cache), else torch's native batch-norm kernel. On one thread it takes about
+    half the native kernel's time on two at (1, 4608, 1024) (docs/speed.md, "Sixteenth session")."""
     if compiled_standardize_applies(x):
         y, r = torch.ops.hyperzzw.standardize(x, float(eps))
         return y, r
@@ -717,8 +731,7 @@ def standardize_channels(x: torch.Tensor, eps: float) -> tuple[torch.Tensor, tor
 def _backward_from_output(g: torch.Tensor, y: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
     """gx = r·(g − mean(g) − y·mean(g·y)) per channel of (N, C, L) views g and y, r (C,): the native
     batch-norm backward of the "input" y with saved mean 0, inverse deviation 1 and weight r (so
-    that x̂ = y), one fused kernel (as fast as a compiled one: 1.0 ms at (1, 4608, 1024),
-    docs/speed.md)."""
+    that x̂ = y), one fused kernel (as fast as a compiled one, docs/speed.md)."""
     c = int(r.shape[0])
     zero = torch.zeros((c,), dtype=r.dtype, device=r.device)
     one = torch.ones((c,), dtype=r.dtype, device=r.device)
