@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -322,3 +323,32 @@ def test_the_eager_floor_is_set_against_the_time_each_target_allows() -> None:
     assert "| 1.2500 s | 78% | 1.3000, 1.2000, 1.2500 |" in text
     assert "+ 0.0630 s (7); left out, failed on fresh values: multinomial ×2 |" in text
     assert "| –, 0.0065, – |" in text
+
+
+def test_the_peak_is_the_calls_own_not_the_eager_floors() -> None:
+    """A worker that also measures the eager floor (side B of ``bench ab``) reports the peak of its
+    timed calls: a floor that touches 512 MiB (planted in place of the real one) leaves the peak
+    below that, and the peak without a floor is the same size (both far below it)."""
+    code = (
+        "import json, sys, numpy as np\n"
+        "from hyperzzw_core.benchmarks import _worker\n"
+        "def planted(*args):\n"
+        "    a = np.ones(2**26)  # 512 MiB, every page touched\n"
+        "    return {'seconds': float(a[-1])}\n"
+        "_worker._eager_floor = planted\n"
+        "out = _worker.main(json.loads(sys.argv[1]))\n"
+        "print(json.dumps({'peak_delta': out['peak_delta'], 'floor': out.get('floor')}))\n"
+    )
+    peaks = {}
+    for with_floor in (True, False):
+        spec = {"backend": "torch-cpu", "dtype": "float32", "kind": "forward", "B": 2, "config": "tiny", "reps": 2}
+        if with_floor:
+            spec["floor"] = True
+        proc = subprocess.run(
+            [sys.executable, "-c", code, json.dumps(spec)], capture_output=True, text=True, timeout=600
+        )
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        out = json.loads(proc.stdout.strip().splitlines()[-1])
+        assert (out["floor"] == {"seconds": 1.0}) == with_floor  # the planted floor ran where asked
+        peaks[with_floor] = out["peak_delta"]
+    assert peaks[True] < 2**28 and peaks[False] < 2**28, peaks
