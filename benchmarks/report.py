@@ -37,7 +37,7 @@ def _compiled_kernels(kernels: dict[str, bool] | None) -> str:
     """The compiled CPU kernels a run had (benchmarks.json before 2026-12-02 did not record them)."""
     if kernels is None:
         return "not recorded"
-    return ", ".join(f"{name} {'yes' if has else 'no (oneDNN)'}" for name, has in kernels.items())
+    return ", ".join(f"{name} {'yes' if has else 'no (torch kernels)'}" for name, has in kernels.items())
 
 
 def _conv1x1_row(p: dict[str, Any]) -> list[str]:

@@ -168,7 +168,7 @@ def test_compiled_route_applies_only_where_the_kernel_computes_it(monkeypatch: p
         torch.ops.hyperzzw.standardize(torch.zeros(2, 3, 4, dtype=torch.float64), 1e-5)
     with pytest.raises(ValueError, match=r"hyperzzw::standardize: x must be \(B, C, N\), got shape \(2, 3, 4, 1\)"):
         torch.ops.hyperzzw.standardize(torch.zeros(2, 3, 4, 1), 1e-5)
-    assert backends.compiled_kernels() == {"depthwise_weight_grad": True}
+    assert backends.compiled_kernels() == {"depthwise_weight_grad": True, "standardize": True}
     monkeypatch.setattr(TF, "cpu_kernels", None)
     assert not TF.compiled_weight_grad_applies(y, k, (2, 1))
 

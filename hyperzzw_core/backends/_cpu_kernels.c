@@ -90,21 +90,22 @@ INLINE double lanes_sum(v16 v) {
         }                                                                                          \
     }
 
-/* IB·KW accumulators, IB rows of G and one of Y: at most 31 of AVX-512's 32 registers. */
-DEFINE_IMAGE(1, 9)
-DEFINE_IMAGE(3, 3)
-DEFINE_IMAGE(5, 5)
-DEFINE_IMAGE(7, 2)
-DEFINE_IMAGE(9, 3)
+/* The widths kw with a kernel, each with its IB (X-macro: the one list that the kernels, the
+ * buffers' sizes, the dispatch and the argument check are generated from). IB·KW accumulators,
+ * IB rows of G and one of Y: at most 31 of AVX-512's 32 registers. */
+#define WIDTHS(X) X(1, 9) X(3, 3) X(5, 5) X(7, 2) X(9, 3)
 
+WIDTHS(DEFINE_IMAGE)
+
+/* IB of width kw; 0 where kw has no kernel. */
 static long rows_at_once(long kw) {
+#define ROWS_CASE(KW, IB) \
+    case KW: return IB;
     switch (kw) {
-    case 1: return 9;
-    case 3: return 3;
-    case 5: return 5;
-    case 7: return 2;
-    default: return 3;
+        WIDTHS(ROWS_CASE)
+    default: return 0;
     }
+#undef ROWS_CASE
 }
 
 typedef struct {
@@ -136,13 +137,10 @@ TARGETS static void run_channels(job_t *J) {
                 memcpy(gp + (h + IB - 1) * Wg, gc + h * W, (size_t)W * sizeof(float));
                 memcpy(yp + (h + ph) * Wy + pw, yc + h * W, (size_t)W * sizeof(float));
             }
-            switch (kw) {
-            case 1: image_1(gp, yp, H, Wg, Wy, kh, o); break;
-            case 3: image_3(gp, yp, H, Wg, Wy, kh, o); break;
-            case 5: image_5(gp, yp, H, Wg, Wy, kh, o); break;
-            case 7: image_7(gp, yp, H, Wg, Wy, kh, o); break;
-            default: image_9(gp, yp, H, Wg, Wy, kh, o); break;
-            }
+#define IMAGE_CASE(KW, IB) \
+    case KW: image_##KW(gp, yp, H, Wg, Wy, kh, o); break;
+            switch (kw) { WIDTHS(IMAGE_CASE) }
+#undef IMAGE_CASE
         }
     }
     free(gp);
@@ -315,7 +313,7 @@ static PyObject *py_depthwise_weight_grad(PyObject *self, PyObject *args) {
                      B, C, H, W);
         return NULL;
     }
-    if (kh < 1 || kh % 2 == 0 || !(kw == 1 || kw == 3 || kw == 5 || kw == 7 || kw == 9)) {
+    if (kh < 1 || kh % 2 == 0 || rows_at_once((long)kw) == 0) {
         PyErr_Format(PyExc_ValueError,
                      "depthwise_weight_grad: kernel (kh, kw) must have an odd kh and kw in "
                      "{1, 3, 5, 7, 9}, got (%zd, %zd)",
