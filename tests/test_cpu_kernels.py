@@ -105,6 +105,34 @@ def test_depthwise_weight_grad_is_the_same_for_every_thread_count() -> None:
         assert np.array_equal(_kernel(y, g, 7, 5, threads), one), threads
 
 
+@pytest.mark.skipif(not os.path.exists("/proc/self/maps"), reason="reads /proc (Linux)")
+def test_kernels_run_in_torchs_own_openmp_team() -> None:
+    """The kernels' threads are torch's OpenMP team (_cpu_kernels.c): one OpenMP runtime is mapped
+    in the process, and after torch's own parallel call, the kernels start no thread of their own.
+    A second runtime (a build against another OpenMP) would keep a team of its own, whose threads
+    contend with torch's spinning worker for the cores."""
+
+    def runtimes() -> set[str]:
+        with open("/proc/self/maps") as maps:
+            paths = {line.split()[-1] for line in maps if len(line.split()) >= 6}
+        return {p for p in paths if os.path.basename(p).startswith(("libgomp", "libiomp", "libomp"))}
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        x = torch.randn(2**20)
+        rng = np.random.default_rng(6)
+        y = rng.standard_normal((2, 4, 9, 17)).astype(np.float32)
+        torch.sigmoid(x)  # torch's parallel call: its team exists
+        tasks = len(os.listdir("/proc/self/task"))
+        _kernel(y, y, 3, 3, threads=2)
+        TF.standardize_channels(torch.from_numpy(y).reshape(2, 4, -1), 1e-5)
+        assert len(os.listdir("/proc/self/task")) == tasks
+        assert len(runtimes()) == 1, runtimes()
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_depthwise_weight_grad_is_more_accurate_than_a_float32_sum() -> None:
     """At a network's size ((8, 16, 32, 32), k = 9), the float64 sums over lanes and samples keep
     the error below 1e-6 of the scale, where oneDNN's float32 kernel is measured at about 1e-5."""

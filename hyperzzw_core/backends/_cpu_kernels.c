@@ -22,15 +22,14 @@
  * are added in float64, so the result is more accurate than a float32 sum over all B·H·W products
  * (tests/test_cpu_kernels.py measures both against float64).
  *
- * The channels are split over `threads` POSIX threads (the calling thread is one of them); the
- * GIL is released during the call. On x86-64 with GCC, the kernel is compiled for x86-64-v4
+ * The channels are split evenly over `threads` OpenMP threads; the GIL is released during the
+ * call. On x86-64 with GCC, the kernel is compiled for x86-64-v4
  * (AVX-512), v3 (AVX2) and the baseline, and the loader picks the one the CPU runs.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
 #include <math.h>
-#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -147,33 +146,31 @@ TARGETS static void run_channels(job_t *J) {
     free(yp);
 }
 
-static void *run_thread(void *job) {
-    run_channels((job_t *)job);
-    return NULL;
-}
-
+/*
+ * Both kernels split their channels evenly over `threads` threads of an OpenMP team. torch's CPU
+ * kernels run in OpenMP too, and the build links the same runtime (libgomp.so.1, which the loader
+ * shares by its name), so the team is torch's own: its workers, which spin a while after each
+ * of torch's parallel calls, take this kernel's work at once. Threads of the kernel's own would
+ * contend with them for the cores (docs/speed.md, "Seventeenth session").
+ */
 #define MAX_THREADS 256
+
+static long team_size(long threads, long C) {
+    if (threads > C) threads = C;
+    return threads > MAX_THREADS ? MAX_THREADS : threads;
+}
 
 /* 0 on success, -1 where memory could not be had. */
 static int weight_grad(const float *y, const float *g, double *out, long B, long C, long H, long W,
                        long kh, long kw, long threads) {
     job_t jobs[MAX_THREADS];
-    pthread_t tid[MAX_THREADS];
-    int started[MAX_THREADS] = {0};
-    if (threads > C) threads = C;
-    if (threads > MAX_THREADS) threads = MAX_THREADS;
+    threads = team_size(threads, C);
     for (long t = 0; t < threads; ++t)
         jobs[t] = (job_t){y, g, out, B, C, H, W, kh, kw, C * t / threads, C * (t + 1) / threads, 0};
-    for (long t = 1; t < threads; ++t) started[t] = pthread_create(&tid[t], NULL, run_thread, &jobs[t]) == 0;
-    run_channels(&jobs[0]);
-    int failed = jobs[0].failed;
-    for (long t = 1; t < threads; ++t) {
-        if (started[t])
-            pthread_join(tid[t], NULL);
-        else
-            run_channels(&jobs[t]); /* no thread to be had: this one does its channels */
-        failed |= jobs[t].failed;
-    }
+#pragma omp parallel for num_threads(threads) schedule(static, 1)
+    for (long t = 0; t < threads; ++t) run_channels(&jobs[t]);
+    int failed = 0;
+    for (long t = 0; t < threads; ++t) failed |= jobs[t].failed;
     return failed ? -1 : 0;
 }
 
@@ -186,7 +183,7 @@ static int weight_grad(const float *y, const float *g, double *out, long B, long
  * Two passes for the statistics (mean, then the squares about it), each row's 16 lanes added in
  * float64; a channel's rows are read again for the output, from the cache where B·N·4 bytes fit
  * in it (one row of the IS view: 4 KiB at N = 1024). ATen's native batch-norm forward takes
- * about 3x as long on (1, 4608, 1024), on two threads against this kernel's one (docs/speed.md);
+ * about 3x as long on (1, 4608, 1024), on two threads, as this kernel on one (docs/speed.md);
  * its backward is as fast as a compiled one, and the torch backend keeps it.
  */
 typedef struct {
@@ -245,32 +242,18 @@ TARGETS static void standardize_channels(std_job_t *J) {
     }
 }
 
-static void *run_standardize(void *job) {
-    standardize_channels((std_job_t *)job);
-    return NULL;
-}
-
-/* The channels split over `threads` threads, the calling thread one of them. */
+/* The channels split over `threads` threads (see weight_grad). */
 static void standardize(std_job_t *base, long threads) {
     std_job_t jobs[MAX_THREADS];
-    pthread_t tid[MAX_THREADS];
-    int started[MAX_THREADS] = {0};
     const long C = base->C;
-    if (threads > C) threads = C;
-    if (threads > MAX_THREADS) threads = MAX_THREADS;
+    threads = team_size(threads, C);
     for (long t = 0; t < threads; ++t) {
         jobs[t] = *base;
         jobs[t].c0 = C * t / threads;
         jobs[t].c1 = C * (t + 1) / threads;
     }
-    for (long t = 1; t < threads; ++t) started[t] = pthread_create(&tid[t], NULL, run_standardize, &jobs[t]) == 0;
-    standardize_channels(&jobs[0]);
-    for (long t = 1; t < threads; ++t) {
-        if (started[t])
-            pthread_join(tid[t], NULL);
-        else
-            standardize_channels(&jobs[t]);
-    }
+#pragma omp parallel for num_threads(threads) schedule(static, 1)
+    for (long t = 0; t < threads; ++t) standardize_channels(&jobs[t]);
 }
 
 static PyObject *py_standardize(PyObject *self, PyObject *args) {

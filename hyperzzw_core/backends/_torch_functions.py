@@ -697,10 +697,9 @@ def _standardize_cpu(x: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.T
     x_ = x.contiguous()
     y = torch.empty_like(x_)
     r = torch.empty((c,), dtype=x.dtype, device=x.device)
-    # one thread: the kernel is memory-bound, and a second thread of its own would contend with
-    # torch's OpenMP worker, which spins on the other core for a while after each parallel call
-    # (measured: 1.18x the eval forward's time at B = 8 with two threads, 0.91x with one)
-    cpu_kernels.standardize(x_.data_ptr(), y.data_ptr(), r.data_ptr(), b, c, n, float(eps), 1)
+    # torch's OpenMP team: the kernel's own pthreads contended with its spinning worker (1.18x the
+    # eval forward's time at B = 8 on two of them, 0.91x on one), its team does not
+    cpu_kernels.standardize(x_.data_ptr(), y.data_ptr(), r.data_ptr(), b, c, n, float(eps), torch.get_num_threads())
     return y, r
 
 
