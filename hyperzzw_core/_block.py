@@ -136,8 +136,7 @@ def _forward(
     t["M"] = _instance_standardize(xp, mixed, eps)
     t["Hc"] = _instance_standardize(xp, _hyper_channel_interaction(xp, params["hci"], z, kernels["k_c"]), eps)
     be = B.backend(xp)  # Ẑ = Z ⊙ K_g formed once above, or fused into the product's tiles (CuPy)
-    for name, y in (("G1", "fast"), ("G2", "M"), ("G3", "Hc")):
-        t[name] = be.global_product(xp, z, k_g, t[y], grid, zhat=zhat)
+    t["G1"], t["G2"], t["G3"] = be.global_products(xp, z, k_g, [t["fast"], t["M"], t["Hc"]], grid, zhat=zhat)
     t["S"] = _si_glu(xp, t["G1"])
     t["HI"] = _hyper_interaction(xp, params["hi"], t["G1"], z, (kernels["k_cc"], kernels["k_ss"]))
     shifts = {}

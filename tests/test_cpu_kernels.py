@@ -105,18 +105,20 @@ def test_depthwise_weight_grad_is_the_same_for_every_thread_count() -> None:
         assert np.array_equal(_kernel(y, g, 7, 5, threads), one), threads
 
 
-@pytest.mark.skipif(not os.path.exists("/proc/self/maps"), reason="reads /proc (Linux)")
+@pytest.mark.skipif(not os.path.exists("/proc/self/task"), reason="reads /proc (Linux)")
 def test_kernels_run_in_torchs_own_openmp_team() -> None:
-    """The kernels' threads are torch's OpenMP team (_cpu_kernels.c): one OpenMP runtime is mapped
-    in the process, and after torch's own parallel call, the kernels start no thread of their own.
-    A second runtime (a build against another OpenMP) would keep a team of its own, whose threads
-    contend with torch's spinning worker for the cores."""
+    """The kernels' threads are torch's OpenMP team (_cpu_kernels.c): the OpenMP entry point that
+    the extension resolves is the very function torch's library resolves (one runtime for both,
+    whatever other runtimes the process holds, as scikit-learn's), and after torch's own parallel
+    call the kernels start no thread. A build against another OpenMP would keep a team of its
+    own, whose threads contend with torch's spinning worker for the cores."""
+    import ctypes
 
-    def runtimes() -> set[str]:
-        with open("/proc/self/maps") as maps:
-            paths = {line.split()[-1] for line in maps if len(line.split()) >= 6}
-        return {p for p in paths if os.path.basename(p).startswith(("libgomp", "libiomp", "libomp"))}
+    def entry(path: str) -> int | None:
+        return ctypes.cast(ctypes.CDLL(path).GOMP_parallel, ctypes.c_void_p).value
 
+    libtorch = os.path.join(os.path.dirname(torch.__file__), "lib", "libtorch_cpu.so")
+    assert entry(kernels.__file__) == entry(libtorch)
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(2)
@@ -128,7 +130,6 @@ def test_kernels_run_in_torchs_own_openmp_team() -> None:
         _kernel(y, y, 3, 3, threads=2)
         TF.standardize_channels(torch.from_numpy(y).reshape(2, 4, -1), 1e-5)
         assert len(os.listdir("/proc/self/task")) == tasks
-        assert len(runtimes()) == 1, runtimes()
     finally:
         torch.set_num_threads(before)
 
@@ -360,3 +361,165 @@ def test_standardize_functions_have_float64_gradients_on_both_routes(
     assert torch.equal(evals, TF.InstanceStandardize.apply(x, 1e-5)[0])
     # float64 never takes the kernels
     assert not TF.compiled_standardize_applies(x.double())
+
+
+# ------------------------------------------------------------------------------ global products
+
+#: (B, C, n, J): the cifar10() width (two 16-lane vectors a row), the digits one (a row of 8, all
+#: tail), odd sizes whose rows and columns leave remainders, one product and three
+GP_CASES = [(2, 3, 32, 3), (3, 2, 8, 3), (2, 3, 7, 2), (1, 2, 37, 1), (2, 1, 5, 3)]
+
+
+def _gp_bound(n_terms: int, magnitude: np.ndarray) -> np.ndarray:
+    """The error bound of a float32 sum of ``n_terms`` products in order: (n + 1)·u·Σ|terms|."""
+    return (n_terms + 1) * 2.0**-24 * magnitude + 1e-30
+
+
+@pytest.mark.parametrize("case", GP_CASES, ids=lambda c: "x".join(map(str, c)))
+def test_global_products_match_float64_matmul(case: tuple[int, int, int, int]) -> None:
+    """G_j = Ẑ @ Y_j, ∂Y_j = Ẑᵀ @ ∂G_j and ∂Ẑ = Σ_j ∂G_j @ Y_jᵀ against float64 NumPy matmul per
+    matrix, within the error bound of a float32 sum in order of each element's terms; the same
+    bits for any thread count."""
+    b, c, n, j = case
+    rng = np.random.default_rng(b * 1000 + c * 100 + n * 10 + j)
+
+    def draw() -> torch.Tensor:
+        return torch.from_numpy(rng.standard_normal((b, c, n, n)).astype(np.float32))
+
+    a, ys, gs = draw(), [draw() for _ in range(j)], [draw() for _ in range(j)]
+    a64, ys64, gs64 = a.double().numpy(), [y.double().numpy() for y in ys], [g.double().numpy() for g in gs]
+    t = (0, 1, 3, 2)
+    outs = TF.global_products(a, ys)
+    for out, y in zip(outs, ys64, strict=True):
+        bound = _gp_bound(n, np.abs(a64) @ np.abs(y))
+        assert np.all(np.abs(out.double().numpy() - a64 @ y) <= bound)
+    ga, gys = torch.ops.hyperzzw.global_products_backward(a, ys, gs)
+    for gy, g in zip(gys, gs64, strict=True):
+        bound = _gp_bound(n, np.abs(a64).transpose(t) @ np.abs(g))
+        assert np.all(np.abs(gy.double().numpy() - a64.transpose(t) @ g) <= bound)
+    want = sum(g @ y.transpose(t) for g, y in zip(gs64, ys64, strict=True))
+    magnitude = sum(np.abs(g) @ np.abs(y).transpose(t) for g, y in zip(gs64, ys64, strict=True))
+    assert np.all(np.abs(ga.double().numpy() - want) <= _gp_bound(j * n, magnitude))
+    # the matrices are split over the threads, each computed by one in one order
+    for threads in (1, 3, 8):
+        again = [torch.empty_like(a) for _ in ys]
+        kernels.global_products(
+            a.data_ptr(), tuple(y.data_ptr() for y in ys), tuple(o.data_ptr() for o in again), b * c, n, threads
+        )
+        assert all(torch.equal(x, y) for x, y in zip(again, outs, strict=True)), threads
+        ga2, gys2 = torch.empty_like(a), [torch.empty_like(a) for _ in ys]
+        kernels.global_products_backward(
+            a.data_ptr(),
+            tuple(y.data_ptr() for y in ys),
+            tuple(g.data_ptr() for g in gs),
+            ga2.data_ptr(),
+            tuple(o.data_ptr() for o in gys2),
+            b * c,
+            n,
+            threads,
+        )
+        assert torch.equal(ga2, ga) and all(torch.equal(x, y) for x, y in zip(gys2, gys, strict=True)), threads
+
+
+def _gp_call(**changes: Any) -> Any:
+    """A call of the raw kernel on a valid (1, 2, 4, 4) case with ``changes`` to its arguments."""
+    buf = np.zeros(64, np.float32)
+    p = buf.ctypes.data
+    args = {"a": p, "ys": (p, p), "outs": (p, p), "P": 2, "n": 4, "threads": 1} | changes
+    return kernels.global_products(*args.values())
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: _gp_call(ys=(), outs=()), "global_products: ys must hold 1 to 8 pointers, got 0"),
+        (lambda: _gp_call(outs=(1,)), "global_products: outs must hold 2 pointers, got 1"),
+        (lambda: _gp_call(n=0), "global_products: P and n must be positive, got (2, 0)"),
+        (lambda: _gp_call(threads=0), "global_products: threads must be at least 1, got 0"),
+        (lambda: _gp_call(a=0), "global_products: a is a null data pointer"),
+        (lambda: _gp_call(ys=(1, 0)), "global_products: ys[1] is a null data pointer"),
+        (
+            lambda: TF.global_products(torch.zeros(1, 2, 4, 4, dtype=torch.float64), [torch.zeros(1, 2, 4, 4)]),
+            "hyperzzw::global_products: a must be float32 on the CPU, got torch.float64 on cpu",
+        ),
+        (
+            lambda: TF.global_products(torch.zeros(1, 2, 4, 4), [torch.zeros(1, 2, 4, 4), torch.zeros(1, 2, 4, 5)]),
+            "hyperzzw::global_products: ys[1] must have a's shape (1, 2, 4, 4), got (1, 2, 4, 5)",
+        ),
+        (
+            lambda: TF.global_products(torch.zeros(1, 2, 4, 5), [torch.zeros(1, 2, 4, 5)]),
+            "hyperzzw::global_products: a must be (B, C, n, n), square matrices, got shape (1, 2, 4, 5)",
+        ),
+        (
+            lambda: torch.ops.hyperzzw.global_products_backward(
+                torch.zeros(1, 2, 4, 4), [torch.zeros(1, 2, 4, 4)], [torch.zeros(1, 2, 4, 4)] * 2
+            ),
+            "hyperzzw::global_products_backward: gs must hold one array per ys (1), got 2",
+        ),
+    ],
+)
+def test_global_products_refuse_bad_arguments_by_name(call: Any, message: str) -> None:
+    with pytest.raises(ValueError) as info:
+        call()
+    assert message in str(info.value)
+
+
+def test_global_products_function_has_float64_gradients() -> None:
+    """``GlobalProducts`` against float64 autograd of the matmuls, with an output left out of the
+    loss (its ∂G_j is None: counted as 0) and an input that needs no gradient."""
+    rng = np.random.default_rng(12)
+    a, y1, y2, y3 = (torch.from_numpy(rng.standard_normal((2, 3, 8, 8)).astype(np.float32)) for _ in range(4))
+    r1, r3 = (torch.from_numpy(rng.standard_normal((2, 3, 8, 8)).astype(np.float32)) for _ in range(2))
+    leaves = [t.clone().requires_grad_() for t in (a, y1, y2)]
+    g1, _g2, g3 = TF.GlobalProducts.apply(*leaves, y3)
+    grads = torch.autograd.grad((g1 * r1).sum() + (g3 * r3).sum(), leaves)
+    leaves64 = [t.double().requires_grad_() for t in (a, y1, y2)]
+    a64 = leaves64[0]
+    loss64 = ((a64 @ leaves64[1]) * r1.double()).sum() + ((a64 @ y3.double()) * r3.double()).sum()
+    want = torch.autograd.grad(loss64, leaves64, allow_unused=True)
+    for got, w, name in zip(grads, want, ("a", "y1", "y2"), strict=True):
+        w = torch.zeros_like(got, dtype=torch.float64) if w is None else w
+        assert float((got.double() - w).abs().max()) <= 1e-5 * max(float(w.abs().max()), 1.0), name
+
+
+def test_the_block_runs_its_global_products_in_one_kernel_call_each_way(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A float32 training step of the digits network on 32×32 inputs calls the compiled global
+    products once per block forward and once backward, in place of the nine batched matmuls per
+    block (three forward, six backward) that it makes without them; on its own 8×8 inputs, where
+    the kernel is slower (``GLOBAL_PRODUCTS_ROW_BLOCK``), and in float64 it makes no kernel call."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from hyperzzw_core import reference as R
+    from hyperzzw_core.adapters.torch import Terminator
+
+    def step(cfg: Any, dtype: Any) -> list[tuple[str, tuple[int, ...]]]:
+        calls: list[tuple[str, tuple[int, ...]]] = []
+
+        class _Ops(TorchDispatchMode):
+            def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+                first = args[0] if args and isinstance(args[0], torch.Tensor) else None
+                calls.append((func.overloadpacket.__name__, tuple(first.shape) if first is not None else ()))
+                return func(*args, **(kwargs or {}))
+
+        model = Terminator(cfg, 0, dtype=dtype)
+        rng = np.random.default_rng(13)
+        x = torch.from_numpy(rng.standard_normal((2, *cfg.input_shape))).to(dtype)
+        labels = torch.from_numpy(rng.integers(0, cfg.num_classes, 2))
+        with _Ops():
+            model.loss(x, labels).backward()
+        return calls
+
+    def counts(calls: list[tuple[str, tuple[int, ...]]], n: int) -> tuple[int, int, int]:
+        names = [name for name, _ in calls]
+        matmuls = [s for name, s in calls if name == "bmm" and len(s) == 3 and s[1:] == (n, n)]
+        return names.count("global_products"), names.count("global_products_backward"), len(matmuls)
+
+    wide = R.digits().replace(input_shape=[1, 32, 32], grid=None)
+    blocks = len(wide.bottleneck_factors)
+    on = counts(step(wide, torch.float32), 32)
+    assert on[:2] == (blocks, blocks)
+    with monkeypatch.context() as m:
+        m.setattr(TF, "compiled_global_products_apply", lambda a, ys: False)
+        assert counts(step(wide, torch.float32), 32) == (0, 0, on[2] + 9 * blocks)
+    assert counts(step(R.digits(), torch.float32), 8)[:2] == (0, 0)
+    assert counts(step(wide, torch.float64), 32)[:2] == (0, 0)

@@ -710,10 +710,11 @@ def test_compiled_training_runs_the_depthwise_backward_as_one_opaque_operator(mo
     # eager takes here for the block-4 bottleneck (96·ΣI·256 multiply-adds per sample): off for
     # both, so that the two make the same products and differ only where this test looks
     monkeypatch.setattr(backends._torch, "ONEDNN_MIN_PRODUCT", 2**62)
-    # likewise the compiled standardisation kernels, which traces never take (they read data
-    # pointers): the gradient of a 1×1 RGU weight here is pure rounding (about 1e-10), so any
-    # other rounding upstream fails its relative check
+    # likewise the compiled standardisation and global-product kernels, which traces never take
+    # (they read data pointers): the gradient of a 1×1 RGU weight here is pure rounding (about
+    # 1e-10), so any other rounding upstream fails its relative check
     monkeypatch.setattr(TF, "compiled_standardize_applies", lambda x: False)
+    monkeypatch.setattr(TF, "compiled_global_products_apply", lambda a, ys: False)
     cfg = R.digits().replace(input_shape=[1, 16, 16], grid=None)  # 16 x 16: the convolution path
     x, labels = (torch.from_numpy(a) for a in _batch(cfg))
     x = x.float()

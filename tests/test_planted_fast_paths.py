@@ -46,6 +46,8 @@ FAST_PATHS = [
     (backends.TorchBackend, "batch_standardize_fast", ["batch_standardize", "g_ibs"], "torch"),
     (backends.TorchBackend, "depthwise_direct", ["depthwise_conv", "local_conv"], "torch"),
     (backends.ArrayAPIBackend, "global_product", ["hyperzzw_global", "sfne_block"], "torch"),
+    (backends.TorchBackend, "global_product", ["hyperzzw_global"], "torch"),
+    (backends.TorchBackend, "global_products", ["sfne_block"], "torch"),
 ]
 
 
@@ -98,7 +100,7 @@ def _planted(method: Any) -> Any:
         first, *rest = method(self, *args, **kwargs)
         return [first * (1 + 1e-6), *rest]
 
-    special = {"pointwise_linear_sum": wrong_last_term, "split_channels": wrong_piece}
+    special = {"pointwise_linear_sum": wrong_last_term, "split_channels": wrong_piece, "global_products": wrong_piece}
     return special.get(method.__name__, wrong)
 
 

@@ -381,6 +381,15 @@ class ArrayAPIBackend:
         zhat = z * k_g if zhat is None else zhat
         return from_matrices(xp, as_matrices(xp, zhat, grid) @ as_matrices(xp, y, grid), tuple(zhat.shape))
 
+    def global_products(
+        self, xp: Any, z: Any, k_g: Any, ys: Sequence[Any], grid: tuple[int, int] | None, zhat: Any = None
+    ) -> list[Any]:
+        """[G_j = (Z ⊙ K_g) @ Y_j for Y_j in ``ys``] (spec §2.2): the global products of one block,
+        which share Ẑ = Z ⊙ K_g (``zhat`` where the caller has it); here one
+        :meth:`global_product` each."""
+        zhat = z * k_g if zhat is None else zhat
+        return [self.global_product(xp, z, k_g, y, grid, zhat=zhat) for y in ys]
+
     # --------------------------------------------------------------------------- convolution
 
     def depthwise_method(self, xp: Any, y: Any, k_l: Any) -> str:

@@ -1,9 +1,10 @@
 /*
  * hyperzzw_core.backends._cpu_kernels: compiled CPU kernels for the torch backend (docs/speed.md,
- * "Sixteenth session"). Optional: where it does not build, the torch backend takes torch's own
- * kernels (oneDNN's convolutions, the native batch norm) for the same quantities.
+ * "Sixteenth session" and "Seventeenth session"). Optional: where it does not build, the torch
+ * backend takes torch's own kernels (oneDNN's convolutions, the native batch norm, the batched
+ * matrix product) for the same quantities.
  *
- * standardize: see below.
+ * standardize, global_products and global_products_backward: see below.
  *
  * depthwise_weight_grad: the weight gradient of a depth-wise 'same' correlation (spec §2.3,
  * the local branch's D = k_l ⊛ Y), float32 in, float64 out:
@@ -256,6 +257,222 @@ static void standardize(std_job_t *base, long threads) {
     for (long t = 0; t < threads; ++t) standardize_channels(&jobs[t]);
 }
 
+
+/* ---------------------------------------------------------------------------------------------
+ * global_products: the products of HyperZZW's global branch (spec §2.2) that share their left
+ * factor Ẑ = Z ⊙ K_g, for each of the P = B·C matrices p (n × n, row-major, contiguous):
+ *
+ *     G_j[p] = Ẑ[p] · Y_j[p]                                   (j = 1 … J)
+ *
+ * and global_products_backward, at ∂G_j:
+ *
+ *     ∂Y_j[p] = Ẑ[p]ᵀ · ∂G_j[p],   ∂Ẑ[p] = Σ_j ∂G_j[p] · Y_j[p]ᵀ
+ *
+ * Each matrix (4 KiB at n = 32) is read once and stays in the cache for its J products; ∂Ẑ is
+ * summed in place instead of as J arrays added afterwards. Every output element is one float32
+ * sum over k in order, by 4 × 32 blocks of accumulators. torch's batched product (MKL) takes
+ * about 3x as long forward and 3.5x backward at (32·144) × 32 × 32 on this machine (docs/speed.md).
+ */
+#define MAX_TERMS 8
+
+/* C (n × n) = A·Bm, or C += A·Bm where acc; all row-major. */
+INLINE void mm_nn(const float *A, const float *Bm, float *C, long n, int acc) {
+    long i = 0;
+    for (; i + 4 <= n; i += 4) {
+        long j = 0;
+        for (; j + 2 * VL <= n; j += 2 * VL) {
+            v16 c[4][2];
+            for (int r = 0; r < 4; ++r)
+                for (int h = 0; h < 2; ++h) c[r][h] = acc ? load16(C + (i + r) * n + j + h * VL) : (v16){0};
+            for (long k = 0; k < n; ++k) {
+                const v16 b0 = load16(Bm + k * n + j), b1 = load16(Bm + k * n + j + VL);
+                for (int r = 0; r < 4; ++r) {
+                    const float a = A[(i + r) * n + k];
+                    c[r][0] += a * b0;
+                    c[r][1] += a * b1;
+                }
+            }
+            for (int r = 0; r < 4; ++r)
+                for (int h = 0; h < 2; ++h) store16(C + (i + r) * n + j + h * VL, c[r][h]);
+        }
+        for (; j < n; ++j)
+            for (long r = i; r < i + 4; ++r) {
+                float s = acc ? C[r * n + j] : 0.0f;
+                for (long k = 0; k < n; ++k) s += A[r * n + k] * Bm[k * n + j];
+                C[r * n + j] = s;
+            }
+    }
+    for (; i < n; ++i)
+        for (long j = 0; j < n; ++j) {
+            float s = acc ? C[i * n + j] : 0.0f;
+            for (long k = 0; k < n; ++k) s += A[i * n + k] * Bm[k * n + j];
+            C[i * n + j] = s;
+        }
+}
+
+/* C (n × n) = Aᵀ·Bm: row r of C is Σ_k A[k, r]·Bm[k, :]. */
+INLINE void mm_tn(const float *A, const float *Bm, float *C, long n) {
+    long i = 0;
+    for (; i + 4 <= n; i += 4) {
+        long j = 0;
+        for (; j + 2 * VL <= n; j += 2 * VL) {
+            v16 c[4][2];
+            for (int r = 0; r < 4; ++r) c[r][0] = c[r][1] = (v16){0};
+            for (long k = 0; k < n; ++k) {
+                const v16 b0 = load16(Bm + k * n + j), b1 = load16(Bm + k * n + j + VL);
+                for (int r = 0; r < 4; ++r) {
+                    const float a = A[k * n + i + r];
+                    c[r][0] += a * b0;
+                    c[r][1] += a * b1;
+                }
+            }
+            for (int r = 0; r < 4; ++r)
+                for (int h = 0; h < 2; ++h) store16(C + (i + r) * n + j + h * VL, c[r][h]);
+        }
+        for (; j < n; ++j)
+            for (long r = i; r < i + 4; ++r) {
+                float s = 0.0f;
+                for (long k = 0; k < n; ++k) s += A[k * n + r] * Bm[k * n + j];
+                C[r * n + j] = s;
+            }
+    }
+    for (; i < n; ++i)
+        for (long j = 0; j < n; ++j) {
+            float s = 0.0f;
+            for (long k = 0; k < n; ++k) s += A[k * n + i] * Bm[k * n + j];
+            C[i * n + j] = s;
+        }
+}
+
+typedef struct {
+    const float *a, *y[MAX_TERMS], *g[MAX_TERMS];
+    float *out[MAX_TERMS], *ga;
+    long J, P, n;
+} gp_job_t;
+
+TARGETS static void global_products_forward(const gp_job_t *J, long threads) {
+    const long nn = J->n * J->n;
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (long p = 0; p < J->P; ++p)
+        for (long j = 0; j < J->J; ++j) mm_nn(J->a + p * nn, J->y[j] + p * nn, J->out[j] + p * nn, J->n, 0);
+}
+
+/* 0 on success, -1 where memory could not be had. */
+TARGETS static int global_products_backward(const gp_job_t *J, long threads) {
+    const long n = J->n, nn = n * n;
+    int failed = 0;
+#pragma omp parallel num_threads(threads) reduction(| : failed)
+    {
+        float *t = malloc((size_t)nn * sizeof(float)); /* Y_j[p]ᵀ */
+        if (t == NULL) {
+            failed = 1;
+        } else {
+#pragma omp for schedule(static)
+            for (long p = 0; p < J->P; ++p) {
+                const long o = p * nn;
+                for (long j = 0; j < J->J; ++j) {
+                    mm_tn(J->a + o, J->g[j] + o, J->out[j] + o, n);
+                    const float *y = J->y[j] + o;
+                    for (long i = 0; i < n; ++i)
+                        for (long k = 0; k < n; ++k) t[k * n + i] = y[i * n + k];
+                    mm_nn(J->g[j] + o, t, J->ga + o, n, j > 0);
+                }
+            }
+        }
+        free(t);
+    }
+    return failed ? -1 : 0;
+}
+
+/* Data pointers from a tuple of J ints into `into`; 0, or -1 with a Python error set. */
+static int pointers(PyObject *tuple, const char *name, long J, const float **into) {
+    if (PyTuple_GET_SIZE(tuple) != J) {
+        PyErr_Format(PyExc_ValueError, "global_products: %s must hold %ld pointers, got %zd", name, J,
+                     PyTuple_GET_SIZE(tuple));
+        return -1;
+    }
+    for (long j = 0; j < J; ++j) {
+        const unsigned long long v = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(tuple, j));
+        if (PyErr_Occurred()) return -1;
+        if (v == 0) {
+            PyErr_Format(PyExc_ValueError, "global_products: %s[%ld] is a null data pointer", name, j);
+            return -1;
+        }
+        into[j] = (const float *)(uintptr_t)v;
+    }
+    return 0;
+}
+
+/* The shared checks of both calls: 0, or -1 with a Python error set. */
+static int gp_check(PyObject *ys, Py_ssize_t P, Py_ssize_t n, Py_ssize_t threads, long *J) {
+    *J = (long)PyTuple_GET_SIZE(ys);
+    if (*J < 1 || *J > MAX_TERMS) {
+        PyErr_Format(PyExc_ValueError, "global_products: ys must hold 1 to %d pointers, got %ld", MAX_TERMS, *J);
+        return -1;
+    }
+    if (P < 1 || n < 1) {
+        PyErr_Format(PyExc_ValueError, "global_products: P and n must be positive, got (%zd, %zd)", P, n);
+        return -1;
+    }
+    if (threads < 1) {
+        PyErr_Format(PyExc_ValueError, "global_products: threads must be at least 1, got %zd", threads);
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *py_global_products(PyObject *self, PyObject *args) {
+    (void)self;
+    unsigned long long a;
+    PyObject *ys, *outs;
+    Py_ssize_t P, n, threads;
+    gp_job_t job = {0};
+    if (!PyArg_ParseTuple(args, "KO!O!nnn", &a, &PyTuple_Type, &ys, &PyTuple_Type, &outs, &P, &n, &threads)) return NULL;
+    if (gp_check(ys, P, n, threads, &job.J) != 0) return NULL;
+    if (a == 0) {
+        PyErr_SetString(PyExc_ValueError, "global_products: a is a null data pointer");
+        return NULL;
+    }
+    if (pointers(ys, "ys", job.J, job.y) != 0 || pointers(outs, "outs", job.J, (const float **)job.out) != 0)
+        return NULL;
+    job.a = (const float *)(uintptr_t)a;
+    job.P = (long)P;
+    job.n = (long)n;
+    Py_BEGIN_ALLOW_THREADS
+    global_products_forward(&job, (long)threads);
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_global_products_backward(PyObject *self, PyObject *args) {
+    (void)self;
+    unsigned long long a, ga;
+    PyObject *ys, *gs, *outs;
+    Py_ssize_t P, n, threads;
+    gp_job_t job = {0};
+    if (!PyArg_ParseTuple(args, "KO!O!KO!nnn", &a, &PyTuple_Type, &ys, &PyTuple_Type, &gs, &ga, &PyTuple_Type, &outs,
+                          &P, &n, &threads))
+        return NULL;
+    if (gp_check(ys, P, n, threads, &job.J) != 0) return NULL;
+    if (a == 0 || ga == 0) {
+        PyErr_SetString(PyExc_ValueError, "global_products_backward: a null data pointer");
+        return NULL;
+    }
+    if (pointers(ys, "ys", job.J, job.y) != 0 || pointers(gs, "gs", job.J, job.g) != 0 ||
+        pointers(outs, "outs", job.J, (const float **)job.out) != 0)
+        return NULL;
+    job.a = (const float *)(uintptr_t)a;
+    job.ga = (float *)(uintptr_t)ga;
+    job.P = (long)P;
+    job.n = (long)n;
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = global_products_backward(&job, (long)threads);
+    Py_END_ALLOW_THREADS
+    if (rc != 0) return PyErr_NoMemory();
+    Py_RETURN_NONE;
+}
+
 static PyObject *py_standardize(PyObject *self, PyObject *args) {
     (void)self;
     unsigned long long x, y, r;
@@ -328,6 +545,12 @@ static PyMethodDef methods[] = {
     {"standardize", py_standardize, METH_VARARGS,
      "standardize(x, y, r, B, C, N, eps, threads): y = (x - mean)/sqrt(var + eps) and r = "
      "1/sqrt(var + eps) per channel c over (B, N) of float32 x (B, C, N), contiguous; r (C,)."},
+    {"global_products", py_global_products, METH_VARARGS,
+     "global_products(a, ys, outs, P, n, threads): outs[j][p] = a[p] @ ys[j][p] for the P float32 "
+     "(n, n) matrices p of a and of each ys[j], contiguous; ys and outs are tuples of data pointers."},
+    {"global_products_backward", py_global_products_backward, METH_VARARGS,
+     "global_products_backward(a, ys, gs, ga, outs, P, n, threads): outs[j][p] = a[p]^T @ gs[j][p] "
+     "and ga[p] = sum_j gs[j][p] @ ys[j][p]^T, float32, contiguous, data pointers as in global_products."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -727,6 +727,131 @@ def standardize_channels(x: torch.Tensor, eps: float) -> tuple[torch.Tensor, tor
     return y, r
 
 
+MAX_GLOBAL_PRODUCTS = 8
+"""The most products with one left factor that the compiled ``global_products`` takes at once."""
+
+GLOBAL_PRODUCTS_ROW_BLOCK = 32
+"""The compiled global products take n × n matrices with n a multiple of this: their rows are
+computed in blocks of two 16-lane vectors, and the rest of a row element by element, which is
+slower than the batched matmul (measured with gradients, docs/speed.md: n = 32 0.43 to 0.83x the
+time of three batched products, n = 64 0.51 to 0.59x; n = 8 to 24, 40, 48, 63 1.4 to 6x)."""
+
+
+def compiled_global_products_apply(a: torch.Tensor, ys: Sequence[torch.Tensor]) -> bool:
+    """Whether the compiled kernels ``global_products`` and ``global_products_backward``
+    (``_cpu_kernels.c``) compute Ẑ @ Y_j for ``a`` = Ẑ and ``ys`` (as matrices, (B, C, n, n)):
+    installed, float32 on the CPU, square matrices of one shape whose n is a multiple of
+    ``GLOBAL_PRODUCTS_ROW_BLOCK``, at most ``MAX_GLOBAL_PRODUCTS`` of them, and not inside a
+    torch.compile trace (the kernels read data pointers)."""
+    if cpu_kernels is None or torch.compiler.is_compiling() or not 1 <= len(ys) <= MAX_GLOBAL_PRODUCTS:
+        return False
+    if a.ndim != 4 or int(a.shape[2]) != int(a.shape[3]) or int(a.shape[3]) % GLOBAL_PRODUCTS_ROW_BLOCK:
+        return False
+    return all(
+        t.device.type == "cpu" and t.dtype == torch.float32 and tuple(t.shape) == tuple(a.shape) for t in (a, *ys)
+    )
+
+
+def _matrices(op: str, a: torch.Tensor, named: dict[str, Sequence[torch.Tensor]]) -> tuple[int, int]:
+    """Refuse, naming the argument, what the global products' kernels would misread; → (P, n)
+    for ``a`` (B, C, n, n)."""
+    _float32_cpu(op, a=a, **{f"{name}[{j}]": t for name, ts in named.items() for j, t in enumerate(ts)})
+    if a.ndim != 4 or int(a.shape[2]) != int(a.shape[3]):
+        raise ValueError(f"{op}: a must be (B, C, n, n), square matrices, got shape {tuple(a.shape)}")
+    for name, ts in named.items():
+        if not 1 <= len(ts) <= MAX_GLOBAL_PRODUCTS:
+            raise ValueError(f"{op}: {name} must hold 1 to {MAX_GLOBAL_PRODUCTS} arrays, got {len(ts)}")
+        for j, t in enumerate(ts):
+            if tuple(t.shape) != tuple(a.shape):
+                raise ValueError(f"{op}: {name}[{j}] must have a's shape {tuple(a.shape)}, got {tuple(t.shape)}")
+    return int(a.shape[0]) * int(a.shape[1]), int(a.shape[2])
+
+
+def _pointers(ts: Sequence[torch.Tensor]) -> tuple[int, ...]:
+    return tuple(t.data_ptr() for t in ts)
+
+
+def _global_products_cpu(a: torch.Tensor, ys: list[torch.Tensor]) -> list[torch.Tensor]:
+    op = "hyperzzw::global_products"
+    if cpu_kernels is None:
+        raise RuntimeError(f"{op}: the compiled CPU kernels are not built")
+    p, n = _matrices(op, a, {"ys": ys})
+    a_, ys_ = a.contiguous(), [y.contiguous() for y in ys]
+    outs = [torch.empty_like(a_) for _ in ys_]
+    cpu_kernels.global_products(a_.data_ptr(), _pointers(ys_), _pointers(outs), p, n, torch.get_num_threads())
+    return outs
+
+
+def _global_products_backward_cpu(
+    a: torch.Tensor, ys: list[torch.Tensor], gs: list[torch.Tensor]
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    op = "hyperzzw::global_products_backward"
+    if cpu_kernels is None:
+        raise RuntimeError(f"{op}: the compiled CPU kernels are not built")
+    if len(gs) != len(ys):
+        raise ValueError(f"{op}: gs must hold one array per ys ({len(ys)}), got {len(gs)}")
+    p, n = _matrices(op, a, {"ys": ys, "gs": gs})
+    a_, ys_, gs_ = a.contiguous(), [y.contiguous() for y in ys], [g.contiguous() for g in gs]
+    ga = torch.empty_like(a_)
+    outs = [torch.empty_like(a_) for _ in ys_]
+    cpu_kernels.global_products_backward(
+        a_.data_ptr(), _pointers(ys_), _pointers(gs_), ga.data_ptr(), _pointers(outs), p, n, torch.get_num_threads()
+    )
+    return ga, outs
+
+
+def _global_products_meta(a: torch.Tensor, ys: list[torch.Tensor]) -> list[torch.Tensor]:
+    return [torch.empty_like(a, memory_format=torch.contiguous_format) for _ in ys]
+
+
+def _global_products_backward_meta(
+    a: torch.Tensor, ys: list[torch.Tensor], gs: list[torch.Tensor]
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    return torch.empty_like(a, memory_format=torch.contiguous_format), _global_products_meta(a, ys)
+
+
+_LIBRARY.define("global_products(Tensor a, Tensor[] ys) -> Tensor[]")
+_LIBRARY.impl("global_products", _global_products_cpu, "CPU")
+_LIBRARY.impl("global_products", _global_products_meta, "Meta")
+_LIBRARY.define("global_products_backward(Tensor a, Tensor[] ys, Tensor[] gs) -> (Tensor, Tensor[])")
+_LIBRARY.impl("global_products_backward", _global_products_backward_cpu, "CPU")
+_LIBRARY.impl("global_products_backward", _global_products_backward_meta, "Meta")
+
+
+def global_products(a: torch.Tensor, ys: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """[Ẑ @ Y_j for Y_j in ys] per matrix (B, C, n, n), spec §2.2, by the compiled kernel through
+    its torch operator (each output element one float32 sum in order; Ẑ read once for all j)."""
+    return list(torch.ops.hyperzzw.global_products(a, list(ys)))
+
+
+class GlobalProducts(torch.autograd.Function):
+    """G_j = Ẑ @ Y_j (j = 1 … J) per matrix of Ẑ, Y_j (B, C, n, n): the global products of one
+    SFNE block, which share Ẑ = Z ⊙ K_g (spec §2.2), by the compiled kernels where
+    :func:`compiled_global_products_apply` holds. ``apply(Ẑ, Y_1, …, Y_J)`` → (G_1, …, G_J).
+
+    Keeps Ẑ and the Y_j, as autograd keeps them for J batched products. Backward:
+    ∂Y_j = Ẑᵀ @ ∂G_j and ∂Ẑ = Σ_j ∂G_j @ Y_jᵀ, summed in place by the kernel (autograd forms the J
+    terms of ∂Ẑ and adds them). An output without a gradient counts as ∂G_j = 0. First
+    derivatives only."""
+
+    @staticmethod
+    def forward(a: torch.Tensor, *ys: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(global_products(a, ys))
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
+        ctx.save_for_backward(*inputs)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, *gs: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:
+        a, *ys = ctx.saved_tensors
+        grads = [torch.zeros_like(a) if g is None else g for g in gs]
+        ga, gys = torch.ops.hyperzzw.global_products_backward(a, ys, grads)
+        want = ctx.needs_input_grad
+        return (ga if want[0] else None, *(gy if w else None for gy, w in zip(gys, want[1:], strict=True)))
+
+
 def _backward_from_output(g: torch.Tensor, y: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
     """gx = r·(g − mean(g) − y·mean(g·y)) per channel of (N, C, L) views g and y, r (C,): the native
     batch-norm backward of the "input" y with saved mean 0, inverse deviation 1 and weight r (so
