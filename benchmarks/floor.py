@@ -38,6 +38,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
+import sys
 from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -302,24 +303,33 @@ def kernel_floor(torch: Any, calls: Counter, reps: int = 5, layouts: bool = Fals
 
 
 @contextlib.contextmanager
-def same_product_routes(ratio: float) -> Iterator[None]:
+def same_product_routes(ratio: float, spatial: tuple[int, ...] = ()) -> Iterator[None]:
     """Within the block, the torch path routes a point-wise linear to oneDNN's per-sample product
     at ``ratio`` times its threshold of multiply-adds per sample (``ONEDNN_MIN_PRODUCT`` of
     ``hyperzzw_core.backends._torch``, which decides by O·I·N): on an input with ``ratio`` times
     the positions, every product takes the route it takes at full size, so that the call floor's
-    smaller input can make the same calls (:func:`call_floor` still checks their counts). A
-    checkout without the route is left as it is."""
+    smaller input can make the same calls (:func:`call_floor` still checks their counts). Likewise
+    the compiled global products (``GLOBAL_PRODUCTS_ROW_BLOCK`` of
+    ``hyperzzw_core.backends._torch_functions``, which takes n × n matrices with n a multiple of
+    it): on a smaller input they are taken where the full-size 2D input ``spatial`` takes them,
+    and not taken where it does not. A checkout without either rule is left as it is."""
     from hyperzzw_core.backends import _torch as routes
 
     saved = getattr(routes, "ONEDNN_MIN_PRODUCT", None)
-    if saved is None:
-        yield
-        return
-    routes.ONEDNN_MIN_PRODUCT = saved * ratio
+    functions = sys.modules.get("hyperzzw_core.backends._torch_functions")
+    block = getattr(functions, "GLOBAL_PRODUCTS_ROW_BLOCK", None)
     try:
+        if saved is not None:
+            routes.ONEDNN_MIN_PRODUCT = saved * ratio
+        if block is not None and len(spatial) == 2:
+            taken = spatial[0] == spatial[1] and spatial[-1] % block == 0
+            functions.GLOBAL_PRODUCTS_ROW_BLOCK = 1 if taken else sys.maxsize
         yield
     finally:
-        routes.ONEDNN_MIN_PRODUCT = saved
+        if saved is not None:
+            routes.ONEDNN_MIN_PRODUCT = saved
+        if block is not None:
+            functions.GLOBAL_PRODUCTS_ROW_BLOCK = block
 
 
 def call_floor(
@@ -342,7 +352,7 @@ def call_floor(
             shape = (side,) * len(spatial)
             if any(s <= side for s in spatial):
                 break
-            with same_product_routes(math.prod(shape) / math.prod(spatial)):
+            with same_product_routes(math.prod(shape) / math.prod(spatial), tuple(spatial)):
                 fn = make_fn(b, shape)
                 fn()  # the first call builds caches (grids, the eval-mode slow kernels)
                 kernels_called, counts = record_calls(torch, fn)

@@ -214,6 +214,31 @@ def test_the_call_floor_input_takes_the_product_routes_of_the_full_size() -> Non
     assert routes.onednn_rows(torch, [w], torch.ones(1, 64, 512)) == [False]
 
 
+def test_the_call_floor_takes_the_global_products_route_of_the_full_input() -> None:
+    """The compiled global products take n × n matrices with n a multiple of 32 only; the call
+    floor's smaller inputs (4×4, 9×9, 16×16) take them where the full 32×32 input does, so that
+    they make the same calls, and not where a 28×28 input does not; the rule is restored after."""
+    from hyperzzw_core.backends import _compiled
+    from hyperzzw_core.backends import _torch_functions as TF
+    from hyperzzw_core.backends._torch import TorchBackend
+
+    if _compiled.cpu_kernels is None:
+        pytest.skip("the compiled CPU kernels are not built")
+    backend = TorchBackend()
+
+    def make(batch: int, shape: tuple[int, ...]) -> Any:
+        z, y = torch.randn(batch, 3, *shape), torch.randn(batch, 3, *shape)
+        return lambda: backend.global_products(torch, z, torch.ones(1, 3, *shape), [y, y], None)
+
+    block = TF.GLOBAL_PRODUCTS_ROW_BLOCK
+    for side, name in ((32, "global_products"), (28, "bmm")):
+        _kernels, reference = floor.record_calls(torch, make(2, (side, side)))
+        assert reference[name] >= 1, reference
+        got = floor.call_floor(torch, reference, make, 2, (side, side), reps=3)
+        assert TF.GLOBAL_PRODUCTS_ROW_BLOCK == block
+        assert got["seconds"] is not None and got["batch"] == 1 and got["shape"] == (4, 4), got
+
+
 def _f64(t: Any) -> Any:
     return t.detach().to(torch.float64)
 
