@@ -61,6 +61,8 @@ HEAVY: dict[str, str] = {
     "_fft_c2r": "convolution",
     "_fft_c2c": "convolution",
     "depthwise_weight_grad": "convolution",  # the compiled CPU kernel (hyperzzw::depthwise_weight_grad)
+    "global_products": "gemm",  # the compiled CPU kernels of the global branch's products (hyperzzw::…)
+    "global_products_backward": "gemm",
 }
 
 #: the standardisation kernels (statistics and normalisation in one call, and their backward)
@@ -316,7 +318,7 @@ def same_product_routes(ratio: float, spatial: tuple[int, ...] = ()) -> Iterator
     from hyperzzw_core.backends import _torch as routes
 
     saved = getattr(routes, "ONEDNN_MIN_PRODUCT", None)
-    functions = sys.modules.get("hyperzzw_core.backends._torch_functions")
+    functions: Any = sys.modules.get("hyperzzw_core.backends._torch_functions")  # None before the torch backend
     block = getattr(functions, "GLOBAL_PRODUCTS_ROW_BLOCK", None)
     try:
         if saved is not None:

@@ -218,11 +218,10 @@ def test_the_call_floor_takes_the_global_products_route_of_the_full_input() -> N
     """The compiled global products take n × n matrices with n a multiple of 32 only; the call
     floor's smaller inputs (4×4, 9×9, 16×16) take them where the full 32×32 input does, so that
     they make the same calls, and not where a 28×28 input does not; the rule is restored after."""
-    from hyperzzw_core.backends import _compiled
     from hyperzzw_core.backends import _torch_functions as TF
     from hyperzzw_core.backends._torch import TorchBackend
 
-    if _compiled.cpu_kernels is None:
+    if TF.cpu_kernels is None:
         pytest.skip("the compiled CPU kernels are not built")
     backend = TorchBackend()
 
@@ -236,6 +235,7 @@ def test_the_call_floor_takes_the_global_products_route_of_the_full_input() -> N
         assert reference[name] >= 1, reference
         got = floor.call_floor(torch, reference, make, 2, (side, side), reps=3)
         assert TF.GLOBAL_PRODUCTS_ROW_BLOCK == block
+        assert floor.category(name) == "gemm"  # the kernel counts as products, as bmm does
         assert got["seconds"] is not None and got["batch"] == 1 and got["shape"] == (4, 4), got
 
 

@@ -18,12 +18,11 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from hyperzzw_core import backends  # noqa: E402
-from hyperzzw_core.backends import _compiled  # noqa: E402
 from hyperzzw_core.backends import _torch_functions as TF  # noqa: E402
 
 REQUIRED = os.environ.get("HYPERZZW_REQUIRE_COMPILED", "") not in ("", "0")
 
-if _compiled.cpu_kernels is None:
+if TF.cpu_kernels is None:
     if REQUIRED:
         raise ImportError(
             "HYPERZZW_REQUIRE_COMPILED=1 but hyperzzw_core.backends._cpu_kernels is not built "
@@ -31,7 +30,7 @@ if _compiled.cpu_kernels is None:
         )
     pytest.skip("the compiled CPU kernels are not built (no C compiler at install)", allow_module_level=True)
 
-kernels = _compiled.cpu_kernels
+kernels = TF.cpu_kernels
 
 
 def _weight_grad_f64(y: np.ndarray, g: np.ndarray, kh: int, kw: int, magnitude: bool = False) -> np.ndarray:
@@ -134,6 +133,31 @@ def test_kernels_run_in_torchs_own_openmp_team() -> None:
         torch.set_num_threads(before)
 
 
+def test_the_core_loads_the_extension_only_after_torch() -> None:
+    """Importing the core (and asking :func:`compiled_kernels`) before torch neither imports the
+    extension nor maps an OpenMP runtime: a runtime loaded first would be the one torch gets
+    (``_compiled.load_cpu_kernels``). Once the torch backend is imported, the extension is loaded.
+    In a fresh interpreter."""
+    import subprocess
+    import sys
+
+    script = """
+import sys
+import hyperzzw_core
+from hyperzzw_core.backends import compiled_kernels
+present = compiled_kernels()
+gomp = [line for line in open("/proc/self/maps") if "libgomp" in line]
+print(all(present.values()), "hyperzzw_core.backends._cpu_kernels" in sys.modules, "torch" in sys.modules, bool(gomp))
+import torch
+from hyperzzw_core.backends import _torch_functions
+print("hyperzzw_core.backends._cpu_kernels" in sys.modules)
+"""
+    if not os.path.exists("/proc/self/maps"):
+        pytest.skip("reads /proc (Linux)")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["True", "False", "False", "False", "True"], out
+
+
 def test_depthwise_weight_grad_is_more_accurate_than_a_float32_sum() -> None:
     """At a network's size ((8, 16, 32, 32), k = 9), the float64 sums over lanes and samples keep
     the error below 1e-6 of the scale, where oneDNN's float32 kernel is measured at about 1e-5."""
@@ -197,7 +221,7 @@ def test_compiled_route_applies_only_where_the_kernel_computes_it(monkeypatch: p
         torch.ops.hyperzzw.standardize(torch.zeros(2, 3, 4, dtype=torch.float64), 1e-5)
     with pytest.raises(ValueError, match=r"hyperzzw::standardize: x must be \(B, C, N\), got shape \(2, 3, 4, 1\)"):
         torch.ops.hyperzzw.standardize(torch.zeros(2, 3, 4, 1), 1e-5)
-    assert backends.compiled_kernels() == {"depthwise_weight_grad": True, "standardize": True}
+    assert backends.compiled_kernels() == {"depthwise_weight_grad": True, "standardize": True, "global_products": True}
     monkeypatch.setattr(TF, "cpu_kernels", None)
     assert not TF.compiled_weight_grad_applies(y, k, (2, 1))
 

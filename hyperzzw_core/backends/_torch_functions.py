@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from ._compiled import DEPTHWISE_WEIGHT_GRAD_WIDTHS, cpu_kernels
+from ._compiled import DEPTHWISE_WEIGHT_GRAD_WIDTHS, load_cpu_kernels
 from ._torch import (
     Term,
     concatenated_rows,
@@ -23,6 +23,8 @@ from ._torch import (
     torch_pointwise_linear,
     torch_pointwise_linear_sum,
 )
+
+cpu_kernels = load_cpu_kernels()  # after torch: the kernels share its OpenMP runtime (_compiled.py)
 
 
 class _KeepsOutput(torch.autograd.Function):
