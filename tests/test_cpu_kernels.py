@@ -184,6 +184,20 @@ def test_depthwise_weight_grad_is_more_accurate_than_a_float32_sum() -> None:
     assert np.abs(onednn.double().numpy() - want).max() > np.abs(_kernel(y, g, 9, 9, threads=2) - want).max()
 
 
+def test_the_exported_widths_are_the_widths_the_kernel_takes() -> None:
+    """``depthwise_weight_grad_widths`` (what the torch backend routes by) names exactly the kernel
+    widths the C function accepts, kw from 0 to 12."""
+    y = np.zeros((1, 1, 3, 13), np.float32)
+    taken = []
+    for kw in range(13):
+        try:
+            _kernel(y, y, 1, kw, threads=1)
+        except ValueError:
+            continue
+        taken.append(kw)
+    assert tuple(taken) == kernels.depthwise_weight_grad_widths == (1, 3, 5, 7, 9)
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

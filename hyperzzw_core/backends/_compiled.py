@@ -21,9 +21,6 @@ KERNELS = ("depthwise_weight_grad", "standardize", "global_products")
 """The compiled kernels, by the name :func:`compiled_kernels` gives them (the extension builds
 them together)."""
 
-DEPTHWISE_WEIGHT_GRAD_WIDTHS = (1, 3, 5, 7, 9)
-"""The kernel widths kw of the compiled depth-wise weight gradient (any odd kh)."""
-
 
 @functools.cache
 def load_cpu_kernels() -> ModuleType | None:

@@ -558,4 +558,32 @@ static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "_cpu_kernels", "Compiled CPU kernels of the torch backend.", -1, methods, NULL, NULL, NULL, NULL,
 };
 
-PyMODINIT_FUNC PyInit__cpu_kernels(void) { return PyModule_Create(&module); }
+/* The module, with depthwise_weight_grad_widths: the kernel widths kw of WIDTHS, as a tuple. */
+PyMODINIT_FUNC PyInit__cpu_kernels(void) {
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL) return NULL;
+#define WIDTH_ITEM(KW, IB) KW,
+    static const long widths[] = {WIDTHS(WIDTH_ITEM)};
+#undef WIDTH_ITEM
+    const Py_ssize_t count = (Py_ssize_t)(sizeof widths / sizeof widths[0]);
+    PyObject *tuple = PyTuple_New(count);
+    if (tuple == NULL) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < count; ++i) {
+        PyObject *v = PyLong_FromLong(widths[i]);
+        if (v == NULL) {
+            Py_DECREF(tuple);
+            Py_DECREF(m);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(tuple, i, v);
+    }
+    if (PyModule_AddObject(m, "depthwise_weight_grad_widths", tuple) != 0) {
+        Py_DECREF(tuple);
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

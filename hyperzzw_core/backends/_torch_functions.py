@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from ._compiled import DEPTHWISE_WEIGHT_GRAD_WIDTHS, load_cpu_kernels
+from ._compiled import load_cpu_kernels
 from ._torch import (
     Term,
     concatenated_rows,
@@ -116,7 +116,8 @@ def compiled_weight_grad_applies(y: torch.Tensor, k: torch.Tensor, pad: Sequence
     """Whether :func:`compiled_depthwise_weight_grad` computes ∂K of a depth-wise convolution of
     ``y`` (B, C, H, W) with ``k`` (C, 1, kh, kw) padded by ``pad``: the compiled kernels are
     installed (:func:`hyperzzw_core.backends.compiled_kernels`), float32 on the CPU, 'same'
-    padding of an odd kh and kw ∈ ``DEPTHWISE_WEIGHT_GRAD_WIDTHS``, and not inside a torch.compile
+    padding of an odd kh and a kw the kernel has (``depthwise_weight_grad_widths`` of the
+    extension, the widths its C source lists once), and not inside a torch.compile
     trace (the kernel reads data pointers)."""
     if cpu_kernels is None or y.ndim != 4 or k.ndim != 4 or torch.compiler.is_compiling():
         return False
@@ -126,7 +127,7 @@ def compiled_weight_grad_applies(y: torch.Tensor, k: torch.Tensor, pad: Sequence
         and y.dtype == torch.float32
         and k.dtype == torch.float32
         and kh % 2 == 1
-        and kw in DEPTHWISE_WEIGHT_GRAD_WIDTHS
+        and kw in cpu_kernels.depthwise_weight_grad_widths
         and tuple(int(p) for p in pad) == (kh // 2, kw // 2)
     )
 
