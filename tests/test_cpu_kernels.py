@@ -502,6 +502,18 @@ def test_global_products_refuse_bad_arguments_by_name(call: Any, message: str) -
     assert message in str(info.value)
 
 
+def test_the_exported_global_products_limits_are_the_kernels() -> None:
+    """The torch backend's limits are the extension's: as many products as the C function takes
+    and one more refused; the row block is what a row's vectors cover, the smallest n whose
+    rows have no remainder."""
+    assert (TF.MAX_GLOBAL_PRODUCTS, TF.GLOBAL_PRODUCTS_ROW_BLOCK) == (8, 32)
+    m = TF.MAX_GLOBAL_PRODUCTS
+    a = np.zeros((1, 1, 4, 4), np.float32)
+    _gp_call(a=a.ctypes.data, ys=(a.ctypes.data,) * m, outs=(a.ctypes.data,) * m, P=1)
+    with pytest.raises(ValueError, match=f"ys must hold 1 to {m} pointers, got {m + 1}"):
+        _gp_call(ys=(a.ctypes.data,) * (m + 1), outs=(a.ctypes.data,) * (m + 1))
+
+
 def test_global_products_function_has_float64_gradients() -> None:
     """``GlobalProducts`` against float64 autograd of the matmuls, with an output left out of the
     loss (its ∂G_j is None: counted as 0) and an input that needs no gradient."""

@@ -558,7 +558,9 @@ static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "_cpu_kernels", "Compiled CPU kernels of the torch backend.", -1, methods, NULL, NULL, NULL, NULL,
 };
 
-/* The module, with depthwise_weight_grad_widths: the kernel widths kw of WIDTHS, as a tuple. */
+/* The module, with depthwise_weight_grad_widths (the kernel widths kw of WIDTHS, a tuple),
+ * global_products_max_terms (MAX_TERMS) and global_products_row_block (the columns a row block of
+ * mm_nn and mm_tn computes in vectors: a row's remainder is computed element by element). */
 PyMODINIT_FUNC PyInit__cpu_kernels(void) {
     PyObject *m = PyModule_Create(&module);
     if (m == NULL) return NULL;
@@ -582,6 +584,11 @@ PyMODINIT_FUNC PyInit__cpu_kernels(void) {
     }
     if (PyModule_AddObject(m, "depthwise_weight_grad_widths", tuple) != 0) {
         Py_DECREF(tuple);
+        Py_DECREF(m);
+        return NULL;
+    }
+    if (PyModule_AddIntConstant(m, "global_products_max_terms", MAX_TERMS) != 0 ||
+        PyModule_AddIntConstant(m, "global_products_row_block", 2 * VL) != 0) {
         Py_DECREF(m);
         return NULL;
     }

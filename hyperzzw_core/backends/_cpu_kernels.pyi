@@ -1,4 +1,6 @@
 depthwise_weight_grad_widths: tuple[int, ...]
+global_products_max_terms: int
+global_products_row_block: int
 
 def depthwise_weight_grad(
     y: int, g: int, out: int, B: int, C: int, H: int, W: int, kh: int, kw: int, threads: int, /

@@ -730,14 +730,18 @@ def standardize_channels(x: torch.Tensor, eps: float) -> tuple[torch.Tensor, tor
     return y, r
 
 
-MAX_GLOBAL_PRODUCTS = 8
-"""The most products with one left factor that the compiled ``global_products`` takes at once."""
-
-GLOBAL_PRODUCTS_ROW_BLOCK = 32
-"""The compiled global products take n × n matrices with n a multiple of this: their rows are
-computed in blocks of two 16-lane vectors, and the rest of a row element by element, which is
-slower than the batched matmul (measured with gradients, docs/speed.md: n = 32 0.43 to 0.83x the
-time of three batched products, n = 64 0.51 to 0.59x; n = 8 to 24, 40, 48, 63 1.4 to 6x)."""
+if cpu_kernels is not None:  # the extension's own values (_cpu_kernels.c)
+    MAX_GLOBAL_PRODUCTS = int(cpu_kernels.global_products_max_terms)
+    GLOBAL_PRODUCTS_ROW_BLOCK = int(cpu_kernels.global_products_row_block)
+else:  # no kernels: compiled_global_products_apply never holds
+    MAX_GLOBAL_PRODUCTS, GLOBAL_PRODUCTS_ROW_BLOCK = 0, 1
+# MAX_GLOBAL_PRODUCTS: the most products with one left factor that the compiled
+# ``global_products`` takes at once.
+# GLOBAL_PRODUCTS_ROW_BLOCK: the compiled global products take n × n matrices with n a multiple
+# of this (32 floats: two 16-lane vectors), because the rest of a row is computed element by
+# element, which is slower than the batched matmul (measured with gradients, docs/speed.md:
+# n = 32 0.43 to 0.83x the time of three batched products, n = 64 0.51 to 0.59x; n = 8 to 24,
+# 40, 48, 63 1.4 to 6x).
 
 
 def compiled_global_products_apply(a: torch.Tensor, ys: Sequence[torch.Tensor]) -> bool:
