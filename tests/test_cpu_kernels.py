@@ -573,3 +573,19 @@ def test_the_block_runs_its_global_products_in_one_kernel_call_each_way(monkeypa
         assert counts(step(wide, torch.float32), 32) == (0, 0, on[2] + 9 * blocks)
     assert counts(step(R.digits(), torch.float32), 8)[:2] == (0, 0)
     assert counts(step(wide, torch.float64), 32)[:2] == (0, 0)
+
+
+def test_every_operator_refuses_by_name_without_the_extension(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The torch operators are registered whether or not the extension was built; called without
+    it, each refuses with one error that names it (never reads a missing module's pointers)."""
+    monkeypatch.setattr(TF, "cpu_kernels", None)
+    t3, t4 = torch.zeros(2, 3, 4), torch.zeros(1, 2, 4, 4)
+    calls = {
+        "depthwise_weight_grad": lambda: torch.ops.hyperzzw.depthwise_weight_grad(t4, t4, 3, 3),
+        "standardize": lambda: torch.ops.hyperzzw.standardize(t3, 1e-5),
+        "global_products": lambda: torch.ops.hyperzzw.global_products(t4, [t4]),
+        "global_products_backward": lambda: torch.ops.hyperzzw.global_products_backward(t4, [t4], [t4]),
+    }
+    for name, call in calls.items():
+        with pytest.raises(RuntimeError, match=rf"^hyperzzw::{name}: the compiled CPU kernels are not built$"):
+            call()

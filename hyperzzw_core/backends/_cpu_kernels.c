@@ -275,8 +275,10 @@ static void standardize(std_job_t *base, long threads) {
  */
 #define MAX_TERMS 8
 
-/* C (n × n) = A·Bm, or C += A·Bm where acc; all row-major. */
-INLINE void mm_nn(const float *A, const float *Bm, float *C, long n, int acc) {
+/* C (n × n) = L·Bm, or C += L·Bm where acc, for Bm and C row-major and the left factor's element
+ * (i, k) at A[i·sr + k·sc]: L = A row-major for (sr, sc) = (n, 1), L = Aᵀ for (1, n). Inlined
+ * with constant strides, each call site compiles to its own kernel. */
+INLINE void mm(const float *A, long sr, long sc, const float *Bm, float *C, long n, int acc) {
     long i = 0;
     for (; i + 4 <= n; i += 4) {
         long j = 0;
@@ -287,7 +289,7 @@ INLINE void mm_nn(const float *A, const float *Bm, float *C, long n, int acc) {
             for (long k = 0; k < n; ++k) {
                 const v16 b0 = load16(Bm + k * n + j), b1 = load16(Bm + k * n + j + VL);
                 for (int r = 0; r < 4; ++r) {
-                    const float a = A[(i + r) * n + k];
+                    const float a = A[(i + r) * sr + k * sc];
                     c[r][0] += a * b0;
                     c[r][1] += a * b1;
                 }
@@ -298,48 +300,14 @@ INLINE void mm_nn(const float *A, const float *Bm, float *C, long n, int acc) {
         for (; j < n; ++j)
             for (long r = i; r < i + 4; ++r) {
                 float s = acc ? C[r * n + j] : 0.0f;
-                for (long k = 0; k < n; ++k) s += A[r * n + k] * Bm[k * n + j];
+                for (long k = 0; k < n; ++k) s += A[r * sr + k * sc] * Bm[k * n + j];
                 C[r * n + j] = s;
             }
     }
     for (; i < n; ++i)
         for (long j = 0; j < n; ++j) {
             float s = acc ? C[i * n + j] : 0.0f;
-            for (long k = 0; k < n; ++k) s += A[i * n + k] * Bm[k * n + j];
-            C[i * n + j] = s;
-        }
-}
-
-/* C (n × n) = Aᵀ·Bm: row r of C is Σ_k A[k, r]·Bm[k, :]. */
-INLINE void mm_tn(const float *A, const float *Bm, float *C, long n) {
-    long i = 0;
-    for (; i + 4 <= n; i += 4) {
-        long j = 0;
-        for (; j + 2 * VL <= n; j += 2 * VL) {
-            v16 c[4][2];
-            for (int r = 0; r < 4; ++r) c[r][0] = c[r][1] = (v16){0};
-            for (long k = 0; k < n; ++k) {
-                const v16 b0 = load16(Bm + k * n + j), b1 = load16(Bm + k * n + j + VL);
-                for (int r = 0; r < 4; ++r) {
-                    const float a = A[k * n + i + r];
-                    c[r][0] += a * b0;
-                    c[r][1] += a * b1;
-                }
-            }
-            for (int r = 0; r < 4; ++r)
-                for (int h = 0; h < 2; ++h) store16(C + (i + r) * n + j + h * VL, c[r][h]);
-        }
-        for (; j < n; ++j)
-            for (long r = i; r < i + 4; ++r) {
-                float s = 0.0f;
-                for (long k = 0; k < n; ++k) s += A[k * n + r] * Bm[k * n + j];
-                C[r * n + j] = s;
-            }
-    }
-    for (; i < n; ++i)
-        for (long j = 0; j < n; ++j) {
-            float s = 0.0f;
-            for (long k = 0; k < n; ++k) s += A[k * n + i] * Bm[k * n + j];
+            for (long k = 0; k < n; ++k) s += A[i * sr + k * sc] * Bm[k * n + j];
             C[i * n + j] = s;
         }
 }
@@ -354,7 +322,7 @@ TARGETS static void global_products_forward(const gp_job_t *J, long threads) {
     const long nn = J->n * J->n;
 #pragma omp parallel for num_threads(threads) schedule(static)
     for (long p = 0; p < J->P; ++p)
-        for (long j = 0; j < J->J; ++j) mm_nn(J->a + p * nn, J->y[j] + p * nn, J->out[j] + p * nn, J->n, 0);
+        for (long j = 0; j < J->J; ++j) mm(J->a + p * nn, J->n, 1, J->y[j] + p * nn, J->out[j] + p * nn, J->n, 0);
 }
 
 /* 0 on success, -1 where memory could not be had. */
@@ -371,11 +339,11 @@ TARGETS static int global_products_backward(const gp_job_t *J, long threads) {
             for (long p = 0; p < J->P; ++p) {
                 const long o = p * nn;
                 for (long j = 0; j < J->J; ++j) {
-                    mm_tn(J->a + o, J->g[j] + o, J->out[j] + o, n);
+                    mm(J->a + o, 1, n, J->g[j] + o, J->out[j] + o, n, 0); /* Ẑᵀ·∂G_j */
                     const float *y = J->y[j] + o;
                     for (long i = 0; i < n; ++i)
                         for (long k = 0; k < n; ++k) t[k * n + i] = y[i * n + k];
-                    mm_nn(J->g[j] + o, t, J->ga + o, n, j > 0);
+                    mm(J->g[j] + o, n, 1, t, J->ga + o, n, j > 0); /* ∂Ẑ += ∂G_j·Y_jᵀ */
                 }
             }
         }
@@ -560,7 +528,7 @@ static struct PyModuleDef module = {
 
 /* The module, with depthwise_weight_grad_widths (the kernel widths kw of WIDTHS, a tuple),
  * global_products_max_terms (MAX_TERMS) and global_products_row_block (the columns a row block of
- * mm_nn and mm_tn computes in vectors: a row's remainder is computed element by element). */
+ * mm computes in vectors: a row's remainder is computed element by element). */
 PyMODINIT_FUNC PyInit__cpu_kernels(void) {
     PyObject *m = PyModule_Create(&module);
     if (m == NULL) return NULL;

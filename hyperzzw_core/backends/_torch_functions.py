@@ -8,6 +8,7 @@ form (``forward`` without ``ctx``), which ``torch.func`` transforms (``grad``, `
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from types import ModuleType
 from typing import Any
 
 import torch
@@ -147,6 +148,14 @@ def compiled_depthwise_weight_grad(g: torch.Tensor, y: torch.Tensor, k: torch.Te
     return depthwise_weight_grad(g, y, int(k.shape[2]), int(k.shape[3])).to(k.dtype)
 
 
+def _built(op: str) -> ModuleType:
+    """The compiled kernels' module for the operator ``op``; refuses, naming it, where the
+    extension was not built (the operators are registered either way)."""
+    if cpu_kernels is None:
+        raise RuntimeError(f"{op}: the compiled CPU kernels are not built")
+    return cpu_kernels
+
+
 def _float32_cpu(op: str, **arrays: torch.Tensor) -> None:
     """Refuse, naming the argument, what a compiled kernel would misread: it reads float32 data
     pointers on the CPU."""
@@ -158,15 +167,14 @@ def _float32_cpu(op: str, **arrays: torch.Tensor) -> None:
 def _depthwise_weight_grad_cpu(g: torch.Tensor, y: torch.Tensor, kh: int, kw: int) -> torch.Tensor:
     """The compiled kernel's call (float64 (C, 1, kh, kw)), the CPU kernel of the operator below."""
     op = "hyperzzw::depthwise_weight_grad"
-    if cpu_kernels is None:
-        raise RuntimeError(f"{op}: the compiled CPU kernels are not built")
+    kernels = _built(op)
     _float32_cpu(op, g=g, y=y)
     if y.ndim != 4 or tuple(g.shape) != tuple(y.shape):
         raise ValueError(f"{op}: g and y must have one shape (B, C, H, W), got {tuple(g.shape)} and {tuple(y.shape)}")
     n, c, h, w = (int(v) for v in y.shape)
     y_, g_ = y.contiguous(), g.contiguous()
     out = torch.empty((c, 1, kh, kw), dtype=torch.float64, device=y.device)
-    cpu_kernels.depthwise_weight_grad(
+    kernels.depthwise_weight_grad(
         y_.data_ptr(), g_.data_ptr(), out.data_ptr(), n, c, h, w, kh, kw, torch.get_num_threads()
     )
     return out
@@ -691,8 +699,7 @@ def compiled_standardize_applies(x: torch.Tensor) -> bool:
 
 def _standardize_cpu(x: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
     op = "hyperzzw::standardize"
-    if cpu_kernels is None:
-        raise RuntimeError(f"{op}: the compiled CPU kernels are not built")
+    kernels = _built(op)
     _float32_cpu(op, x=x)
     if x.ndim != 3:
         raise ValueError(f"{op}: x must be (B, C, N), got shape {tuple(x.shape)}")
@@ -702,7 +709,7 @@ def _standardize_cpu(x: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.T
     r = torch.empty((c,), dtype=x.dtype, device=x.device)
     # torch's OpenMP team: the kernel's own pthreads contended with its spinning worker (1.18x the
     # eval forward's time at B = 8 on two of them, 0.91x on one), its team does not
-    cpu_kernels.standardize(x_.data_ptr(), y.data_ptr(), r.data_ptr(), b, c, n, float(eps), torch.get_num_threads())
+    kernels.standardize(x_.data_ptr(), y.data_ptr(), r.data_ptr(), b, c, n, float(eps), torch.get_num_threads())
     return y, r
 
 
@@ -780,12 +787,11 @@ def _pointers(ts: Sequence[torch.Tensor]) -> tuple[int, ...]:
 
 def _global_products_cpu(a: torch.Tensor, ys: list[torch.Tensor]) -> list[torch.Tensor]:
     op = "hyperzzw::global_products"
-    if cpu_kernels is None:
-        raise RuntimeError(f"{op}: the compiled CPU kernels are not built")
+    kernels = _built(op)
     p, n = _matrices(op, a, {"ys": ys})
     a_, ys_ = a.contiguous(), [y.contiguous() for y in ys]
     outs = [torch.empty_like(a_) for _ in ys_]
-    cpu_kernels.global_products(a_.data_ptr(), _pointers(ys_), _pointers(outs), p, n, torch.get_num_threads())
+    kernels.global_products(a_.data_ptr(), _pointers(ys_), _pointers(outs), p, n, torch.get_num_threads())
     return outs
 
 
@@ -793,15 +799,14 @@ def _global_products_backward_cpu(
     a: torch.Tensor, ys: list[torch.Tensor], gs: list[torch.Tensor]
 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
     op = "hyperzzw::global_products_backward"
-    if cpu_kernels is None:
-        raise RuntimeError(f"{op}: the compiled CPU kernels are not built")
+    kernels = _built(op)
     if len(gs) != len(ys):
         raise ValueError(f"{op}: gs must hold one array per ys ({len(ys)}), got {len(gs)}")
     p, n = _matrices(op, a, {"ys": ys, "gs": gs})
     a_, ys_, gs_ = a.contiguous(), [y.contiguous() for y in ys], [g.contiguous() for g in gs]
     ga = torch.empty_like(a_)
     outs = [torch.empty_like(a_) for _ in ys_]
-    cpu_kernels.global_products_backward(
+    kernels.global_products_backward(
         a_.data_ptr(), _pointers(ys_), _pointers(gs_), ga.data_ptr(), _pointers(outs), p, n, torch.get_num_threads()
     )
     return ga, outs
