@@ -60,7 +60,8 @@ HEAVY: dict[str, str] = {
     "_fft_r2c": "convolution",
     "_fft_c2r": "convolution",
     "_fft_c2c": "convolution",
-    "depthwise_weight_grad": "convolution",  # the compiled CPU kernel (hyperzzw::depthwise_weight_grad)
+    "depthwise_conv": "convolution",  # the compiled CPU kernels (hyperzzw::depthwise_conv, …_weight_grad)
+    "depthwise_weight_grad": "convolution",
     "global_products": "gemm",  # the compiled CPU kernels of the global branch's products (hyperzzw::…)
     "global_products_backward": "gemm",
 }

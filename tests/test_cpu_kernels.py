@@ -235,7 +235,12 @@ def test_compiled_route_applies_only_where_the_kernel_computes_it(monkeypatch: p
         torch.ops.hyperzzw.standardize(torch.zeros(2, 3, 4, dtype=torch.float64), 1e-5)
     with pytest.raises(ValueError, match=r"hyperzzw::standardize: x must be \(B, C, N\), got shape \(2, 3, 4, 1\)"):
         torch.ops.hyperzzw.standardize(torch.zeros(2, 3, 4, 1), 1e-5)
-    assert backends.compiled_kernels() == {"depthwise_weight_grad": True, "standardize": True, "global_products": True}
+    assert backends.compiled_kernels() == {
+        "depthwise_conv": True,
+        "depthwise_weight_grad": True,
+        "standardize": True,
+        "global_products": True,
+    }
     monkeypatch.setattr(TF, "cpu_kernels", None)
     assert not TF.compiled_weight_grad_applies(y, k, (2, 1))
 
@@ -250,22 +255,29 @@ def _conv_mixer_f64(y: torch.Tensor, k: torch.Tensor, w: torch.Tensor, b: torch.
     return list(torch.autograd.grad(m, ins, g.double()))
 
 
-@pytest.mark.parametrize("shape", [(2, 6, 9, 11), (3, 4, 40)], ids=["2d", "1d"])
+@pytest.mark.parametrize("shape", [(2, 6, 9, 11), (2, 6, 9, 19), (3, 4, 40)], ids=["2d", "2d-wide", "1d"])
 @pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "onednn"])
 def test_depthwise_functions_have_float64_gradients_on_both_routes(
     monkeypatch: pytest.MonkeyPatch, shape: tuple[int, ...], compiled: bool
 ) -> None:
-    """``DepthwiseConvMixer`` and ``DepthwiseConvOneDNN`` with and without the compiled weight
-    gradient: every gradient within float32 rounding of float64 autograd, and the kernel called
-    exactly where it applies."""
+    """``DepthwiseConvMixer`` and ``DepthwiseConvOneDNN`` with and without the compiled kernels:
+    every gradient within float32 rounding of float64 autograd, and each kernel called exactly
+    where it applies (the correlation from 16 columns: forward, its recomputation for ∂W and ∂Y
+    turned in the mixer, forward and ∂Y turned alone)."""
     calls: list[tuple[int, ...]] = []
-    body = TF.compiled_depthwise_weight_grad
+    convs: list[bool] = []
+    body, conv = TF.compiled_depthwise_weight_grad, TF.depthwise_conv
 
     def counted(g: torch.Tensor, y: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
         calls.append(tuple(k.shape))
         return body(g, y, k)
 
+    def counted_conv(y: torch.Tensor, k: torch.Tensor, turned: bool) -> torch.Tensor:
+        convs.append(turned)
+        return conv(y, k, turned)
+
     monkeypatch.setattr(TF, "compiled_depthwise_weight_grad", counted)
+    monkeypatch.setattr(TF, "depthwise_conv", counted_conv)
     if not compiled:
         monkeypatch.setattr(TF, "cpu_kernels", None)
     rng = np.random.default_rng(len(shape))
@@ -298,6 +310,150 @@ def test_depthwise_functions_have_float64_gradients_on_both_routes(
         assert float((t.double() - want).abs().max() / want.abs().max()) < 2e-6
     k4shape = (c, 1, 1, kk) if y.ndim == 3 else kshape
     assert calls == ([k4shape, k4shape] if compiled else [])
+    assert convs == ([False, False, True, False, True] if compiled and shape[-1] >= 16 else [])
+
+
+def test_the_float64_gradient_check_catches_a_planted_correlation_bug(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A kernel module whose correlation ignores ``turned`` (∂Y computed with k as it lies, the
+    bug of a port that forgets the turn): ∂Y of ``DepthwiseConvOneDNN`` is then far from float64
+    autograd, while D itself is still right."""
+
+    class Planted:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(kernels, name)
+
+        @staticmethod
+        def depthwise_conv(*args: Any) -> None:
+            kernels.depthwise_conv(*args[:9], False, args[10])
+
+    monkeypatch.setattr(TF, "cpu_kernels", Planted())
+    rng = np.random.default_rng(5)
+    y = torch.from_numpy(rng.standard_normal((2, 3, 9, 20)).astype(np.float32)).requires_grad_()
+    k = torch.from_numpy(rng.standard_normal((3, 1, 5, 3)).astype(np.float32))
+    d = TF.DepthwiseConvOneDNN.apply(y, k, (2, 1))
+    assert torch.equal(d, torch.nn.functional.conv2d(y.detach(), k, padding=(2, 1), groups=3))
+    gd = torch.from_numpy(rng.standard_normal(tuple(d.shape)).astype(np.float32))
+    (gy,) = torch.autograd.grad(d, (y,), gd)
+    y64 = y.detach().double().requires_grad_()
+    (want,) = torch.autograd.grad(
+        torch.nn.functional.conv2d(y64, k.double(), padding=(2, 1), groups=3), (y64,), gd.double()
+    )
+    assert float((gy.double() - want).abs().max() / want.abs().max()) > 0.1
+
+
+# (B, C, H, W, kh, kw): the square kernels of every compiled size on images whose rows fill whole
+# 16-lane vectors or not and whose heights are multiples of the 8-row blocks or not; the general
+# kernel (non-square, 1 × k as 1-D inputs take it, 11 × 11)
+DW_CASES = [
+    (2, 3, 32, 32, 3, 3),
+    (2, 3, 9, 17, 5, 5),
+    (1, 2, 13, 40, 7, 7),
+    (3, 2, 8, 8, 9, 9),
+    (1, 2, 5, 21, 9, 9),
+    (2, 4, 1, 40, 1, 9),
+    (2, 3, 7, 37, 5, 3),
+    (1, 2, 12, 18, 11, 11),
+    (2, 2, 3, 5, 1, 1),
+]
+
+
+def _conv_f64(x: np.ndarray, k: np.ndarray, turned: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Σ_{i,j} K[c,i,j]·X[b,c,h+i−ph,w+j−pw] (or at h−i+ph, w−j+pw where ``turned``) in float64,
+    one shifted slice per (i, j), and the same sum of |K|·|X| (the scale of the rounding error)."""
+    _, _, h, w = x.shape
+    kh, kw = k.shape[1:]
+    ph, pw = kh // 2, kw // 2
+    out, mag = np.zeros(x.shape), np.zeros(x.shape)
+    xp = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    for i in range(kh):
+        for j in range(kw):
+            a, b = (kh - 1 - i, kw - 1 - j) if turned else (i, j)
+            part = xp[:, :, a : a + h, b : b + w]
+            out += k[None, :, i, j, None, None] * part
+            mag += np.abs(k[None, :, i, j, None, None]) * np.abs(part)
+    return out, mag
+
+
+def _dw_kernel(x: np.ndarray, k: np.ndarray, turned: bool, threads: int) -> np.ndarray:
+    xc, kc = np.ascontiguousarray(x, np.float32), np.ascontiguousarray(k, np.float32)
+    b, c, h, w = xc.shape
+    out = np.full(xc.shape, np.nan, np.float32)
+    kernels.depthwise_conv(xc.ctypes.data, kc.ctypes.data, out.ctypes.data, b, c, h, w, *kc.shape[1:], turned, threads)
+    return out
+
+
+@pytest.mark.parametrize("turned", [False, True], ids=["forward", "turned"])
+@pytest.mark.parametrize("case", DW_CASES, ids=lambda c: "x".join(map(str, c)))
+def test_depthwise_conv_matches_float64_and_onednns_bits(case: tuple[int, ...], turned: bool) -> None:
+    """The compiled correlation against two independent computations: a float64 sum over shifted
+    slices, within the bound of a float32 sum of kh·kw terms, and oneDNN's NCHW forward (or input
+    gradient, where turned), which sums in the same order: the same bits."""
+    b, c, h, w, kh, kw = case
+    rng = np.random.default_rng(sum(case))
+    x = rng.standard_normal((b, c, h, w)).astype(np.float32)
+    k = rng.standard_normal((c, kh, kw)).astype(np.float32)
+    got = _dw_kernel(x, k, turned, threads=2)
+    want, mag = _conv_f64(x, k, turned)
+    eps = float(np.finfo(np.float32).eps)
+    assert np.all(np.abs(got - want) <= (kh * kw + 1) * eps * mag + 1e-30)
+    xt, kt = torch.from_numpy(x), torch.from_numpy(k)[:, None]
+    pad = (kh // 2, kw // 2)
+    if turned:  # ∂Y of the correlation with k at ∂D = x
+        ref = torch.ops.aten.convolution_backward(
+            xt, xt, kt, None, (1, 1), pad, (1, 1), False, (0, 0), c, (True, False, False)
+        )[0]
+    else:
+        ref = torch.nn.functional.conv2d(xt, kt, padding=pad, groups=c)
+    assert torch.equal(torch.from_numpy(got), ref)
+
+
+def test_depthwise_conv_is_the_same_for_every_thread_count() -> None:
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((3, 5, 19, 33)).astype(np.float32)
+    k = rng.standard_normal((5, 7, 7)).astype(np.float32)
+    for turned in (False, True):
+        first = _dw_kernel(x, k, turned, threads=1)
+        for threads in (2, 3, 7, 64):
+            assert np.array_equal(_dw_kernel(x, k, turned, threads), first)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ((2, 3, 4, 4, 4, 3, False, 1), "kernel (kh, kw) must be odd and positive, got (4, 3)"),
+        ((2, 3, 4, 4, 3, 0, False, 1), "got (3, 0)"),
+        ((2, 3, 0, 4, 3, 3, False, 1), "shape (B, C, H, W) must be positive, got (2, 3, 0, 4)"),
+        ((2, 3, 4, 4, 3, 3, True, 0), "threads must be at least 1, got 0"),
+    ],
+)
+def test_depthwise_conv_refuses_bad_arguments_by_name(args: tuple[Any, ...], message: str) -> None:
+    buf = np.zeros(64)
+    with pytest.raises(ValueError, match=r"depthwise_conv: .*") as info:
+        kernels.depthwise_conv(buf.ctypes.data, buf.ctypes.data, buf.ctypes.data, *args)
+    assert message in str(info.value)
+
+
+def test_depthwise_conv_route_and_operator_refusals(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The route takes 'same' odd kernels of float32 CPU images whose rows fill a vector; the
+    operator refuses, naming the argument, what the kernel would misread."""
+    y, k = torch.zeros(2, 3, 8, 16), torch.zeros(3, 1, 5, 3)
+    assert kernels.depthwise_conv_min_width == 16
+    assert TF.compiled_depthwise_conv_applies(y, k, (2, 1))
+    assert not TF.compiled_depthwise_conv_applies(y[..., :15], k, (2, 1))  # narrower: oneDNN
+    assert not TF.compiled_depthwise_conv_applies(y, k, (1, 1))  # not 'same'
+    assert not TF.compiled_depthwise_conv_applies(y.double(), k.double(), (2, 1))
+    assert not TF.compiled_depthwise_conv_applies(y, torch.zeros(3, 1, 4, 3), (2, 1))  # even kh
+    assert not TF.compiled_depthwise_conv_applies(y[:, :, 0], k[:, :, 0], (1,))  # (B, C, L): callers add the axis
+    with pytest.raises(ValueError, match=r"hyperzzw::depthwise_conv: k must be float32 on the CPU, got torch.float64"):
+        TF.depthwise_conv(y, k.double(), False)
+    with pytest.raises(
+        ValueError,
+        match=r"hyperzzw::depthwise_conv: y must be \(B, C, H, W\) and k \(C, 1, kh, kw\), got "
+        r"\(2, 3, 8, 16\) and \(4, 1, 5, 3\)",
+    ):
+        TF.depthwise_conv(y, torch.zeros(4, 1, 5, 3), False)
+    monkeypatch.setattr(TF, "cpu_kernels", None)
+    assert not TF.compiled_depthwise_conv_applies(y, k, (2, 1))
 
 
 STD_CASES = [(1, 12, 64), (4, 6, 33), (3, 5, 1024), (2, 3, 1), (1, 7, 15), (8, 2, 17)]
@@ -581,6 +737,7 @@ def test_every_operator_refuses_by_name_without_the_extension(monkeypatch: pytes
     monkeypatch.setattr(TF, "cpu_kernels", None)
     t3, t4 = torch.zeros(2, 3, 4), torch.zeros(1, 2, 4, 4)
     calls = {
+        "depthwise_conv": lambda: torch.ops.hyperzzw.depthwise_conv(t4, torch.zeros(2, 1, 3, 3), False),
         "depthwise_weight_grad": lambda: torch.ops.hyperzzw.depthwise_weight_grad(t4, t4, 3, 3),
         "standardize": lambda: torch.ops.hyperzzw.standardize(t3, 1e-5),
         "global_products": lambda: torch.ops.hyperzzw.global_products(t4, [t4]),

@@ -4,7 +4,7 @@
  * backend takes torch's own kernels (oneDNN's convolutions, the native batch norm, the batched
  * matrix product) for the same quantities.
  *
- * standardize, global_products and global_products_backward: see below.
+ * depthwise_conv, standardize, global_products and global_products_backward: see below.
  *
  * depthwise_weight_grad: the weight gradient of a depth-wise 'same' correlation (spec §2.3,
  * the local branch's D = k_l ⊛ Y), float32 in, float64 out:
@@ -52,6 +52,8 @@ INLINE v16 load16(const float *p) {
     memcpy(&v, p, sizeof v);
     return v;
 }
+
+INLINE void store16(float *p, v16 v) { memcpy(p, &v, sizeof v); }
 
 INLINE double lanes_sum(v16 v) {
     double s = 0.0;
@@ -176,6 +178,164 @@ static int weight_grad(const float *y, const float *g, double *out, long B, long
 }
 
 /* ---------------------------------------------------------------------------------------------
+ * depthwise_conv: the depth-wise 'same' correlation of the local branch (spec §2.3), D = k_l ⊛ Y,
+ * float32, for Y (B, C, H, W) contiguous NCHW and K (C, kh, kw):
+ *
+ *     D[b, c, h, w] = Σ_{i < kh} Σ_{j < kw} K[c, i, j] · Y[b, c, h + i − ph, w + j − pw]
+ *
+ * with ph = kh // 2, pw = kw // 2 (odd kh, kw) and Y zero outside the image; and, where `turned`,
+ * the input gradient of that correlation at ∂D = Y (the correlation with the kernel turned by
+ * 180°):
+ *
+ *     ∂Y[b, c, h, w] = Σ_{i < kh} Σ_{j < kw} K[c, i, j] · ∂D[b, c, h − i + ph, w − j + pw].
+ *
+ * Each output element is one float32 sum over (i, j) in row-major order of K, the order in which
+ * oneDNN's NCHW kernels sum it: the results are oneDNN's to the bit (tests/test_cpu_kernels.py),
+ * and do not depend on the number of threads. Each image is copied into a zero-padded buffer.
+ *
+ * Square kernels of DW_SQUARE (kh = kw, compiled for each size): DW_ROWS output rows of 16
+ * columns are summed at once while the image's rows stream by, each loaded row serving up to
+ * kh output rows (the loop over (row, column) of the image, in increasing order, or decreasing
+ * where turned, meets each output's terms in K's row-major order). Other kernels: DW_ROWS
+ * (row, 16-column) pieces at once, each term read where it lies.
+ *
+ * oneDNN's NCHW depth-wise convolution takes 2 to 5x as long at (32, 144, 32, 32) on this machine
+ * (docs/speed.md, "Eighteenth session"): its forward reorders the image to a blocked layout and
+ * back.
+ */
+#define DW_ROWS 8
+#define DW_SQUARE(X) X(3) X(5) X(7) X(9)
+
+/* DW_ROWS output rows of the 16 columns at x in the padded image (rows of Wp floats) into acc;
+ * turned where T. Each kernel its own function, so that every term compiles to one fused
+ * multiply-add into its row's sum (inlined together, GCC formed some products apart and added
+ * them afterwards: other bits, and slower). */
+#define DEFINE_DW_SQUARE_T(K, T, NAME)                                                            \
+    TARGETS __attribute__((noinline)) static void NAME(const float *x, long Wp, const float *k, v16 *out) { \
+        v16 acc[DW_ROWS];                                                                          \
+        for (int r = 0; r < DW_ROWS; ++r) acc[r] = (v16){0};                                       \
+        _Pragma("GCC unroll 32") for (int tt = 0; tt < DW_ROWS + K - 1; ++tt) {                   \
+            const int t = T ? DW_ROWS + K - 2 - tt : tt;                                           \
+            _Pragma("GCC unroll 16") for (int bb = 0; bb < K; ++bb) {                             \
+                const int b = T ? K - 1 - bb : bb;                                                 \
+                const v16 v = load16(x + t * Wp + b);                                              \
+                _Pragma("GCC unroll 8") for (int r = 0; r < DW_ROWS; ++r) {                        \
+                    const int a = t - r;                                                           \
+                    if (a >= 0 && a < K) acc[r] += k[T ? (K - 1 - a) * K + K - 1 - b : a * K + b] * v; \
+                }                                                                                  \
+            }                                                                                      \
+        }                                                                                          \
+        for (int r = 0; r < DW_ROWS; ++r) out[r] = acc[r];                                         \
+    }
+#define DEFINE_DW_SQUARE(K) DEFINE_DW_SQUARE_T(K, 0, dw_square_##K) DEFINE_DW_SQUARE_T(K, 1, dw_square_turned_##K)
+
+DW_SQUARE(DEFINE_DW_SQUARE)
+
+/* Whether kh × kw has a kernel of DW_SQUARE. */
+static int dw_square(long kh, long kw) {
+#define SQUARE_CASE(K) \
+    case K:
+    if (kh != kw) return 0;
+    switch (kh) {
+        DW_SQUARE(SQUARE_CASE)
+        return 1;
+    default: return 0;
+    }
+#undef SQUARE_CASE
+}
+
+/* DW_ROWS pieces (or `count` < DW_ROWS, one at a time) for any kernel: piece r starts at base[r]
+ * in the padded image (rows of Wp floats) and is written to out[r], `width[r]` columns (≤ 16).
+ * K's (i, j) multiplies the image at offset (i, j) from the piece's start, or at
+ * (kh − 1 − i, kw − 1 − j) where `turned`. */
+INLINE void dw_pieces(const float *const *base, float *const *out, const long *width, int count, const float *k,
+                      long kh, long kw, long Wp, int turned) {
+    const long di = turned ? -Wp : Wp, dj = turned ? -1 : 1;
+    const long start = turned ? (kh - 1) * Wp + kw - 1 : 0;
+    if (count == DW_ROWS) {
+        v16 acc[DW_ROWS];
+        for (int r = 0; r < DW_ROWS; ++r) acc[r] = (v16){0};
+        for (long i = 0; i < kh; ++i)
+            for (long j = 0; j < kw; ++j) {
+                const float kv = k[i * kw + j];
+                const long at = start + i * di + j * dj;
+                for (int r = 0; r < DW_ROWS; ++r) acc[r] += kv * load16(base[r] + at);
+            }
+        for (int r = 0; r < DW_ROWS; ++r) memcpy(out[r], &acc[r], (size_t)width[r] * sizeof(float));
+        return;
+    }
+    for (int r = 0; r < count; ++r) {
+        v16 acc = (v16){0};
+        for (long i = 0; i < kh; ++i)
+            for (long j = 0; j < kw; ++j) acc += k[i * kw + j] * load16(base[r] + start + i * di + j * dj);
+        memcpy(out[r], &acc, (size_t)width[r] * sizeof(float));
+    }
+}
+
+/* One image: xp is its padded copy (rows of Wp floats, the image at (ph, pw)), o its output. */
+INLINE void dw_image(const float *xp, float *o, const float *k, long H, long W, long kh, long kw, long Wp,
+                     int turned) {
+    const long nch = (W + VL - 1) / VL;
+    if (dw_square(kh, kw)) {
+        for (long h0 = 0; h0 < H; h0 += DW_ROWS)
+            for (long w = 0; w < W; w += VL) {
+                const long rows = H - h0 < DW_ROWS ? H - h0 : DW_ROWS, width = W - w < VL ? W - w : VL;
+                const float *x = xp + h0 * Wp + w;
+                v16 acc[DW_ROWS];
+#define SQUARE_CALL(K)                                         \
+    case K:                                                    \
+        if (turned)                                            \
+            dw_square_turned_##K(x, Wp, k, acc);               \
+        else                                                   \
+            dw_square_##K(x, Wp, k, acc);                      \
+        break;
+                switch (kh) { DW_SQUARE(SQUARE_CALL) }
+#undef SQUARE_CALL
+                for (long r = 0; r < rows; ++r) memcpy(o + (h0 + r) * W + w, &acc[r], (size_t)width * sizeof(float));
+            }
+        return;
+    }
+    const long pieces = H * nch;
+    for (long q0 = 0; q0 < pieces; q0 += DW_ROWS) {
+        const float *base[DW_ROWS];
+        float *dst[DW_ROWS];
+        long width[DW_ROWS];
+        const int count = (int)(pieces - q0 < DW_ROWS ? pieces - q0 : DW_ROWS);
+        for (int r = 0; r < count; ++r) {
+            const long h = (q0 + r) / nch, w = (q0 + r) % nch * VL;
+            base[r] = xp + h * Wp + w;
+            dst[r] = o + h * W + w;
+            width[r] = W - w < VL ? W - w : VL;
+        }
+        dw_pieces(base, dst, width, count, k, kh, kw, Wp, turned);
+    }
+}
+
+/* 0 on success, -1 where memory could not be had. The images are split over `threads` threads. */
+TARGETS static int depthwise_conv(const float *x, const float *k, float *out, long B, long C, long H, long W, long kh,
+                                  long kw, int turned, long threads) {
+    const long ph = kh / 2, pw = kw / 2, nch = (W + VL - 1) / VL;
+    /* the padded image: every vector a kernel reads lies in it (the square kernels read DW_ROWS
+     * rows and 16 columns at a time, also past the image's last ones) */
+    const long Wp = nch * VL + kw - 1, Hp = (H + DW_ROWS - 1) / DW_ROWS * DW_ROWS + kh - 1;
+    int failed = 0;
+#pragma omp parallel num_threads(threads) reduction(| : failed)
+    {
+        float *xp = calloc((size_t)(Hp * Wp), sizeof(float)); /* zero where the copies never write */
+        failed = xp == NULL;
+#pragma omp for schedule(static)
+        for (long p = 0; p < B * C; ++p) {
+            if (xp == NULL) continue;
+            const float *xs = x + p * H * W;
+            for (long h = 0; h < H; ++h) memcpy(xp + (h + ph) * Wp + pw, xs + h * W, (size_t)W * sizeof(float));
+            dw_image(xp, out + p * H * W, k + (p % C) * kh * kw, H, W, kh, kw, Wp, turned);
+        }
+        free(xp);
+    }
+    return failed ? -1 : 0;
+}
+
+/* ---------------------------------------------------------------------------------------------
  * standardize: the forward of the standardisations IS and BS (spec §2.9) of x viewed as
  * (B, C, N), contiguous, over (B, N) for each channel c (IS is the view (1, B·C, N)):
  *
@@ -218,8 +378,6 @@ INLINE double row_sq_about(const float *x, long N, float mu) {
     }
     return s;
 }
-
-INLINE void store16(float *p, v16 v) { memcpy(p, &v, sizeof v); }
 
 TARGETS static void standardize_channels(std_job_t *J) {
     const long B = J->B, C = J->C, N = J->N;
@@ -505,11 +663,48 @@ static PyObject *py_depthwise_weight_grad(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+static PyObject *py_depthwise_conv(PyObject *self, PyObject *args) {
+    (void)self;
+    unsigned long long x, k, out;
+    Py_ssize_t B, C, H, W, kh, kw, threads;
+    int turned;
+    if (!PyArg_ParseTuple(args, "KKKnnnnnnpn", &x, &k, &out, &B, &C, &H, &W, &kh, &kw, &turned, &threads)) return NULL;
+    if (B < 1 || C < 1 || H < 1 || W < 1) {
+        PyErr_Format(PyExc_ValueError,
+                     "depthwise_conv: shape (B, C, H, W) must be positive, got (%zd, %zd, %zd, %zd)", B, C, H, W);
+        return NULL;
+    }
+    if (kh < 1 || kw < 1 || kh % 2 == 0 || kw % 2 == 0) {
+        PyErr_Format(PyExc_ValueError, "depthwise_conv: kernel (kh, kw) must be odd and positive, got (%zd, %zd)", kh,
+                     kw);
+        return NULL;
+    }
+    if (threads < 1) {
+        PyErr_Format(PyExc_ValueError, "depthwise_conv: threads must be at least 1, got %zd", threads);
+        return NULL;
+    }
+    if (x == 0 || k == 0 || out == 0) {
+        PyErr_SetString(PyExc_ValueError, "depthwise_conv: a null data pointer");
+        return NULL;
+    }
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = depthwise_conv((const float *)(uintptr_t)x, (const float *)(uintptr_t)k, (float *)(uintptr_t)out, (long)B,
+                        (long)C, (long)H, (long)W, (long)kh, (long)kw, turned, (long)threads);
+    Py_END_ALLOW_THREADS
+    if (rc != 0) return PyErr_NoMemory();
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"depthwise_weight_grad", py_depthwise_weight_grad, METH_VARARGS,
      "depthwise_weight_grad(y, g, out, B, C, H, W, kh, kw, threads): out[c, i, j] = "
      "sum_{b,h,w} g[b,c,h,w] * y[b,c,h+i-kh//2,w+j-kw//2] (zero outside the image) for the data "
      "pointers of float32 y and g (B, C, H, W), contiguous, and a float64 out (C, kh, kw)."},
+    {"depthwise_conv", py_depthwise_conv, METH_VARARGS,
+     "depthwise_conv(x, k, out, B, C, H, W, kh, kw, threads): out[b,c,h,w] = "
+     "sum_{i,j} k[c,i,j] * x[b,c,h+i-kh//2,w+j-kw//2] (zero outside the image) for the data "
+     "pointers of float32 x and out (B, C, H, W) and k (C, kh, kw), contiguous; kh and kw odd."},
     {"standardize", py_standardize, METH_VARARGS,
      "standardize(x, y, r, B, C, N, eps, threads): y = (x - mean)/sqrt(var + eps) and r = "
      "1/sqrt(var + eps) per channel c over (B, N) of float32 x (B, C, N), contiguous; r (C,)."},
@@ -527,6 +722,8 @@ static struct PyModuleDef module = {
 };
 
 /* The module, with depthwise_weight_grad_widths (the kernel widths kw of WIDTHS, a tuple),
+ * depthwise_conv_min_width (the narrowest image whose rows fill a vector: the torch backend routes
+ * narrower ones to oneDNN, which is faster there for kernels from 7 × 7, docs/speed.md),
  * global_products_max_terms (MAX_TERMS) and global_products_row_block (the columns a row block of
  * mm computes in vectors: a row's remainder is computed element by element). */
 PyMODINIT_FUNC PyInit__cpu_kernels(void) {
@@ -555,7 +752,8 @@ PyMODINIT_FUNC PyInit__cpu_kernels(void) {
         Py_DECREF(m);
         return NULL;
     }
-    if (PyModule_AddIntConstant(m, "global_products_max_terms", MAX_TERMS) != 0 ||
+    if (PyModule_AddIntConstant(m, "depthwise_conv_min_width", VL) != 0 ||
+        PyModule_AddIntConstant(m, "global_products_max_terms", MAX_TERMS) != 0 ||
         PyModule_AddIntConstant(m, "global_products_row_block", 2 * VL) != 0) {
         Py_DECREF(m);
         return NULL;

@@ -225,20 +225,22 @@ def torch_depthwise_direct(torch: Any, y: Any, k_l: Any) -> Any:
     for the CIFAR-10 block 4; docs/benchmarks.md), while its channels-last one is fast: with
     gradients, ``DepthwiseConvOneDNN`` runs the forward and the input gradient in NCHW and the
     weight gradient in channels-last (converted copies, not kept for backward); 1-D inputs run as
-    (B, C, 1, L) images. Without gradients (inference) the plain NCHW call, the same forward.
-    float64 (no oneDNN) and other devices use the plain call.
+    (B, C, 1, L) images. Without gradients (inference) its forward alone: the compiled kernel
+    where it applies, else the plain NCHW call (the same bits either way). float64 (no oneDNN)
+    and other devices use the plain call.
     """
     fn = torch.nn.functional
     pad = tuple((int(k) - 1) // 2 for k in k_l.shape[2:])
     c = int(y.shape[1])
-    needs_grad = torch.compiler.is_compiling() or _records_graph(torch, y, k_l)
-    if needs_grad and _onednn_float32(torch, y) and y.ndim in (3, 4):
+    if _onednn_float32(torch, y) and y.ndim in (3, 4):
         from ._torch_functions import DepthwiseConvOneDNN
 
-        if y.ndim == 3:
-            out = DepthwiseConvOneDNN.apply(torch.unsqueeze(y, 2), torch.unsqueeze(k_l, 2), (0,) + pad)
-            return torch.squeeze(out, 2)
-        return DepthwiseConvOneDNN.apply(y, k_l, pad)
+        y4, k4, pad4 = (torch.unsqueeze(y, 2), torch.unsqueeze(k_l, 2), (0,) + pad) if y.ndim == 3 else (y, k_l, pad)
+        if torch.compiler.is_compiling() or _records_graph(torch, y, k_l):
+            out = DepthwiseConvOneDNN.apply(y4, k4, pad4)
+        else:
+            out = DepthwiseConvOneDNN.forward(y4, k4, pad4)
+        return torch.squeeze(out, 2) if y.ndim == 3 else out
     conv = fn.conv1d if y.ndim == 3 else fn.conv2d
     return conv(y, k_l, padding=pad, groups=c)
 

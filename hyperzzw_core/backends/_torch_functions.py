@@ -79,7 +79,9 @@ class DepthwiseConvOneDNN(torch.autograd.Function):
     oneDNN, each pass in the layout where its kernel is fast on the CPU (docs/speed.md):
 
     * forward and input gradient in NCHW, as ``y`` and the gradient arrive (at (32, 144, 32, 32)
-      the forward takes 2.6 ms, against 5.4 ms through channels-last and back);
+      the forward takes 2.6 ms, against 5.4 ms through channels-last and back); both by the
+      compiled kernel where it applies (:func:`compiled_depthwise_conv_applies`), which sums in
+      oneDNN's order and gives its bits in a third to a half of its time;
     * weight gradient by the compiled CPU kernel in NCHW where it applies
       (:func:`compiled_depthwise_weight_grad`: float32, 'same' padding, kw ∈ {1, 3, 5, 7, 9});
       else in channels-last: oneDNN's NCHW depth-wise weight gradient is pathologically slow for
@@ -93,6 +95,8 @@ class DepthwiseConvOneDNN(torch.autograd.Function):
 
     @staticmethod
     def forward(y: torch.Tensor, k: torch.Tensor, pad: tuple[int, ...]) -> torch.Tensor:
+        if compiled_depthwise_conv_applies(y, k, pad):
+            return depthwise_conv(y, k, False)
         return torch.nn.functional.conv2d(y, k, padding=pad, groups=int(y.shape[1]))
 
     @staticmethod
@@ -129,6 +133,28 @@ def compiled_weight_grad_applies(y: torch.Tensor, k: torch.Tensor, pad: Sequence
         and k.dtype == torch.float32
         and kh % 2 == 1
         and kw in cpu_kernels.depthwise_weight_grad_widths
+        and tuple(int(p) for p in pad) == (kh // 2, kw // 2)
+    )
+
+
+def compiled_depthwise_conv_applies(y: torch.Tensor, k: torch.Tensor, pad: Sequence[int]) -> bool:
+    """Whether the compiled depth-wise correlation (:func:`depthwise_conv`) computes the forward
+    and the input gradient of a depth-wise convolution of ``y`` (B, C, H, W) with ``k``
+    (C, 1, kh, kw) padded by ``pad``: the compiled kernels are installed, float32 on the CPU,
+    'same' padding of odd kh and kw, rows at least ``depthwise_conv_min_width`` (16) wide, and not
+    inside a torch.compile trace (the kernel reads data pointers). Narrower images stay with
+    oneDNN, which vectorises over channels there: at 8 × 8 it is up to 2x faster than the kernel
+    for 7 × 7 and 9 × 9 kernels (docs/speed.md, "Eighteenth session")."""
+    if cpu_kernels is None or y.ndim != 4 or k.ndim != 4 or torch.compiler.is_compiling():
+        return False
+    kh, kw = int(k.shape[2]), int(k.shape[3])
+    return (
+        y.device.type == "cpu"
+        and y.dtype == torch.float32
+        and k.dtype == torch.float32
+        and kh % 2 == 1
+        and kw % 2 == 1
+        and int(y.shape[3]) >= cpu_kernels.depthwise_conv_min_width
         and tuple(int(p) for p in pad) == (kh // 2, kw // 2)
     )
 
@@ -199,18 +225,59 @@ def depthwise_weight_grad(g: torch.Tensor, y: torch.Tensor, kh: int, kw: int) ->
     return torch.ops.hyperzzw.depthwise_weight_grad(g, y, kh, kw)
 
 
+def _depthwise_conv_cpu(y: torch.Tensor, k: torch.Tensor, turned: bool) -> torch.Tensor:
+    """The compiled depth-wise correlation's call, the CPU kernel of the operator below."""
+    op = "hyperzzw::depthwise_conv"
+    kernels = _built(op)
+    _float32_cpu(op, y=y, k=k)
+    if y.ndim != 4 or k.ndim != 4 or int(k.shape[0]) != int(y.shape[1]) or int(k.shape[1]) != 1:
+        raise ValueError(
+            f"{op}: y must be (B, C, H, W) and k (C, 1, kh, kw), got {tuple(y.shape)} and {tuple(k.shape)}"
+        )
+    n, c, h, w = (int(v) for v in y.shape)
+    kh, kw = int(k.shape[2]), int(k.shape[3])
+    y_, k_ = y.contiguous(), k.contiguous()
+    out = torch.empty((n, c, h, w), dtype=y.dtype, device=y.device)
+    threads = torch.get_num_threads()
+    kernels.depthwise_conv(y_.data_ptr(), k_.data_ptr(), out.data_ptr(), n, c, h, w, kh, kw, turned, threads)
+    return out
+
+
+def _depthwise_conv_meta(y: torch.Tensor, k: torch.Tensor, turned: bool) -> torch.Tensor:
+    return torch.empty_like(y, memory_format=torch.contiguous_format)
+
+
+_LIBRARY.define("depthwise_conv(Tensor y, Tensor k, bool turned) -> Tensor")
+_LIBRARY.impl("depthwise_conv", _depthwise_conv_cpu, "CPU")
+_LIBRARY.impl("depthwise_conv", _depthwise_conv_meta, "Meta")
+
+
+def depthwise_conv(y: torch.Tensor, k: torch.Tensor, turned: bool) -> torch.Tensor:
+    """The depth-wise 'same' correlation D = k ⊛ y of spec §2.3 (``y`` (B, C, H, W), ``k``
+    (C, 1, kh, kw)) by the compiled kernel, through its torch operator; where ``turned``, the
+    correlation with k turned by 180°, which is the input gradient ∂Y of D at ∂D = ``y``. Each
+    element one float32 sum over k's elements in row-major order: oneDNN's NCHW forward and
+    input gradient to the bit (tests/test_cpu_kernels.py)."""
+    return torch.ops.hyperzzw.depthwise_conv(y, k, turned)
+
+
 def _depthwise_conv_backward(
     g: torch.Tensor, y: torch.Tensor, k: torch.Tensor, pad: list[int], want: list[bool]
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """(gy, gk) of :class:`DepthwiseConvOneDNN` (None where ``want`` says no): gy by oneDNN in
-    NCHW; gk by the compiled kernel in NCHW where it applies, else by oneDNN in channels-last, the
-    layout where oneDNN's weight gradient is fast."""
+    """(gy, gk) of :class:`DepthwiseConvOneDNN` (None where ``want`` says no): gy in NCHW by the
+    compiled correlation with k turned where it applies (:func:`compiled_depthwise_conv_applies`),
+    else by oneDNN, with the same bits; gk by the compiled kernel in NCHW where it applies, else by
+    oneDNN in channels-last, the layout where oneDNN's weight gradient is fast."""
     groups = int(y.shape[1])
 
     def grads(g: torch.Tensor, y: torch.Tensor, mask: tuple[bool, bool, bool]) -> tuple:
         return torch.ops.aten.convolution_backward(g, y, k, None, (1, 1), pad, (1, 1), False, (0, 0), groups, mask)
 
-    gy = grads(g.contiguous(), y, (True, False, False))[0] if want[0] else None
+    gy = None
+    if want[0] and compiled_depthwise_conv_applies(y, k, pad):
+        gy = depthwise_conv(g, k, True)
+    elif want[0]:
+        gy = grads(g.contiguous(), y, (True, False, False))[0]
     if not want[1]:
         return gy, None
     if compiled_weight_grad_applies(y, k, pad):
