@@ -352,3 +352,17 @@ def test_a_sum_mixing_dtypes_is_refused(given: str) -> None:
     xs = [x, x.double()]
     with pytest.raises(RuntimeError, match=r"(?i)type"):
         TB.torch_pointwise_linear_sum(torch, [w, w], b, xs if given == "list" else iter(xs))
+
+
+def test_the_bias_formed_once_gives_the_broadcast_views_bits() -> None:
+    """``concatenated_rows`` hands oneDNN's "add" a contiguous (O, N) β formed once per call; the
+    product with the broadcast view of β (what it was given before) has the same bits (the values
+    against float64: ``test_values_against_float64_products``)."""
+    rng = np.random.default_rng(11)
+    w = torch.from_numpy(rng.standard_normal((128, 64)).astype(np.float32))
+    b = torch.from_numpy(rng.standard_normal(128).astype(np.float32))
+    x = torch.from_numpy(rng.standard_normal((3, 64, N)).astype(np.float32))
+    got = TB.concatenated_rows(torch, (w,), b, (x,))
+    view = torch.reshape(b, (128, 1)).expand(128, N)
+    product = torch.ops.mkldnn._linear_pointwise.binary
+    assert torch.equal(got, torch.stack([product(w, view, x[s].t(), None, "add") for s in range(3)]))

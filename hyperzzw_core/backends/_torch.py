@@ -123,6 +123,14 @@ def concatenated_terms(torch: Any, xs: Sequence[Any], term: Term | None = None) 
     return sample
 
 
+def _bias_rows(torch: Any, b: Any, o: int, n: int) -> Any:
+    """β (O,) as the (O, N) array that oneDNN's product adds ("add" post-op), formed once for all
+    the samples of a call: given the broadcast view, the product forms it itself on every call
+    (the same bits; 5 to 12% of the products' time at O, I = 144 to 432, N = 1024, B = 32;
+    docs/speed.md, "Eighteenth session")."""
+    return torch.reshape(b, (o, 1)).expand(o, n).contiguous()
+
+
 def concatenated_rows(torch: Any, ws: Sequence[Any], b: Any, xs: Sequence[Any], term: Term | None = None) -> Any:
     """Σ_i W_i·x_i + β with every term at hand, as one oneDNN product per sample of the terms
     concatenated (:func:`onednn_concatenated`): y_b = [W_1 … W_n]·[a_1b; …; a_nb] + β (a_ib = x_ib,
@@ -130,7 +138,7 @@ def concatenated_rows(torch: Any, ws: Sequence[Any], b: Any, xs: Sequence[Any], 
     weights are concatenated once per call. The samples are stacked into (B, O, N) at the end."""
     product = torch.ops.mkldnn._linear_pointwise.binary  # looked up only here: other builds need not have it
     o, n = int(ws[0].shape[0]), int(xs[0].shape[2])
-    bias = torch.reshape(b, (o, 1)).expand(o, n)
+    bias = _bias_rows(torch, b, o, n)
     w = concatenated_weight(torch, ws)
     sample = concatenated_terms(torch, xs, term)
     return torch.stack([product(w, bias, sample(s).t(), None, "add") for s in range(int(xs[0].shape[0]))])
@@ -147,7 +155,7 @@ def _summed_rows(torch: Any, ws: Sequence[Any], b: Any, xs: Sequence[Any] | Iter
     batch, o, n = int(x0.shape[0]), int(ws[0].shape[0]), int(x0.shape[2])
     if any(routes):  # looked up only where routed (other builds and devices need not have it)
         product = torch.ops.mkldnn._linear_pointwise.binary
-        bias = torch.reshape(b, (o, 1)).expand(o, n)
+        bias = _bias_rows(torch, b, o, n)
     rows: list[Any] = []
     whole: Any = None  # the sum as one (B, O, N) array, or None while it is kept per sample in ``rows``
     for w, x, route in zip(ws, itertools.chain((x0,), terms), routes, strict=True):
