@@ -62,6 +62,7 @@ HEAVY: dict[str, str] = {
     "_fft_c2c": "convolution",
     "depthwise_conv": "convolution",  # the compiled CPU kernels (hyperzzw::depthwise_conv, …_weight_grad)
     "depthwise_weight_grad": "convolution",
+    "linear_rows": "gemm",  # the compiled CPU kernel of the point-wise linears (hyperzzw::linear_rows)
     "global_products": "gemm",  # the compiled CPU kernels of the global branch's products (hyperzzw::…)
     "global_products_backward": "gemm",
 }

@@ -187,13 +187,23 @@ onednn = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="to
 
 
 @onednn
-def test_the_call_floor_input_takes_the_product_routes_of_the_full_size() -> None:
-    """The torch path routes a float32 linear to oneDNN's per-sample product from O·I·N multiply-
-    adds per sample: a (128, 64) weight at 32×32 routes (2^23), at 9×9 it would not. The smaller
-    input of the call floor takes the full size's route (the threshold scaled by its share of the
-    positions, restored afterwards), so its calls match and it is the one used; the recorded
-    oneDNN products count as products."""
+@pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "onednn"])
+def test_the_call_floor_input_takes_the_product_routes_of_the_full_size(
+    monkeypatch: pytest.MonkeyPatch, compiled: bool
+) -> None:
+    """The torch path routes a float32 linear to oneDNN's per-sample product (or, where built, the
+    compiled product of all samples, which gives its bits) from O·I·N multiply-adds per sample: a
+    (128, 64) weight at 32×32 routes (2^23), at 9×9 it would not. The smaller input of the call
+    floor takes the full size's route (the threshold scaled by its share of the positions,
+    restored afterwards), so its calls match and it is the one used; the recorded products count
+    as products."""
     from hyperzzw_core.backends import _torch as routes
+    from hyperzzw_core.backends import _torch_functions as TF
+
+    if compiled and TF.cpu_kernels is None:
+        pytest.skip("the compiled CPU kernels are not built")
+    if not compiled:
+        monkeypatch.setattr(TF, "cpu_kernels", None)
 
     w, bias = torch.randn(128, 64), torch.randn(128)
 
@@ -203,12 +213,14 @@ def test_the_call_floor_input_takes_the_product_routes_of_the_full_size() -> Non
 
     full = make(2, (32, 32))
     kernels, reference = floor.record_calls(torch, full)
-    assert reference["_linear_pointwise"] == 2 and "baddbmm" not in reference
+    assert reference["linear_rows" if compiled else "_linear_pointwise"] == (1 if compiled else 2)
+    assert "baddbmm" not in reference
     assert {floor.category(f.overloadpacket.__name__) for (f, _a, _k) in kernels} == {"gemm"}
     threshold = routes.ONEDNN_MIN_PRODUCT
     got = floor.call_floor(torch, reference, make, 2, (32, 32), reps=3)
     assert routes.ONEDNN_MIN_PRODUCT == threshold
-    assert got["batch"] == 2 and got["shape"] == (4, 4), got
+    # one call of the compiled product for any batch: a batch of one makes the same calls
+    assert got["batch"] == (1 if compiled else 2) and got["shape"] == (4, 4), got
     with floor.same_product_routes(0.5):
         assert routes.onednn_rows(torch, [w], torch.ones(1, 64, 512)) == [True]
     assert routes.onednn_rows(torch, [w], torch.ones(1, 64, 512)) == [False]

@@ -238,6 +238,7 @@ def test_compiled_route_applies_only_where_the_kernel_computes_it(monkeypatch: p
     assert backends.compiled_kernels() == {
         "depthwise_conv": True,
         "depthwise_weight_grad": True,
+        "linear_rows": True,
         "standardize": True,
         "global_products": True,
     }
@@ -454,6 +455,133 @@ def test_depthwise_conv_route_and_operator_refusals(monkeypatch: pytest.MonkeyPa
         TF.depthwise_conv(y, torch.zeros(4, 1, 5, 3), False)
     monkeypatch.setattr(TF, "cpu_kernels", None)
     assert not TF.compiled_depthwise_conv_applies(y, k, (2, 1))
+
+
+# (B, O, (I_1, …), N): one term and several, depths in one K block (≤ 512), in blocks of 512
+# (≤ 1024) and of 1024 beyond, rows that are not whole panels of 6, widths that are not whole
+# strips of 32
+LR_CASES = [
+    (2, 12, (16,), 64),
+    (3, 7, (5, 9), 33),
+    (1, 13, (300, 400), 40),
+    (2, 6, (1100,), 17),
+    (1, 1, (1,), 1),
+    (2, 9, (4, 4, 4), 100),
+]
+
+
+def _lr_kernel(w: np.ndarray, b: np.ndarray | None, xs: list[np.ndarray], transposed: bool, threads: int) -> np.ndarray:
+    wc = np.ascontiguousarray(w, np.float32)
+    bc = None if b is None else np.ascontiguousarray(b, np.float32)
+    xc = [np.ascontiguousarray(x, np.float32) for x in xs]
+    o, depth = (wc.shape[1], wc.shape[0]) if transposed else wc.shape
+    batch, _, n = xc[0].shape
+    out = np.full((batch, o, n), np.nan, np.float32)
+    sr, sc = (1, o) if transposed else (depth, 1)
+    kernels.linear_rows(
+        wc.ctypes.data,
+        sr,
+        sc,
+        o,
+        0 if bc is None else bc.ctypes.data,
+        tuple(x.ctypes.data for x in xc),
+        tuple(x.shape[1] for x in xc),
+        out.ctypes.data,
+        batch,
+        n,
+        threads,
+    )
+    return out
+
+
+def _avx512() -> bool:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return " avx512f " in f.read()
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("transposed", [False, True], ids=["w", "w-transposed"])
+@pytest.mark.parametrize("case", LR_CASES, ids=lambda c: "x".join(map(str, c[:2])) + "-" + "+".join(map(str, c[2])))
+def test_linear_rows_matches_float64_and_onednns_bits(case: tuple[Any, ...], transposed: bool) -> None:
+    """The compiled product against two independent computations: float64 einsum, within the bound
+    of a float32 sum of I terms (β added last), and oneDNN's product per sample, whose order it
+    takes (K blocks of 512, or 1024 beyond a depth of 1024, added in order, then β): the same
+    bits where torch's oneDNN runs its AVX-512 kernels, the machines this order was measured on."""
+    batch, o, rows, n = case
+    depth = sum(rows)
+    rng = np.random.default_rng(depth + o)
+    w = rng.standard_normal((depth, o) if transposed else (o, depth)).astype(np.float32)
+    b = None if transposed else rng.standard_normal(o).astype(np.float32)
+    xs = [rng.standard_normal((batch, r, n)).astype(np.float32) for r in rows]
+    got = _lr_kernel(w, b, xs, transposed, threads=2)
+    x = np.concatenate(xs, axis=1).astype(np.float64)
+    lw = (w.T if transposed else w).astype(np.float64)
+    want = np.einsum("ok,bkn->bon", lw, x) + (0.0 if b is None else b.astype(np.float64)[:, None])
+    mag = np.einsum("ok,bkn->bon", np.abs(lw), np.abs(x)) + (0.0 if b is None else np.abs(b)[:, None])
+    eps = float(np.finfo(np.float32).eps)
+    assert np.all(np.abs(got - want) <= (depth + 2) * eps * mag + 1e-30)
+    if not _avx512():
+        return
+    tw, tx = torch.from_numpy(w), torch.from_numpy(np.concatenate(xs, axis=1))
+    product = torch.ops.mkldnn._linear_pointwise
+    if b is None:
+        left = tw.t() if transposed else tw
+        ref = torch.stack([product(left, tx[s].t(), None, "none", [None], "") for s in range(batch)])
+    else:
+        bias = torch.from_numpy(b).reshape(o, 1).expand(o, n).contiguous()
+        ref = torch.stack([product.binary(tw, bias, tx[s].t(), None, "add") for s in range(batch)])
+    assert torch.equal(torch.from_numpy(got), ref)
+
+
+def test_linear_rows_is_the_same_for_every_thread_count_and_split() -> None:
+    """The same bits for 1 to 64 threads, and for the terms given whole or split in rows."""
+    rng = np.random.default_rng(8)
+    w = rng.standard_normal((11, 700)).astype(np.float32)
+    b = rng.standard_normal(11).astype(np.float32)
+    x = rng.standard_normal((3, 700, 70)).astype(np.float32)
+    first = _lr_kernel(w, b, [x], False, threads=1)
+    for threads in (2, 3, 7, 64):
+        assert np.array_equal(_lr_kernel(w, b, [x], False, threads), first)
+    assert np.array_equal(_lr_kernel(w, b, [x[:, :1], x[:, 1:513], x[:, 513:]], False, 2), first)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"rows": (3, 0)}, "rows[1] must be positive, got 0"),
+        ({"rows": (3,)}, "rows must hold one count per term (2), got 1"),
+        ({"O": 0}, "O, B and N must be positive, got (0, 2, 4)"),
+        ({"threads": 0}, "threads must be at least 1, got 0"),
+        ({"xs": (0, 0)}, "xs[0] is a null data pointer"),
+        ({"xs": tuple(range(1, 34)), "rows": (1,) * 33}, "xs must hold 1 to 32 pointers, got 33"),
+    ],
+)
+def test_linear_rows_refuses_bad_arguments_by_name(change: dict[str, Any], message: str) -> None:
+    buf = np.zeros(64, np.float32)
+    p = buf.ctypes.data
+    args = {"a": p, "sr": 3, "sc": 1, "O": 2, "bias": 0, "xs": (p, p), "rows": (3, 1), "out": p}
+    args |= {"B": 2, "N": 4, "threads": 1} | change
+    with pytest.raises(ValueError, match=r"linear_rows: .*") as info:
+        kernels.linear_rows(*args.values())
+    assert message in str(info.value)
+    assert kernels.linear_rows_max_terms == 32
+
+
+def test_the_linear_rows_operator_refuses_by_name() -> None:
+    w, x = torch.zeros(4, 6), torch.zeros(2, 6, 5)
+    with pytest.raises(
+        ValueError, match=r"hyperzzw::linear_rows: xs\[1\] must be float32 on the CPU, got torch.float64"
+    ):
+        TF.linear_rows(w, None, [x[:, :3], x[:, 3:].double()], False)
+    with pytest.raises(
+        ValueError, match=r"hyperzzw::linear_rows: xs must share B and N and have 6 rows in all \(the depth of w\)"
+    ):
+        TF.linear_rows(w, None, [x[:, :4]], False)
+    with pytest.raises(ValueError, match=r"hyperzzw::linear_rows: b must have shape \(4,\), got \(6,\)"):
+        TF.linear_rows(w, torch.zeros(6), [x], False)
+    assert tuple(TF.linear_rows(w, None, [torch.zeros(2, 4, 5)], True).shape) == (2, 6, 5)
 
 
 STD_CASES = [(1, 12, 64), (4, 6, 33), (3, 5, 1024), (2, 3, 1), (1, 7, 15), (8, 2, 17)]
@@ -740,6 +868,7 @@ def test_every_operator_refuses_by_name_without_the_extension(monkeypatch: pytes
         "depthwise_conv": lambda: torch.ops.hyperzzw.depthwise_conv(t4, torch.zeros(2, 1, 3, 3), False),
         "depthwise_weight_grad": lambda: torch.ops.hyperzzw.depthwise_weight_grad(t4, t4, 3, 3),
         "standardize": lambda: torch.ops.hyperzzw.standardize(t3, 1e-5),
+        "linear_rows": lambda: torch.ops.hyperzzw.linear_rows(torch.zeros(2, 3), None, [t3], False),
         "global_products": lambda: torch.ops.hyperzzw.global_products(t4, [t4]),
         "global_products_backward": lambda: torch.ops.hyperzzw.global_products_backward(t4, [t4], [t4]),
     }

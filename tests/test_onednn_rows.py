@@ -106,12 +106,21 @@ def test_the_concatenated_rule_counts_every_term() -> None:
         torch.backends.mkldnn.enabled = True
 
 
+@pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "onednn"])
 @pytest.mark.parametrize("o", [128, 127], ids=["routed", "batched"])
-def test_the_calls_are_the_ones_the_rule_names(o: int) -> None:
+def test_the_calls_are_the_ones_the_rule_names(monkeypatch: pytest.MonkeyPatch, o: int, compiled: bool) -> None:
     """A routed linear and sum make only oneDNN products (no batched BLAS call): a linear and a sum
     at hand one per sample (the sum's weights concatenated once, its terms copied into one buffer
     per sample, although neither term would route alone), a generator of terms one per term and
-    sample; below the threshold only ``baddbmm``/``baddbmm_``."""
+    sample; below the threshold only ``baddbmm``/``baddbmm_``. Where the compiled kernels are
+    built, the linear and the sum at hand are one call of the compiled product each instead (the
+    terms read where they lie: no copies)."""
+    from hyperzzw_core.backends import _torch_functions as TF
+
+    if compiled and TF.cpu_kernels is None:
+        pytest.skip("the compiled CPU kernels are not built")
+    if not compiled:
+        monkeypatch.setattr(TF, "cpu_kernels", None)
     x, half = torch.ones(2, 64, N), torch.ones(2, 32, N)
     w, w_half, b = torch.ones(o, 64), torch.ones(o, 32), torch.ones(o)
     linear = _calls(lambda: TB.torch_pointwise_linear(torch, w, b, x))
@@ -123,7 +132,13 @@ def test_the_calls_are_the_ones_the_rule_names(o: int) -> None:
 
     onednn, batched = ("mkldnn._linear_pointwise",), ("aten.baddbmm", "aten.baddbmm_")
     every = linear + at_hand + generated
-    if o == 128:
+    if o == 128 and compiled:
+        kernel = ("hyperzzw.linear_rows",)
+        assert (count(linear, *kernel), count(at_hand, *kernel), count(generated, *onednn)) == (1, 1, 4), every
+        assert not count(linear + at_hand, *onednn) and not count(generated, *kernel), every
+        assert count(at_hand, "aten.cat") == 1 and not count(at_hand, "aten.copy_"), at_hand
+        assert not count(every, *batched), every
+    elif o == 128:
         assert (count(linear, *onednn), count(at_hand, *onednn), count(generated, *onednn)) == (2, 2, 4), every
         assert count(at_hand, "aten.cat") == 1 and count(at_hand, "aten.copy_") == 2 * 2, at_hand
         assert not count(every, *batched), every

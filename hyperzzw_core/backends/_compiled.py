@@ -17,7 +17,7 @@ from types import ModuleType
 EXTENSION = f"{__package__}._cpu_kernels"
 """The extension module's name."""
 
-KERNELS = ("depthwise_conv", "depthwise_weight_grad", "standardize", "global_products")
+KERNELS = ("depthwise_conv", "depthwise_weight_grad", "linear_rows", "standardize", "global_products")
 """The compiled kernels, by the name :func:`compiled_kernels` gives them (the extension builds
 them together)."""
 

@@ -4,7 +4,7 @@
  * backend takes torch's own kernels (oneDNN's convolutions, the native batch norm, the batched
  * matrix product) for the same quantities.
  *
- * depthwise_conv, standardize, global_products and global_products_backward: see below.
+ * depthwise_conv, linear_rows, standardize, global_products and global_products_backward: see below.
  *
  * depthwise_weight_grad: the weight gradient of a depth-wise 'same' correlation (spec §2.3,
  * the local branch's D = k_l ⊛ Y), float32 in, float64 out:
@@ -510,18 +510,124 @@ TARGETS static int global_products_backward(const gp_job_t *J, long threads) {
     return failed ? -1 : 0;
 }
 
+/* ---------------------------------------------------------------------------------------------
+ * linear_rows: the point-wise linear of the channel-first layout (spec §2.5) for every sample b,
+ * with one left factor L (O × I) shared by the samples:
+ *
+ *     out[b] = L · [x_1[b]; …; x_n[b]] + β                       (β optional)
+ *
+ * x_i (B, I_i, N) contiguous, Σ_i I_i = I, their rows read where they lie (the concatenation is
+ * never formed), out (B, O, N) contiguous; L's element (o, k) at a[o·sr + k·sc] (W as it lies,
+ * or Wᵀ for the input gradient). Each output element is one float32 sum over k in increasing
+ * order, k in blocks (512 up to I = 1024, else 1024), each block's sum formed from zero and the
+ * blocks added in order, then β added: the order of torch 2.13's oneDNN product on this machine
+ * (AVX-512), whose bits it gives (tests/test_cpu_kernels.py), and none that depends on the number
+ * of threads.
+ *
+ * L is packed once into panels of LR_MR rows (k-major); each (sample, 32-column strip) copies its
+ * strip of the x_i into a contiguous I × 32 block (rows of N floats lie 4 KiB apart at N = 1024,
+ * all in one set of the L1 cache), and every panel multiplies it with LR_MR × 32 sums in
+ * registers. At O, I = 72 to 1548, N = 1024, B = 32 on this machine's two cores, 1.3 to 1.9x
+ * oneDNN's product per sample (docs/speed.md, "Eighteenth session").
+ */
+#define LR_MR 6
+#define LR_NR (2 * VL)
+#define LR_MAX_TERMS 32
+#define LR_KB 512 /* the K block: 512 up to K = 1024, 1024 beyond (oneDNN's, measured: see above) */
+
+typedef struct {
+    const float *a, *bias, *x[LR_MAX_TERMS];
+    long rows[LR_MAX_TERMS], terms, sr, sc, O, I, B, N;
+    float *out;
+} lr_job_t;
+
+/* LR_MR × 32 sums of the panel ap (I × LR_MR, k-major) and the strip xs (I × 32), k in blocks of
+ * kb (each block's sum formed from zero, the blocks added in order, as oneDNN's product adds its
+ * K blocks); the first `rows` rows and `cols` columns stored at c (rows of ldc floats), β added
+ * last where given. */
+INLINE void lr_tile(const float *ap, const float *xs, long I, long kb, const float *bias, float *c, long ldc, long rows,
+                    long cols) {
+    v16 tot[LR_MR][2];
+    for (long k0 = 0; k0 < I; k0 += kb) {
+        const long k1 = k0 + kb < I ? k0 + kb : I;
+        v16 acc[LR_MR][2];
+        for (int r = 0; r < LR_MR; ++r) acc[r][0] = acc[r][1] = (v16){0};
+        for (long k = k0; k < k1; ++k) {
+            const v16 x0 = load16(xs + k * LR_NR), x1 = load16(xs + k * LR_NR + VL);
+            for (int r = 0; r < LR_MR; ++r) {
+                const float a = ap[k * LR_MR + r];
+                acc[r][0] += a * x0;
+                acc[r][1] += a * x1;
+            }
+        }
+        for (int r = 0; r < LR_MR; ++r)
+            for (int h = 0; h < 2; ++h) tot[r][h] = k0 == 0 ? acc[r][h] : tot[r][h] + acc[r][h];
+    }
+    for (long r = 0; r < rows; ++r) {
+        if (bias != NULL) {
+            tot[r][0] += bias[r];
+            tot[r][1] += bias[r];
+        }
+        if (cols == LR_NR) {
+            store16(c + r * ldc, tot[r][0]);
+            store16(c + r * ldc + VL, tot[r][1]);
+        } else {
+            float row[LR_NR];
+            store16(row, tot[r][0]);
+            store16(row + VL, tot[r][1]);
+            memcpy(c + r * ldc, row, (size_t)cols * sizeof(float));
+        }
+    }
+}
+
+/* 0 on success, -1 where memory could not be had. */
+TARGETS static int linear_rows(const lr_job_t *J, long threads) {
+    const long O = J->O, I = J->I, N = J->N, panels = (O + LR_MR - 1) / LR_MR, strips = (N + LR_NR - 1) / LR_NR;
+    const long kb = I <= 2 * LR_KB ? LR_KB : 2 * LR_KB;
+    float *ap = malloc((size_t)(panels * LR_MR * I) * sizeof(float));
+    if (ap == NULL) return -1;
+    for (long p = 0; p < panels; ++p)
+        for (long k = 0; k < I; ++k)
+            for (long r = 0; r < LR_MR; ++r) {
+                const long o = p * LR_MR + r;
+                ap[(p * I + k) * LR_MR + r] = o < O ? J->a[o * J->sr + k * J->sc] : 0.0f;
+            }
+    int failed = 0;
+#pragma omp parallel num_threads(threads) reduction(| : failed)
+    {
+        float *xs = calloc((size_t)(I * LR_NR), sizeof(float)); /* the strip; zero past N */
+        failed = xs == NULL;
+#pragma omp for schedule(static)
+        for (long q = 0; q < J->B * strips; ++q) {
+            if (xs == NULL) continue;
+            const long b = q / strips, j = q % strips * LR_NR, cols = N - j < LR_NR ? N - j : LR_NR;
+            long k = 0;
+            for (long t = 0; t < J->terms; ++t)
+                for (long i = 0; i < J->rows[t]; ++i, ++k)
+                    memcpy(xs + k * LR_NR, J->x[t] + (b * J->rows[t] + i) * N + j, (size_t)cols * sizeof(float));
+            for (long p = 0; p < panels; ++p) {
+                const long rows = O - p * LR_MR < LR_MR ? O - p * LR_MR : LR_MR;
+                lr_tile(ap + p * I * LR_MR, xs, I, kb, J->bias == NULL ? NULL : J->bias + p * LR_MR,
+                        J->out + (b * O + p * LR_MR) * N + j, N, rows, cols);
+            }
+        }
+        free(xs);
+    }
+    free(ap);
+    return failed ? -1 : 0;
+}
+
 /* Data pointers from a tuple of J ints into `into`; 0, or -1 with a Python error set. */
-static int pointers(PyObject *tuple, const char *name, long J, const float **into) {
+static int pointers(const char *op, PyObject *tuple, const char *name, long J, const float **into) {
     if (PyTuple_GET_SIZE(tuple) != J) {
-        PyErr_Format(PyExc_ValueError, "global_products: %s must hold %ld pointers, got %zd", name, J,
-                     PyTuple_GET_SIZE(tuple));
+        PyErr_Format(PyExc_ValueError, "%s: %s must hold %ld pointers, got %zd", op, name, J, PyTuple_GET_SIZE(tuple));
         return -1;
     }
     for (long j = 0; j < J; ++j) {
         const unsigned long long v = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(tuple, j));
         if (PyErr_Occurred()) return -1;
         if (v == 0) {
-            PyErr_Format(PyExc_ValueError, "global_products: %s[%ld] is a null data pointer", name, j);
+            PyErr_Format(PyExc_ValueError, "%s: %s[%ld] is a null data pointer", op, name, j);
             return -1;
         }
         into[j] = (const float *)(uintptr_t)v;
@@ -559,7 +665,8 @@ static PyObject *py_global_products(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "global_products: a is a null data pointer");
         return NULL;
     }
-    if (pointers(ys, "ys", job.J, job.y) != 0 || pointers(outs, "outs", job.J, (const float **)job.out) != 0)
+    if (pointers("global_products", ys, "ys", job.J, job.y) != 0 ||
+        pointers("global_products", outs, "outs", job.J, (const float **)job.out) != 0)
         return NULL;
     job.a = (const float *)(uintptr_t)a;
     job.P = (long)P;
@@ -584,8 +691,9 @@ static PyObject *py_global_products_backward(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "global_products_backward: a null data pointer");
         return NULL;
     }
-    if (pointers(ys, "ys", job.J, job.y) != 0 || pointers(gs, "gs", job.J, job.g) != 0 ||
-        pointers(outs, "outs", job.J, (const float **)job.out) != 0)
+    if (pointers("global_products_backward", ys, "ys", job.J, job.y) != 0 ||
+        pointers("global_products_backward", gs, "gs", job.J, job.g) != 0 ||
+        pointers("global_products_backward", outs, "outs", job.J, (const float **)job.out) != 0)
         return NULL;
     job.a = (const float *)(uintptr_t)a;
     job.ga = (float *)(uintptr_t)ga;
@@ -594,6 +702,63 @@ static PyObject *py_global_products_backward(PyObject *self, PyObject *args) {
     int rc;
     Py_BEGIN_ALLOW_THREADS
     rc = global_products_backward(&job, (long)threads);
+    Py_END_ALLOW_THREADS
+    if (rc != 0) return PyErr_NoMemory();
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_linear_rows(PyObject *self, PyObject *args) {
+    (void)self;
+    unsigned long long a, bias, out;
+    PyObject *xs, *rows;
+    Py_ssize_t sr, sc, O, B, N, threads;
+    lr_job_t job = {0};
+    if (!PyArg_ParseTuple(args, "KnnnKO!O!Knnn", &a, &sr, &sc, &O, &bias, &PyTuple_Type, &xs, &PyTuple_Type, &rows, &out,
+                          &B, &N, &threads))
+        return NULL;
+    job.terms = (long)PyTuple_GET_SIZE(xs);
+    if (job.terms < 1 || job.terms > LR_MAX_TERMS) {
+        PyErr_Format(PyExc_ValueError, "linear_rows: xs must hold 1 to %d pointers, got %ld", LR_MAX_TERMS, job.terms);
+        return NULL;
+    }
+    if (PyTuple_GET_SIZE(rows) != job.terms) {
+        PyErr_Format(PyExc_ValueError, "linear_rows: rows must hold one count per term (%ld), got %zd", job.terms,
+                     PyTuple_GET_SIZE(rows));
+        return NULL;
+    }
+    for (long t = 0; t < job.terms; ++t) {
+        job.rows[t] = PyLong_AsLong(PyTuple_GET_ITEM(rows, t));
+        if (PyErr_Occurred()) return NULL;
+        if (job.rows[t] < 1) {
+            PyErr_Format(PyExc_ValueError, "linear_rows: rows[%ld] must be positive, got %ld", t, job.rows[t]);
+            return NULL;
+        }
+        job.I += job.rows[t];
+    }
+    if (O < 1 || B < 1 || N < 1) {
+        PyErr_Format(PyExc_ValueError, "linear_rows: O, B and N must be positive, got (%zd, %zd, %zd)", O, B, N);
+        return NULL;
+    }
+    if (threads < 1) {
+        PyErr_Format(PyExc_ValueError, "linear_rows: threads must be at least 1, got %zd", threads);
+        return NULL;
+    }
+    if (a == 0 || out == 0) {
+        PyErr_SetString(PyExc_ValueError, "linear_rows: a null data pointer");
+        return NULL;
+    }
+    if (pointers("linear_rows", xs, "xs", job.terms, job.x) != 0) return NULL;
+    job.a = (const float *)(uintptr_t)a;
+    job.bias = bias == 0 ? NULL : (const float *)(uintptr_t)bias;
+    job.out = (float *)(uintptr_t)out;
+    job.sr = (long)sr;
+    job.sc = (long)sc;
+    job.O = (long)O;
+    job.B = (long)B;
+    job.N = (long)N;
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = linear_rows(&job, (long)threads);
     Py_END_ALLOW_THREADS
     if (rc != 0) return PyErr_NoMemory();
     Py_RETURN_NONE;
@@ -705,6 +870,10 @@ static PyMethodDef methods[] = {
      "depthwise_conv(x, k, out, B, C, H, W, kh, kw, threads): out[b,c,h,w] = "
      "sum_{i,j} k[c,i,j] * x[b,c,h+i-kh//2,w+j-kw//2] (zero outside the image) for the data "
      "pointers of float32 x and out (B, C, H, W) and k (C, kh, kw), contiguous; kh and kw odd."},
+    {"linear_rows", py_linear_rows, METH_VARARGS,
+     "linear_rows(a, sr, sc, O, bias, xs, rows, out, B, N, threads): out[b] = L @ concat_i(xs[i][b]) "
+     "(+ bias, a pointer or 0) for float32 L (O, sum(rows)) with L[o, k] at a[o*sr + k*sc], each "
+     "xs[i] (B, rows[i], N) and out (B, O, N) contiguous; xs a tuple of data pointers."},
     {"standardize", py_standardize, METH_VARARGS,
      "standardize(x, y, r, B, C, N, eps, threads): y = (x - mean)/sqrt(var + eps) and r = "
      "1/sqrt(var + eps) per channel c over (B, N) of float32 x (B, C, N), contiguous; r (C,)."},
@@ -754,6 +923,7 @@ PyMODINIT_FUNC PyInit__cpu_kernels(void) {
     }
     if (PyModule_AddIntConstant(m, "depthwise_conv_min_width", VL) != 0 ||
         PyModule_AddIntConstant(m, "global_products_max_terms", MAX_TERMS) != 0 ||
+        PyModule_AddIntConstant(m, "linear_rows_max_terms", LR_MAX_TERMS) != 0 ||
         PyModule_AddIntConstant(m, "global_products_row_block", 2 * VL) != 0) {
         Py_DECREF(m);
         return NULL;

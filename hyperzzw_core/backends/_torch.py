@@ -135,11 +135,18 @@ def concatenated_rows(torch: Any, ws: Sequence[Any], b: Any, xs: Sequence[Any], 
     """Σ_i W_i·x_i + β with every term at hand, as one oneDNN product per sample of the terms
     concatenated (:func:`onednn_concatenated`): y_b = [W_1 … W_n]·[a_1b; …; a_nb] + β (a_ib = x_ib,
     or formed by ``term``; :func:`concatenated_terms`), β fused by the product's "add". The
-    weights are concatenated once per call. The samples are stacked into (B, O, N) at the end."""
+    weights are concatenated once per call. The samples are stacked into (B, O, N) at the end.
+    Without ``term``, where the compiled kernels are built, one call of the compiled product
+    (``_torch_functions.linear_rows``) instead: oneDNN's bits, the x_i read where they lie."""
+    w = concatenated_weight(torch, ws)
+    if term is None:
+        from ._torch_functions import compiled_linear_rows_applies, linear_rows
+
+        if compiled_linear_rows_applies(xs):  # the same bits, in one call, the terms read where they lie
+            return linear_rows(w, b, xs, False)
     product = torch.ops.mkldnn._linear_pointwise.binary  # looked up only here: other builds need not have it
     o, n = int(ws[0].shape[0]), int(xs[0].shape[2])
     bias = _bias_rows(torch, b, o, n)
-    w = concatenated_weight(torch, ws)
     sample = concatenated_terms(torch, xs, term)
     return torch.stack([product(w, bias, sample(s).t(), None, "add") for s in range(int(xs[0].shape[0]))])
 

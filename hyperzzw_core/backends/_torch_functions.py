@@ -252,6 +252,76 @@ _LIBRARY.impl("depthwise_conv", _depthwise_conv_cpu, "CPU")
 _LIBRARY.impl("depthwise_conv", _depthwise_conv_meta, "Meta")
 
 
+def _linear_rows_cpu(w: torch.Tensor, b: torch.Tensor | None, xs: list[torch.Tensor], transposed: bool) -> torch.Tensor:
+    """The compiled point-wise linear's call, the CPU kernel of the operator below."""
+    op = "hyperzzw::linear_rows"
+    kernels = _built(op)
+    _float32_cpu(op, w=w, **({} if b is None else {"b": b}), **{f"xs[{i}]": x for i, x in enumerate(xs)})
+    o, depth = (int(w.shape[1]), int(w.shape[0])) if transposed else (int(w.shape[0]), int(w.shape[1]))
+    if w.ndim != 2 or not xs or any(x.ndim != 3 for x in xs):
+        raise ValueError(
+            f"{op}: w must be 2-D and xs a list of (B, I_i, N), got {tuple(w.shape)} and {[tuple(x.shape) for x in xs]}"
+        )
+    batch, n = int(xs[0].shape[0]), int(xs[0].shape[2])
+    rows = tuple(int(x.shape[1]) for x in xs)
+    if any(int(x.shape[0]) != batch or int(x.shape[2]) != n for x in xs) or sum(rows) != depth:
+        raise ValueError(
+            f"{op}: xs must share B and N and have {depth} rows in all (the depth of w{'ᵀ' if transposed else ''}), "
+            f"got {[tuple(x.shape) for x in xs]}"
+        )
+    if b is not None and tuple(b.shape) != (o,):
+        raise ValueError(f"{op}: b must have shape ({o},), got {tuple(b.shape)}")
+    if len(xs) > kernels.linear_rows_max_terms:
+        raise ValueError(f"{op}: at most {kernels.linear_rows_max_terms} terms, got {len(xs)}")
+    w_, xs_ = w.contiguous(), [x.contiguous() for x in xs]
+    b_ = None if b is None else b.contiguous()
+    out = torch.empty((batch, o, n), dtype=w.dtype, device=w.device)
+    sr, sc = (1, o) if transposed else (depth, 1)
+    kernels.linear_rows(
+        w_.data_ptr(),
+        sr,
+        sc,
+        o,
+        0 if b_ is None else b_.data_ptr(),
+        tuple(x.data_ptr() for x in xs_),
+        rows,
+        out.data_ptr(),
+        batch,
+        n,
+        torch.get_num_threads(),
+    )
+    return out
+
+
+def _linear_rows_meta(
+    w: torch.Tensor, b: torch.Tensor | None, xs: list[torch.Tensor], transposed: bool
+) -> torch.Tensor:
+    o = int(w.shape[1]) if transposed else int(w.shape[0])
+    return xs[0].new_empty((int(xs[0].shape[0]), o, int(xs[0].shape[2])))
+
+
+_LIBRARY.define("linear_rows(Tensor w, Tensor? b, Tensor[] xs, bool transposed) -> Tensor")
+_LIBRARY.impl("linear_rows", _linear_rows_cpu, "CPU")
+_LIBRARY.impl("linear_rows", _linear_rows_meta, "Meta")
+
+
+def linear_rows(w: torch.Tensor, b: torch.Tensor | None, xs: Sequence[torch.Tensor], transposed: bool) -> torch.Tensor:
+    """y_b = W·[x_1b; …; x_nb] + β (or Wᵀ·x_b where ``transposed``, W (O, I) then giving I rows) for
+    every sample b of x_i (B, I_i, N), by the compiled kernel through its torch operator: the
+    point-wise linear of spec §2.5 without forming the concatenation. Each element one float32
+    sum in oneDNN's order (K in blocks of 512, or 1024 beyond a depth of 1024, the blocks added
+    in order, then β): oneDNN's product's bits on this machine (tests/test_cpu_kernels.py), in
+    0.5 to 0.85 of its time at the ``cifar10()`` shapes (docs/speed.md, "Eighteenth session")."""
+    return torch.ops.hyperzzw.linear_rows(w, b, list(xs), transposed)
+
+
+def compiled_linear_rows_applies(xs: Sequence[torch.Tensor]) -> bool:
+    """Whether :func:`linear_rows` takes a product that oneDNN's route would take
+    (:func:`onednn_concatenated`, which has checked float32 on the CPU outside traces): the
+    kernels are installed and the terms are at most ``linear_rows_max_terms``."""
+    return cpu_kernels is not None and len(xs) <= cpu_kernels.linear_rows_max_terms
+
+
 def depthwise_conv(y: torch.Tensor, k: torch.Tensor, turned: bool) -> torch.Tensor:
     """The depth-wise 'same' correlation D = k ⊛ y of spec §2.3 (``y`` (B, C, H, W), ``k``
     (C, 1, kh, kw)) by the compiled kernel, through its torch operator; where ``turned``, the
@@ -314,6 +384,8 @@ def _linear_input_grad(g: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     the forward took oneDNN's route (:func:`onednn_rows`, the same O·I·N), oneDNN's product per
     sample (Wᵀ its left factor, g_bᵀ its strided weight), stacked."""
     if onednn_rows(torch, (w,), g)[0]:
+        if compiled_linear_rows_applies((g,)):  # the same bits, in one call
+            return linear_rows(w, None, (g,), True)
         product, wt = torch.ops.mkldnn._linear_pointwise, w.t()
         return torch.stack([product(wt, g[i].t(), None, "none", [None], "") for i in range(int(g.shape[0]))])
     return w.expand(int(g.shape[0]), *w.shape).transpose(1, 2).bmm(g)
