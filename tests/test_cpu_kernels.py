@@ -569,6 +569,32 @@ def test_linear_rows_refuses_bad_arguments_by_name(change: dict[str, Any], messa
     assert kernels.linear_rows_max_terms == 32
 
 
+def test_linear_rows_into_with_a_packed_factor_gives_linear_rows_bits() -> None:
+    """W (and Wᵀ) packed once and the samples multiplied one call each into their rows of one
+    output: the bits of one call of all samples (which the float64 and oneDNN tests hold)."""
+    rng = np.random.default_rng(9)
+    w = torch.from_numpy(rng.standard_normal((13, 1030)).astype(np.float32))
+    b = torch.from_numpy(rng.standard_normal(13).astype(np.float32))
+    x = torch.from_numpy(rng.standard_normal((3, 1030, 45)).astype(np.float32))
+    g = torch.from_numpy(rng.standard_normal((3, 13, 45)).astype(np.float32))
+    for transposed, bias, inp in ((False, b, x), (True, None, g)):
+        whole = TF.linear_rows(w, bias, [inp], transposed)
+        packed = TF.linear_pack(w, transposed)
+        o = int(whole.shape[1])
+        assert int(packed.numel()) == (o + 5) // 6 * 6 * int(inp.shape[1])
+        out = torch.full(tuple(whole.shape), float("nan"))
+        for s in range(3):
+            TF.linear_rows_into(out[s : s + 1], packed, o, bias, [inp[s : s + 1]])
+        assert torch.equal(out, whole)
+    packed = TF.linear_pack(w, False)
+    with pytest.raises(ValueError, match=r"hyperzzw::linear_rows_into: out must be \(1, 13, 45\) and packed hold"):
+        TF.linear_rows_into(torch.empty(1, 12, 45), packed, 13, b, [x[:1]])
+    with pytest.raises(ValueError, match=r"hyperzzw::linear_rows_into: out must be a contiguous \(B, O, N\)"):
+        TF.linear_rows_into(torch.empty(1, 45, 13).transpose(1, 2), packed, 13, b, [x[:1]])
+    with pytest.raises(ValueError, match=r"hyperzzw::linear_pack: w must be float32 on the CPU, got torch.float64"):
+        TF.linear_pack(w.double(), False)
+
+
 def test_the_linear_rows_operator_refuses_by_name() -> None:
     w, x = torch.zeros(4, 6), torch.zeros(2, 6, 5)
     with pytest.raises(
@@ -869,6 +895,8 @@ def test_every_operator_refuses_by_name_without_the_extension(monkeypatch: pytes
         "depthwise_weight_grad": lambda: torch.ops.hyperzzw.depthwise_weight_grad(t4, t4, 3, 3),
         "standardize": lambda: torch.ops.hyperzzw.standardize(t3, 1e-5),
         "linear_rows": lambda: torch.ops.hyperzzw.linear_rows(torch.zeros(2, 3), None, [t3], False),
+        "linear_pack": lambda: torch.ops.hyperzzw.linear_pack(torch.zeros(2, 3), False),
+        "linear_rows_into": lambda: torch.ops.hyperzzw.linear_rows_into(t3, torch.zeros(18), 2, None, [t3]),
         "global_products": lambda: torch.ops.hyperzzw.global_products(t4, [t4]),
         "global_products_backward": lambda: torch.ops.hyperzzw.global_products_backward(t4, [t4], [t4]),
     }

@@ -926,6 +926,7 @@ def test_cost_model_matches_torch_flop_counter() -> None:
     from torch.utils import flop_counter
     from torch.utils.flop_counter import FlopCounterMode
 
+    from hyperzzw_core.backends import _torch_functions  # noqa: F401  (registers the hyperzzw operators)
     from hyperzzw_core.benchmarks.costs import network_costs
 
     for cfg in (R.tiny(), R.cifar10().replace(input_shape=(3, 8, 8))):
@@ -940,6 +941,14 @@ def test_cost_model_matches_torch_flop_counter() -> None:
             inplace[torch.ops.mkldnn._linear_pointwise] = lambda x, *a, out_shape, **kw: (
                 2 * math.prod(x) * out_shape[-1]
             )
+        # where built, the compiled product takes them instead (all samples in one call, or one
+        # sample a call into its rows of the output): 2·B·O·N times the depth of its left factor
+        inplace[torch.ops.hyperzzw.linear_rows] = lambda w, b, xs, transposed, out_shape, **kw: (
+            2 * math.prod(out_shape) * w[0 if transposed else 1]
+        )
+        inplace[torch.ops.hyperzzw.linear_rows_into] = lambda out, packed, o, b, xs, **kw: (
+            2 * math.prod(out) * sum(x[1] for x in xs)
+        )
         with FlopCounterMode(display=False, custom_mapping=inplace) as fc:
             loss = model.loss(x, torch.zeros(3, dtype=torch.int64))
         fwd = {str(k): v for k, v in fc.get_flop_counts()["Global"].items()}
@@ -949,9 +958,10 @@ def test_cost_model_matches_torch_flop_counter() -> None:
         t = network_costs(cfg, 3, 4, train=True)
         model_f = sum(t.fwd[c].flops for c in ("gemm", "global", "conv"))
         model_b = sum(t.bwd[c].flops for c in ("gemm", "global", "conv"))
+        compiled = ("hyperzzw.linear_rows", "hyperzzw.linear_rows_into")
         products = ("aten.baddbmm", "aten.baddbmm_", "aten.bmm", "aten.convolution", "mkldnn._linear_pointwise")
-        counted_f = sum(fwd.get(k, 0) for k in products)
-        backward = ("aten.baddbmm", "aten.bmm", "aten.convolution_backward", "mkldnn._linear_pointwise")
+        counted_f = sum(fwd.get(k, 0) for k in products + compiled)
+        backward = ("aten.baddbmm", "aten.bmm", "aten.convolution_backward", "mkldnn._linear_pointwise", *compiled)
         counted_b = sum(bwd.get(k, 0) for k in backward)
         n = cfg.input_shape[1] * cfg.input_shape[2]
         counted_b -= sum(2 * x.shape[0] * n * 7 * c * c for c in cfg.block_channels)  # the recomputed products

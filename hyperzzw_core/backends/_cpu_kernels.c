@@ -536,7 +536,7 @@ TARGETS static int global_products_backward(const gp_job_t *J, long threads) {
 #define LR_KB 512 /* the K block: 512 up to K = 1024, 1024 beyond (oneDNN's, measured: see above) */
 
 typedef struct {
-    const float *a, *bias, *x[LR_MAX_TERMS];
+    const float *a, *packed, *bias, *x[LR_MAX_TERMS];
     long rows[LR_MAX_TERMS], terms, sr, sc, O, I, B, N;
     float *out;
 } lr_job_t;
@@ -580,18 +580,28 @@ INLINE void lr_tile(const float *ap, const float *xs, long I, long kb, const flo
     }
 }
 
-/* 0 on success, -1 where memory could not be had. */
-TARGETS static int linear_rows(const lr_job_t *J, long threads) {
-    const long O = J->O, I = J->I, N = J->N, panels = (O + LR_MR - 1) / LR_MR, strips = (N + LR_NR - 1) / LR_NR;
-    const long kb = I <= 2 * LR_KB ? LR_KB : 2 * LR_KB;
-    float *ap = malloc((size_t)(panels * LR_MR * I) * sizeof(float));
-    if (ap == NULL) return -1;
+/* The panels of L (ceil(O / LR_MR) · LR_MR · I floats, zero past row O), L's (o, k) at a[o·sr + k·sc]. */
+static void lr_pack(const float *a, long sr, long sc, long O, long I, float *ap) {
+    const long panels = (O + LR_MR - 1) / LR_MR;
     for (long p = 0; p < panels; ++p)
         for (long k = 0; k < I; ++k)
             for (long r = 0; r < LR_MR; ++r) {
                 const long o = p * LR_MR + r;
-                ap[(p * I + k) * LR_MR + r] = o < O ? J->a[o * J->sr + k * J->sc] : 0.0f;
+                ap[(p * I + k) * LR_MR + r] = o < O ? a[o * sr + k * sc] : 0.0f;
             }
+}
+
+/* 0 on success, -1 where memory could not be had. L packed here, or given packed (J->packed). */
+TARGETS static int linear_rows(const lr_job_t *J, long threads) {
+    const long O = J->O, I = J->I, N = J->N, panels = (O + LR_MR - 1) / LR_MR, strips = (N + LR_NR - 1) / LR_NR;
+    const long kb = I <= 2 * LR_KB ? LR_KB : 2 * LR_KB;
+    float *own = NULL;
+    if (J->packed == NULL) {
+        own = malloc((size_t)(panels * LR_MR * I) * sizeof(float));
+        if (own == NULL) return -1;
+        lr_pack(J->a, J->sr, J->sc, O, I, own);
+    }
+    const float *ap = J->packed != NULL ? J->packed : own;
     int failed = 0;
 #pragma omp parallel num_threads(threads) reduction(| : failed)
     {
@@ -613,7 +623,7 @@ TARGETS static int linear_rows(const lr_job_t *J, long threads) {
         }
         free(xs);
     }
-    free(ap);
+    free(own);
     return failed ? -1 : 0;
 }
 
@@ -707,6 +717,53 @@ static PyObject *py_global_products_backward(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* The terms, B, N and threads of a linear_rows call into `job`: 0, or -1 with a Python error set. */
+static int lr_terms(const char *op, PyObject *xs, PyObject *rows, Py_ssize_t O, Py_ssize_t B, Py_ssize_t N,
+                    Py_ssize_t threads, lr_job_t *job) {
+    job->terms = (long)PyTuple_GET_SIZE(xs);
+    if (job->terms < 1 || job->terms > LR_MAX_TERMS) {
+        PyErr_Format(PyExc_ValueError, "%s: xs must hold 1 to %d pointers, got %ld", op, LR_MAX_TERMS, job->terms);
+        return -1;
+    }
+    if (PyTuple_GET_SIZE(rows) != job->terms) {
+        PyErr_Format(PyExc_ValueError, "%s: rows must hold one count per term (%ld), got %zd", op, job->terms,
+                     PyTuple_GET_SIZE(rows));
+        return -1;
+    }
+    job->I = 0;
+    for (long t = 0; t < job->terms; ++t) {
+        job->rows[t] = PyLong_AsLong(PyTuple_GET_ITEM(rows, t));
+        if (PyErr_Occurred()) return -1;
+        if (job->rows[t] < 1) {
+            PyErr_Format(PyExc_ValueError, "%s: rows[%ld] must be positive, got %ld", op, t, job->rows[t]);
+            return -1;
+        }
+        job->I += job->rows[t];
+    }
+    if (O < 1 || B < 1 || N < 1) {
+        PyErr_Format(PyExc_ValueError, "%s: O, B and N must be positive, got (%zd, %zd, %zd)", op, O, B, N);
+        return -1;
+    }
+    if (threads < 1) {
+        PyErr_Format(PyExc_ValueError, "%s: threads must be at least 1, got %zd", op, threads);
+        return -1;
+    }
+    if (pointers(op, xs, "xs", job->terms, job->x) != 0) return -1;
+    job->O = (long)O;
+    job->B = (long)B;
+    job->N = (long)N;
+    return 0;
+}
+
+static PyObject *lr_run(lr_job_t *job, long threads) {
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = linear_rows(job, threads);
+    Py_END_ALLOW_THREADS
+    if (rc != 0) return PyErr_NoMemory();
+    Py_RETURN_NONE;
+}
+
 static PyObject *py_linear_rows(PyObject *self, PyObject *args) {
     (void)self;
     unsigned long long a, bias, out;
@@ -716,52 +773,54 @@ static PyObject *py_linear_rows(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "KnnnKO!O!Knnn", &a, &sr, &sc, &O, &bias, &PyTuple_Type, &xs, &PyTuple_Type, &rows, &out,
                           &B, &N, &threads))
         return NULL;
-    job.terms = (long)PyTuple_GET_SIZE(xs);
-    if (job.terms < 1 || job.terms > LR_MAX_TERMS) {
-        PyErr_Format(PyExc_ValueError, "linear_rows: xs must hold 1 to %d pointers, got %ld", LR_MAX_TERMS, job.terms);
-        return NULL;
-    }
-    if (PyTuple_GET_SIZE(rows) != job.terms) {
-        PyErr_Format(PyExc_ValueError, "linear_rows: rows must hold one count per term (%ld), got %zd", job.terms,
-                     PyTuple_GET_SIZE(rows));
-        return NULL;
-    }
-    for (long t = 0; t < job.terms; ++t) {
-        job.rows[t] = PyLong_AsLong(PyTuple_GET_ITEM(rows, t));
-        if (PyErr_Occurred()) return NULL;
-        if (job.rows[t] < 1) {
-            PyErr_Format(PyExc_ValueError, "linear_rows: rows[%ld] must be positive, got %ld", t, job.rows[t]);
-            return NULL;
-        }
-        job.I += job.rows[t];
-    }
-    if (O < 1 || B < 1 || N < 1) {
-        PyErr_Format(PyExc_ValueError, "linear_rows: O, B and N must be positive, got (%zd, %zd, %zd)", O, B, N);
-        return NULL;
-    }
-    if (threads < 1) {
-        PyErr_Format(PyExc_ValueError, "linear_rows: threads must be at least 1, got %zd", threads);
-        return NULL;
-    }
+    if (lr_terms("linear_rows", xs, rows, O, B, N, threads, &job) != 0) return NULL;
     if (a == 0 || out == 0) {
         PyErr_SetString(PyExc_ValueError, "linear_rows: a null data pointer");
         return NULL;
     }
-    if (pointers("linear_rows", xs, "xs", job.terms, job.x) != 0) return NULL;
     job.a = (const float *)(uintptr_t)a;
     job.bias = bias == 0 ? NULL : (const float *)(uintptr_t)bias;
     job.out = (float *)(uintptr_t)out;
     job.sr = (long)sr;
     job.sc = (long)sc;
-    job.O = (long)O;
-    job.B = (long)B;
-    job.N = (long)N;
-    int rc;
-    Py_BEGIN_ALLOW_THREADS
-    rc = linear_rows(&job, (long)threads);
-    Py_END_ALLOW_THREADS
-    if (rc != 0) return PyErr_NoMemory();
+    return lr_run(&job, (long)threads);
+}
+
+static PyObject *py_linear_pack(PyObject *self, PyObject *args) {
+    (void)self;
+    unsigned long long a, out;
+    Py_ssize_t sr, sc, O, I;
+    if (!PyArg_ParseTuple(args, "KnnnnK", &a, &sr, &sc, &O, &I, &out)) return NULL;
+    if (O < 1 || I < 1) {
+        PyErr_Format(PyExc_ValueError, "linear_pack: O and I must be positive, got (%zd, %zd)", O, I);
+        return NULL;
+    }
+    if (a == 0 || out == 0) {
+        PyErr_SetString(PyExc_ValueError, "linear_pack: a null data pointer");
+        return NULL;
+    }
+    lr_pack((const float *)(uintptr_t)a, (long)sr, (long)sc, (long)O, (long)I, (float *)(uintptr_t)out);
     Py_RETURN_NONE;
+}
+
+static PyObject *py_linear_rows_packed(PyObject *self, PyObject *args) {
+    (void)self;
+    unsigned long long packed, bias, out;
+    PyObject *xs, *rows;
+    Py_ssize_t O, B, N, threads;
+    lr_job_t job = {0};
+    if (!PyArg_ParseTuple(args, "KnKO!O!Knnn", &packed, &O, &bias, &PyTuple_Type, &xs, &PyTuple_Type, &rows, &out, &B,
+                          &N, &threads))
+        return NULL;
+    if (lr_terms("linear_rows_packed", xs, rows, O, B, N, threads, &job) != 0) return NULL;
+    if (packed == 0 || out == 0) {
+        PyErr_SetString(PyExc_ValueError, "linear_rows_packed: a null data pointer");
+        return NULL;
+    }
+    job.packed = (const float *)(uintptr_t)packed;
+    job.bias = bias == 0 ? NULL : (const float *)(uintptr_t)bias;
+    job.out = (float *)(uintptr_t)out;
+    return lr_run(&job, (long)threads);
 }
 
 static PyObject *py_standardize(PyObject *self, PyObject *args) {
@@ -874,6 +933,12 @@ static PyMethodDef methods[] = {
      "linear_rows(a, sr, sc, O, bias, xs, rows, out, B, N, threads): out[b] = L @ concat_i(xs[i][b]) "
      "(+ bias, a pointer or 0) for float32 L (O, sum(rows)) with L[o, k] at a[o*sr + k*sc], each "
      "xs[i] (B, rows[i], N) and out (B, O, N) contiguous; xs a tuple of data pointers."},
+    {"linear_pack", py_linear_pack, METH_VARARGS,
+     "linear_pack(a, sr, sc, O, I, out): L (O, I), L[o, k] at a[o*sr + k*sc], packed into out "
+     "(linear_pack_size(O, I) floats) for linear_rows_packed."},
+    {"linear_rows_packed", py_linear_rows_packed, METH_VARARGS,
+     "linear_rows_packed(packed, O, bias, xs, rows, out, B, N, threads): linear_rows with L given "
+     "packed by linear_pack (the same bits)."},
     {"standardize", py_standardize, METH_VARARGS,
      "standardize(x, y, r, B, C, N, eps, threads): y = (x - mean)/sqrt(var + eps) and r = "
      "1/sqrt(var + eps) per channel c over (B, N) of float32 x (B, C, N), contiguous; r (C,)."},
@@ -924,6 +989,7 @@ PyMODINIT_FUNC PyInit__cpu_kernels(void) {
     if (PyModule_AddIntConstant(m, "depthwise_conv_min_width", VL) != 0 ||
         PyModule_AddIntConstant(m, "global_products_max_terms", MAX_TERMS) != 0 ||
         PyModule_AddIntConstant(m, "linear_rows_max_terms", LR_MAX_TERMS) != 0 ||
+        PyModule_AddIntConstant(m, "linear_pack_rows", LR_MR) != 0 ||
         PyModule_AddIntConstant(m, "global_products_row_block", 2 * VL) != 0) {
         Py_DECREF(m);
         return NULL;

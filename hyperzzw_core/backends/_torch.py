@@ -139,15 +139,20 @@ def concatenated_rows(torch: Any, ws: Sequence[Any], b: Any, xs: Sequence[Any], 
     Without ``term``, where the compiled kernels are built, one call of the compiled product
     (``_torch_functions.linear_rows``) instead: oneDNN's bits, the x_i read where they lie."""
     w = concatenated_weight(torch, ws)
-    if term is None:
-        from ._torch_functions import compiled_linear_rows_applies, linear_rows
-
-        if compiled_linear_rows_applies(xs):  # the same bits, in one call, the terms read where they lie
-            return linear_rows(w, b, xs, False)
-    product = torch.ops.mkldnn._linear_pointwise.binary  # looked up only here: other builds need not have it
     o, n = int(ws[0].shape[0]), int(xs[0].shape[2])
-    bias = _bias_rows(torch, b, o, n)
+    from ._torch_functions import compiled_linear_rows_applies, linear_pack, linear_rows, linear_rows_into
+
+    if compiled_linear_rows_applies(xs) and term is None:  # the same bits, in one call, the terms where they lie
+        return linear_rows(w, b, xs, False)
     sample = concatenated_terms(torch, xs, term)
+    if compiled_linear_rows_applies(xs):  # the same bits, W packed once, each sample's buffer as it is formed
+        out = torch.empty((int(xs[0].shape[0]), o, n), dtype=xs[0].dtype, device=xs[0].device)
+        packed = linear_pack(w, False)
+        for s in range(int(xs[0].shape[0])):
+            linear_rows_into(out[s : s + 1], packed, o, b, (torch.unsqueeze(sample(s), 0),))
+        return out
+    product = torch.ops.mkldnn._linear_pointwise.binary  # looked up only here: other builds need not have it
+    bias = _bias_rows(torch, b, o, n)
     return torch.stack([product(w, bias, sample(s).t(), None, "add") for s in range(int(xs[0].shape[0]))])
 
 

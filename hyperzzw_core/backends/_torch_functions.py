@@ -315,6 +315,92 @@ def linear_rows(w: torch.Tensor, b: torch.Tensor | None, xs: Sequence[torch.Tens
     return torch.ops.hyperzzw.linear_rows(w, b, list(xs), transposed)
 
 
+def _linear_pack_cpu(w: torch.Tensor, transposed: bool) -> torch.Tensor:
+    """The compiled packing of W (or Wᵀ) for :func:`linear_rows_into`, the CPU kernel of the
+    operator below: a float32 vector of the left factor's 6-row panels."""
+    op = "hyperzzw::linear_pack"
+    kernels = _built(op)
+    _float32_cpu(op, w=w)
+    if w.ndim != 2:
+        raise ValueError(f"{op}: w must be 2-D, got {tuple(w.shape)}")
+    w_ = w.contiguous()
+    o, depth = (int(w.shape[1]), int(w.shape[0])) if transposed else (int(w.shape[0]), int(w.shape[1]))
+    rows = kernels.linear_pack_rows
+    out = torch.empty(((o + rows - 1) // rows * rows * depth,), dtype=w.dtype, device=w.device)
+    sr, sc = (1, o) if transposed else (depth, 1)
+    kernels.linear_pack(w_.data_ptr(), sr, sc, o, depth, out.data_ptr())
+    return out
+
+
+def _linear_pack_meta(w: torch.Tensor, transposed: bool) -> torch.Tensor:
+    o, depth = (int(w.shape[1]), int(w.shape[0])) if transposed else (int(w.shape[0]), int(w.shape[1]))
+    return w.new_empty(((o + 5) // 6 * 6 * depth,))
+
+
+def _linear_rows_into_cpu(
+    out: torch.Tensor, packed: torch.Tensor, o: int, b: torch.Tensor | None, xs: list[torch.Tensor]
+) -> None:
+    """The compiled product with the left factor packed (:func:`linear_pack`), written into
+    ``out`` (B, o, N), contiguous: the CPU kernel of the operator below."""
+    op = "hyperzzw::linear_rows_into"
+    kernels = _built(op)
+    _float32_cpu(op, out=out, packed=packed, **({} if b is None else {"b": b}))
+    _float32_cpu(op, **{f"xs[{i}]": x for i, x in enumerate(xs)})
+    if not xs or any(x.ndim != 3 for x in xs) or out.ndim != 3 or not out.is_contiguous():
+        raise ValueError(f"{op}: out must be a contiguous (B, O, N) and xs a list of (B, I_i, N)")
+    batch, n = int(xs[0].shape[0]), int(xs[0].shape[2])
+    rows = tuple(int(x.shape[1]) for x in xs)
+    depth, panel = sum(rows), kernels.linear_pack_rows
+    if tuple(out.shape) != (batch, o, n) or int(packed.numel()) != (o + panel - 1) // panel * panel * depth:
+        raise ValueError(
+            f"{op}: out must be ({batch}, {o}, {n}) and packed hold the panels of an ({o}, {depth}) factor, "
+            f"got {tuple(out.shape)} and {int(packed.numel())} values"
+        )
+    if any(int(x.shape[0]) != batch or int(x.shape[2]) != n for x in xs):
+        raise ValueError(f"{op}: xs must share B and N, got {[tuple(x.shape) for x in xs]}")
+    xs_ = [x.contiguous() for x in xs]
+    b_ = None if b is None else b.contiguous()
+    kernels.linear_rows_packed(
+        packed.data_ptr(),
+        o,
+        0 if b_ is None else b_.data_ptr(),
+        tuple(x.data_ptr() for x in xs_),
+        rows,
+        out.data_ptr(),
+        batch,
+        n,
+        torch.get_num_threads(),
+    )
+
+
+def _linear_rows_into_meta(
+    out: torch.Tensor, packed: torch.Tensor, o: int, b: torch.Tensor | None, xs: list[torch.Tensor]
+) -> None:
+    return None
+
+
+_LIBRARY.define("linear_pack(Tensor w, bool transposed) -> Tensor")
+_LIBRARY.impl("linear_pack", _linear_pack_cpu, "CPU")
+_LIBRARY.impl("linear_pack", _linear_pack_meta, "Meta")
+_LIBRARY.define("linear_rows_into(Tensor(a!) out, Tensor packed, int o, Tensor? b, Tensor[] xs) -> ()")
+_LIBRARY.impl("linear_rows_into", _linear_rows_into_cpu, "CPU")
+_LIBRARY.impl("linear_rows_into", _linear_rows_into_meta, "Meta")
+
+
+def linear_pack(w: torch.Tensor, transposed: bool) -> torch.Tensor:
+    """W (or Wᵀ where ``transposed``) packed once for many calls of :func:`linear_rows_into`."""
+    return torch.ops.hyperzzw.linear_pack(w, transposed)
+
+
+def linear_rows_into(
+    out: torch.Tensor, packed: torch.Tensor, o: int, b: torch.Tensor | None, xs: Sequence[torch.Tensor]
+) -> None:
+    """:func:`linear_rows` with the left factor packed by :func:`linear_pack` (o rows), written
+    into ``out``: the products of a call made sample by sample (a buffer formed per sample, the
+    weights packed once), with the same bits as one call of all samples."""
+    torch.ops.hyperzzw.linear_rows_into(out, packed, o, b, list(xs))
+
+
 def compiled_linear_rows_applies(xs: Sequence[torch.Tensor]) -> bool:
     """Whether :func:`linear_rows` takes a product that oneDNN's route would take
     (:func:`onednn_concatenated`, which has checked float32 on the CPU outside traces): the
@@ -413,7 +499,12 @@ def _concatenated_backward(
     product = torch.ops.mkldnn._linear_pointwise
     sizes = [int(w.shape[1]) for w in ws]
     g = g.contiguous()
-    w_t = concatenated_weight(torch, ws).t().contiguous() if each is not None else None
+    w_t = packed = grads = None
+    if each is not None and compiled_linear_rows_applies((g,)):  # Wᵀ packed once, one buffer for ∂a_b
+        packed = linear_pack(concatenated_weight(torch, ws), True)
+        grads = torch.empty((1, sum(sizes), int(g.shape[2])), dtype=g.dtype, device=g.device)
+    elif each is not None:
+        w_t = concatenated_weight(torch, ws).t().contiguous()
     total: torch.Tensor | None = None
     sample = concatenated_terms(torch, xs, term) if want_w else None
     for s in range(int(g.shape[0])):
@@ -423,7 +514,10 @@ def _concatenated_backward(
                 total = product(g[s], a, None, "none", [None], "")
             else:
                 total = product.binary(g[s], total, a, None, "add")
-        if each is not None:
+        if each is not None and grads is not None and packed is not None:
+            linear_rows_into(grads, packed, sum(sizes), None, (g[s : s + 1],))
+            each(s, list(torch.split(grads[0], sizes)))
+        elif each is not None:
             each(s, list(torch.split(product(w_t, g[s].t(), None, "none", [None], ""), sizes)))
     return None if total is None else list(torch.split(total, sizes, dim=1))
 
