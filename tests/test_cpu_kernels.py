@@ -314,6 +314,31 @@ def test_depthwise_functions_have_float64_gradients_on_both_routes(
     assert convs == ([False, False, True, False, True] if compiled and shape[-1] >= 16 else [])
 
 
+def test_the_mixers_routed_input_gradient_takes_the_compiled_product(monkeypatch: pytest.MonkeyPatch) -> None:
+    """At a size the point-wise linear routes (O·C·N = 128·128·1024), ``DepthwiseConvMixer`` forms
+    ∂D = Wᵀ·g by the compiled product (transposed), and every gradient stays within float32
+    rounding of float64 autograd."""
+    transposed: list[bool] = []
+    body = TF.linear_rows
+
+    def counted(w: torch.Tensor, b: Any, xs: Any, t: bool) -> torch.Tensor:
+        transposed.append(t)
+        return body(w, b, xs, t)
+
+    monkeypatch.setattr(TF, "linear_rows", counted)
+    rng = np.random.default_rng(12)
+    y = torch.from_numpy(rng.standard_normal((1, 128, 32, 32)).astype(np.float32)).requires_grad_()
+    k = torch.from_numpy((rng.standard_normal((128, 1, 3, 3)) / 3).astype(np.float32)).requires_grad_()
+    w = torch.from_numpy((rng.standard_normal((128, 128)) / 11).astype(np.float32)).requires_grad_()
+    b = torch.from_numpy(rng.standard_normal(128).astype(np.float32)).requires_grad_()
+    g = torch.from_numpy(rng.standard_normal((1, 128, 1024)).astype(np.float32))
+    got = torch.autograd.grad(TF.DepthwiseConvMixer.apply(y, k, w, b, (1, 1)), (y, k, w, b), g)
+    assert transposed == [False, True]  # the forward's product, then ∂D
+    for t, want, name in zip(got, _conv_mixer_f64(y, k, w, b, g), ("Y", "K", "W", "beta"), strict=True):
+        err = float((t.double() - want).abs().max() / want.abs().max())
+        assert err < 2e-6, (name, err)
+
+
 def test_the_float64_gradient_check_catches_a_planted_correlation_bug(monkeypatch: pytest.MonkeyPatch) -> None:
     """A kernel module whose correlation ignores ``turned`` (∂Y computed with k as it lies, the
     bug of a port that forgets the turn): ∂Y of ``DepthwiseConvOneDNN`` is then far from float64

@@ -875,8 +875,9 @@ class DepthwiseConvMixer(torch.autograd.Function):
         if want_b:
             gb = _linear_bias_grad(g)
         if (want_y or want_k) and compiled_weight_grad_applies(y4, k4, pad):
-            # ∂D = Wᵀ·g in NCHW, as the compiled weight gradient and oneDNN's NCHW input gradient read it
-            gd = torch.bmm(w.t().expand(n, c, o), g).view(n, c, h, wd)
+            # ∂D = Wᵀ·g in NCHW, as the compiled weight gradient and the NCHW input gradient read it: the
+            # products of the point-wise linear's input gradient (the compiled product where it routes)
+            gd = _linear_input_grad(g, w).view(n, c, h, wd)
             gy4_, gk4_ = _depthwise_conv_backward(gd, y4, k4, list(pad), [want_y, want_k])
             gy = gy4_.view(y.shape) if gy4_ is not None else None
             gk = gk4_.view(k.shape) if gk4_ is not None else None
