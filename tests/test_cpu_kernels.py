@@ -606,7 +606,9 @@ def test_linear_rows_into_with_a_packed_factor_gives_linear_rows_bits() -> None:
         whole = TF.linear_rows(w, bias, [inp], transposed)
         packed = TF.linear_pack(w, transposed)
         o = int(whole.shape[1])
-        assert int(packed.numel()) == (o + 5) // 6 * 6 * int(inp.shape[1])
+        rows = kernels.linear_pack_rows
+        assert int(packed.numel()) == (o + rows - 1) // rows * rows * int(inp.shape[1])
+        assert tuple(torch.ops.hyperzzw.linear_pack(w.to("meta"), transposed).shape) == tuple(packed.shape)
         out = torch.full(tuple(whole.shape), float("nan"))
         for s in range(3):
             TF.linear_rows_into(out[s : s + 1], packed, o, bias, [inp[s : s + 1]])

@@ -490,19 +490,18 @@ TARGETS static int global_products_backward(const gp_job_t *J, long threads) {
 #pragma omp parallel num_threads(threads) reduction(| : failed)
     {
         float *t = malloc((size_t)nn * sizeof(float)); /* Y_j[p]ᵀ */
-        if (t == NULL) {
-            failed = 1;
-        } else {
+        failed = t == NULL;
+        /* every thread meets the loop (a worksharing loop that some threads skip is undefined) */
 #pragma omp for schedule(static)
-            for (long p = 0; p < J->P; ++p) {
-                const long o = p * nn;
-                for (long j = 0; j < J->J; ++j) {
-                    mm(J->a + o, 1, n, J->g[j] + o, J->out[j] + o, n, 0); /* Ẑᵀ·∂G_j */
-                    const float *y = J->y[j] + o;
-                    for (long i = 0; i < n; ++i)
-                        for (long k = 0; k < n; ++k) t[k * n + i] = y[i * n + k];
-                    mm(J->g[j] + o, n, 1, t, J->ga + o, n, j > 0); /* ∂Ẑ += ∂G_j·Y_jᵀ */
-                }
+        for (long p = 0; p < J->P; ++p) {
+            if (t == NULL) continue;
+            const long o = p * nn;
+            for (long j = 0; j < J->J; ++j) {
+                mm(J->a + o, 1, n, J->g[j] + o, J->out[j] + o, n, 0); /* Ẑᵀ·∂G_j */
+                const float *y = J->y[j] + o;
+                for (long i = 0; i < n; ++i)
+                    for (long k = 0; k < n; ++k) t[k * n + i] = y[i * n + k];
+                mm(J->g[j] + o, n, 1, t, J->ga + o, n, j > 0); /* ∂Ẑ += ∂G_j·Y_jᵀ */
             }
         }
         free(t);

@@ -3,6 +3,7 @@ depthwise_conv_min_width: int
 global_products_max_terms: int
 global_products_row_block: int
 linear_rows_max_terms: int
+linear_pack_rows: int
 
 def depthwise_weight_grad(
     y: int, g: int, out: int, B: int, C: int, H: int, W: int, kh: int, kw: int, threads: int, /
@@ -14,6 +15,19 @@ def linear_rows(
     a: int,
     sr: int,
     sc: int,
+    O: int,
+    bias: int,
+    xs: tuple[int, ...],
+    rows: tuple[int, ...],
+    out: int,
+    B: int,
+    N: int,
+    threads: int,
+    /,
+) -> None: ...
+def linear_pack(a: int, sr: int, sc: int, O: int, I: int, out: int, /) -> None: ...
+def linear_rows_packed(
+    packed: int,
     O: int,
     bias: int,
     xs: tuple[int, ...],

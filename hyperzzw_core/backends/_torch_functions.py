@@ -334,7 +334,8 @@ def _linear_pack_cpu(w: torch.Tensor, transposed: bool) -> torch.Tensor:
 
 def _linear_pack_meta(w: torch.Tensor, transposed: bool) -> torch.Tensor:
     o, depth = (int(w.shape[1]), int(w.shape[0])) if transposed else (int(w.shape[0]), int(w.shape[1]))
-    return w.new_empty(((o + 5) // 6 * 6 * depth,))
+    rows = 1 if cpu_kernels is None else cpu_kernels.linear_pack_rows  # (without the kernels the call refuses)
+    return w.new_empty(((o + rows - 1) // rows * rows * depth,))
 
 
 def _linear_rows_into_cpu(
