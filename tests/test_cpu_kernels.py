@@ -618,8 +618,12 @@ def test_linear_rows_into_with_a_packed_factor_gives_linear_rows_bits() -> None:
         TF.linear_rows_into(torch.empty(1, 12, 45), packed, 13, b, [x[:1]])
     with pytest.raises(ValueError, match=r"hyperzzw::linear_rows_into: out must be a contiguous \(B, O, N\)"):
         TF.linear_rows_into(torch.empty(1, 45, 13).transpose(1, 2), packed, 13, b, [x[:1]])
+    with pytest.raises(ValueError, match=r"hyperzzw::linear_rows_into: b must have shape \(13,\), got \(12,\)"):
+        TF.linear_rows_into(torch.empty(1, 13, 45), packed, 13, b[:12], [x[:1]])
     with pytest.raises(ValueError, match=r"hyperzzw::linear_pack: w must be float32 on the CPU, got torch.float64"):
         TF.linear_pack(w.double(), False)
+    with pytest.raises(ValueError, match=r"hyperzzw::linear_pack: w must be 2-D, got \(13, 1030, 1\)"):
+        TF.linear_pack(w[..., None], False)
 
 
 def test_the_linear_rows_operator_refuses_by_name() -> None:
@@ -634,6 +638,12 @@ def test_the_linear_rows_operator_refuses_by_name() -> None:
         TF.linear_rows(w, None, [x[:, :4]], False)
     with pytest.raises(ValueError, match=r"hyperzzw::linear_rows: b must have shape \(4,\), got \(6,\)"):
         TF.linear_rows(w, torch.zeros(6), [x], False)
+    with pytest.raises(ValueError, match=r"hyperzzw::linear_rows: w must be 2-D, got \(4, 6, 1\)"):
+        TF.linear_rows(w[..., None], None, [x], False)
+    with pytest.raises(
+        ValueError, match=r"hyperzzw::linear_rows: xs must be a list of \(B, I_i, N\), got \[\(2, 6\)\]"
+    ):
+        TF.linear_rows(w, None, [x[:, :, 0]], False)
     assert tuple(TF.linear_rows(w, None, [torch.zeros(2, 4, 5)], True).shape) == (2, 6, 5)
 
 

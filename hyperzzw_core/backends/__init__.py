@@ -12,8 +12,9 @@ caller's namespace, looked up once per call by :func:`backend_for` (a dict keyed
 * :class:`JaxBackend` — JAX's erf, sigmoid and stop-gradient; tracers (jit, grad) have no device.
 
 The torch backend's CPU path also uses compiled kernels (``_cpu_kernels.c``: the depth-wise
-weight gradient, the standardisations' forward and the global branch's products), built at
-install where a C compiler is; :func:`compiled_kernels` says whether this installation has them.
+correlation and its gradients, the point-wise linears' products, the standardisations' forward
+and the global branch's products), built at install where a C compiler is;
+:func:`compiled_kernels` says whether this installation has them.
 
 Semi-public: adapters may import this package (its names without a leading underscore); users
 should not need to. Nothing here imports torch, CuPy or JAX: a library's module is read from

@@ -1,9 +1,10 @@
 """The optional compiled CPU kernels (``_cpu_kernels.c``), built at install where a C compiler is
 (pyproject.toml, ``optional = true``). Without them the torch backend takes torch's own kernels
-for the same quantities (oneDNN's depth-wise weight gradient, the native batch-norm forward, the
-batched matrix product); :func:`compiled_kernels` says which this installation has, and the
-benchmarks record it (benchmarks/machine.py). Importing this module imports no array library and
-does not load the extension: the torch backend loads it (:func:`load_cpu_kernels`) after torch.
+for the same quantities (oneDNN's depth-wise convolution and its gradients and its matrix
+product, the native batch-norm forward, the batched matrix product); :func:`compiled_kernels`
+says which this installation has, and the benchmarks record it (benchmarks/machine.py).
+Importing this module imports no array library and does not load the extension: the torch
+backend loads it (:func:`load_cpu_kernels`) after torch.
 """
 
 from __future__ import annotations

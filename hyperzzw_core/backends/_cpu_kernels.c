@@ -4,7 +4,8 @@
  * backend takes torch's own kernels (oneDNN's convolutions, the native batch norm, the batched
  * matrix product) for the same quantities.
  *
- * depthwise_conv, linear_rows, standardize, global_products and global_products_backward: see below.
+ * depthwise_conv, linear_rows (with linear_pack and linear_rows_packed), standardize,
+ * global_products and global_products_backward: see below.
  *
  * depthwise_weight_grad: the weight gradient of a depth-wise 'same' correlation (spec §2.3,
  * the local branch's D = k_l ⊛ Y), float32 in, float64 out:

@@ -136,16 +136,19 @@ def concatenated_rows(torch: Any, ws: Sequence[Any], b: Any, xs: Sequence[Any], 
     concatenated (:func:`onednn_concatenated`): y_b = [W_1 … W_n]·[a_1b; …; a_nb] + β (a_ib = x_ib,
     or formed by ``term``; :func:`concatenated_terms`), β fused by the product's "add". The
     weights are concatenated once per call. The samples are stacked into (B, O, N) at the end.
-    Without ``term``, where the compiled kernels are built, one call of the compiled product
-    (``_torch_functions.linear_rows``) instead: oneDNN's bits, the x_i read where they lie."""
+    Where the compiled kernels are built, the compiled product instead, with oneDNN's bits
+    (``_torch_functions.linear_rows``): without ``term`` one call of all samples, the x_i read
+    where they lie; with it, W packed once and each sample's buffer multiplied into its rows of
+    the output as it is formed."""
     w = concatenated_weight(torch, ws)
     o, n = int(ws[0].shape[0]), int(xs[0].shape[2])
     from ._torch_functions import compiled_linear_rows_applies, linear_pack, linear_rows, linear_rows_into
 
-    if compiled_linear_rows_applies(xs) and term is None:  # the same bits, in one call, the terms where they lie
+    compiled = compiled_linear_rows_applies(xs)
+    if compiled and term is None:
         return linear_rows(w, b, xs, False)
     sample = concatenated_terms(torch, xs, term)
-    if compiled_linear_rows_applies(xs):  # the same bits, W packed once, each sample's buffer as it is formed
+    if compiled:
         out = torch.empty((int(xs[0].shape[0]), o, n), dtype=xs[0].dtype, device=xs[0].device)
         packed = linear_pack(w, False)
         for s in range(int(xs[0].shape[0])):

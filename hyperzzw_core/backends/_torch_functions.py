@@ -117,46 +117,43 @@ class DepthwiseConvOneDNN(torch.autograd.Function):
         return gy_, gk_, None
 
 
-def compiled_weight_grad_applies(y: torch.Tensor, k: torch.Tensor, pad: Sequence[int]) -> bool:
-    """Whether :func:`compiled_depthwise_weight_grad` computes ∂K of a depth-wise convolution of
-    ``y`` (B, C, H, W) with ``k`` (C, 1, kh, kw) padded by ``pad``: the compiled kernels are
-    installed (:func:`hyperzzw_core.backends.compiled_kernels`), float32 on the CPU, 'same'
-    padding of an odd kh and a kw the kernel has (``depthwise_weight_grad_widths`` of the
-    extension, the widths its C source lists once), and not inside a torch.compile
-    trace (the kernel reads data pointers)."""
+def _compiled_same_odd(y: torch.Tensor, k: torch.Tensor, pad: Sequence[int]) -> ModuleType | None:
+    """The kernels' module where ``y`` (B, C, H, W), ``k`` (C, 1, kh, kw) and ``pad`` are what both
+    compiled depth-wise kernels need, else None: the kernels installed
+    (:func:`hyperzzw_core.backends.compiled_kernels`), float32 on the CPU, odd kh and kw with
+    'same' padding, and no torch.compile trace (the kernels read data pointers)."""
     if cpu_kernels is None or y.ndim != 4 or k.ndim != 4 or torch.compiler.is_compiling():
-        return False
+        return None
     kh, kw = int(k.shape[2]), int(k.shape[3])
-    return (
-        y.device.type == "cpu"
-        and y.dtype == torch.float32
-        and k.dtype == torch.float32
-        and kh % 2 == 1
-        and kw in cpu_kernels.depthwise_weight_grad_widths
-        and tuple(int(p) for p in pad) == (kh // 2, kw // 2)
-    )
-
-
-def compiled_depthwise_conv_applies(y: torch.Tensor, k: torch.Tensor, pad: Sequence[int]) -> bool:
-    """Whether the compiled depth-wise correlation (:func:`depthwise_conv`) computes the forward
-    and the input gradient of a depth-wise convolution of ``y`` (B, C, H, W) with ``k``
-    (C, 1, kh, kw) padded by ``pad``: the compiled kernels are installed, float32 on the CPU,
-    'same' padding of odd kh and kw, rows at least ``depthwise_conv_min_width`` (16) wide, and not
-    inside a torch.compile trace (the kernel reads data pointers). Narrower images stay with
-    oneDNN, which vectorises over channels there: at 8 × 8 it is up to 2x faster than the kernel
-    for 7 × 7 and 9 × 9 kernels (docs/speed.md, "Eighteenth session")."""
-    if cpu_kernels is None or y.ndim != 4 or k.ndim != 4 or torch.compiler.is_compiling():
-        return False
-    kh, kw = int(k.shape[2]), int(k.shape[3])
-    return (
+    fits = (
         y.device.type == "cpu"
         and y.dtype == torch.float32
         and k.dtype == torch.float32
         and kh % 2 == 1
         and kw % 2 == 1
-        and int(y.shape[3]) >= cpu_kernels.depthwise_conv_min_width
         and tuple(int(p) for p in pad) == (kh // 2, kw // 2)
     )
+    return cpu_kernels if fits else None
+
+
+def compiled_weight_grad_applies(y: torch.Tensor, k: torch.Tensor, pad: Sequence[int]) -> bool:
+    """Whether :func:`compiled_depthwise_weight_grad` computes ∂K of a depth-wise convolution of
+    ``y`` (B, C, H, W) with ``k`` (C, 1, kh, kw) padded by ``pad``: :func:`_compiled_same_odd`,
+    and a kw the kernel has (``depthwise_weight_grad_widths`` of the extension, the widths its C
+    source lists once)."""
+    kernels = _compiled_same_odd(y, k, pad)
+    return kernels is not None and int(k.shape[3]) in kernels.depthwise_weight_grad_widths
+
+
+def compiled_depthwise_conv_applies(y: torch.Tensor, k: torch.Tensor, pad: Sequence[int]) -> bool:
+    """Whether the compiled depth-wise correlation (:func:`depthwise_conv`) computes the forward
+    and the input gradient of a depth-wise convolution of ``y`` (B, C, H, W) with ``k``
+    (C, 1, kh, kw) padded by ``pad``: :func:`_compiled_same_odd`, and rows at least
+    ``depthwise_conv_min_width`` (16) wide. Narrower images stay with oneDNN, which vectorises
+    over channels there: at 8 × 8 it is up to 2x faster than the kernel for 7 × 7 and 9 × 9
+    kernels (docs/speed.md, "Eighteenth session")."""
+    kernels = _compiled_same_odd(y, k, pad)
+    return kernels is not None and int(y.shape[3]) >= kernels.depthwise_conv_min_width
 
 
 def compiled_depthwise_weight_grad(g: torch.Tensor, y: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
@@ -252,31 +249,55 @@ _LIBRARY.impl("depthwise_conv", _depthwise_conv_cpu, "CPU")
 _LIBRARY.impl("depthwise_conv", _depthwise_conv_meta, "Meta")
 
 
-def _linear_rows_cpu(w: torch.Tensor, b: torch.Tensor | None, xs: list[torch.Tensor], transposed: bool) -> torch.Tensor:
-    """The compiled point-wise linear's call, the CPU kernel of the operator below."""
-    op = "hyperzzw::linear_rows"
-    kernels = _built(op)
-    _float32_cpu(op, w=w, **({} if b is None else {"b": b}), **{f"xs[{i}]": x for i, x in enumerate(xs)})
-    o, depth = (int(w.shape[1]), int(w.shape[0])) if transposed else (int(w.shape[0]), int(w.shape[1]))
-    if w.ndim != 2 or not xs or any(x.ndim != 3 for x in xs):
-        raise ValueError(
-            f"{op}: w must be 2-D and xs a list of (B, I_i, N), got {tuple(w.shape)} and {[tuple(x.shape) for x in xs]}"
-        )
+def _linear_terms(
+    op: str, kernels: ModuleType, b: torch.Tensor | None, xs: list[torch.Tensor], depth: int, o: int
+) -> tuple[int, int, tuple[int, ...]]:
+    """(B, N, (I_1, …)) of the terms x_i (B, I_i, N) of a compiled product whose left factor is
+    (o, depth), after the checks both product operators make (float32 CPU checked by the caller):
+    each term 3-D, one B and N, ``depth`` rows in all, at most ``linear_rows_max_terms`` terms, β
+    of shape (o,)."""
+    if not xs or any(x.ndim != 3 for x in xs):
+        raise ValueError(f"{op}: xs must be a list of (B, I_i, N), got {[tuple(x.shape) for x in xs]}")
     batch, n = int(xs[0].shape[0]), int(xs[0].shape[2])
     rows = tuple(int(x.shape[1]) for x in xs)
     if any(int(x.shape[0]) != batch or int(x.shape[2]) != n for x in xs) or sum(rows) != depth:
         raise ValueError(
-            f"{op}: xs must share B and N and have {depth} rows in all (the depth of w{'ᵀ' if transposed else ''}), "
+            f"{op}: xs must share B and N and have {depth} rows in all (the depth of w), "
             f"got {[tuple(x.shape) for x in xs]}"
         )
     if b is not None and tuple(b.shape) != (o,):
         raise ValueError(f"{op}: b must have shape ({o},), got {tuple(b.shape)}")
     if len(xs) > kernels.linear_rows_max_terms:
         raise ValueError(f"{op}: at most {kernels.linear_rows_max_terms} terms, got {len(xs)}")
+    return batch, n, rows
+
+
+def _left_factor(w: torch.Tensor, transposed: bool) -> tuple[int, int, int, int]:
+    """(O, I, sr, sc) of the left factor L = W (or Wᵀ) of W (O_w, I_w) as it lies (contiguous):
+    L (O, I), its element (o, k) at w[o·sr + k·sc]."""
+    if transposed:
+        return int(w.shape[1]), int(w.shape[0]), 1, int(w.shape[1])
+    return int(w.shape[0]), int(w.shape[1]), int(w.shape[1]), 1
+
+
+def _packed_size(kernels: ModuleType, o: int, depth: int) -> int:
+    """The floats of an (o, depth) left factor packed in panels of ``linear_pack_rows`` rows."""
+    rows = kernels.linear_pack_rows
+    return (o + rows - 1) // rows * rows * depth
+
+
+def _linear_rows_cpu(w: torch.Tensor, b: torch.Tensor | None, xs: list[torch.Tensor], transposed: bool) -> torch.Tensor:
+    """The compiled point-wise linear's call, the CPU kernel of the operator below."""
+    op = "hyperzzw::linear_rows"
+    kernels = _built(op)
+    _float32_cpu(op, w=w, **({} if b is None else {"b": b}), **{f"xs[{i}]": x for i, x in enumerate(xs)})
+    if w.ndim != 2:
+        raise ValueError(f"{op}: w must be 2-D, got {tuple(w.shape)}")
+    o, depth, sr, sc = _left_factor(w, transposed)
+    batch, n, rows = _linear_terms(op, kernels, b, xs, depth, o)
     w_, xs_ = w.contiguous(), [x.contiguous() for x in xs]
     b_ = None if b is None else b.contiguous()
     out = torch.empty((batch, o, n), dtype=w.dtype, device=w.device)
-    sr, sc = (1, o) if transposed else (depth, 1)
     kernels.linear_rows(
         w_.data_ptr(),
         sr,
@@ -323,19 +344,16 @@ def _linear_pack_cpu(w: torch.Tensor, transposed: bool) -> torch.Tensor:
     _float32_cpu(op, w=w)
     if w.ndim != 2:
         raise ValueError(f"{op}: w must be 2-D, got {tuple(w.shape)}")
+    o, depth, sr, sc = _left_factor(w, transposed)
     w_ = w.contiguous()
-    o, depth = (int(w.shape[1]), int(w.shape[0])) if transposed else (int(w.shape[0]), int(w.shape[1]))
-    rows = kernels.linear_pack_rows
-    out = torch.empty(((o + rows - 1) // rows * rows * depth,), dtype=w.dtype, device=w.device)
-    sr, sc = (1, o) if transposed else (depth, 1)
+    out = torch.empty((_packed_size(kernels, o, depth),), dtype=w.dtype, device=w.device)
     kernels.linear_pack(w_.data_ptr(), sr, sc, o, depth, out.data_ptr())
     return out
 
 
 def _linear_pack_meta(w: torch.Tensor, transposed: bool) -> torch.Tensor:
-    o, depth = (int(w.shape[1]), int(w.shape[0])) if transposed else (int(w.shape[0]), int(w.shape[1]))
-    rows = 1 if cpu_kernels is None else cpu_kernels.linear_pack_rows  # (without the kernels the call refuses)
-    return w.new_empty(((o + rows - 1) // rows * rows * depth,))
+    o, depth, _, _ = _left_factor(w, transposed)
+    return w.new_empty((_packed_size(_built("hyperzzw::linear_pack"), o, depth),))
 
 
 def _linear_rows_into_cpu(
@@ -345,20 +363,17 @@ def _linear_rows_into_cpu(
     ``out`` (B, o, N), contiguous: the CPU kernel of the operator below."""
     op = "hyperzzw::linear_rows_into"
     kernels = _built(op)
-    _float32_cpu(op, out=out, packed=packed, **({} if b is None else {"b": b}))
-    _float32_cpu(op, **{f"xs[{i}]": x for i, x in enumerate(xs)})
-    if not xs or any(x.ndim != 3 for x in xs) or out.ndim != 3 or not out.is_contiguous():
-        raise ValueError(f"{op}: out must be a contiguous (B, O, N) and xs a list of (B, I_i, N)")
-    batch, n = int(xs[0].shape[0]), int(xs[0].shape[2])
-    rows = tuple(int(x.shape[1]) for x in xs)
-    depth, panel = sum(rows), kernels.linear_pack_rows
-    if tuple(out.shape) != (batch, o, n) or int(packed.numel()) != (o + panel - 1) // panel * panel * depth:
+    terms = {f"xs[{i}]": x for i, x in enumerate(xs)}
+    _float32_cpu(op, out=out, packed=packed, **({} if b is None else {"b": b}), **terms)
+    if out.ndim != 3 or not out.is_contiguous():
+        raise ValueError(f"{op}: out must be a contiguous (B, O, N), got shape {tuple(out.shape)}")
+    depth = sum(int(x.shape[1]) for x in xs if x.ndim == 3)
+    batch, n, rows = _linear_terms(op, kernels, b, xs, depth, o)
+    if tuple(out.shape) != (batch, o, n) or int(packed.numel()) != _packed_size(kernels, o, depth):
         raise ValueError(
             f"{op}: out must be ({batch}, {o}, {n}) and packed hold the panels of an ({o}, {depth}) factor, "
             f"got {tuple(out.shape)} and {int(packed.numel())} values"
         )
-    if any(int(x.shape[0]) != batch or int(x.shape[2]) != n for x in xs):
-        raise ValueError(f"{op}: xs must share B and N, got {[tuple(x.shape) for x in xs]}")
     xs_ = [x.contiguous() for x in xs]
     b_ = None if b is None else b.contiguous()
     kernels.linear_rows_packed(
