@@ -492,6 +492,7 @@ LR_CASES = [
     (2, 6, (1100,), 17),
     (1, 1, (1,), 1),
     (2, 9, (4, 4, 4), 100),
+    (1, 7, (600, 500), 35),
 ]
 
 
@@ -561,7 +562,8 @@ def test_linear_rows_matches_float64_and_onednns_bits(case: tuple[Any, ...], tra
 
 
 def test_linear_rows_is_the_same_for_every_thread_count_and_split() -> None:
-    """The same bits for 1 to 64 threads, and for the terms given whole or split in rows."""
+    """The same bits for 1 to 64 threads, for the terms given whole or split in rows, and for each
+    sample alone (the left factor then read as it lies, not packed), W and Wᵀ."""
     rng = np.random.default_rng(8)
     w = rng.standard_normal((11, 700)).astype(np.float32)
     b = rng.standard_normal(11).astype(np.float32)
@@ -570,6 +572,11 @@ def test_linear_rows_is_the_same_for_every_thread_count_and_split() -> None:
     for threads in (2, 3, 7, 64):
         assert np.array_equal(_lr_kernel(w, b, [x], False, threads), first)
     assert np.array_equal(_lr_kernel(w, b, [x[:, :1], x[:, 1:513], x[:, 513:]], False, 2), first)
+    g = rng.standard_normal((3, 11, 70)).astype(np.float32)
+    back = _lr_kernel(w, None, [g], True, threads=2)
+    for s in range(3):
+        assert np.array_equal(_lr_kernel(w, b, [x[s : s + 1]], False, 2), first[s : s + 1])
+        assert np.array_equal(_lr_kernel(w, None, [g[s : s + 1]], True, 2), back[s : s + 1])
 
 
 @pytest.mark.parametrize(

@@ -311,9 +311,11 @@ def _gelu_np(x: np.ndarray) -> np.ndarray:
     return (0.5 * x * (1.0 + erf(x / np.sqrt(2.0).astype(x.dtype)))).astype(x.dtype)
 
 
+@pytest.mark.parametrize("batch", [1, 2])
 @pytest.mark.parametrize("layout", ["contiguous", "positions first", "channel slice"])
-def test_gelu_terms_through_the_buffer(layout: str) -> None:
-    """``GeluProductSum`` at a routed size (its terms' GELUs written into each sample's buffer):
+def test_gelu_terms_through_the_buffer(layout: str, batch: int) -> None:
+    """``GeluProductSum`` at a routed size (its terms' GELUs written into each sample's buffer, or
+    for a single sample into arrays of their own, the other terms read where they lie):
     Σ_i W_i·a_i + β with a_i = GELU(x_i) for two terms, x_i for one and a spatial map added to
     one, the inputs laid out as ``layout``, against float64 (SciPy's erf, NumPy's einsum), within
     the float32 policy."""
@@ -321,7 +323,7 @@ def test_gelu_terms_through_the_buffer(layout: str) -> None:
 
     rng = np.random.default_rng(14)
     ins, on, has = [64, 32, 32], [True, False, True], [False, False, True]
-    ws, bias, xs = _case(rng, 2, 128, ins)
+    ws, bias, xs = _case(rng, batch, 128, ins)
     m = rng.standard_normal(N).astype(np.float32)
     tx = [torch.from_numpy(x) for x in xs]
     if layout == "positions first":  # (B, I, N) read from (B, N, I) storage
@@ -340,7 +342,7 @@ def test_gelu_terms_through_the_buffer(layout: str) -> None:
         return out
 
     want, low = _sum_np(ws, bias, acts(np.float64), np.float64), _sum_np(ws, bias, acts(np.float32), np.float32)
-    assert got.shape == (2, 128, N) and got.is_contiguous()
+    assert got.shape == (batch, 128, N) and got.is_contiguous()
     assert_close(got, want, dtype="float32", ref_low=low, name=f"GELU terms, {layout}")
 
 
@@ -352,7 +354,9 @@ def test_a_gelu_term_into_a_strided_out() -> None:
 
     x = np.random.default_rng(15).standard_normal((64, 256)).astype(np.float32)
     out = torch.zeros(64, 512)[:, :256]
-    TF.GeluProductSum._term(((True, False),), [None])(0, torch.from_numpy(x), out)
+    term = TF.GeluProductSum._term(((True, False),), [None])
+    assert term.formed == (True,)
+    term.write(0, torch.from_numpy(x), out)
     assert_close(
         out, _gelu_np(x.astype(np.float64)), dtype="float32", ref_low=_gelu_np(x), name="GELU into a column slice"
     )

@@ -524,7 +524,8 @@ TARGETS static int global_products_backward(const gp_job_t *J, long threads) {
  * (AVX-512), whose bits it gives (tests/test_cpu_kernels.py), and none that depends on the number
  * of threads.
  *
- * L is packed once into panels of LR_MR rows (k-major); each (sample, 32-column strip) copies its
+ * L is packed once into panels of LR_MR rows (k-major), or read as it lies for a single sample
+ * (LR_PACK_MIN_B; the same sums in the same order); each (sample, 32-column strip) copies its
  * strip of the x_i into a contiguous I × 32 block (rows of N floats lie 4 KiB apart at N = 1024,
  * all in one set of the L1 cache), and every panel multiplies it with LR_MR × 32 sums in
  * registers. At O, I = 72 to 1548, N = 1024, B = 32 on this machine's two cores, 1.3 to 1.9x
@@ -534,6 +535,9 @@ TARGETS static int global_products_backward(const gp_job_t *J, long threads) {
 #define LR_NR (2 * VL)
 #define LR_MAX_TERMS 32
 #define LR_KB 512 /* the K block: 512 up to K = 1024, 1024 beyond (oneDNN's, measured: see above) */
+/* L is packed where at least this many samples read it; one sample reads it as it lies (the pack,
+ * a pass over L, cost about 10% of a single sample's product at O, I = 72 to 432, N = 1024). */
+#define LR_PACK_MIN_B 2
 
 typedef struct {
     const float *a, *packed, *bias, *x[LR_MAX_TERMS];
@@ -541,12 +545,15 @@ typedef struct {
     float *out;
 } lr_job_t;
 
-/* LR_MR × 32 sums of the panel ap (I × LR_MR, k-major) and the strip xs (I × 32), k in blocks of
+/* LR_MR × 32 sums of a panel of L (its row r's element k at ap[r·ar + k·ak]: packed, ar = 1 and
+ * ak = LR_MR; as it lies, L's strides) and the strip xs (I × 32), k in blocks of
  * kb (each block's sum formed from zero, the blocks added in order, as oneDNN's product adds its
  * K blocks); the first `rows` rows and `cols` columns stored at c (rows of ldc floats), β added
  * last where given. */
-INLINE void lr_tile(const float *ap, const float *xs, long I, long kb, const float *bias, float *c, long ldc, long rows,
-                    long cols) {
+INLINE void lr_tile(const float *ap, long ar, long ak, const float *xs, long I, long kb, const float *bias, float *c,
+                    long ldc, long rows, long cols) {
+    const float *arow[LR_MR]; /* the panel's row r, its element k at arow[r][k·ak] (rows past `rows` repeat the last) */
+    for (int r = 0; r < LR_MR; ++r) arow[r] = ap + (r < rows ? r : rows - 1) * ar;
     v16 tot[LR_MR][2];
     for (long k0 = 0; k0 < I; k0 += kb) {
         const long k1 = k0 + kb < I ? k0 + kb : I;
@@ -555,7 +562,7 @@ INLINE void lr_tile(const float *ap, const float *xs, long I, long kb, const flo
         for (long k = k0; k < k1; ++k) {
             const v16 x0 = load16(xs + k * LR_NR), x1 = load16(xs + k * LR_NR + VL);
             for (int r = 0; r < LR_MR; ++r) {
-                const float a = ap[k * LR_MR + r];
+                const float a = arow[r][k * ak];
                 acc[r][0] += a * x0;
                 acc[r][1] += a * x1;
             }
@@ -591,17 +598,18 @@ static void lr_pack(const float *a, long sr, long sc, long O, long I, float *ap)
             }
 }
 
-/* 0 on success, -1 where memory could not be had. L packed here, or given packed (J->packed). */
+/* 0 on success, -1 where memory could not be had. L packed here (from LR_PACK_MIN_B samples),
+ * given packed (J->packed), or read as it lies. */
 TARGETS static int linear_rows(const lr_job_t *J, long threads) {
     const long O = J->O, I = J->I, N = J->N, panels = (O + LR_MR - 1) / LR_MR, strips = (N + LR_NR - 1) / LR_NR;
     const long kb = I <= 2 * LR_KB ? LR_KB : 2 * LR_KB;
     float *own = NULL;
-    if (J->packed == NULL) {
+    if (J->packed == NULL && J->B >= LR_PACK_MIN_B) {
         own = malloc((size_t)(panels * LR_MR * I) * sizeof(float));
         if (own == NULL) return -1;
         lr_pack(J->a, J->sr, J->sc, O, I, own);
     }
-    const float *ap = J->packed != NULL ? J->packed : own;
+    const float *ap = J->packed != NULL ? J->packed : own; /* NULL: L read as it lies */
     int failed = 0;
 #pragma omp parallel num_threads(threads) reduction(| : failed)
     {
@@ -617,8 +625,13 @@ TARGETS static int linear_rows(const lr_job_t *J, long threads) {
                     memcpy(xs + k * LR_NR, J->x[t] + (b * J->rows[t] + i) * N + j, (size_t)cols * sizeof(float));
             for (long p = 0; p < panels; ++p) {
                 const long rows = O - p * LR_MR < LR_MR ? O - p * LR_MR : LR_MR;
-                lr_tile(ap + p * I * LR_MR, xs, I, kb, J->bias == NULL ? NULL : J->bias + p * LR_MR,
-                        J->out + (b * O + p * LR_MR) * N + j, N, rows, cols);
+                if (ap != NULL)
+                    lr_tile(ap + p * I * LR_MR, 1, LR_MR, xs, I, kb, J->bias == NULL ? NULL : J->bias + p * LR_MR,
+                            J->out + (b * O + p * LR_MR) * N + j, N, rows, cols);
+                else
+                    lr_tile(J->a + p * LR_MR * J->sr, J->sr, J->sc, xs, I, kb,
+                            J->bias == NULL ? NULL : J->bias + p * LR_MR, J->out + (b * O + p * LR_MR) * N + j, N, rows,
+                            cols);
             }
         }
         free(xs);

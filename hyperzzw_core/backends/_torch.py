@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 from ._base import (
     DENSE_MAX_POSITIONS,
@@ -96,8 +96,14 @@ def concatenated_weight(torch: Any, ws: Sequence[Any]) -> Any:
     return ws[0] if len(ws) == 1 else torch.cat(list(ws), dim=1)
 
 
-#: ``term(i, x_ib, out)`` writes sample b's i-th term, formed from x_ib (I_i, N), into ``out``.
-Term = Callable[[int, Any, Any], None]
+class Term(NamedTuple):
+    """How the terms a_i of :func:`concatenated_rows` are formed from the x_i (an element-wise
+    activation, so that no whole (B, I_i, N) activation is formed): where ``formed[i]``,
+    ``write(i, x, out)`` writes a_i of x (…, I_i, N) into ``out`` of x's shape; the other terms
+    are the x_i themselves."""
+
+    formed: tuple[bool, ...]
+    write: Callable[[int, Any, Any], None]
 
 
 def concatenated_terms(torch: Any, xs: Sequence[Any], term: Term | None = None) -> Callable[[int], Any]:
@@ -114,13 +120,26 @@ def concatenated_terms(torch: Any, xs: Sequence[Any], term: Term | None = None) 
 
     def sample(s: int) -> Any:
         for i, (x, part) in enumerate(zip(xs, parts, strict=True)):
-            if term is None:
-                part.copy_(x[s])
+            if term is not None and term.formed[i]:
+                term.write(i, x[s], part)
             else:
-                term(i, x[s], part)
+                part.copy_(x[s])
         return buffer
 
     return sample
+
+
+def _formed_terms(torch: Any, xs: Sequence[Any], term: Term | None) -> list[Any]:
+    """The terms a_i of :func:`concatenated_rows` as arrays of x_i's shape: the formed ones written
+    into new contiguous arrays by ``term``, the others x_i as they lie."""
+    out = []
+    for i, x in enumerate(xs):
+        if term is not None and term.formed[i]:
+            a = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+            term.write(i, x, a)
+            x = a
+        out.append(x)
+    return out
 
 
 def _bias_rows(torch: Any, b: Any, o: int, n: int) -> Any:
@@ -139,7 +158,8 @@ def concatenated_rows(torch: Any, ws: Sequence[Any], b: Any, xs: Sequence[Any], 
     Where the compiled kernels are built, the compiled product instead, with oneDNN's bits
     (``_torch_functions.linear_rows``): without ``term`` one call of all samples, the x_i read
     where they lie; with it, W packed once and each sample's buffer multiplied into its rows of
-    the output as it is formed."""
+    the output as it is formed (a single sample: one call that reads W as it lies, unpacked, and
+    the terms that are not formed where they lie)."""
     w = concatenated_weight(torch, ws)
     o, n = int(ws[0].shape[0]), int(xs[0].shape[2])
     from ._torch_functions import compiled_linear_rows_applies, linear_pack, linear_rows, linear_rows_into
@@ -147,6 +167,8 @@ def concatenated_rows(torch: Any, ws: Sequence[Any], b: Any, xs: Sequence[Any], 
     compiled = compiled_linear_rows_applies(xs)
     if compiled and term is None:
         return linear_rows(w, b, xs, False)
+    if compiled and int(xs[0].shape[0]) == 1:  # one sample: W read as it lies (not packed), same bits
+        return linear_rows(w, b, _formed_terms(torch, xs, term), False)
     sample = concatenated_terms(torch, xs, term)
     if compiled:
         out = torch.empty((int(xs[0].shape[0]), o, n), dtype=xs[0].dtype, device=xs[0].device)

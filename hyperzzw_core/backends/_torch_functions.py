@@ -726,14 +726,14 @@ class GeluProductSum(torch.autograd.Function):
 
     @staticmethod
     def _term(spec: tuple[tuple[bool, bool], ...], maps: list) -> Term:
-        """A ``term`` for :func:`concatenated_terms`: a_ib = GELU(x_ib) (+ m_i) written into its
-        rows of the sample's buffer, by the native GELU's ``out=`` form and an in-place addition
-        (the values of :meth:`_activation`). The buffer's rows are contiguous; into any other
-        ``out`` the GELU is formed first and copied, because torch 2.13's ``gelu.out`` writes
-        wrong values into a non-contiguous ``out`` on the CPU (garbage of order 1e34 into a
-        column slice; its other ``out=`` kernels, ``gelu_backward``'s included, do not)."""
+        """The ``term`` of :func:`concatenated_terms`: a_i = GELU(x_i) (+ m_i) formed where the term
+        has a GELU or a map, written by the native GELU's ``out=`` form and an in-place addition
+        (the values of :meth:`_activation`). Into a contiguous ``out`` the GELU writes directly;
+        into any other it is formed first and copied, because torch 2.13's ``gelu.out`` writes
+        wrong values into a non-contiguous ``out`` on the CPU (garbage of order 1e34 into a column
+        slice; its other ``out=`` kernels, ``gelu_backward``'s included, do not)."""
 
-        def term(i: int, x: torch.Tensor, out: torch.Tensor) -> None:
+        def write(i: int, x: torch.Tensor, out: torch.Tensor) -> None:
             if spec[i][0] and out.is_contiguous():
                 torch.ops.aten.gelu.out(x, out=out)
             elif spec[i][0]:
@@ -743,7 +743,7 @@ class GeluProductSum(torch.autograd.Function):
             if maps[i] is not None:
                 out.add_(maps[i])
 
-        return term
+        return Term(tuple(on or has for on, has in spec), write)
 
     @staticmethod
     def _split(spec: tuple[tuple[bool, bool], ...], tensors: tuple[torch.Tensor, ...]) -> tuple[list, list, list]:
