@@ -625,13 +625,13 @@ TARGETS static int linear_rows(const lr_job_t *J, long threads) {
                     memcpy(xs + k * LR_NR, J->x[t] + (b * J->rows[t] + i) * N + j, (size_t)cols * sizeof(float));
             for (long p = 0; p < panels; ++p) {
                 const long rows = O - p * LR_MR < LR_MR ? O - p * LR_MR : LR_MR;
+                const float *bias = J->bias == NULL ? NULL : J->bias + p * LR_MR;
+                float *c = J->out + (b * O + p * LR_MR) * N + j;
+                /* two calls, so that the packed panel's strides are constants in its inlined copy */
                 if (ap != NULL)
-                    lr_tile(ap + p * I * LR_MR, 1, LR_MR, xs, I, kb, J->bias == NULL ? NULL : J->bias + p * LR_MR,
-                            J->out + (b * O + p * LR_MR) * N + j, N, rows, cols);
+                    lr_tile(ap + p * I * LR_MR, 1, LR_MR, xs, I, kb, bias, c, N, rows, cols);
                 else
-                    lr_tile(J->a + p * LR_MR * J->sr, J->sr, J->sc, xs, I, kb,
-                            J->bias == NULL ? NULL : J->bias + p * LR_MR, J->out + (b * O + p * LR_MR) * N + j, N, rows,
-                            cols);
+                    lr_tile(J->a + p * LR_MR * J->sr, J->sr, J->sc, xs, I, kb, bias, c, N, rows, cols);
             }
         }
         free(xs);

@@ -161,24 +161,22 @@ def concatenated_rows(torch: Any, ws: Sequence[Any], b: Any, xs: Sequence[Any], 
     the output as it is formed (a single sample: one call that reads W as it lies, unpacked, and
     the terms that are not formed where they lie)."""
     w = concatenated_weight(torch, ws)
-    o, n = int(ws[0].shape[0]), int(xs[0].shape[2])
+    batch, o, n = int(xs[0].shape[0]), int(ws[0].shape[0]), int(xs[0].shape[2])
     from ._torch_functions import compiled_linear_rows_applies, linear_pack, linear_rows, linear_rows_into
 
     compiled = compiled_linear_rows_applies(xs)
-    if compiled and term is None:
-        return linear_rows(w, b, xs, False)
-    if compiled and int(xs[0].shape[0]) == 1:  # one sample: W read as it lies (not packed), same bits
+    if compiled and (term is None or batch == 1):  # one call (one sample: W read as it lies, not packed)
         return linear_rows(w, b, _formed_terms(torch, xs, term), False)
     sample = concatenated_terms(torch, xs, term)
     if compiled:
-        out = torch.empty((int(xs[0].shape[0]), o, n), dtype=xs[0].dtype, device=xs[0].device)
+        out = torch.empty((batch, o, n), dtype=xs[0].dtype, device=xs[0].device)
         packed = linear_pack(w, False)
-        for s in range(int(xs[0].shape[0])):
+        for s in range(batch):
             linear_rows_into(out[s : s + 1], packed, o, b, (torch.unsqueeze(sample(s), 0),))
         return out
     product = torch.ops.mkldnn._linear_pointwise.binary  # looked up only here: other builds need not have it
     bias = _bias_rows(torch, b, o, n)
-    return torch.stack([product(w, bias, sample(s).t(), None, "add") for s in range(int(xs[0].shape[0]))])
+    return torch.stack([product(w, bias, sample(s).t(), None, "add") for s in range(batch)])
 
 
 def _summed_rows(torch: Any, ws: Sequence[Any], b: Any, xs: Sequence[Any] | Iterator[Any], routes: list[bool]) -> Any:

@@ -286,6 +286,16 @@ def _packed_size(kernels: ModuleType, o: int, depth: int) -> int:
     return (o + rows - 1) // rows * rows * depth
 
 
+def _operand_pointers(
+    b: torch.Tensor | None, xs: list[torch.Tensor]
+) -> tuple[list[torch.Tensor], int, tuple[int, ...]]:
+    """The data pointers that both product kernels read: β's (0 where there is none) and each
+    term's, contiguous; with the arrays they point into, which the caller holds through the call."""
+    held = [x.contiguous() for x in xs] + ([] if b is None else [b.contiguous()])
+    bias = 0 if b is None else held[-1].data_ptr()
+    return held, bias, tuple(x.data_ptr() for x in held[: len(xs)])
+
+
 def _linear_rows_cpu(w: torch.Tensor, b: torch.Tensor | None, xs: list[torch.Tensor], transposed: bool) -> torch.Tensor:
     """The compiled point-wise linear's call, the CPU kernel of the operator below."""
     op = "hyperzzw::linear_rows"
@@ -295,22 +305,23 @@ def _linear_rows_cpu(w: torch.Tensor, b: torch.Tensor | None, xs: list[torch.Ten
         raise ValueError(f"{op}: w must be 2-D, got {tuple(w.shape)}")
     o, depth, sr, sc = _left_factor(w, transposed)
     batch, n, rows = _linear_terms(op, kernels, b, xs, depth, o)
-    w_, xs_ = w.contiguous(), [x.contiguous() for x in xs]
-    b_ = None if b is None else b.contiguous()
+    w_ = w.contiguous()
+    held, bias, pointers = _operand_pointers(b, xs)
     out = torch.empty((batch, o, n), dtype=w.dtype, device=w.device)
     kernels.linear_rows(
         w_.data_ptr(),
         sr,
         sc,
         o,
-        0 if b_ is None else b_.data_ptr(),
-        tuple(x.data_ptr() for x in xs_),
+        bias,
+        pointers,
         rows,
         out.data_ptr(),
         batch,
         n,
         torch.get_num_threads(),
     )
+    del held  # the operands the pointers point into, held through the call
     return out
 
 
@@ -374,19 +385,19 @@ def _linear_rows_into_cpu(
             f"{op}: out must be ({batch}, {o}, {n}) and packed hold the panels of an ({o}, {depth}) factor, "
             f"got {tuple(out.shape)} and {int(packed.numel())} values"
         )
-    xs_ = [x.contiguous() for x in xs]
-    b_ = None if b is None else b.contiguous()
+    held, bias, pointers = _operand_pointers(b, xs)
     kernels.linear_rows_packed(
         packed.data_ptr(),
         o,
-        0 if b_ is None else b_.data_ptr(),
-        tuple(x.data_ptr() for x in xs_),
+        bias,
+        pointers,
         rows,
         out.data_ptr(),
         batch,
         n,
         torch.get_num_threads(),
     )
+    del held  # the operands the pointers point into, held through the call
 
 
 def _linear_rows_into_meta(
