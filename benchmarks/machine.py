@@ -59,7 +59,7 @@ def describe() -> dict[str, Any]:
     import scipy
     import torch
 
-    from hyperzzw_core.backends import compiled_kernels
+    from hyperzzw_core.backends import compiled_kernels, cpu_kernels_status
 
     affinity: int | None
     try:
@@ -80,6 +80,7 @@ def describe() -> dict[str, Any]:
         "torch_interop_threads": torch.get_num_interop_threads(),
         "torch_mkldnn": bool(torch.backends.mkldnn.is_available()),
         "compiled_kernels": compiled_kernels(),
+        "compiled_kernels_status": cpu_kernels_status(),
         "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "(unset)"),
         "cuda": torch.cuda.is_available(),
         "cuda_device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,

@@ -33,11 +33,13 @@ def _met(ok: bool) -> str:
     return "**met**" if ok else "**not met**"
 
 
-def _compiled_kernels(kernels: dict[str, bool] | None) -> str:
-    """The compiled CPU kernels a run had (benchmarks.json before 2026-12-02 did not record them)."""
+def _compiled_kernels(kernels: dict[str, bool] | None, status: str | None = None) -> str:
+    """The compiled CPU kernels a run took (benchmarks.json before 2026-12-02 did not record them),
+    and why (recorded from the twentieth session on)."""
     if kernels is None:
         return "not recorded"
-    return ", ".join(f"{name} {'yes' if has else 'no (torch kernels)'}" for name, has in kernels.items())
+    taken = ", ".join(f"{name} {'yes' if has else 'no (torch kernels)'}" for name, has in kernels.items())
+    return taken if status is None else f"{taken}: {status}"
 
 
 def _conv1x1_row(p: dict[str, Any]) -> list[str]:
@@ -65,7 +67,7 @@ def _machine(res: dict[str, Any]) -> list[str]:
         f"(oneDNN {'yes' if m['torch_mkldnn'] else 'no'}) |",
         f"| threads | torch {m['torch_threads']} intra-op / {m['torch_interop_threads']} inter-op; "
         f"OMP_NUM_THREADS {m['OMP_NUM_THREADS']}; NumPy BLAS {', '.join(m['numpy_blas']) or 'unknown'} |",
-        f"| compiled CPU kernels | {_compiled_kernels(m.get('compiled_kernels'))} |",
+        f"| compiled CPU kernels | {_compiled_kernels(m.get('compiled_kernels'), m.get('compiled_kernels_status'))} |",
         f"| GPU | {'CUDA: ' + str(m['cuda_device']) if m['cuda'] else 'none (torch CUDA and CuPy skipped)'} |",
         f"| load average (1, 5, 15 min) | before: {la0[0]:.2f}, {la0[1]:.2f}, {la0[2]:.2f}; "
         f"after: {la1[0]:.2f}, {la1[1]:.2f}, {la1[2]:.2f} |",

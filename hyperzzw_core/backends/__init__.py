@@ -14,7 +14,8 @@ caller's namespace, looked up once per call by :func:`backend_for` (a dict keyed
 The torch backend's CPU path also uses compiled kernels (``_cpu_kernels.c``: the depth-wise
 correlation and its gradients, the point-wise linears' products, the standardisations' forward
 and the global branch's products), built at install where a C compiler is;
-:func:`compiled_kernels` says whether this installation has them.
+:func:`compiled_kernels` says whether this installation takes them (only on CPUs with AVX-512),
+:func:`cpu_kernels_status` why.
 
 Semi-public: adapters may import this package (its names without a leading underscore); users
 should not need to. Nothing here imports torch, CuPy or JAX: a library's module is read from
@@ -40,7 +41,7 @@ from ._base import (
     dtype_name,
     from_matrices,
 )
-from ._compiled import compiled_kernels
+from ._compiled import compiled_kernels, cpu_kernels_status
 from ._cupy import CuPyBackend
 from ._jax import JaxBackend
 from ._numpy import NumPyBackend, sliding_window_correlate
@@ -62,6 +63,7 @@ __all__ = [
     "backend_for_module",
     "clear_constants",
     "compiled_kernels",
+    "cpu_kernels_status",
     "cupy_kernels",
     "dense_selection",
     "depthwise_conv_dense",

@@ -968,11 +968,39 @@ static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "_cpu_kernels", "Compiled CPU kernels of the torch backend.", -1, methods, NULL, NULL, NULL, NULL,
 };
 
+/* The clone of the TARGETS functions that the loader runs on this CPU: GCC's target_clones
+ * resolver takes the first of x86-64-v4, x86-64-v3 and the default that the CPU supports;
+ * "native" where the kernels were compiled without clones (another compiler or architecture). */
+static const char *vector_isa(void) {
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("x86-64-v4")) return "x86-64-v4";
+    if (__builtin_cpu_supports("x86-64-v3")) return "x86-64-v3";
+    return "default";
+#else
+    return "native";
+#endif
+}
+
+/* Whether the kernels' 16-float vectors (v16) are single registers where they run (AVX-512).
+ * Narrower, GCC splits them and keeps the tiles' accumulators on the stack: the x86-64-v3 clone
+ * of the eval forward's kernels took 449 ms at B = 1 where torch's own took 33 ms (docs/speed.md,
+ * "Twentieth session"), so the torch backend takes the kernels only where this holds. */
+static int full_width(const char *isa) {
+#if defined(__AVX512F__)
+    (void)isa;
+    return 1;
+#else
+    return strcmp(isa, "x86-64-v4") == 0;
+#endif
+}
+
 /* The module, with depthwise_weight_grad_widths (the kernel widths kw of WIDTHS, a tuple),
  * depthwise_conv_min_width (the narrowest image whose rows fill a vector: the torch backend routes
  * narrower ones to oneDNN, which is faster there for kernels from 7 × 7, docs/speed.md),
- * global_products_max_terms (MAX_TERMS) and global_products_row_block (the columns a row block of
- * mm computes in vectors: a row's remainder is computed element by element). */
+ * global_products_max_terms (MAX_TERMS), global_products_row_block (the columns a row block of
+ * mm computes in vectors: a row's remainder is computed element by element), vector_isa and
+ * full_width (above). */
 PyMODINIT_FUNC PyInit__cpu_kernels(void) {
     PyObject *m = PyModule_Create(&module);
     if (m == NULL) return NULL;
@@ -1003,7 +1031,9 @@ PyMODINIT_FUNC PyInit__cpu_kernels(void) {
         PyModule_AddIntConstant(m, "global_products_max_terms", MAX_TERMS) != 0 ||
         PyModule_AddIntConstant(m, "linear_rows_max_terms", LR_MAX_TERMS) != 0 ||
         PyModule_AddIntConstant(m, "linear_pack_rows", LR_MR) != 0 ||
-        PyModule_AddIntConstant(m, "global_products_row_block", 2 * VL) != 0) {
+        PyModule_AddIntConstant(m, "global_products_row_block", 2 * VL) != 0 ||
+        PyModule_AddStringConstant(m, "vector_isa", vector_isa()) != 0 ||
+        PyModule_AddIntConstant(m, "full_width", full_width(vector_isa())) != 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -4,6 +4,8 @@ global_products_max_terms: int
 global_products_row_block: int
 linear_rows_max_terms: int
 linear_pack_rows: int
+vector_isa: str
+full_width: int
 
 def depthwise_weight_grad(
     y: int, g: int, out: int, B: int, C: int, H: int, W: int, kh: int, kw: int, threads: int, /
