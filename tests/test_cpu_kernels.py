@@ -494,9 +494,10 @@ def test_depthwise_conv_route_and_operator_refusals(monkeypatch: pytest.MonkeyPa
 
 # (B, O, (I_1, …), N): one term and several, depths in one K block (≤ 512), in blocks of 512
 # (≤ 1024) and of 1024 beyond, rows that are not whole panels of 6, widths that are not whole
-# strips of 32
+# strips of 64 (one strip, less than one, several with a part)
 LR_CASES = [
     (2, 12, (16,), 64),
+    (2, 13, (70,), 150),
     (3, 7, (5, 9), 33),
     (1, 13, (300, 400), 40),
     (2, 6, (1100,), 17),

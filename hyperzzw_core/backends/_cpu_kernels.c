@@ -525,14 +525,18 @@ TARGETS static int global_products_backward(const gp_job_t *J, long threads) {
  * of threads.
  *
  * L is packed once into panels of LR_MR rows (k-major), or read as it lies for a single sample
- * (LR_PACK_MIN_B; the same sums in the same order); each (sample, 32-column strip) copies its
- * strip of the x_i into a contiguous I × 32 block (rows of N floats lie 4 KiB apart at N = 1024,
- * all in one set of the L1 cache), and every panel multiplies it with LR_MR × 32 sums in
+ * (LR_PACK_MIN_B; the same sums in the same order); each (sample, 64-column strip) copies its
+ * strip of the x_i into a contiguous I × 64 block (rows of N floats lie 4 KiB apart at N = 1024,
+ * all in one set of the L1 cache), and every panel multiplies it with LR_MR × 64 sums in
  * registers. At O, I = 72 to 1548, N = 1024, B = 32 on this machine's two cores, 1.3 to 1.9x
  * oneDNN's product per sample (docs/speed.md, "Eighteenth session").
  */
 #define LR_MR 6
-#define LR_NR (2 * VL)
+/* vectors of VL floats per row of a tile, so strips of LR_NR = 64 columns: 24 accumulators of
+ * AVX-512's 32 registers (6 × 32 had 12; 6 × 64 took 0.88x its time at B = 1, 8 and 32, where
+ * 12 × 32, 14 × 32, 8 × 48, 7 × 64 and 4 × 96 were no faster; docs/speed.md, "Twentieth session") */
+#define LR_NV 4
+#define LR_NR (LR_NV * VL)
 #define LR_MAX_TERMS 32
 #define LR_KB 512 /* the K block: 512 up to K = 1024, 1024 beyond (oneDNN's, measured: see above) */
 /* L is packed where at least this many samples read it; one sample reads it as it lies (the pack,
@@ -545,8 +549,8 @@ typedef struct {
     float *out;
 } lr_job_t;
 
-/* LR_MR × 32 sums of a panel of L (its row r's element k at ap[r·ar + k·ak]: packed, ar = 1 and
- * ak = LR_MR; as it lies, L's strides) and the strip xs (I × 32), k in blocks of
+/* LR_MR × LR_NR sums of a panel of L (its row r's element k at ap[r·ar + k·ak]: packed, ar = 1 and
+ * ak = LR_MR; as it lies, L's strides) and the strip xs (I × LR_NR), k in blocks of
  * kb (each block's sum formed from zero, the blocks added in order, as oneDNN's product adds its
  * K blocks); the first `rows` rows and `cols` columns stored at c (rows of ldc floats), β added
  * last where given. */
@@ -554,34 +558,31 @@ INLINE void lr_tile(const float *ap, long ar, long ak, const float *xs, long I, 
                     long ldc, long rows, long cols) {
     const float *arow[LR_MR]; /* the panel's row r, its element k at arow[r][k·ak] (rows past `rows` repeat the last) */
     for (int r = 0; r < LR_MR; ++r) arow[r] = ap + (r < rows ? r : rows - 1) * ar;
-    v16 tot[LR_MR][2];
+    v16 tot[LR_MR][LR_NV];
     for (long k0 = 0; k0 < I; k0 += kb) {
         const long k1 = k0 + kb < I ? k0 + kb : I;
-        v16 acc[LR_MR][2];
-        for (int r = 0; r < LR_MR; ++r) acc[r][0] = acc[r][1] = (v16){0};
+        v16 acc[LR_MR][LR_NV];
+        for (int r = 0; r < LR_MR; ++r)
+            for (int h = 0; h < LR_NV; ++h) acc[r][h] = (v16){0};
         for (long k = k0; k < k1; ++k) {
-            const v16 x0 = load16(xs + k * LR_NR), x1 = load16(xs + k * LR_NR + VL);
+            v16 xv[LR_NV];
+            for (int h = 0; h < LR_NV; ++h) xv[h] = load16(xs + k * LR_NR + h * VL);
             for (int r = 0; r < LR_MR; ++r) {
                 const float a = arow[r][k * ak];
-                acc[r][0] += a * x0;
-                acc[r][1] += a * x1;
+                for (int h = 0; h < LR_NV; ++h) acc[r][h] += a * xv[h];
             }
         }
         for (int r = 0; r < LR_MR; ++r)
-            for (int h = 0; h < 2; ++h) tot[r][h] = k0 == 0 ? acc[r][h] : tot[r][h] + acc[r][h];
+            for (int h = 0; h < LR_NV; ++h) tot[r][h] = k0 == 0 ? acc[r][h] : tot[r][h] + acc[r][h];
     }
     for (long r = 0; r < rows; ++r) {
-        if (bias != NULL) {
-            tot[r][0] += bias[r];
-            tot[r][1] += bias[r];
-        }
+        if (bias != NULL)
+            for (int h = 0; h < LR_NV; ++h) tot[r][h] += bias[r];
         if (cols == LR_NR) {
-            store16(c + r * ldc, tot[r][0]);
-            store16(c + r * ldc + VL, tot[r][1]);
+            for (int h = 0; h < LR_NV; ++h) store16(c + r * ldc + h * VL, tot[r][h]);
         } else {
             float row[LR_NR];
-            store16(row, tot[r][0]);
-            store16(row + VL, tot[r][1]);
+            for (int h = 0; h < LR_NV; ++h) store16(row + h * VL, tot[r][h]);
             memcpy(c + r * ldc, row, (size_t)cols * sizeof(float));
         }
     }
