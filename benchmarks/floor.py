@@ -62,7 +62,9 @@ HEAVY: dict[str, str] = {
     "_fft_c2c": "convolution",
     "depthwise_conv": "convolution",  # the compiled CPU kernels (hyperzzw::depthwise_conv, …_weight_grad)
     "depthwise_weight_grad": "convolution",
+    "depthwise_conv_backward": "convolution",  # hyperzzw::depthwise_conv_backward: the two above, one call
     "linear_rows": "gemm",  # the compiled CPU kernel of the point-wise linears (hyperzzw::linear_rows)
+    "linear_rows_into": "gemm",  # the same with W packed, a sample at a time (hyperzzw::linear_rows_into)
     "global_products": "gemm",  # the compiled CPU kernels of the global branch's products (hyperzzw::…)
     "global_products_backward": "gemm",
 }
@@ -79,6 +81,7 @@ MOVES = frozenset(
     {
         "clone",
         "copy_",
+        "linear_pack",  # hyperzzw::linear_pack: W copied into the compiled product's panels
         "_to_copy",
         "cat",
         "stack",
