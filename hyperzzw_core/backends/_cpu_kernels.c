@@ -542,6 +542,11 @@ TARGETS static int global_products_backward(const gp_job_t *J, long threads) {
 /* L is packed where at least this many samples read it; one sample reads it as it lies (the pack,
  * a pass over L, cost about 10% of a single sample's product at O, I = 72 to 432, N = 1024). */
 #define LR_PACK_MIN_B 2
+/* Each panel's tile first fetches, for writing, the output rows of the panel this many panels on:
+ * their cache lines are then owned when the tile stores into them (in four in-process
+ * alternations the training step 0.98x to 1.005x, the eval forward at B = 8 0.95x to 0.98x in
+ * three, at B = 1 0.99x; docs/speed.md, "Twentieth session"). A fetch does not change a value. */
+#define LR_AHEAD 2
 
 typedef struct {
     const float *a, *packed, *bias, *x[LR_MAX_TERMS];
@@ -628,6 +633,11 @@ TARGETS static int linear_rows(const lr_job_t *J, long threads) {
                 const long rows = O - p * LR_MR < LR_MR ? O - p * LR_MR : LR_MR;
                 const float *bias = J->bias == NULL ? NULL : J->bias + p * LR_MR;
                 float *c = J->out + (b * O + p * LR_MR) * N + j;
+                if (p + LR_AHEAD < panels) { /* the output rows of the panel LR_AHEAD on, fetched for writing */
+                    const long ahead = O - (p + LR_AHEAD) * LR_MR < LR_MR ? O - (p + LR_AHEAD) * LR_MR : LR_MR;
+                    for (long r = 0; r < ahead; ++r)
+                        for (long l = 0; l < cols; l += 16) __builtin_prefetch(c + (LR_AHEAD * LR_MR + r) * N + l, 1, 3);
+                }
                 /* two calls, so that the packed panel's strides are constants in its inlined copy */
                 if (ap != NULL)
                     lr_tile(ap + p * I * LR_MR, 1, LR_MR, xs, I, kb, bias, c, N, rows, cols);
