@@ -72,8 +72,8 @@ def cpu_kernels_status() -> str:
 def compiled_kernels() -> dict[str, bool]:
     """Each compiled kernel by name (:data:`KERNELS`): whether this installation takes it. Where
     torch is imported, whether the extension loads and this CPU runs it at its full vector width
-    (:func:`load_cpu_kernels`); before that, whether it is installed (found, not loaded: see
-    :func:`load_cpu_kernels`)."""
+    (:func:`load_cpu_kernels`); before that, whether it is installed (found, not loaded, as the
+    extension must load after torch)."""
     if "torch" in sys.modules:
         present = load_cpu_kernels() is not None
     else:

@@ -593,6 +593,9 @@ INLINE void lr_tile(const float *ap, long ar, long ak, const float *xs, long I, 
     }
 }
 
+/* The rows of L's panel p (LR_MR, or fewer in the last panel). */
+INLINE long panel_rows(long O, long p) { return O - p * LR_MR < LR_MR ? O - p * LR_MR : LR_MR; }
+
 /* The panels of L (ceil(O / LR_MR) · LR_MR · I floats, zero past row O), L's (o, k) at a[o·sr + k·sc]. */
 static void lr_pack(const float *a, long sr, long sc, long O, long I, float *ap) {
     const long panels = (O + LR_MR - 1) / LR_MR;
@@ -630,13 +633,12 @@ TARGETS static int linear_rows(const lr_job_t *J, long threads) {
                 for (long i = 0; i < J->rows[t]; ++i, ++k)
                     memcpy(xs + k * LR_NR, J->x[t] + (b * J->rows[t] + i) * N + j, (size_t)cols * sizeof(float));
             for (long p = 0; p < panels; ++p) {
-                const long rows = O - p * LR_MR < LR_MR ? O - p * LR_MR : LR_MR;
+                const long rows = panel_rows(O, p);
                 const float *bias = J->bias == NULL ? NULL : J->bias + p * LR_MR;
                 float *c = J->out + (b * O + p * LR_MR) * N + j;
                 if (p + LR_AHEAD < panels) { /* the output rows of the panel LR_AHEAD on, fetched for writing */
-                    const long ahead = O - (p + LR_AHEAD) * LR_MR < LR_MR ? O - (p + LR_AHEAD) * LR_MR : LR_MR;
-                    for (long r = 0; r < ahead; ++r)
-                        for (long l = 0; l < cols; l += 16) __builtin_prefetch(c + (LR_AHEAD * LR_MR + r) * N + l, 1, 3);
+                    for (long r = 0; r < panel_rows(O, p + LR_AHEAD); ++r) /* a cache line: VL floats */
+                        for (long l = 0; l < cols; l += VL) __builtin_prefetch(c + (LR_AHEAD * LR_MR + r) * N + l, 1, 3);
                 }
                 /* two calls, so that the packed panel's strides are constants in its inlined copy */
                 if (ap != NULL)
@@ -1013,6 +1015,7 @@ static int full_width(const char *isa) {
  * mm computes in vectors: a row's remainder is computed element by element), vector_isa and
  * full_width (above). */
 PyMODINIT_FUNC PyInit__cpu_kernels(void) {
+    const char *isa = vector_isa();
     PyObject *m = PyModule_Create(&module);
     if (m == NULL) return NULL;
 #define WIDTH_ITEM(KW, IB) KW,
@@ -1043,8 +1046,8 @@ PyMODINIT_FUNC PyInit__cpu_kernels(void) {
         PyModule_AddIntConstant(m, "linear_rows_max_terms", LR_MAX_TERMS) != 0 ||
         PyModule_AddIntConstant(m, "linear_pack_rows", LR_MR) != 0 ||
         PyModule_AddIntConstant(m, "global_products_row_block", 2 * VL) != 0 ||
-        PyModule_AddStringConstant(m, "vector_isa", vector_isa()) != 0 ||
-        PyModule_AddIntConstant(m, "full_width", full_width(vector_isa())) != 0) {
+        PyModule_AddStringConstant(m, "vector_isa", isa) != 0 ||
+        PyModule_AddIntConstant(m, "full_width", full_width(isa)) != 0) {
         Py_DECREF(m);
         return NULL;
     }
