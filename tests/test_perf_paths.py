@@ -219,6 +219,114 @@ def test_sfne_block_module_caches_and_invalidates() -> None:
     assert not torch.equal(k_g, k_g2)
 
 
+# --------------------------------------------------------------------------- the forward's tree
+
+
+def _flat(tree: Any) -> list[Any]:
+    if isinstance(tree, dict):
+        return [leaf for v in tree.values() for leaf in _flat(v)]
+    if isinstance(tree, list):
+        return [leaf for v in tree for leaf in _flat(v)]
+    return [tree]
+
+
+def test_forward_tree_kept_while_its_entries_hold() -> None:
+    model, x = _tiny_eval()
+    tree = model.forward_tree()
+    assert model.forward_tree() is tree
+    built = model.param_tree()  # built anew on every call, independently
+    assert built is not tree and [id(p) for p in _flat(tree)] == [id(p) for p in _flat(built)]
+    before = _eval_logits(model, x)
+    with torch.no_grad():
+        model.head.weight.mul_(2.0)  # in place: the same objects, the tree kept, the new values read
+    assert model.forward_tree() is tree
+    after = _eval_logits(model, x)
+    assert not torch.equal(after, before) and torch.equal(after, _fresh_logits(model, x))
+
+
+def _scaled(module: torch.nn.Module) -> torch.nn.Module:
+    import copy
+
+    out = copy.deepcopy(module)
+    with torch.no_grad():
+        for p in out.parameters():
+            p.mul_(1.5)
+    return out
+
+
+def _set_parameter(model: T.Terminator) -> None:
+    model.blocks[1].hi.channel.output.weight = torch.nn.Parameter(model.blocks[1].hi.channel.output.weight * 1.5)
+
+
+def _assign_state(model: T.Terminator) -> None:
+    model.load_state_dict({k: v * 1.5 for k, v in model.state_dict().items()}, assign=True)
+
+
+def _set_submodule(model: T.Terminator) -> None:
+    model.blocks[0].rgu_fast = _scaled(model.blocks[0].rgu_fast)
+
+
+def _set_list_item(model: T.Terminator) -> None:
+    model.blocks[2].local[1] = _scaled(model.blocks[2].local[1])
+
+
+@pytest.mark.parametrize("replace", [_set_parameter, _assign_state, _set_submodule, _set_list_item])
+def test_forward_tree_rebuilt_when_an_entry_is_replaced(replace: Any) -> None:
+    model, x = _tiny_eval()
+    tree, before = model.forward_tree(), _eval_logits(model, x)
+    with torch.no_grad():
+        replace(model)
+    assert model.forward_tree() is not tree
+    after = _eval_logits(model, x)
+    assert not torch.equal(after, before) and torch.equal(after, _fresh_logits(model, x))
+
+
+def test_forward_tree_follows_a_module_list_grown_and_shrunk() -> None:
+    model, _ = _tiny_eval()
+    filters = model.blocks[0].slow_g.filters
+    n = len(model.forward_tree()["blocks"][0]["slow_g"]["filters"])
+    filters.append(_scaled(filters[-1]))
+    assert len(model.forward_tree()["blocks"][0]["slow_g"]["filters"]) == n + 1
+    del filters[0]
+    kept = model.forward_tree()["blocks"][0]["slow_g"]["filters"]
+    assert [m.weight for m in filters] == [f["weight"] for f in kept] and len(kept) == n
+
+
+def test_forward_tree_of_a_parametrized_module_is_read_on_every_call() -> None:
+    from torch.nn.utils import parametrize
+
+    class Scale(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.factor = 1.0
+
+        def forward(self, w: torch.Tensor) -> torch.Tensor:
+            return w * self.factor
+
+    model, x = _tiny_eval()
+    before = _eval_logits(model, x)
+    scale = Scale()
+    parametrize.register_parametrization(model.head, "weight", scale)
+    assert torch.equal(_eval_logits(model, x), before)
+    scale.factor = 0.0  # no registry entry changes: only a tree read anew sees it
+    logits = _eval_logits(model, x)
+    assert torch.equal(logits, model.head.bias.detach().expand_as(logits))
+    parametrize.remove_parametrizations(model.head, "weight", leave_parametrized=False)
+    assert torch.equal(_eval_logits(model, x), before)
+
+
+def test_functional_call_reads_its_parameters_and_then_the_module_s() -> None:
+    model, x = _tiny_eval()
+    before = _eval_logits(model, x)
+    scaled = {k: v.detach() * 1.5 for k, v in model.named_parameters()}
+    with torch.no_grad():
+        out = torch.func.functional_call(model, scaled, (x,))
+    other = T.Terminator(model.config, 0, dtype=torch.float64).eval()
+    other.load_state_dict(scaled)
+    assert torch.equal(out, _eval_logits(other, x))
+    assert torch.equal(_eval_logits(model, x), before)
+
+
 # ------------------------------------------------------------------------- torch.compile
 
 

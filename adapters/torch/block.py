@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -17,6 +18,8 @@ from .layers import Bottleneck, ChannelMixer
 from .slow_nets import MAGNetG
 
 # ---------------------------------------------------------------------------- slow-kernel cache
+
+_VERSION, _DTYPE, _DEVICE = operator.attrgetter("_version"), operator.attrgetter("dtype"), operator.attrgetter("device")
 
 
 class SlowKernelCache:
@@ -51,7 +54,14 @@ class SlowKernelCache:
 
     @staticmethod
     def _state_of(params: Sequence[torch.Tensor]) -> tuple:
-        return tuple((p._version, p.data_ptr(), p.dtype, p.device) for p in params) + (
+        """Each parameter's version, data pointer, dtype and device (one C-level loop per attribute:
+        for the ``cifar10()`` Terminator's 684 slow parameters about 130 µs, against 140 to 260 µs
+        as one tuple per parameter), and whether inference mode is on."""
+        return (
+            tuple(map(_VERSION, params)),
+            tuple(map(torch.Tensor.data_ptr, params)),
+            tuple(map(_DTYPE, params)),
+            tuple(map(_DEVICE, params)),
             torch.is_inference_mode_enabled(),
         )
 
@@ -100,6 +110,19 @@ class _CachesSlowKernels(ParamModule):
     def _compute_slow_kernels(self, tree: dict[str, Any]) -> Any:
         raise NotImplementedError
 
+    def _slow_parameters_of(self, tree: dict[str, Any]) -> list[torch.Tensor]:
+        """:meth:`_slow_parameters` of ``tree``; for the tree :meth:`forward_tree` keeps (which no
+        caller changes, and which is the same object while no parameter or sub-module was
+        replaced) read once and kept with it."""
+        if tree is not self.forward_tree_kept():
+            return self._slow_parameters(tree)
+        kept = self.__dict__.get("_slow_parameters_kept")
+        if kept is not None and kept[0] is tree:
+            return kept[1]
+        params = self._slow_parameters(tree)
+        self.__dict__["_slow_parameters_kept"] = (tree, params)
+        return params
+
     def _kernels_need_grad(self, params: Sequence[torch.Tensor]) -> bool:
         return torch.is_grad_enabled() and any(p.requires_grad for p in params)
 
@@ -115,7 +138,7 @@ class _CachesSlowKernels(ParamModule):
         tree = self.param_tree() if tree is None else tree
         if self.training or torch.compiler.is_compiling():
             return self._compute_slow_kernels(tree)
-        params = self._slow_parameters(tree)
+        params = self._slow_parameters_of(tree)
         if self._kernels_need_grad(params):
             return self._compute_slow_kernels(tree)
         return self.kernel_cache.lookup(params, lambda: self._compute_slow_kernels(tree))
@@ -206,7 +229,7 @@ class SFNEBlock(_CachesSlowKernels):
         x_pre_pre: torch.Tensor | None = None,
         dropout_mask: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        params = self.param_tree()
+        params = self.forward_tree()
         xp, z, x_pre, x_pre_pre, dropout_mask = _internals.block_checked_inputs(
             params, z, x_pre, x_pre_pre, self.groups, self.grid, dropout_mask, False
         )

@@ -158,7 +158,7 @@ class Terminator(_CachesSlowKernels):
         """(logits (B, K), global kernels [(1, C_i, *S)]); masks default to :meth:`dropout_masks`."""
         self._check_input(x)
         masks = self.dropout_masks(x.shape[0]) if dropout_masks is None else list(dropout_masks)
-        tree = self.param_tree()
+        tree = self.forward_tree()
         kernels = None if self.training else self.slow_kernels(tree)
         run = self.__dict__.get("_compiled_run")
         if run is not None and not torch.compiler.is_compiling():
