@@ -190,14 +190,17 @@ def test_cache_keyed_on_inference_mode() -> None:
     with torch.inference_mode():
         assert torch.equal(model(x), want)
     misses = model.kernel_cache.misses
+    with torch.no_grad():  # runs under inference mode itself (Terminator.forward_with_kernels): a hit
+        out = model(x)
+    assert model.kernel_cache.misses == misses and torch.equal(out, want)
+    assert not out.is_inference()  # handed back as an ordinary tensor
     # a kernel made in inference mode must not reach a later autograd-recording forward
     x_req = x.clone().requires_grad_()
-    with torch.no_grad():
-        model(x)
-    assert model.kernel_cache.misses == misses + 1
     for p in model.parameters():
         p.requires_grad_(False)
     out = model(x_req)  # grad mode, no parameter needs grad: cached kernels used, input grads flow
+    assert model.kernel_cache.misses == misses + 1
+    assert model(x_req) is not None and model.kernel_cache.misses == misses + 1
     out.sum().backward()
     assert x_req.grad is not None and torch.all(torch.isfinite(x_req.grad))
 
@@ -325,6 +328,45 @@ def test_functional_call_reads_its_parameters_and_then_the_module_s() -> None:
     other.load_state_dict(scaled)
     assert torch.equal(out, _eval_logits(other, x))
     assert torch.equal(_eval_logits(model, x), before)
+
+
+# ------------------------------------------------------------------ the eval forward in inference mode
+
+
+def test_no_grad_forward_runs_in_inference_mode_and_hands_back_ordinary_tensors(monkeypatch: Any) -> None:
+    model, x = _tiny_eval()
+    seen: list[bool] = []
+    run = model._run
+
+    def probe(*args: Any) -> Any:
+        seen.append(torch.is_inference_mode_enabled())
+        return run(*args)
+
+    monkeypatch.setattr(model, "_run", probe)
+    with torch.no_grad():
+        out = model(x)
+        logits, kernels = model.forward_with_kernels(x)
+        loss = model.loss(x, torch.zeros(x.shape[0], dtype=torch.int64))
+    assert seen == [True, True, True]
+    assert not any(t.is_inference() for t in [out, logits, loss, *kernels])
+    grad_mode = model(x)  # autograd records: no inference mode, the same kernels' values
+    assert torch.equal(out, grad_mode) and torch.equal(logits, out)
+    out.add_(1.0)  # ordinary tensors: changed in place, and read by a recording operation
+    w = torch.ones_like(out, requires_grad=True)
+    (w * kernels[0].sum()).sum().backward()
+    assert w.grad is not None
+
+
+def test_inference_mode_is_not_entered_where_gradients_or_a_trace_need_the_graph() -> None:
+    model, _ = _tiny_eval()
+    with torch.no_grad():
+        assert model._runs_inference()
+        model.__dict__["_compiled_run"] = object()  # as after compile(): the compiled program's own
+        assert not model._runs_inference()
+        model.uncompile()
+    with torch.inference_mode():
+        assert not model._runs_inference()  # already on: nothing to copy out
+    assert not model._runs_inference()  # gradients on
 
 
 # ------------------------------------------------------------------------- torch.compile

@@ -152,10 +152,19 @@ class Terminator(_CachesSlowKernels):
         """Whether :meth:`compile` is in effect (it is dropped after a failure)."""
         return self.__dict__.get("_compiled_run") is not None
 
-    def forward_with_kernels(
-        self, x: torch.Tensor, dropout_masks: list | None = None
+    def _runs_inference(self) -> bool:
+        """Whether this call runs under ``torch.inference_mode`` (see :meth:`forward_with_kernels`):
+        gradients off, inference mode not already on, the eager path, no trace."""
+        return not (
+            torch.is_grad_enabled()
+            or torch.is_inference_mode_enabled()
+            or self.is_compiled
+            or torch.compiler.is_compiling()
+        )
+
+    def _forward_with_kernels(
+        self, x: torch.Tensor, dropout_masks: list | None
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """(logits (B, K), global kernels [(1, C_i, *S)]); masks default to :meth:`dropout_masks`."""
         self._check_input(x)
         masks = self.dropout_masks(x.shape[0]) if dropout_masks is None else list(dropout_masks)
         tree = self.forward_tree()
@@ -170,12 +179,36 @@ class Terminator(_CachesSlowKernels):
                     f"Terminator.compile: the compiled forward failed ({type(err).__name__}: {err}); "
                     "using the eager path from now on",
                     RuntimeWarning,
-                    stacklevel=2,
+                    stacklevel=3,
                 )
         return self._run(x, masks, kernels, tree)
 
+    def forward_with_kernels(
+        self, x: torch.Tensor, dropout_masks: list | None = None
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """(logits (B, K), global kernels [(1, C_i, *S)]); masks default to :meth:`dropout_masks`.
+
+        With gradients off (``torch.no_grad()``) the eager path runs under ``torch.inference_mode``,
+        which skips autograd's bookkeeping of every view and in-place operation (the ``cifar10()``
+        eval forward at B = 1 about 5% faster; docs/speed.md), and returns copies that are
+        ordinary tensors, as without it: the values are the same kernels' and equal to the bit.
+        """
+        if not self._runs_inference():
+            return self._forward_with_kernels(x, dropout_masks)
+        with torch.inference_mode():
+            logits, kernels = self._forward_with_kernels(x, dropout_masks)
+        return logits.clone(), [k.clone() for k in kernels]
+
+    def _logits(self, x: torch.Tensor, dropout_masks: list | None) -> torch.Tensor:
+        """The logits of :meth:`forward_with_kernels` (under inference mode where it runs so)."""
+        if not self._runs_inference():
+            return self._forward_with_kernels(x, dropout_masks)[0]
+        with torch.inference_mode():
+            logits = self._forward_with_kernels(x, dropout_masks)[0]
+        return logits.clone()
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_with_kernels(x)[0]
+        return self._logits(x, None)
 
     def loss(
         self, x: torch.Tensor, labels: torch.Tensor, dropout_masks: list | None = None, *, check_labels: bool = True
@@ -198,7 +231,10 @@ class Terminator(_CachesSlowKernels):
             )
         if check_labels:
             _internals.check_label_range(_xp, labels, self.config.num_classes)
-        logits, kernels = self.forward_with_kernels(x, dropout_masks)
+        if self.training:
+            logits, kernels = self.forward_with_kernels(x, dropout_masks)
+        else:  # the slow loss is a training term: the eval loss reads the logits only
+            logits, kernels = self._logits(x, dropout_masks), []
         cfg = self.config
         loss = _internals.label_smoothing_cross_entropy_unchecked(_xp, logits, labels, cfg.label_smoothing)
         return loss + _internals.network_slow_loss(_xp, cfg, kernels) if self.training else loss
