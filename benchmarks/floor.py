@@ -179,6 +179,12 @@ def record_calls(torch: Any, fn: Callable[[], Any]) -> tuple[Counter, Counter]:
     class _Record(TorchDispatchMode):
         def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
             kwargs = kwargs or {}
+            if torch._C._dispatch_has_kernel_for_dispatch_key(func.name(), "CompositeImplicitAutograd"):
+                # under torch.inference_mode (autograd's keys off: the eval forward without
+                # gradients) a composite such as matmul reaches the mode undecomposed: record the
+                # kernels it runs (mm, bmm, …), as with autograd on, not the composite itself
+                with self:
+                    return func.decompose(*args, **kwargs)
             counts[func.overloadpacket.__name__] += 1
             if computes_values(torch, func, args, kwargs):
                 kernels[(func, _spec(torch, tuple(args)), _spec(torch, tuple(sorted(kwargs.items()))))] += 1

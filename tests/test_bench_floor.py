@@ -389,3 +389,17 @@ def test_a_product_that_fails_on_fresh_values_is_left_out_of_the_channels_last_f
         "converted": 0,
         "unequal": 0,
     }
+
+
+def test_composites_are_recorded_by_the_kernels_they_run_in_inference_mode() -> None:
+    """Under ``torch.inference_mode`` (the eval forward without gradients) a composite operator
+    such as ``matmul`` reaches a dispatch mode undecomposed; the record holds the product it runs,
+    as with autograd on, and its values are the composite's."""
+    a, b = torch.randn(4, 3, 5), torch.randn(5, 2)
+    out: list[torch.Tensor] = []
+    for mode in (torch.enable_grad, torch.inference_mode):
+        with mode():
+            calls, counts = floor.record_calls(torch, lambda: out.append(torch.matmul(a, b)))
+        names = {func.overloadpacket.__name__ for func, _a, _k in calls}
+        assert "matmul" not in counts and names & {"mm", "bmm"}, (mode.__name__, dict(counts))
+    assert torch.equal(out[0], out[1]) and torch.equal(out[0], a @ b)
