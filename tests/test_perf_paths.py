@@ -367,6 +367,11 @@ def test_inference_mode_is_not_entered_where_gradients_or_a_trace_need_the_graph
     with torch.inference_mode():
         assert not model._runs_inference()  # already on: nothing to copy out
     assert not model._runs_inference()  # gradients on
+    # inside a torch.compile trace of the module: never, and asked without stopping the trace
+    # (torch.is_inference_mode_enabled is one of the calls Dynamo cannot trace)
+    traced = torch.compile(lambda t: t + 1.0 if model._runs_inference() else t - 1.0, backend="eager", fullgraph=True)
+    with torch.no_grad():
+        assert torch.equal(traced(torch.zeros(2)), torch.full((2,), -1.0))
 
 
 # ------------------------------------------------------------------------- torch.compile

@@ -154,12 +154,13 @@ class Terminator(_CachesSlowKernels):
 
     def _runs_inference(self) -> bool:
         """Whether this call runs under ``torch.inference_mode`` (see :meth:`forward_with_kernels`):
-        gradients off, inference mode not already on, the eager path, no trace."""
+        gradients off, inference mode not already on, the eager path, no trace (asked first:
+        ``torch.is_inference_mode_enabled`` stops a ``torch.compile`` trace of the module)."""
         return not (
-            torch.is_grad_enabled()
+            torch.compiler.is_compiling()
+            or torch.is_grad_enabled()
             or torch.is_inference_mode_enabled()
             or self.is_compiled
-            or torch.compiler.is_compiling()
         )
 
     def _forward_with_kernels(
