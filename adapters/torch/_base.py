@@ -27,6 +27,10 @@ Tree = Any
 _MISSING = object()
 """A registry entry that must not exist (a ``ModuleList`` index one past its end)."""
 
+_NEVER = object()
+"""The value recorded for a read outside the registries: no registry holds it, so a tree that
+made such a read is never reused."""
+
 
 class _TreeCache(NamedTuple):
     """The tree :meth:`ParamModule.forward_tree` built, and every registry entry it was built from:
@@ -120,16 +124,36 @@ class ParamModule(nn.Module):
 
     def param_tree(self) -> dict[str, Any]:
         """The live parameter tree (``nn.Parameter`` leaves) that the core functions consume."""
+        return self._walk_tree([])
+
+    def _walk_tree(self, entries: list[tuple[dict[str, Any], str, Any]]) -> dict[str, Any]:
+        """:meth:`param_tree`, appending to ``entries`` every registry entry it read
+        (``registry[key] is value``): each parameter and sub-module under its name, each
+        ``ModuleList`` item under its index and no index past the list's end (``_MISSING``). A value
+        read outside the registries (a parametrization's property) appends an entry that never
+        holds (``_NEVER``)."""
         out: dict[str, Any] = {}
         params, modules = self._parameters, self._modules
         for key in self._keys:
             # the registries first (nn.Module.__getattr__ is slow: this runs on every forward)
-            v = params[key] if key in params else modules[key] if key in modules else getattr(self, key)
+            v: Any
+            if key in params:
+                v = params[key]
+                entries.append((params, key, v))
+            elif key in modules:
+                v = modules[key]
+                entries.append((modules, key, v))
+            else:
+                v = getattr(self, key)
+                entries.append((params, key, _NEVER))
             if isinstance(v, nn.ModuleList):
+                items = v._modules
+                entries.extend((items, k, m) for k, m in items.items())
+                entries.append((items, str(len(items)), _MISSING))
                 # _build fills every ModuleList with ParamModules (``_child_types``)
-                out[key] = [cast(ParamModule, m).param_tree() for m in v]
+                out[key] = [cast(ParamModule, m)._walk_tree(entries) for m in v]
             elif isinstance(v, ParamModule):
-                out[key] = v.param_tree()
+                out[key] = v._walk_tree(entries)
             else:
                 out[key] = v
         return out
@@ -152,10 +176,7 @@ class ParamModule(nn.Module):
         if cache is not None and cache.holds():
             return cache.tree
         entries: list[tuple[dict[str, Any], str, Any]] = []
-        tree = self._tree_from_registries(entries)
-        if tree is None:
-            self.__dict__.pop("_tree_cache", None)
-            return self.param_tree()
+        tree = self._walk_tree(entries)
         registries, keys, values = zip(*entries, strict=True) if entries else ((), (), ())
         self.__dict__["_tree_cache"] = _TreeCache(registries, keys, values, tree)
         return tree
@@ -164,38 +185,6 @@ class ParamModule(nn.Module):
         """The tree :meth:`forward_tree` last built and keeps (None if none), unchecked."""
         cache: _TreeCache | None = self.__dict__.get("_tree_cache")
         return None if cache is None else cache.tree
-
-    def _tree_from_registries(self, entries: list[tuple[dict[str, Any], str, Any]]) -> dict[str, Any] | None:
-        """:meth:`param_tree` read from the registries only, each entry read appended to
-        ``entries``; None where the tree reads anything else (an attribute outside the registries,
-        a child that is not a :class:`ParamModule`)."""
-        out: dict[str, Any] = {}
-        params, modules = self._parameters, self._modules
-        for key in self._keys:
-            if key in params:
-                entries.append((params, key, params[key]))
-                out[key] = params[key]
-                continue
-            v = modules.get(key)
-            if v is None:
-                return None
-            entries.append((modules, key, v))
-            if isinstance(v, nn.ModuleList):
-                items = v._modules
-                entries.extend((items, k, m) for k, m in items.items())
-                entries.append((items, str(len(items)), _MISSING))
-                subtrees = [m._tree_from_registries(entries) if isinstance(m, ParamModule) else None for m in v]
-                if any(t is None for t in subtrees):
-                    return None
-                out[key] = subtrees
-            elif isinstance(v, ParamModule):
-                sub = v._tree_from_registries(entries)
-                if sub is None:
-                    return None
-                out[key] = sub
-            else:
-                return None
-        return out
 
     def to_params(self, grads: bool = False, *, like: Any = None) -> Tree:
         """Export the parameters (or, with ``grads=True``, their ``.grad``; zeros where None) as a

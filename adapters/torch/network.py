@@ -180,7 +180,7 @@ class Terminator(_CachesSlowKernels):
                     f"Terminator.compile: the compiled forward failed ({type(err).__name__}: {err}); "
                     "using the eager path from now on",
                     RuntimeWarning,
-                    stacklevel=3,
+                    stacklevel=4,  # the public method (forward, forward_with_kernels, loss)
                 )
         return self._run(x, masks, kernels, tree)
 
@@ -194,22 +194,22 @@ class Terminator(_CachesSlowKernels):
         eval forward at B = 1 about 5% faster; docs/speed.md), and returns copies that are
         ordinary tensors, as without it: the values are the same kernels' and equal to the bit.
         """
+        return self._outside_inference(x, dropout_masks, kernels=True)
+
+    def _outside_inference(
+        self, x: torch.Tensor, dropout_masks: list | None, *, kernels: bool
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """:meth:`_forward_with_kernels`, under inference mode where :meth:`_runs_inference`, its
+        results then copied out as ordinary tensors: the logits, and the kernels if ``kernels``
+        (else none are copied and ``[]`` is returned in their place)."""
         if not self._runs_inference():
             return self._forward_with_kernels(x, dropout_masks)
         with torch.inference_mode():
-            logits, kernels = self._forward_with_kernels(x, dropout_masks)
-        return logits.clone(), [k.clone() for k in kernels]
-
-    def _logits(self, x: torch.Tensor, dropout_masks: list | None) -> torch.Tensor:
-        """The logits of :meth:`forward_with_kernels` (under inference mode where it runs so)."""
-        if not self._runs_inference():
-            return self._forward_with_kernels(x, dropout_masks)[0]
-        with torch.inference_mode():
-            logits = self._forward_with_kernels(x, dropout_masks)[0]
-        return logits.clone()
+            logits, ks = self._forward_with_kernels(x, dropout_masks)
+        return logits.clone(), [k.clone() for k in ks] if kernels else []
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._logits(x, None)
+        return self._outside_inference(x, None, kernels=False)[0]
 
     def loss(
         self, x: torch.Tensor, labels: torch.Tensor, dropout_masks: list | None = None, *, check_labels: bool = True
@@ -235,7 +235,7 @@ class Terminator(_CachesSlowKernels):
         if self.training:
             logits, kernels = self.forward_with_kernels(x, dropout_masks)
         else:  # the slow loss is a training term: the eval loss reads the logits only
-            logits, kernels = self._logits(x, dropout_masks), []
+            logits, kernels = self._outside_inference(x, dropout_masks, kernels=False)[0], []
         cfg = self.config
         loss = _internals.label_smoothing_cross_entropy_unchecked(_xp, logits, labels, cfg.label_smoothing)
         return loss + _internals.network_slow_loss(_xp, cfg, kernels) if self.training else loss
