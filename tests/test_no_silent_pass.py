@@ -188,3 +188,32 @@ def test_verify_of_a_missing_implementation_is_one_line_with_exit_2(capsys):
     assert cli.main(["verify", "--impl", "no_such_module_xyz"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("hyperzzw verify: cannot load implementation")
+
+
+@pytest.mark.parametrize("grad", [True, False], ids=["grad mode", "no_grad: inference mode"])
+def test_terminator_refuses_bad_inputs_with_and_without_gradients(grad):
+    """The eval forward without gradients runs under inference mode (Terminator.forward_with_kernels):
+    its inputs are refused as with gradients, one error naming the argument, expected and actual."""
+    torch = pytest.importorskip("torch")
+    from hyperzzw_core.adapters.torch import Terminator
+
+    model = Terminator(R.tiny(), seed=0, dtype=torch.float64).eval()
+    good = torch.zeros((2, 1, 8, 8), dtype=torch.float64)
+    cases = [
+        (np.zeros((2, 1, 8, 8)), TypeError, r"x: expected a torch\.Tensor, got ndarray"),
+        (torch.zeros((2, 1, 8, 9), dtype=torch.float64), ValueError, r"x: expected \(B, 1, 8, 8\).*got \(2, 1, 8, 9\)"),
+        (torch.zeros((0, 1, 8, 8), dtype=torch.float64), ValueError, r"x: expected \(B, 1, 8, 8\).*got \(0, 1, 8, 8\)"),
+        (good.float(), TypeError, r"x: expected torch\.float64 on cpu .*got torch\.float32 on cpu"),
+    ]
+    with torch.set_grad_enabled(grad):
+        for x, kind, message in cases:
+            for call in (
+                model,
+                lambda t: model.forward_with_kernels(t)[0],
+                lambda t: model.loss(t, torch.zeros(t.shape[0], dtype=torch.int64)),
+            ):
+                with pytest.raises(kind, match=message):
+                    call(x)
+        with pytest.raises(ValueError, match=r"labels: expected class indices in \[0, 10\)"):
+            model.loss(good, torch.tensor([0, 10]))
+        assert torch.isfinite(model(good)).all()  # the same model takes good input after each refusal
