@@ -22,7 +22,14 @@ from ._interaction import (
     check_hi,
     check_rgu,
 )
-from ._linear import _bottleneck_branches, _pointwise_linear_sum, _stacked_linears, check_linear_params
+from ._linear import (
+    _bottleneck_branches,
+    _bottleneck_weights,
+    _pointwise_linear_sum,
+    _stacked,
+    _stacked_linears,
+    check_linear_params,
+)
 from ._slow_net import (
     _G_KEYS,
     _L_KEYS,
@@ -51,20 +58,68 @@ def tile_channels(x: Any, reps: int) -> Any:
     return xp.tile(x, (1, int(reps)) + (1,) * (x.ndim - 2))
 
 
-def _tile_to(name: str, x: Any, c: int) -> int:
-    if c % x.shape[1]:
-        raise ValueError(f"{name}: its {x.shape[1]} channels must divide the block's {c} input channels")
-    return c // x.shape[1]
+def _tile_to(name: str, channels: int, c: int) -> int:
+    if c % channels:
+        raise ValueError(f"{name}: its {channels} channels must divide the block's {c} input channels")
+    return c // channels
 
 
-SLOW_KERNEL_KEYS = ("k_g", "k_c", "k_cc", "k_ss", "local")
+Layout = list[tuple[str, int, int, Any]]
 
 
-def _slow_kernels_many(xp: Any, blocks: list[dict]) -> list[dict[str, Any]]:
+def _channels(x: Any | None) -> int | None:
+    return None if x is None else int(x.shape[1])
+
+
+def _branch_layout(params: dict, c: int, pre: tuple[int | None, int | None]) -> Layout:
+    """The bottleneck's branches in concatenation order (§1.3) as (name, C_i, s_i, c_i): x_pre and
+    x_pre_pre of ``pre`` = (C_pre, C_pre_pre) channels (None where absent) tiled s_i = c / C_i times
+    to the block's c input channels, every other branch c channels once; c_i the local branches'
+    shift b_i, None for the others."""
+    n_local = len(params["local"])
+    shifts = {role: p["bias"] for role, p in zip(local_roles(n_local), params["local"], strict=True)}
+    channels = {"x_pre": pre[0], "x_pre_pre": pre[1]}
+    layout = []
+    for name in concat_order(n_local, pre[0] is not None, pre[1] is not None):
+        n = channels.get(name)
+        layout.append((name, c, 1, shifts.get(name)) if n is None else (name, n, _tile_to(name, n, c), None))
+    return layout
+
+
+def _layout_key(layout: Layout) -> tuple:
+    """What of a layout the folded bottleneck weights depend on besides the parameters."""
+    return tuple((name, n, reps) for name, n, reps, _ in layout)
+
+
+def _prepared_linears(xp: Any, params: dict, pre: tuple[int | None, int | None] | None) -> dict[str, Any]:
+    """The input-independent parts of a block's point-wise linears: each RGU's stacked linears
+    (the fast one's with the channel mixer, :func:`_stacked`) and, where ``pre`` (the x_pre and
+    x_pre_pre channels, as :func:`_branch_layout` takes them) is given, the bottleneck's folded
+    weights with their layout (:func:`_bottleneck_weights`)."""
+    rs, rf = params["rgu_slow"], params["rgu_fast"]
+    out: dict[str, Any] = {
+        "rgu_slow": _stacked(xp, [rs["w_k"], rs["w_v"]]),
+        "rgu_fast": _stacked(xp, [rf["w_k"], rf["w_v"], params["mixer"]]),
+    }
+    if pre is not None:
+        layout = _branch_layout(params, int(params["mixer"]["weight"].shape[0]), pre)
+        weights = _bottleneck_weights(xp, params["bottleneck"], [entry[1:] for entry in layout])
+        out["bottleneck"] = (_layout_key(layout), weights)
+    return out
+
+
+SLOW_KERNEL_KEYS = ("k_g", "k_c", "k_cc", "k_ss", "local", "linears")
+
+
+def _slow_kernels_many(
+    xp: Any, blocks: list[dict], pre: list[tuple[int | None, int | None]] | None = None
+) -> list[dict[str, Any]]:
     """The input-independent slow-network outputs of each block: K_g (1, C, *S) of MAGNet_G, the
     channel kernels K_c (C,) and K_cc (C,) of the two interactions, the hyper interaction's
-    spatial kernel K_ss (*S), and per local branch MAGNet_L's input-independent prefix
-    (``_magnet_l_static``). They depend on the parameters only: compute them once per parameter
+    spatial kernel K_ss (*S), per local branch MAGNet_L's input-independent prefix
+    (``_magnet_l_static``), and the input-independent parts of the block's linears
+    (:func:`_prepared_linears`; the bottleneck's where ``pre``, block i's x_pre and x_pre_pre
+    channels, is given). They depend on the parameters only: compute them once per parameter
     update (and cache them between updates, as the torch adapter does in eval mode).
 
     Networks of one structure across ``blocks`` run as one batch (spec §2.1): the blocks'
@@ -83,6 +138,7 @@ def _slow_kernels_many(xp: Any, blocks: list[dict]) -> list[dict[str, Any]]:
             "k_cc": _channel_kernel(xp, bp["hi"]["channel"]),
             "k_ss": k_ss[i][0, 0, ...],
             "local": [next(statics) for _ in bp["local"]],
+            "linears": _prepared_linears(xp, bp, None if pre is None else pre[i]),
         }
         for i, bp in enumerate(blocks)
     ]
@@ -122,8 +178,9 @@ def _forward(
     zhat = z * k_g
     # the linears that share an input run as one product each; both RGUs end in one sum (§1.3 steps 2-4)
     rs, rf = params["rgu_slow"], params["rgu_fast"]
-    (k_s, v_s), slow = _stacked_linears(xp, [rs["w_k"], rs["w_v"]], zhat)
-    (k_f, v_f, mixed), fast = _stacked_linears(xp, [rf["w_k"], rf["w_v"], params["mixer"]], z)
+    linears = kernels["linears"]
+    (k_s, v_s), slow = _stacked_linears(xp, [rs["w_k"], rs["w_v"]], zhat, linears["rgu_slow"])
+    (k_f, v_f, mixed), fast = _stacked_linears(xp, [rf["w_k"], rf["w_v"], params["mixer"]], z, linears["rgu_fast"])
     # each RGU's gate gets its stacked product's operands, from which a backend may recompute K and V
     # for backward instead of keeping them (the input is kept anyway); W_y·A, A = GELU(n) + bias_p,
     # takes the GELU and bias_p inside the product (as the bottleneck takes the local branches'
@@ -139,21 +196,18 @@ def _forward(
     t["G1"], t["G2"], t["G3"] = be.global_products(xp, z, k_g, [t["fast"], t["M"], t["Hc"]], grid, zhat=zhat)
     t["S"] = _si_glu(xp, t["G1"])
     t["HI"] = _hyper_interaction(xp, params["hi"], t["G1"], z, (kernels["k_cc"], kernels["k_ss"]))
-    shifts = {}
     for j, (role, p) in enumerate(zip(local_roles(len(params["local"])), params["local"], strict=True)):
         ctx, inp = LOCAL_ROLES[role]
         kernel = _magnet_l(xp, p["slow_l"], t[ctx], None if frozen is None else frozen[role], kernels["local"][j])
         # L_i = LocalConv(…) + b_i = GELU(BS(…)) + b_i: the GELU is taken inside the bottleneck's
         # product (so that training keeps BS(…) only, not L_i too) and b_i folded into its bias
         t[role] = _local_conv_pre_activation(xp, p["mixer"], t[inp], kernel, eps)
-        shifts[role] = p["bias"]
-    branches = {name: (a, 1, shifts.get(name), name in shifts) for name, a in t.items()}
-    if x_pre is not None:
-        branches["x_pre"] = (x_pre, _tile_to("x_pre", x_pre, c), None, False)
-    if x_pre_pre is not None:
-        branches["x_pre_pre"] = (x_pre_pre, _tile_to("x_pre_pre", x_pre_pre, c), None, False)
-    order = concat_order(len(params["local"]), x_pre is not None, x_pre_pre is not None)
-    p_out = _bottleneck_branches(xp, params["bottleneck"], [branches[n] for n in order])
+    t["x_pre"], t["x_pre_pre"] = x_pre, x_pre_pre
+    layout = _branch_layout(params, c, (_channels(x_pre), _channels(x_pre_pre)))
+    prepared = linears.get("bottleneck")
+    weights = prepared[1] if prepared is not None and prepared[0] == _layout_key(layout) else None
+    branches = [(t[name], reps, shift, name in LOCAL_ROLES) for name, _, reps, shift in layout]
+    p_out = _bottleneck_branches(xp, params["bottleneck"], branches, weights)
     t.clear()  # what backward does not keep is freed before the block's last, largest arrays
     branches.clear()
     y = _g_ibs(xp, p_out, groups, eps)

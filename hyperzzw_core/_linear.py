@@ -84,36 +84,34 @@ def _pointwise_linear_sum(
     return _summed_products(xp, [p["weight"] for p in layers], bias, xs, gelu, maps)
 
 
-def _stacked_linears(xp: Any, layers: list[Params], x: Any) -> tuple[list[Any], Params]:
-    """Several point-wise linears of one input as one product: [W_1; …; W_n]·x + [β_1; …; β_n],
-    returned as the n outputs (channel slices of one array) and the stacked parameters
-    {"weight": [W_1; …; W_n], "bias": [β_1; …; β_n]} whose product they are (from which a backend
-    may recompute them). Shapes: x (B, I, *S) → (B, O_i, *S)."""
-    if len(layers) == 1:
-        return [_pointwise_linear(xp, layers[0], x)], layers[0]
-    stacked = {
+def _stacked(xp: Any, layers: list[Params]) -> Params:
+    """{"weight": [W_1; …; W_n], "bias": [β_1; …; β_n]}: n point-wise linears of one input as one
+    (input-independent). Shapes: W_i (O_i, I) → (Σ O_i, I)."""
+    return {
         "weight": xp.concat([p["weight"] for p in layers], axis=0),
         "bias": xp.concat([p["bias"] for p in layers], axis=0),
     }
+
+
+def _stacked_linears(xp: Any, layers: list[Params], x: Any, stacked: Params | None = None) -> tuple[list[Any], Params]:
+    """Several point-wise linears of one input as one product: [W_1; …; W_n]·x + [β_1; …; β_n],
+    returned as the n outputs (channel slices of one array) and the stacked parameters
+    (:func:`_stacked`, or ``stacked`` if already formed) whose product they are (from which a
+    backend may recompute them). Shapes: x (B, I, *S) → (B, O_i, *S)."""
+    if len(layers) == 1:
+        return [_pointwise_linear(xp, layers[0], x)], layers[0]
+    stacked = _stacked(xp, layers) if stacked is None else stacked
     y = _pointwise_linear(xp, stacked, x)
     return B.split_channels(xp, y, [int(p["weight"].shape[0]) for p in layers]), stacked
 
 
-def _bottleneck_branches(xp: Any, params: Params, branches: list[tuple[Any, int, Any, bool]]) -> Any:
-    """The bottleneck of the concatenated, tiled, shifted branches without forming the concatenation.
-
-    Branch i (x_i, s_i, c_i, g_i) is a_i + c_i (c_i a scalar, or None for 0) tiled s_i times along
-    the channels, a_i = GELU(x_i) where g_i (the local branches, whose GELU the product takes:
-    :func:`_summed_products`), else x_i; below, x_i stands for a_i.
-    P = W·concat(tile(x_1 + c_1, s_1), …) + β = Σ_i W_i'·x_i + (β + Σ_i c_i·W_i'·1), where W_i is
-    the block of W's columns that meets branch i and W_i' (O, C_i) = Σ_j W_i[:, j·C_i:(j+1)·C_i]
-    folds its s_i tiles (tile(t, s) repeats the whole channel stack, :func:`tile_channels`).
-    Shapes: x_i (B, C_i, *S), W (O, Σ s_i·C_i) → P (B, O, *S) (spec §2.10, step 14 of §1.3).
-    """
+def _bottleneck_weights(xp: Any, params: Params, layout: list[tuple[int, int, Any]]) -> tuple[list[Any], Any]:
+    """The folded weight blocks W_i' and the bias β + Σ_i c_i·W_i'·1 of :func:`_bottleneck_branches`
+    for branches of C_i channels tiled s_i times and shifted by c_i: ``layout`` [(C_i, s_i, c_i)],
+    c_i None for 0. Input-independent. Shapes: W (O, Σ s_i·C_i) → W_i' (O, C_i), bias (O,)."""
     w = params["weight"]
     ws, start, bias = [], 0, params["bias"]
-    for x, reps, shift, _ in branches:
-        c = int(x.shape[1])
+    for c, reps, shift in layout:
         block = w[:, start : start + reps * c]
         if reps > 1:
             block = xp.sum(xp.reshape(block, (w.shape[0], reps, c)), axis=1)
@@ -123,6 +121,26 @@ def _bottleneck_branches(xp: Any, params: Params, branches: list[tuple[Any, int,
         start += reps * c
     if start != w.shape[1]:
         raise ValueError(f"params['weight']: {w.shape[1]} input channels, the branches make {start}")
+    return ws, bias
+
+
+def _bottleneck_branches(
+    xp: Any, params: Params, branches: list[tuple[Any, int, Any, bool]], weights: tuple[list[Any], Any] | None = None
+) -> Any:
+    """The bottleneck of the concatenated, tiled, shifted branches without forming the concatenation.
+
+    Branch i (x_i, s_i, c_i, g_i) is a_i + c_i (c_i a scalar, or None for 0) tiled s_i times along
+    the channels, a_i = GELU(x_i) where g_i (the local branches, whose GELU the product takes:
+    :func:`_summed_products`), else x_i; below, x_i stands for a_i.
+    P = W·concat(tile(x_1 + c_1, s_1), …) + β = Σ_i W_i'·x_i + (β + Σ_i c_i·W_i'·1), where W_i is
+    the block of W's columns that meets branch i and W_i' (O, C_i) = Σ_j W_i[:, j·C_i:(j+1)·C_i]
+    folds its s_i tiles (tile(t, s) repeats the whole channel stack, :func:`tile_channels`).
+    ``weights``: :func:`_bottleneck_weights` of these branches, if already formed.
+    Shapes: x_i (B, C_i, *S), W (O, Σ s_i·C_i) → P (B, O, *S) (spec §2.10, step 14 of §1.3).
+    """
+    if weights is None:
+        weights = _bottleneck_weights(xp, params, [(int(x.shape[1]), reps, shift) for x, reps, shift, _ in branches])
+    ws, bias = weights
     return _summed_products(xp, ws, bias, [br[0] for br in branches], [br[3] for br in branches])
 
 

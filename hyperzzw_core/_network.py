@@ -75,10 +75,19 @@ def _masks(
     return [None if m is None else xp.asarray(m, dtype=x.dtype, device=B.device(x)) for m in host]
 
 
-def _slow_kernels(xp: Any, params: dict) -> list[dict[str, Any]]:
+def _earlier_outputs(config: TerminatorConfig) -> list[tuple[int | None, int | None]]:
+    """Which earlier blocks' outputs each block takes as x_pre and x_pre_pre: (i − 2, i − 3) as
+    ``num_concat_pre`` says, None where it takes none (spec §1.2)."""
+    return [(i - 2 if n >= 1 else None, i - 3 if n >= 2 else None) for i, n in enumerate(config.num_concat_pre)]
+
+
+def _slow_kernels(xp: Any, params: dict, config: TerminatorConfig) -> list[dict[str, Any]]:
     """Every block's input-independent slow-network outputs, structurally equal networks of
-    different blocks batched (``_block._slow_kernels_many``)."""
-    return _block_slow_kernels_many(xp, params["blocks"])
+    different blocks batched (``_block._slow_kernels_many``), and its linears' input-independent
+    parts for the x_pre and x_pre_pre the network gives it."""
+    w = config.out_channels
+    pre = [(None if a is None else w[a], None if b is None else w[b]) for a, b in _earlier_outputs(config)]
+    return _block_slow_kernels_many(xp, params["blocks"], pre)
 
 
 def _forward(
@@ -96,12 +105,11 @@ def _forward(
     outs: list[Any] = []
     kernels: list[Any] = []
     if slow_kernels is None:  # every block's, the structurally equal slow networks batched
-        slow_kernels = _slow_kernels(xp, params)
+        slow_kernels = _slow_kernels(xp, params, config)
     h = x
-    for i, bp in enumerate(params["blocks"]):
-        n_pre = config.num_concat_pre[i]
-        x_pre = outs[i - 2] if n_pre >= 1 else None
-        x_pp = outs[i - 3] if n_pre >= 2 else None
+    for i, (bp, (pre, pre_pre)) in enumerate(zip(params["blocks"], _earlier_outputs(config), strict=True)):
+        x_pre = None if pre is None else outs[pre]
+        x_pp = None if pre_pre is None else outs[pre_pre]
         h, k_g = _block_forward(
             xp,
             bp,

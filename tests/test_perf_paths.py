@@ -111,6 +111,29 @@ def test_cache_invalidated_by_in_place_edit_without_mode_switch() -> None:
     assert torch.equal(after, _fresh_logits(model, x))
 
 
+@pytest.mark.parametrize(
+    "name",
+    [
+        "blocks.3.rgu_slow.w_k.weight",  # stacked with w_v (the slow RGU's product)
+        "blocks.2.rgu_fast.w_v.bias",  # stacked with w_k and the mixer
+        "blocks.1.mixer.weight",
+        "blocks.3.bottleneck.weight",  # folded per branch (block 3 tiles x_pre and x_pre_pre)
+        "blocks.2.bottleneck.bias",
+        "blocks.2.local.1.bias",  # a local branch's shift, folded into the bottleneck's bias
+    ],
+)
+def test_cache_invalidated_by_in_place_edit_of_a_prepared_linear(name: str) -> None:
+    """The cache also keeps the linears' input-independent parts (the RGUs' stacked weights, the
+    bottleneck's folded weights and bias): an in-place change of any parameter they read is seen."""
+    model, x = _tiny_eval()
+    before = _eval_logits(model, x)
+    with torch.no_grad():
+        model.get_parameter(name).add_(0.25)
+    after = _eval_logits(model, x)
+    assert not torch.equal(before, after)
+    assert torch.equal(after, _fresh_logits(model, x))
+
+
 def test_cache_invalidated_by_load_state_dict() -> None:
     cfg = R.tiny()
     a = T.Terminator(cfg, 0, dtype=torch.float64).eval()
@@ -316,6 +339,16 @@ def test_forward_tree_of_a_parametrized_module_is_read_on_every_call() -> None:
     assert torch.equal(logits, model.head.bias.detach().expand_as(logits))
     parametrize.remove_parametrizations(model.head, "weight", leave_parametrized=False)
     assert torch.equal(_eval_logits(model, x), before)
+    # a block's parameter, which the cached values read: its value, formed anew in each (inference
+    # mode) forward, has no version counter; nothing is cached while it is there
+    inner = Scale()
+    parametrize.register_parametrization(model.blocks[2].bottleneck, "weight", inner)
+    assert torch.equal(_eval_logits(model, x), before)
+    inner.factor = 0.5
+    halved = _eval_logits(model, x)
+    assert not torch.equal(halved, before)
+    parametrize.remove_parametrizations(model.blocks[2].bottleneck, "weight", leave_parametrized=True)
+    assert torch.equal(halved, _fresh_logits(model, x))  # the halved weight, now a plain parameter
 
 
 def test_functional_call_reads_its_parameters_and_then_the_module_s() -> None:
@@ -446,7 +479,7 @@ def test_slow_kernels_precomputed_equal_inline() -> None:
         x = _batch(cfg)[0]
         masks = [None] * cfg.num_blocks
         inline = _network._forward(xnp, params, x, cfg, False, masks)
-        pre = _network._forward(xnp, params, x, cfg, False, masks, None, _network._slow_kernels(xnp, params))
+        pre = _network._forward(xnp, params, x, cfg, False, masks, None, _network._slow_kernels(xnp, params, cfg))
         assert np.array_equal(inline[0], pre[0])
         assert all(np.array_equal(a, b) for a, b in zip(inline[1], pre[1], strict=True))
 
@@ -1231,7 +1264,7 @@ def _batched_mismatches(cfg: R.TerminatorConfig) -> list[str]:
     from hyperzzw_core import _block
 
     params = R.init_params(cfg, 3)
-    batched = _kernel_leaves(_network._slow_kernels(xnp, params))
+    batched = _kernel_leaves(_network._slow_kernels(xnp, params, cfg))
     alone = _kernel_leaves([_block._slow_kernels(xnp, bp) for bp in params["blocks"]])
     assert batched.keys() == alone.keys()
     bad = []
@@ -1256,3 +1289,31 @@ def test_a_bug_planted_in_the_batched_slow_networks_is_caught(monkeypatch) -> No
     real = _slow_net._dense_many
     monkeypatch.setattr(_slow_net, "_dense_many", lambda xp, layers, h: real(xp, layers[::-1], h))
     assert _batched_mismatches(R.digits())
+
+
+# ------------------------------------------------------------ the linears' input-independent parts
+
+
+def test_prepared_bottleneck_is_used_only_for_its_layout(monkeypatch) -> None:
+    """The bottleneck's folded weights formed with the kernels are used where the branches have
+    the layout they were formed for (no fold in the forward), and ignored for another x_pre width
+    (folded anew); both forwards equal the reference block."""
+    from hyperzzw_core import _block, _linear
+
+    cfg = R.tiny()
+    params = R.init_params(cfg, 5)
+    bp, c = params["blocks"][2], cfg.block_channels[2]  # block 2 tiles x_pre = out_0 to its c channels
+    rng = np.random.default_rng(1)
+    z = rng.standard_normal((2, c) + cfg.spatial_shape)
+    x_pre = rng.standard_normal((2, cfg.out_channels[0]) + cfg.spatial_shape)
+    assert cfg.out_channels[0] != c
+    want, _ = R.sfne_block(bp, z, x_pre, groups=cfg.ibs_groups)
+    folds: list[int] = []
+    real = _linear._bottleneck_weights
+    monkeypatch.setattr(_linear, "_bottleneck_weights", lambda *a: folds.append(1) or real(*a))
+    for pre, fold_in_forward in (((cfg.out_channels[0], None), 0), ((c, None), 1)):
+        kernels = _block._slow_kernels_many(xnp, [bp], [pre])[0]
+        folds.clear()
+        out, _ = _block._forward(xnp, bp, z, x_pre, None, cfg.ibs_groups, cfg.eps, None, None, None, kernels)
+        assert len(folds) == fold_in_forward, pre
+        assert_close(out, want, dtype="float64", name=f"block out, bottleneck formed for x_pre of {pre[0]}")

@@ -1,4 +1,5 @@
-"""The SFNE block and the cache of its input-independent slow-network outputs (spec §1.3, §2.11)."""
+"""The SFNE block and the cache of its input-independent values: the slow networks' outputs and the
+linears' input-independent parts (spec §1.3, §2.11)."""
 
 from __future__ import annotations
 
@@ -23,10 +24,11 @@ _VERSION, _DTYPE, _DEVICE = operator.attrgetter("_version"), operator.attrgetter
 
 
 class SlowKernelCache:
-    """The input-independent slow-network outputs of a module, kept between parameter updates.
+    """The input-independent values of a module (its slow networks' outputs and its linears'
+    stacked and folded weights), kept between parameter updates.
 
     ``lookup(params, compute)`` returns the value of ``compute()`` computed for the current state of
-    ``params`` (the slow networks' parameters), recomputing whenever that state changed. The state
+    ``params`` (every parameter those values read), recomputing whenever that state changed. The state
     of each parameter is the ``Parameter`` object itself (identity), its data pointer and its
     version counter, which every in-place change bumps: optimizer steps, ``load_state_dict``
     (``copy_``), ``with torch.no_grad(): p.mul_(…)``. A new tensor behind a parameter (``.to()``,
@@ -37,7 +39,9 @@ class SlowKernelCache:
     (``Module._apply``) and ``load_state_dict``.
 
     Not visible to any key: writes through ``p.data`` (a tensor with its own version counter);
-    call the module's ``clear_kernel_cache()`` after those.
+    call the module's ``clear_kernel_cache()`` after those. An inference tensor among ``params``
+    (a parametrization's value formed in inference mode) has no version counter: then nothing is
+    cached and ``compute()`` runs on every call.
     """
 
     def __init__(self) -> None:
@@ -67,7 +71,14 @@ class SlowKernelCache:
 
     def lookup(self, params: Sequence[torch.Tensor], compute: Callable[[], Any]) -> Any:
         params = list(params)
-        state = self._state_of(params)
+        try:
+            state = self._state_of(params)
+        except RuntimeError:  # an inference tensor (a parametrization's value formed in inference
+            if not any(p.is_inference() for p in params):  # mode) has no version: not cached
+                raise
+            self.clear()
+            self.misses += 1
+            return compute()
         cached = self._params
         if (
             self._value is not None
@@ -98,36 +109,39 @@ class _CachesSlowKernels(ParamModule):
         return cache
 
     def clear_kernel_cache(self) -> None:
-        """Drop the cached slow-network outputs (needed only after writes through ``p.data``)."""
+        """Drop the cached input-independent values (needed only after writes through ``p.data``)."""
         cache = self.__dict__.get("_kernel_cache")
         if cache is not None:
             cache.clear()
 
-    def _slow_parameters(self, tree: dict[str, Any]) -> list[torch.Tensor]:
-        """The leaves of ``tree`` (this module's live :meth:`param_tree`) that the slow kernels read."""
-        raise NotImplementedError
+    @staticmethod
+    def _kernel_parameters(tree: dict[str, Any]) -> list[torch.Tensor]:
+        """The leaves of ``tree`` (this module's live :meth:`param_tree`) that the cached values may
+        read: all of them (the slow networks' and the linears' whose input-independent parts are
+        formed with the kernels), so that no parameter can change behind the cache's key."""
+        return _leaves(tree, [])
 
     def _compute_slow_kernels(self, tree: dict[str, Any]) -> Any:
         raise NotImplementedError
 
-    def _slow_parameters_of(self, tree: dict[str, Any]) -> list[torch.Tensor]:
-        """:meth:`_slow_parameters` of ``tree``; for the tree :meth:`forward_tree` keeps (which no
+    def _kernel_parameters_of(self, tree: dict[str, Any]) -> list[torch.Tensor]:
+        """:meth:`_kernel_parameters` of ``tree``; for the tree :meth:`forward_tree` keeps (which no
         caller changes, and which is the same object while no parameter or sub-module was
         replaced) read once and kept with it."""
         if tree is not self.forward_tree_kept():
-            return self._slow_parameters(tree)
-        kept = self.__dict__.get("_slow_parameters_kept")
+            return self._kernel_parameters(tree)
+        kept = self.__dict__.get("_kernel_parameters_kept")
         if kept is not None and kept[0] is tree:
             return kept[1]
-        params = self._slow_parameters(tree)
-        self.__dict__["_slow_parameters_kept"] = (tree, params)
+        params = self._kernel_parameters(tree)
+        self.__dict__["_kernel_parameters_kept"] = (tree, params)
         return params
 
     def _kernels_need_grad(self, params: Sequence[torch.Tensor]) -> bool:
         return torch.is_grad_enabled() and any(p.requires_grad for p in params)
 
     def slow_kernels(self, tree: dict[str, Any] | None = None) -> Any:
-        """The input-independent slow-network outputs (``_internals.block_slow_kernels`` per block).
+        """The input-independent values (``_internals.block_slow_kernels`` per block).
 
         Computed once per forward in train mode (they are part of the autograd graph of that
         step) and whenever gradients are needed; in eval mode without gradients (``torch.no_grad``
@@ -138,7 +152,7 @@ class _CachesSlowKernels(ParamModule):
         tree = self.param_tree() if tree is None else tree
         if self.training or torch.compiler.is_compiling():
             return self._compute_slow_kernels(tree)
-        params = self._slow_parameters_of(tree)
+        params = self._kernel_parameters_of(tree)
         if self._kernels_need_grad(params):
             return self._compute_slow_kernels(tree)
         return self.kernel_cache.lookup(params, lambda: self._compute_slow_kernels(tree))
@@ -168,15 +182,6 @@ def _leaves(tree: Any, out: list[torch.Tensor]) -> list[torch.Tensor]:
     return out
 
 
-def _block_slow_parameters(tree: dict[str, Any], out: list[torch.Tensor]) -> list[torch.Tensor]:
-    """The parameters of a block's slow networks (slow_g, hci, hi, every local slow_l), from its tree."""
-    for key in ("slow_g", "hci", "hi"):
-        _leaves(tree[key], out)
-    for branch in tree["local"]:
-        _leaves(branch["slow_l"], out)
-    return out
-
-
 # ------------------------------------------------------------------------------------ block
 
 
@@ -184,7 +189,7 @@ class SFNEBlock(_CachesSlowKernels):
     """Block ``index`` of a Terminator ``config`` (spec §1.3, §2.11).
 
     forward(z, x_pre=None, x_pre_pre=None, dropout_mask=None) → (out (B, bf·C, *S), K_g (1, C, *S)).
-    In eval mode without gradients the input-independent slow-network outputs are cached
+    In eval mode without gradients the input-independent values are cached
     (:meth:`slow_kernels`, :class:`SlowKernelCache`).
     """
 
@@ -215,9 +220,6 @@ class SFNEBlock(_CachesSlowKernels):
 
     def _child_options(self, key: str) -> dict[str, Any]:
         return {"eps": self.eps} if key in ("rgu_fast", "rgu_slow", "mixer", "local") else {}
-
-    def _slow_parameters(self, tree: dict[str, Any]) -> list[torch.Tensor]:
-        return _block_slow_parameters(tree, [])
 
     def _compute_slow_kernels(self, tree: dict[str, Any]) -> dict[str, Any]:
         return _internals.block_slow_kernels(_xp, tree)

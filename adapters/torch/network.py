@@ -15,7 +15,7 @@ from ... import internals as _internals
 from ... import params as _params
 from ...reference import TerminatorConfig
 from ._base import ParamModule, Tree, _dtype, _init
-from .block import SFNEBlock, _block_slow_parameters, _CachesSlowKernels
+from .block import SFNEBlock, _CachesSlowKernels, _leaves
 from .layers import PointwiseLinear
 
 
@@ -28,9 +28,9 @@ class Terminator(_CachesSlowKernels):
     slow loss with Dropout2d drawn from torch's RNG; in ``.eval()`` CE only, no dropout.
     ``state_dict()`` keys are the flat parameter keys (``blocks.0.slow_g.filters.0.weight``, …).
 
-    Speed: in eval mode without gradients the input-independent slow-network outputs (every
-    block's K_g, K_c, K_cc, K_ss and MAGNet_L's input-independent prefix) are computed once per
-    parameter state and cached (:meth:`slow_kernels`, :class:`SlowKernelCache`);
+    Speed: in eval mode without gradients the input-independent values (every block's K_g, K_c,
+    K_cc, K_ss, MAGNet_L's input-independent prefix, the RGUs' stacked linears and the bottleneck's
+    folded weights) are computed once per parameter state and cached (:meth:`slow_kernels`, :class:`SlowKernelCache`);
     :meth:`compile` runs the tensor program under ``torch.compile``.
     """
 
@@ -106,14 +106,13 @@ class Terminator(_CachesSlowKernels):
         return masks
 
     # ------------------------------------------------------------------------ fast paths
-    def _slow_parameters(self, tree: dict[str, Any]) -> list[torch.Tensor]:
-        out: list[torch.Tensor] = []
-        for block in tree["blocks"]:
-            _block_slow_parameters(block, out)
-        return out
+    @staticmethod
+    def _kernel_parameters(tree: dict[str, Any]) -> list[torch.Tensor]:
+        """The blocks' parameters (the head's are not read before the blocks have run)."""
+        return _leaves(tree["blocks"], [])
 
     def _compute_slow_kernels(self, tree: dict[str, Any]) -> list[dict[str, Any]]:
-        return _internals.network_slow_kernels(_xp, tree)
+        return _internals.network_slow_kernels(_xp, tree, self.config)
 
     def _run(
         self, x: torch.Tensor, masks: list, kernels: list | None, tree: dict[str, Any] | None = None
