@@ -217,3 +217,31 @@ def test_terminator_refuses_bad_inputs_with_and_without_gradients(grad):
         with pytest.raises(ValueError, match=r"labels: expected class indices in \[0, 10\)"):
             model.loss(good, torch.tensor([0, 10]))
         assert torch.isfinite(model(good)).all()  # the same model takes good input after each refusal
+
+
+@pytest.mark.parametrize("which", ["x_pre", "x_pre_pre"])
+def test_sfne_block_refuses_earlier_outputs_whose_channels_do_not_divide(which):
+    """x_pre and x_pre_pre are tiled to the block's C channels (§1.3): a width that does not divide C
+    is refused, naming the argument, its width and C, by the reference, the array-API block and the
+    torch module in eval mode without gradients (where the block's bottleneck weights come from the
+    kernel cache, formed without x_pre's width, and its layout is checked at the call)."""
+    torch = pytest.importorskip("torch")
+    from hyperzzw_core.adapters.torch import SFNEBlock
+
+    cfg = R.tiny()
+    bp, c = R.init_params(cfg, 0)["blocks"][3], cfg.block_channels[3]  # block 3 takes both
+    rng = np.random.default_rng(0)
+    z = rng.standard_normal((2, c) + cfg.spatial_shape)
+    pre = {"x_pre": rng.standard_normal((2, cfg.out_channels[1]) + cfg.spatial_shape)}
+    pre["x_pre_pre"] = rng.standard_normal((2, cfg.out_channels[0]) + cfg.spatial_shape)
+    pre[which] = rng.standard_normal((2, 3) + cfg.spatial_shape)  # 3 does not divide c = 8
+    message = rf"{which}: its 3 channels must divide the block's {c} input channels"
+    module = SFNEBlock(cfg, 3, seed=0, dtype=torch.float64).eval()
+    as_torch = {k: torch.from_numpy(v) for k, v in pre.items()}
+    for call in (
+        lambda: R.sfne_block(bp, z, **pre, groups=cfg.ibs_groups),
+        lambda: core.sfne_block(bp, z, **pre, groups=cfg.ibs_groups),
+        lambda: module(torch.from_numpy(z), **as_torch),
+    ):
+        with torch.no_grad(), pytest.raises(ValueError, match=message):
+            call()
