@@ -108,9 +108,6 @@ def _prepared_linears(xp: Any, params: dict, pre: tuple[int | None, int | None] 
     return out
 
 
-SLOW_KERNEL_KEYS = ("k_g", "k_c", "k_cc", "k_ss", "local", "linears")
-
-
 def _slow_kernels_many(
     xp: Any, blocks: list[dict], pre: list[tuple[int | None, int | None]] | None = None
 ) -> list[dict[str, Any]]:
