@@ -10,7 +10,9 @@ that silently lost its compiled kernels cannot pass.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import warnings
 from typing import Any
 
 import numpy as np
@@ -958,3 +960,68 @@ def test_every_operator_refuses_by_name_without_the_extension(monkeypatch: pytes
     for name, call in calls.items():
         with pytest.raises(RuntimeError, match=rf"^hyperzzw::{name}: the compiled CPU kernels are not built$"):
             call()
+
+
+def test_compiled_operators_skip_the_dispatcher_only_where_nothing_else_sees_the_call(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The compiled kernels' operators (``_torch_functions._Operator``) call their CPU kernel
+    directly in a plain no-grad call, with the dispatcher's values, and go through the dispatcher
+    wherever something else must see the call: grad mode on, a dispatch mode (the eager floor's
+    record), a function mode, a ``torch.func`` transform (vmap over the operator, which reads
+    wrapped tensors, equals the loop of calls), the profiler (which lists the operator)."""
+    from torch.overrides import TorchFunctionMode
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    operator = TF._standardize_op
+    through: list[int] = []
+    op = operator.op
+
+    def counted(*args: Any) -> Any:
+        through.append(1)
+        return op(*args)
+
+    monkeypatch.setattr(operator, "op", counted)
+    x = torch.from_numpy(np.random.default_rng(3).standard_normal((2, 4, 40)).astype(np.float32))
+
+    def calls(run: Any) -> int:
+        through.clear()
+        run()
+        return len(through)
+
+    with torch.no_grad():
+        direct = TF.standardize_channels(x, 1e-5)
+        assert calls(lambda: TF.standardize_channels(x, 1e-5)) == 0
+    dispatched = op(x, 1e-5)
+    for got, want in zip(direct, dispatched, strict=True):
+        assert torch.equal(got, want)
+
+    class Seen(TorchDispatchMode):
+        def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+            return func(*args, **(kwargs or {}))
+
+    class SeenFunctions(TorchFunctionMode):
+        def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+            return func(*args, **(kwargs or {}))
+
+    def in_mode(mode: Any) -> None:
+        with torch.no_grad(), mode:
+            TF.standardize_channels(x, 1e-5)
+
+    assert calls(lambda: TF.standardize_channels(x, 1e-5)) == 1  # grad mode on
+    assert calls(lambda: in_mode(Seen())) == 1
+    assert calls(lambda: in_mode(SeenFunctions())) == 1
+    with torch.profiler.profile() as prof:
+        assert calls(lambda: in_mode(contextlib.nullcontext())) == 1
+    assert any(e.key == "hyperzzw::standardize" for e in prof.key_averages())
+
+    def per_sample(t: torch.Tensor) -> torch.Tensor:
+        return TF.standardize_channels(t.unsqueeze(0), 1e-5)[0][0]
+
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch's notice that hyperzzw::standardize has no batching rule
+        mapped = torch.func.vmap(per_sample)(x)
+        assert through, "vmap's wrapped tensors went to the kernel directly"
+    for i in range(x.shape[0]):
+        with torch.no_grad():
+            assert torch.equal(mapped[i], per_sample(x[i]))

@@ -28,6 +28,43 @@ from ._torch import (
 cpu_kernels = load_cpu_kernels()  # after torch: the kernels share its OpenMP runtime (_compiled.py)
 
 
+class _Operator:
+    """A compiled kernel's torch operator hyperzzw::``name``, called the cheap way where that is
+    the same call: its CPU kernel (the Python function registered for it) directly where nothing
+    could see, transform or differentiate the call (no gradient recorded, no dispatch or function
+    mode, no ``torch.func`` transform, the profiler off), else through torch's dispatcher, so
+    that dispatch modes (the eager floor's record of the calls, fake tensors), the profiler and
+    ``torch.func`` see one operator call as before. The dispatcher's round trip into a Python
+    kernel costs about 5 µs a call: about 95 calls per eval forward of ``cifar10()`` at B = 1
+    (docs/speed.md, "Twenty-third session")."""
+
+    __slots__ = ("kernel", "op")
+
+    def __init__(self, name: str, kernel: Callable[..., Any]) -> None:
+        self.op = getattr(torch.ops.hyperzzw, name)
+        self.kernel = kernel
+
+    def __call__(self, *args: Any) -> Any:
+        if _dispatch_needed():
+            return self.op(*args)
+        return self.kernel(*args)
+
+
+def _dispatch_needed() -> bool:
+    """Whether a call of a compiled kernel's operator must go through torch's dispatcher
+    (:class:`_Operator`): grad mode on (an operator without an autograd kernel: the dispatcher
+    marks its outputs), a dispatch or function mode active, a ``torch.func`` transform active
+    (its tensors are wrappers whose data pointers the kernels must not read), or the profiler on."""
+    c = torch._C
+    return (
+        torch.is_grad_enabled()
+        or c._len_torch_dispatch_stack() > 0
+        or c._is_torch_function_mode_enabled()
+        or c._are_functorch_transforms_active()
+        or c._autograd._profiler_enabled()
+    )
+
+
 class _KeepsOutput(torch.autograd.Function):
     """A standardisation whose forward returns (y, r) and keeps both, not its input, for backward."""
 
@@ -214,12 +251,13 @@ def _depthwise_weight_grad_meta(g: torch.Tensor, y: torch.Tensor, kh: int, kw: i
 _LIBRARY = torch.library.Library("hyperzzw", "FRAGMENT")
 _LIBRARY.define("depthwise_weight_grad(Tensor g, Tensor y, int kh, int kw) -> Tensor")
 _LIBRARY.impl("depthwise_weight_grad", _depthwise_weight_grad_cpu, "CPU")
+_depthwise_weight_grad_op = _Operator("depthwise_weight_grad", _depthwise_weight_grad_cpu)
 _LIBRARY.impl("depthwise_weight_grad", _depthwise_weight_grad_meta, "Meta")
 
 
 def depthwise_weight_grad(g: torch.Tensor, y: torch.Tensor, kh: int, kw: int) -> torch.Tensor:
     """∂K (C, 1, kh, kw) in float64 by the compiled kernel, through its torch operator."""
-    return torch.ops.hyperzzw.depthwise_weight_grad(g, y, kh, kw)
+    return _depthwise_weight_grad_op(g, y, kh, kw)
 
 
 def _depthwise_conv_cpu(y: torch.Tensor, k: torch.Tensor, turned: bool) -> torch.Tensor:
@@ -246,6 +284,7 @@ def _depthwise_conv_meta(y: torch.Tensor, k: torch.Tensor, turned: bool) -> torc
 
 _LIBRARY.define("depthwise_conv(Tensor y, Tensor k, bool turned) -> Tensor")
 _LIBRARY.impl("depthwise_conv", _depthwise_conv_cpu, "CPU")
+_depthwise_conv_op = _Operator("depthwise_conv", _depthwise_conv_cpu)
 _LIBRARY.impl("depthwise_conv", _depthwise_conv_meta, "Meta")
 
 
@@ -334,6 +373,7 @@ def _linear_rows_meta(
 
 _LIBRARY.define("linear_rows(Tensor w, Tensor? b, Tensor[] xs, bool transposed) -> Tensor")
 _LIBRARY.impl("linear_rows", _linear_rows_cpu, "CPU")
+_linear_rows_op = _Operator("linear_rows", _linear_rows_cpu)
 _LIBRARY.impl("linear_rows", _linear_rows_meta, "Meta")
 
 
@@ -344,7 +384,7 @@ def linear_rows(w: torch.Tensor, b: torch.Tensor | None, xs: Sequence[torch.Tens
     sum in oneDNN's order (K in blocks of 512, or 1024 beyond a depth of 1024, the blocks added
     in order, then β): oneDNN's product's bits on this machine (tests/test_cpu_kernels.py), in
     0.5 to 0.85 of its time at the ``cifar10()`` shapes (docs/speed.md, "Eighteenth session")."""
-    return torch.ops.hyperzzw.linear_rows(w, b, list(xs), transposed)
+    return _linear_rows_op(w, b, list(xs), transposed)
 
 
 def _linear_pack_cpu(w: torch.Tensor, transposed: bool) -> torch.Tensor:
@@ -408,15 +448,17 @@ def _linear_rows_into_meta(
 
 _LIBRARY.define("linear_pack(Tensor w, bool transposed) -> Tensor")
 _LIBRARY.impl("linear_pack", _linear_pack_cpu, "CPU")
+_linear_pack_op = _Operator("linear_pack", _linear_pack_cpu)
 _LIBRARY.impl("linear_pack", _linear_pack_meta, "Meta")
 _LIBRARY.define("linear_rows_into(Tensor(a!) out, Tensor packed, int o, Tensor? b, Tensor[] xs) -> ()")
 _LIBRARY.impl("linear_rows_into", _linear_rows_into_cpu, "CPU")
+_linear_rows_into_op = _Operator("linear_rows_into", _linear_rows_into_cpu)
 _LIBRARY.impl("linear_rows_into", _linear_rows_into_meta, "Meta")
 
 
 def linear_pack(w: torch.Tensor, transposed: bool) -> torch.Tensor:
     """W (or Wᵀ where ``transposed``) packed once for many calls of :func:`linear_rows_into`."""
-    return torch.ops.hyperzzw.linear_pack(w, transposed)
+    return _linear_pack_op(w, transposed)
 
 
 def linear_rows_into(
@@ -425,7 +467,7 @@ def linear_rows_into(
     """:func:`linear_rows` with the left factor packed by :func:`linear_pack` (o rows), written
     into ``out``: the products of a call made sample by sample (a buffer formed per sample, the
     weights packed once), with the same bits as one call of all samples."""
-    torch.ops.hyperzzw.linear_rows_into(out, packed, o, b, list(xs))
+    _linear_rows_into_op(out, packed, o, b, list(xs))
 
 
 def compiled_linear_rows_applies(xs: Sequence[torch.Tensor]) -> bool:
@@ -441,7 +483,7 @@ def depthwise_conv(y: torch.Tensor, k: torch.Tensor, turned: bool) -> torch.Tens
     correlation with k turned by 180°, which is the input gradient ∂Y of D at ∂D = ``y``. Each
     element one float32 sum over k's elements in row-major order: oneDNN's NCHW forward and
     input gradient to the bit (tests/test_cpu_kernels.py)."""
-    return torch.ops.hyperzzw.depthwise_conv(y, k, turned)
+    return _depthwise_conv_op(y, k, turned)
 
 
 def _depthwise_conv_backward(
@@ -980,6 +1022,7 @@ def _standardize_meta(x: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.
 
 _LIBRARY.define("standardize(Tensor x, float eps) -> (Tensor, Tensor)")
 _LIBRARY.impl("standardize", _standardize_cpu, "CPU")
+_standardize_op = _Operator("standardize", _standardize_cpu)
 _LIBRARY.impl("standardize", _standardize_meta, "Meta")
 
 
@@ -992,7 +1035,7 @@ def standardize_channels(x: torch.Tensor, eps: float) -> tuple[torch.Tensor, tor
     rows fit in the cache), else torch's native batch-norm kernel. On one thread it takes about
     half the native kernel's time on two at (1, 4608, 1024) (docs/speed.md, "Sixteenth session")."""
     if compiled_standardize_applies(x):
-        y, r = torch.ops.hyperzzw.standardize(x, float(eps))
+        y, r = _standardize_op(x, float(eps))
         return y, r
     y, _, r = torch.native_batch_norm(x, None, None, None, None, True, 0.0, eps)
     return y, r
@@ -1085,16 +1128,18 @@ def _global_products_backward_meta(
 
 _LIBRARY.define("global_products(Tensor a, Tensor[] ys) -> Tensor[]")
 _LIBRARY.impl("global_products", _global_products_cpu, "CPU")
+_global_products_op = _Operator("global_products", _global_products_cpu)
 _LIBRARY.impl("global_products", _global_products_meta, "Meta")
 _LIBRARY.define("global_products_backward(Tensor a, Tensor[] ys, Tensor[] gs) -> (Tensor, Tensor[])")
 _LIBRARY.impl("global_products_backward", _global_products_backward_cpu, "CPU")
+_global_products_backward_op = _Operator("global_products_backward", _global_products_backward_cpu)
 _LIBRARY.impl("global_products_backward", _global_products_backward_meta, "Meta")
 
 
 def global_products(a: torch.Tensor, ys: Sequence[torch.Tensor]) -> list[torch.Tensor]:
     """[Ẑ @ Y_j for Y_j in ys] per matrix (B, C, n, n), spec §2.2, by the compiled kernel through
     its torch operator (each output element one float32 sum in order; Ẑ read once for all j)."""
-    return list(torch.ops.hyperzzw.global_products(a, list(ys)))
+    return list(_global_products_op(a, list(ys)))
 
 
 class GlobalProducts(torch.autograd.Function):
@@ -1120,7 +1165,7 @@ class GlobalProducts(torch.autograd.Function):
     def backward(ctx: Any, *gs: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:
         a, *ys = ctx.saved_tensors
         grads = [torch.zeros_like(a) if g is None else g for g in gs]
-        ga, gys = torch.ops.hyperzzw.global_products_backward(a, ys, grads)
+        ga, gys = _global_products_backward_op(a, ys, grads)
         want = ctx.needs_input_grad
         return (ga if want[0] else None, *(gy if w else None for gy, w in zip(gys, want[1:], strict=True)))
 
