@@ -249,10 +249,23 @@ def _depthwise_weight_grad_meta(g: torch.Tensor, y: torch.Tensor, kh: int, kw: i
 # through torch.library.Library rather than custom_op: the first call of a custom_op imports
 # torch._dynamo (about 1.1 s), this one costs about 70 µs a call.
 _LIBRARY = torch.library.Library("hyperzzw", "FRAGMENT")
-_LIBRARY.define("depthwise_weight_grad(Tensor g, Tensor y, int kh, int kw) -> Tensor")
-_LIBRARY.impl("depthwise_weight_grad", _depthwise_weight_grad_cpu, "CPU")
-_depthwise_weight_grad_op = _Operator("depthwise_weight_grad", _depthwise_weight_grad_cpu)
-_LIBRARY.impl("depthwise_weight_grad", _depthwise_weight_grad_meta, "Meta")
+
+
+def _register(schema: str, cpu: Callable[..., Any], meta: Callable[..., Any]) -> _Operator:
+    """Define the operator hyperzzw::``schema`` with its CPU kernel ``cpu`` and its shape function
+    ``meta``; returns the :class:`_Operator` that calls it."""
+    name = schema.split("(", 1)[0]
+    _LIBRARY.define(schema)
+    _LIBRARY.impl(name, cpu, "CPU")
+    _LIBRARY.impl(name, meta, "Meta")
+    return _Operator(name, cpu)
+
+
+_depthwise_weight_grad_op = _register(
+    "depthwise_weight_grad(Tensor g, Tensor y, int kh, int kw) -> Tensor",
+    _depthwise_weight_grad_cpu,
+    _depthwise_weight_grad_meta,
+)
 
 
 def depthwise_weight_grad(g: torch.Tensor, y: torch.Tensor, kh: int, kw: int) -> torch.Tensor:
@@ -282,10 +295,9 @@ def _depthwise_conv_meta(y: torch.Tensor, k: torch.Tensor, turned: bool) -> torc
     return torch.empty_like(y, memory_format=torch.contiguous_format)
 
 
-_LIBRARY.define("depthwise_conv(Tensor y, Tensor k, bool turned) -> Tensor")
-_LIBRARY.impl("depthwise_conv", _depthwise_conv_cpu, "CPU")
-_depthwise_conv_op = _Operator("depthwise_conv", _depthwise_conv_cpu)
-_LIBRARY.impl("depthwise_conv", _depthwise_conv_meta, "Meta")
+_depthwise_conv_op = _register(
+    "depthwise_conv(Tensor y, Tensor k, bool turned) -> Tensor", _depthwise_conv_cpu, _depthwise_conv_meta
+)
 
 
 def _linear_terms(
@@ -371,10 +383,9 @@ def _linear_rows_meta(
     return xs[0].new_empty((int(xs[0].shape[0]), o, int(xs[0].shape[2])))
 
 
-_LIBRARY.define("linear_rows(Tensor w, Tensor? b, Tensor[] xs, bool transposed) -> Tensor")
-_LIBRARY.impl("linear_rows", _linear_rows_cpu, "CPU")
-_linear_rows_op = _Operator("linear_rows", _linear_rows_cpu)
-_LIBRARY.impl("linear_rows", _linear_rows_meta, "Meta")
+_linear_rows_op = _register(
+    "linear_rows(Tensor w, Tensor? b, Tensor[] xs, bool transposed) -> Tensor", _linear_rows_cpu, _linear_rows_meta
+)
 
 
 def linear_rows(w: torch.Tensor, b: torch.Tensor | None, xs: Sequence[torch.Tensor], transposed: bool) -> torch.Tensor:
@@ -446,14 +457,12 @@ def _linear_rows_into_meta(
     return None
 
 
-_LIBRARY.define("linear_pack(Tensor w, bool transposed) -> Tensor")
-_LIBRARY.impl("linear_pack", _linear_pack_cpu, "CPU")
-_linear_pack_op = _Operator("linear_pack", _linear_pack_cpu)
-_LIBRARY.impl("linear_pack", _linear_pack_meta, "Meta")
-_LIBRARY.define("linear_rows_into(Tensor(a!) out, Tensor packed, int o, Tensor? b, Tensor[] xs) -> ()")
-_LIBRARY.impl("linear_rows_into", _linear_rows_into_cpu, "CPU")
-_linear_rows_into_op = _Operator("linear_rows_into", _linear_rows_into_cpu)
-_LIBRARY.impl("linear_rows_into", _linear_rows_into_meta, "Meta")
+_linear_pack_op = _register("linear_pack(Tensor w, bool transposed) -> Tensor", _linear_pack_cpu, _linear_pack_meta)
+_linear_rows_into_op = _register(
+    "linear_rows_into(Tensor(a!) out, Tensor packed, int o, Tensor? b, Tensor[] xs) -> ()",
+    _linear_rows_into_cpu,
+    _linear_rows_into_meta,
+)
 
 
 def linear_pack(w: torch.Tensor, transposed: bool) -> torch.Tensor:
@@ -1020,10 +1029,7 @@ def _standardize_meta(x: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.
     return torch.empty_like(x, memory_format=torch.contiguous_format), x.new_empty((int(x.shape[1]),))
 
 
-_LIBRARY.define("standardize(Tensor x, float eps) -> (Tensor, Tensor)")
-_LIBRARY.impl("standardize", _standardize_cpu, "CPU")
-_standardize_op = _Operator("standardize", _standardize_cpu)
-_LIBRARY.impl("standardize", _standardize_meta, "Meta")
+_standardize_op = _register("standardize(Tensor x, float eps) -> (Tensor, Tensor)", _standardize_cpu, _standardize_meta)
 
 
 def standardize_channels(x: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -1126,14 +1132,14 @@ def _global_products_backward_meta(
     return torch.empty_like(a, memory_format=torch.contiguous_format), _global_products_meta(a, ys)
 
 
-_LIBRARY.define("global_products(Tensor a, Tensor[] ys) -> Tensor[]")
-_LIBRARY.impl("global_products", _global_products_cpu, "CPU")
-_global_products_op = _Operator("global_products", _global_products_cpu)
-_LIBRARY.impl("global_products", _global_products_meta, "Meta")
-_LIBRARY.define("global_products_backward(Tensor a, Tensor[] ys, Tensor[] gs) -> (Tensor, Tensor[])")
-_LIBRARY.impl("global_products_backward", _global_products_backward_cpu, "CPU")
-_global_products_backward_op = _Operator("global_products_backward", _global_products_backward_cpu)
-_LIBRARY.impl("global_products_backward", _global_products_backward_meta, "Meta")
+_global_products_op = _register(
+    "global_products(Tensor a, Tensor[] ys) -> Tensor[]", _global_products_cpu, _global_products_meta
+)
+_global_products_backward_op = _register(
+    "global_products_backward(Tensor a, Tensor[] ys, Tensor[] gs) -> (Tensor, Tensor[])",
+    _global_products_backward_cpu,
+    _global_products_backward_meta,
+)
 
 
 def global_products(a: torch.Tensor, ys: Sequence[torch.Tensor]) -> list[torch.Tensor]:
